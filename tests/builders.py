@@ -1,0 +1,178 @@
+"""Tiny ONNX models built in code, each exercising one pattern the units, the lowering or the loader must handle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 17
+
+
+def _rng(seed: int = 0) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def init(name: str, array) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.asarray(array), name)
+
+
+def model(nodes, inputs, outputs, inits=(), opset: int = OPSET, name: str = "tiny") -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, name, inputs, outputs, list(inits))
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+    onnx.checker.check_model(m)
+    return m
+
+
+def fvi(name: str, shape) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+def save(m: onnx.ModelProto, folder: Path, name: str = "model.onnx") -> Path:
+    path = Path(folder) / name
+    onnx.save(m, str(path))
+    return path
+
+
+def conv_w(rng, cout: int, cin: int, k: int = 3) -> np.ndarray:
+    return (rng.standard_normal((cout, cin, k, k)) / np.sqrt(cin * k * k)).astype(np.float32)
+
+
+def conv_bn_relu_residual(seed: int = 0) -> onnx.ModelProto:
+    """conv1+BN+Relu -> conv2+Relu, residual Add with conv1's output, Relu -> GAP -> Gemm."""
+    r = _rng(seed)
+    c = 4
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], "conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c1", "g", "b", "m", "v"], ["bn1"], "bn1"),
+        helper.make_node("Relu", ["bn1"], ["r1"], "relu1"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], "conv2", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"], "relu2"),
+        helper.make_node("Add", ["r2", "r1"], ["s"], "add"),
+        helper.make_node("Relu", ["s"], ["r3"], "relu3"),
+        helper.make_node("GlobalAveragePool", ["r3"], ["p"], "gap"),
+        helper.make_node("Flatten", ["p"], ["f"], "flatten"),
+        helper.make_node("Gemm", ["f", "wf", "bf"], ["y"], "fc", transB=1),
+    ]
+    inits = [
+        init("w1", conv_w(r, c, 3)),
+        init("g", (1 + 0.1 * r.standard_normal(c)).astype(np.float32)),
+        init("b", (0.1 * r.standard_normal(c)).astype(np.float32)),
+        init("m", (0.1 * r.standard_normal(c)).astype(np.float32)),
+        init("v", (1 + 0.1 * r.random(c)).astype(np.float32)),
+        init("w2", conv_w(r, c, c)),
+        init("b2", (0.1 * r.standard_normal(c)).astype(np.float32)),
+        init("wf", (r.standard_normal((5, c)) / 2).astype(np.float32)),
+        init("bf", np.zeros(5, np.float32)),
+    ]
+    return model(nodes, [fvi("x", ["N", 3, 8, 8])], [fvi("y", ["N", 5])], inits)
+
+
+def skip_produced_late(seed: int = 0) -> onnx.ModelProto:
+    """A residual Add whose other input is produced after the absorbing Conv in graph order (ResNet shortcut)."""
+    r = _rng(seed)
+    nodes = [
+        helper.make_node("Conv", ["x", "wa"], ["a"], "main_conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["x", "ws"], ["s"], "shortcut_conv"),
+        helper.make_node("Add", ["a", "s"], ["y0"], "add"),
+        helper.make_node("Relu", ["y0"], ["y"], "relu"),
+    ]
+    inits = [init("wa", conv_w(r, 4, 3)), init("ws", conv_w(r, 4, 3, 1))]
+    return model(nodes, [fvi("x", ["N", 3, 6, 6])], [fvi("y", ["N", 4, 6, 6])], inits)
+
+
+def gates(seed: int = 0) -> onnx.ModelProto:
+    """Conv + SiLU (x*sigmoid(x)), then Conv + HardSwish written as x*clip(x+3,0,6)/6, then MatMul + bias."""
+    r = _rng(seed)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], "conv_silu", pads=[1, 1, 1, 1]),
+        helper.make_node("Sigmoid", ["c1"], ["s1"], "sig"),
+        helper.make_node("Mul", ["c1", "s1"], ["a1"], "silu_mul"),
+        helper.make_node("Conv", ["a1", "w2"], ["c2"], "conv_hswish", pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c2", "three"], ["t"], "hs_add"),
+        helper.make_node("Clip", ["t", "zero", "six"], ["cl"], "hs_clip"),
+        helper.make_node("Mul", ["c2", "cl"], ["m"], "hs_mul"),
+        helper.make_node("Div", ["m", "six"], ["a2"], "hs_div"),
+        helper.make_node("Flatten", ["a2"], ["f"], "flatten"),
+        helper.make_node("MatMul", ["f", "wm"], ["mm"], "matmul"),
+        helper.make_node("Add", ["mm", "bm"], ["y"], "bias"),
+    ]
+    inits = [
+        init("w1", conv_w(r, 4, 2)), init("w2", conv_w(r, 4, 4)),
+        init("three", np.float32(3)), init("zero", np.float32(0)), init("six", np.float32(6)),
+        init("wm", (r.standard_normal((4 * 4 * 4, 6)) / 8).astype(np.float32)),
+        init("bm", (0.1 * r.standard_normal(6)).astype(np.float32)),
+    ]
+    return model(nodes, [fvi("x", ["N", 2, 4, 4])], [fvi("y", ["N", 6])], inits)
+
+
+def attention_matmul(seed: int = 0) -> onnx.ModelProto:
+    """Two projections (MatMul with weights) and an activation x activation MatMul (both inputs quantized)."""
+    r = _rng(seed)
+    nodes = [
+        helper.make_node("MatMul", ["x", "wq"], ["q"], "proj_q"),
+        helper.make_node("MatMul", ["x", "wk"], ["k"], "proj_k"),
+        helper.make_node("Transpose", ["k"], ["kt"], "kt", perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["q", "kt"], ["y"], "scores"),
+    ]
+    inits = [init("wq", (r.standard_normal((8, 8)) / 3).astype(np.float32)),
+             init("wk", (r.standard_normal((8, 8)) / 3).astype(np.float32))]
+    return model(nodes, [fvi("x", ["N", 5, 8])], [fvi("y", ["N", 5, 5])], inits)
+
+
+def fp16_overflow(seed: int = 0) -> onnx.ModelProto:
+    """A Gemm whose output exceeds the FP16 range (65504) for normal inputs."""
+    r = _rng(seed)
+    nodes = [helper.make_node("Gemm", ["x", "w"], ["y"], "big", transB=1)]
+    inits = [init("w", (1e5 * r.standard_normal((3, 4))).astype(np.float32))]
+    return model(nodes, [fvi("x", ["N", 4])], [fvi("y", ["N", 3])], inits)
+
+
+def constant_weights(seed: int = 0) -> onnx.ModelProto:
+    """Weights held in Constant nodes (as exported by paddle2onnx), opset 12, an unnamed node."""
+    r = _rng(seed)
+    w = conv_w(r, 3, 2)
+    nodes = [
+        helper.make_node("Constant", [], ["w"], "const_w", value=numpy_helper.from_array(w)),
+        helper.make_node("Constant", [], ["lo"], value_float=0.0),
+        helper.make_node("Constant", [], ["hi"], value_float=6.0),
+        helper.make_node("Conv", ["x", "w"], ["c"], "conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Clip", ["c", "lo", "hi"], ["y"]),
+    ]
+    return model(nodes, [fvi("x", ["N", 2, 5, 5])], [fvi("y", ["N", 3, 5, 5])], opset=12)
+
+
+def if_subgraph(seed: int = 0) -> onnx.ModelProto:
+    """Conv layers inside both branches of an If on a scalar int64 input (as in Silero VAD)."""
+    r = _rng(seed)
+
+    def branch(tag: str) -> onnx.GraphProto:
+        return helper.make_graph(
+            [helper.make_node("Conv", ["x", f"w_{tag}"], [f"y_{tag}"], f"conv_{tag}")],
+            tag, [], [fvi(f"y_{tag}", ["N", 2, 4, 4])])
+
+    nodes = [
+        helper.make_node("Equal", ["sr", "k16"], ["cond"], "eq"),
+        helper.make_node("If", ["cond"], ["y"], "if", then_branch=branch("then"), else_branch=branch("else")),
+    ]
+    inits = [init("k16", np.int64(16000)), init("w_then", conv_w(r, 2, 1, 1)), init("w_else", conv_w(r, 2, 1, 1))]
+    inputs = [fvi("x", ["N", 1, 4, 4]), helper.make_tensor_value_info("sr", TensorProto.INT64, [])]
+    return model(nodes, inputs, [fvi("y", ["N", 2, 4, 4])], inits)
+
+
+def already_quantized() -> onnx.ModelProto:
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], "q"),
+        helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], "dq"),
+    ]
+    inits = [init("s", np.float32(0.1)), init("z", np.int8(0))]
+    return model(nodes, [fvi("x", ["N", 4])], [fvi("y", ["N", 4])], inits)
+
+
+def fp16_weights() -> onnx.ModelProto:
+    nodes = [helper.make_node("Cast", ["x"], ["xh"], "c", to=TensorProto.FLOAT16),
+             helper.make_node("MatMul", ["xh", "w"], ["yh"], "mm"),
+             helper.make_node("Cast", ["yh"], ["y"], "c2", to=TensorProto.FLOAT)]
+    return model(nodes, [fvi("x", ["N", 4])], [fvi("y", ["N", 2])], [init("w", np.ones((4, 2), np.float16))])

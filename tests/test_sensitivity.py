@@ -1,0 +1,158 @@
+import json
+
+import builders
+import numpy as np
+import pytest
+
+from trt_mpq.backends import BackendOptions, get_backend
+from trt_mpq.data import generated_dataset
+from trt_mpq.journal import Journal
+from trt_mpq.model import load_model
+from trt_mpq.plan import Precision
+from trt_mpq.ranges import Ranges
+from trt_mpq.sensitivity import SCHEMA, Progress, Settings, analyze, measure_naive
+
+
+class CountingBackend:
+    """Wraps the real backend and counts compiled models, to prove what a resumed run recomputes."""
+
+    def __init__(self, optimize="all"):
+        self.inner = get_backend("onnxruntime", BackendOptions(ort_optimize=optimize))
+        self.name = self.inner.name
+        self.compiled = 0
+
+    def describe(self):
+        return self.inner.describe()
+
+    def compile(self, model):
+        self.compiled += 1
+        return self.inner.compile(model)
+
+
+class StopAfter(Progress):
+    def __init__(self, n):
+        self.n, self.stage = n, ""
+
+    def start(self, label, total):
+        self.stage = label
+
+    def advance(self, k=1):
+        if self.stage.startswith("per-unit"):
+            self.n -= k
+            if self.n <= 0:
+                raise KeyboardInterrupt
+
+
+def _setup(tmp_path, builder, samples=10):
+    path = builders.save(builder(), tmp_path)
+    model = load_model(path)
+    return model, generated_dataset(model, samples=samples, seed=3)
+
+
+@pytest.mark.parametrize("builder", [builders.conv_bn_relu_residual, builders.gates, builders.skip_produced_late,
+                                     builders.attention_matmul])
+@pytest.mark.parametrize("optimize", ["all", "none"])
+def test_fast_path_equals_naive(tmp_path, builder, optimize):
+    model, data = _setup(tmp_path, builder)
+    backend = CountingBackend(optimize)
+    doc = analyze(model, data, backend, tmp_path / "out", Settings(batch=4))
+    ranges = Ranges.from_json(json.loads(next((tmp_path / "out" / ".trt-mpq").glob("*/ranges.json")).read_text()))
+    from trt_mpq.units import find_units
+
+    units = find_units(model.proto).units
+    pairs = [(u, p) for u in units for p in (Precision.INT8, Precision.FP16)]
+    naive = measure_naive(model, units, pairs, ranges, backend, data, batch=4)
+    for u in doc["units"]:
+        for p, fast in u["results"].items():
+            slow = naive[(u["name"], p)]
+            for metric, value in fast.items():
+                if isinstance(value, float):
+                    assert value == pytest.approx(slow[metric], rel=1e-5, abs=1e-12), (u["name"], p, metric)
+    assert all(u["results"]["int8"]["nmse"] > u["results"]["fp16"]["nmse"] for u in doc["units"])
+    assert naive == measure_naive(model, units, pairs, ranges, backend, data, batch=4, reference_once=True)
+
+
+def test_document_schema_and_cleanup(tmp_path):
+    model, data = _setup(tmp_path, builders.conv_bn_relu_residual)
+    doc = analyze(model, data, CountingBackend(), tmp_path / "out")
+    on_disk = json.loads((tmp_path / "out" / "sensitivity.json").read_text())
+    assert on_disk == doc
+    assert doc["schema"] == SCHEMA and doc["precisions"] == ["int8", "fp16"]
+    assert doc["model"]["sha256"] == model.sha256
+    assert doc["calibration"]["source"] == "generated" and doc["calibration"]["samples"] == 10
+    u = doc["units"][0]
+    assert set(u) >= {"name", "nodes", "op_types", "results"}
+    assert set(u["results"]["int8"]) >= {"cosine", "sqnr_db", "nmse", "max_abs", "top1_agreement"}
+    assert not list((tmp_path / "out" / ".trt-mpq").glob("*/activations"))  # the big cache is removed
+
+
+def test_killed_run_resumes_without_recomputing(tmp_path):
+    model, data = _setup(tmp_path, builders.conv_bn_relu_residual)
+    out = tmp_path / "out"
+    first = CountingBackend()
+    with pytest.raises(KeyboardInterrupt):
+        analyze(model, data, first, out, progress=StopAfter(4))
+    assert not (out / "sensitivity.json").exists()  # nothing half-written
+    journal = next(out.glob(".trt-mpq/*/results.jsonl"))
+    assert len(journal.read_text().splitlines()) == 4
+    with open(journal, "a") as f:
+        f.write('{"unit": "conv2", "precis')  # a torn line from a kill mid-write
+    second = CountingBackend()
+    doc = analyze(model, data, second, out)
+    assert second.compiled == 6 - 4  # only the unfinished (unit, precision) pairs; no FP32 pass again
+    third = CountingBackend()
+    again = analyze(model, data, third, out)
+    assert third.compiled == 0
+    assert again["units"] == doc["units"]
+
+
+def test_changed_settings_do_not_reuse_results(tmp_path):
+    model, data = _setup(tmp_path, builders.conv_bn_relu_residual)
+    analyze(model, data, CountingBackend(), tmp_path / "out", Settings(calibrator="max"))
+    other = CountingBackend()
+    analyze(model, data, other, tmp_path / "out", Settings(calibrator="percentile"))
+    assert other.compiled == 1 + 6
+
+
+def test_fp16_overflow_is_flagged(tmp_path):
+    model, data = _setup(tmp_path, builders.fp16_overflow)
+    doc = analyze(model, data, CountingBackend(), tmp_path / "out")
+    fp16 = doc["units"][0]["results"]["fp16"]
+    assert "w" in fp16["fp16_overflow"] and "y" in fp16["fp16_overflow"]
+    assert fp16["nonfinite"] > 0 and fp16["nmse"] is None  # the overflow really produced Inf
+    assert "fp16_overflow" not in doc["units"][0]["results"]["int8"]
+
+
+def test_model_without_units_reports_skips(tmp_path):
+    path = builders.save(builders.if_subgraph(), tmp_path)
+    model = load_model(path)
+    doc = analyze(model, generated_dataset(model, samples=2), CountingBackend(), tmp_path / "out")
+    assert doc["units"] == [] and len(doc["skipped"]) == 2
+
+
+def test_journal_ignores_garbage(tmp_path):
+    j = Journal(tmp_path / "j.jsonl")
+    j.append("a", "int8", {"nmse": 0.5})
+    (tmp_path / "j.jsonl").open("a").write("not json\n{\"unit\": 1}\n")
+    assert j.load() == {("a", "int8"): {"nmse": 0.5}}
+
+
+def test_emulated_int8_gemm_matches_hand_computed_quantization(tmp_path):
+    """The backend's default setting computes exactly Q/DQ arithmetic: dq(q(x)) @ dq(q(W))^T."""
+    from trt_mpq.lower import lower
+    from trt_mpq.plan import Plan
+    from trt_mpq.units import find_units
+
+    m = builders.fp16_overflow()
+    units = find_units(m).units
+    low = lower(m, units, Plan.of({"big": "int8"}), Ranges("max", {"x": 2.0}, {}))
+    x = np.random.default_rng(0).standard_normal((16, 4)).astype(np.float32)
+    w = np.asarray(__import__("onnx").numpy_helper.to_array(m.graph.initializer[0]))
+    sx = np.float32(2.0 / 127)
+    xq = np.clip(np.round(x / sx), -128, 127) * sx
+    sw = (np.abs(w).max(axis=1) / 127).astype(np.float32)
+    wq = np.clip(np.round(w / sw[:, None]), -128, 127) * sw[:, None]
+    expected = xq @ wq.T
+    for optimize in ("all", "none"):
+        got = CountingBackend(optimize).compile(low).run({"x": x})["y"]
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-2)

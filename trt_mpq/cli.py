@@ -1,0 +1,129 @@
+"""``trt-mpq``: thin subcommands over the library in ``trt_mpq.api``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+from .api import AnalyzeOptions, analyze_model, inspect_model
+from .backends import backend_names
+from .backends.onnxrt import ORT_OPTIMIZE
+from .errors import TrtMpqError
+from .ranges import CALIBRATORS
+
+EPILOG = """examples:
+  trt-mpq inspect model.onnx
+  trt-mpq analyze model.onnx --out runs/a                       # generated calibration data
+  trt-mpq analyze mobilenetv2.onnx --out runs/m --calib photos/ --preprocess pre.json
+  trt-mpq analyze det.onnx --out runs/d --shape x:1x3x640x640 --precisions int8
+
+Re-running an interrupted 'analyze' with the same arguments resumes where it stopped.
+Docs: README.md (method, output schema, what is verified)."""
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trt-mpq",
+        description="Measure how sensitive each layer of an FP32 ONNX network is to INT8/FP16, to plan a "
+        "mixed-precision TensorRT engine. Runs on the CPU (ONNX Runtime) with no GPU needed.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"trt-mpq {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    shape_help = "fix a dynamic input shape, trtexec syntax, e.g. x:1x3x640x640 (repeatable)"
+    p = sub.add_parser("inspect", help="list inputs, outputs and the units (fusable layer groups) of a model",
+                       description="Show a model's inputs and outputs, the units trt-mpq found (each with the ONNX "
+                       "nodes it covers) and the layers it skipped, with the reason.")
+    p.add_argument("model", help="FP32 ONNX model (external weight files next to it are found)")
+    p.add_argument("--shape", action="append", default=[], metavar="NAME:DIMS", help=shape_help)
+
+    p = sub.add_parser("analyze", help="measure per-unit sensitivity to INT8/FP16; writes DIR/sensitivity.json",
+                       description="For every unit and precision, run the calibration data through the FP32 model "
+                       "and a copy where only that unit is lowered, and report how much the outputs move "
+                       "(cosine, SQNR, normalised MSE, max abs error, top-1 agreement).",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = AnalyzeOptions()
+    p.add_argument("model", help="FP32 ONNX model")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created; resumable cache inside)")
+    p.add_argument("--calib", metavar="PATH", help=".npz (one array per input name, samples first), .npy, a folder "
+                   "of them, or a folder of images (with --preprocess). Default: data generated from the model")
+    p.add_argument("--preprocess", metavar="FILE", help="JSON/YAML for image folders: resize, crop, scale, mean, "
+                   "std, layout (nchw|nhwc), color (rgb|bgr|gray)")
+    p.add_argument("--shape", action="append", default=[], metavar="NAME:DIMS", help=shape_help)
+    p.add_argument("--precisions", default=d.precisions, help=f"lower precisions to try (default {d.precisions})")
+    p.add_argument("--calibrator", default=d.calibrator, choices=CALIBRATORS,
+                   help=f"INT8 activation range method (default {d.calibrator})")
+    p.add_argument("--backend", default=d.backend, choices=backend_names(),
+                   help="where models run (default auto: onnxruntime on this release)")
+    p.add_argument("--ort-opt", dest="ort_optimize", default=d.ort_optimize, choices=ORT_OPTIMIZE,
+                   help="onnxruntime graph optimizations: all (default; Q/DQ fusion always off) or none")
+    p.add_argument("--samples", type=_positive, metavar="N",
+                   help="use the first N samples (default: all given; 16 when generated)")
+    p.add_argument("--batch", type=_positive, default=d.batch, metavar="B", help=f"batch size (default {d.batch})")
+    p.add_argument("--seed", type=int, default=d.seed, metavar="S", help="seed for generated data (default 0)")
+    p.add_argument("--top", type=_positive, metavar="K", help="show only the K most sensitive units")
+    p.add_argument("--quiet", action="store_true", help="no progress or log lines, only the result table")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .report import ConsoleProgress, print_analysis, print_inspection
+
+    if args.command == "inspect":
+        model, table = inspect_model(args.model, tuple(args.shape))
+        print_inspection(model, table)
+        return 0
+    opts = AnalyzeOptions(calib=args.calib, preprocess=args.preprocess, shapes=tuple(args.shape),
+                          precisions=args.precisions, calibrator=args.calibrator, backend=args.backend,
+                          samples=args.samples, batch=args.batch, seed=args.seed, ort_optimize=args.ort_optimize)
+    progress = ConsoleProgress(quiet=args.quiet)
+    try:
+        doc = analyze_model(args.model, args.out, opts, progress)
+    finally:
+        progress.stop()
+    print_analysis(doc, str(Path(args.out) / "sensitivity.json"), top=args.top)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return _run(args)
+    except TrtMpqError as exc:
+        print(f"trt-mpq: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("trt-mpq: interrupted; run the same command again to resume.", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        print(f"trt-mpq: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug: one line for the user, the traceback on request
+        if os.environ.get("TRT_MPQ_DEBUG"):
+            raise
+        print(f"trt-mpq: internal error: {type(exc).__name__}: {exc} (set TRT_MPQ_DEBUG=1 for a traceback, and "
+              "please report it)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

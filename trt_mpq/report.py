@@ -1,0 +1,149 @@
+"""Terminal output: progress for long work, the ranked sensitivity table, the model inspection."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .metrics import severity
+from .model import LoadedModel
+from .sensitivity import Progress as ProgressSink
+from .units import UnitTable
+
+
+class ConsoleProgress(ProgressSink):
+    """A progress bar on a terminal; plain, rate-limited lines in logs and CI; nothing with --quiet."""
+
+    def __init__(self, quiet: bool = False, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self.quiet = quiet
+        self.bar: Progress | None = None
+        self.task = None
+        self.label, self.total, self.done, self.last = "", 0, 0, 0.0
+
+    def start(self, label: str, total: int) -> None:
+        self.stop()
+        self.label, self.total, self.done, self.last = label, total, 0, time.monotonic()
+        if self.quiet or total == 0:
+            return
+        if self.console.is_terminal:
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=self.console)
+            self.bar.start()
+            self.task = self.bar.add_task(label, total=total)
+        else:
+            self.console.print(f"{label}: 0/{total}")
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.advance(self.task, n)
+            if self.done >= self.total:
+                self.stop()
+        elif not self.quiet and (time.monotonic() - self.last > 10 or self.done >= self.total):
+            self.last = time.monotonic()
+            self.console.print(f"{self.label}: {self.done}/{self.total}")
+
+    def log(self, message: str) -> None:
+        if not self.quiet:
+            (self.bar.console if self.bar else self.console).print(message, highlight=False)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+def _fmt(value, digits: int) -> str:
+    if value is None:
+        return "inf" if digits == 1 else "-"
+    return f"{value:.{digits}f}"
+
+
+def sensitivity_table(doc: dict, top: int | None = None) -> Table:
+    """Units ranked by sensitivity: largest normalised MSE at the first precision first."""
+    precisions = doc["precisions"]
+    key = precisions[0] if precisions else None
+    units = [u for u in doc["units"] if key in u["results"]]
+    units.sort(key=lambda u: -severity(u["results"][key]))
+    has_top1 = any("top1_agreement" in r for u in units for r in u["results"].values())
+    table = Table(title=f"Units ranked by sensitivity to {key.upper() if key else '-'} (most sensitive first)",
+                  title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("unit", no_wrap=True)
+    table.add_column("ops", no_wrap=True, max_width=24, overflow="ellipsis")
+    for p in precisions:
+        table.add_column(f"{p.upper()}\nSQNR dB", justify="right")
+        table.add_column(f"{p.upper()}\ncosine", justify="right")
+        if has_top1:
+            table.add_column(f"{p.upper()}\ntop-1", justify="right")
+    table.add_column("notes")
+    for rank, u in enumerate(units[:top] if top else units, 1):
+        row = [str(rank), u["name"], "+".join(u["op_types"])]
+        notes = []
+        for p in precisions:
+            r = u["results"].get(p, {})
+            row += [_fmt(r.get("sqnr_db"), 1), _fmt(r.get("cosine"), 5)]
+            if has_top1:
+                row.append(_fmt(r.get("top1_agreement"), 3))
+            if r.get("nonfinite"):
+                notes.append(f"{p.upper()} output has NaN/Inf")
+            if r.get("fp16_overflow"):
+                notes.append(f"exceeds FP16 range: {', '.join(r['fp16_overflow'][:2])}")
+        row.append("; ".join(notes))
+        table.add_row(*row)
+    return table
+
+
+def _stdout() -> Console:
+    probe = Console(file=sys.stdout)
+    return probe if probe.is_terminal else Console(file=sys.stdout, width=160)
+
+
+def print_analysis(doc: dict, out_path: str, console: Console | None = None, top: int | None = None) -> None:
+    console = console or _stdout()
+    if doc["units"]:
+        console.print(sensitivity_table(doc, top))
+    else:
+        console.print("No units were analysed.")
+    if doc["skipped"]:
+        console.print(f"Skipped {len(doc['skipped'])} layers:")
+        for s in doc["skipped"][:10]:
+            console.print(f"  {s['node']} ({s['op_type']}): {s['reason']}", highlight=False)
+        if len(doc["skipped"]) > 10:
+            console.print(f"  ... and {len(doc['skipped']) - 10} more (see sensitivity.json)")
+    cal = doc["calibration"]
+    console.print(f"{len(doc['units'])} units x {len(doc['precisions'])} precisions on {cal['samples']} samples "
+                  f"({cal['source']}), {doc['backend']}, {doc['elapsed_s']:.1f} s. Wrote {out_path}", highlight=False)
+
+
+def print_inspection(model: LoadedModel, table: UnitTable, console: Console | None = None) -> None:
+    console = console or _stdout()
+    console.print(f"[bold]{model.path}[/bold]  sha256 {model.sha256[:16]}")
+    for note in model.notes:
+        console.print(f"  note: {note}", highlight=False)
+    io = Table(title="Inputs and outputs", title_justify="left")
+    for col in ("kind", "name", "dtype", "shape"):
+        io.add_column(col)
+    for kind, specs in (("input", model.inputs), ("output", model.outputs)):
+        for s in specs:
+            io.add_row(kind, s.name, s.dtype.name, "[" + ", ".join("?" if d is None else str(d) for d in s.shape) + "]")
+    console.print(io)
+    units = Table(title=f"{len(table.units)} units", title_justify="left")
+    for col in ("#", "unit", "ops", "ONNX nodes", "INT8 inputs", "weight axis"):
+        units.add_column(col)
+    for i, u in enumerate(table.units, 1):
+        axis = "-" if u.weight is None else ("per-tensor" if u.weight_axis is None else str(u.weight_axis))
+        units.add_row(str(i), u.name, "+".join(u.op_types), ", ".join(u.nodes), ", ".join(u.activations), axis)
+    console.print(units)
+    if table.skipped:
+        skipped = Table(title=f"{len(table.skipped)} skipped", title_justify="left")
+        for col in ("node", "op", "reason"):
+            skipped.add_column(col)
+        for s in table.skipped:
+            skipped.add_row(s.node, s.op_type, s.reason)
+        console.print(skipped)

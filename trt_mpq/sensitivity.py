@@ -1,0 +1,283 @@
+"""Per-unit sensitivity: how much the model's outputs move when one unit alone runs in a lower precision.
+
+The fast path gives the same answer as the naive one (a whole lowered model and a new session per unit,
+every sample through the whole network) for less work:
+
+1. One FP32 pass over the data records, per batch and on disk, every tensor that some unit's downstream
+   region reads from upstream (the region's *frontier*), plus the reference outputs. Ranges come from the
+   same pass, so memory is bounded by one batch whatever the number of samples.
+2. For each (unit, precision), the lowered model is cut to the nodes downstream of the unit; that smaller
+   model runs from the stored FP32 frontier. Kernels and batch shapes match the full run, so outputs agree
+   with the naive path to rounding (checked by ``scripts/benchmark.py``).
+3. Each result is journalled as soon as it is measured; a rerun with the same settings skips it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from . import __version__
+from .backends.base import Backend
+from .data import Dataset
+from .graph import descendants, extract_region, region_inputs
+from .journal import Journal, atomic_write_json
+from .lower import lower
+from .metrics import OutputDelta
+from .model import LoadedModel
+from .plan import Plan, Precision
+from .ranges import FP16_MAX, RangeCollector, Ranges
+from .store import ActivationStore
+from .units import Unit, UnitTable, find_units
+
+SCHEMA = "trt-mpq/sensitivity/1"
+
+
+class Progress:
+    """Progress sink; the CLI passes a rich-based one, library users get silence by default."""
+
+    def start(self, label: str, total: int) -> None:
+        pass
+
+    def advance(self, n: int = 1) -> None:
+        pass
+
+    def log(self, message: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    precisions: tuple[Precision, ...] = (Precision.INT8, Precision.FP16)
+    calibrator: str = "max"
+    batch: int = 8
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["precisions"] = [p.value for p in self.precisions]
+        return d
+
+
+@dataclass
+class UnitRegion:
+    """What a unit's downstream run needs: its nodes in the original graph and their frontier."""
+
+    unit: Unit
+    nodes: set[int] = field(default_factory=set)
+    frontier: list[str] = field(default_factory=list)
+
+
+def unit_regions(model: onnx.ModelProto, units: Sequence[Unit], all_units: Sequence[Unit]) -> list[UnitRegion]:
+    """Each unit's downstream region. A region never splits another unit: if it holds a unit's residual Add,
+    it holds that unit's Conv too, so the backend fuses the region exactly as it fuses the whole model."""
+    index = {n.name: i for i, n in enumerate(model.graph.node)}
+    members = [{index[n] for n in u.nodes} for u in all_units]
+    out = []
+    for u in units:
+        region = descendants(model.graph, [index[n] for n in u.nodes])
+        for group in members:
+            if region & group and not group <= region:
+                region |= group
+        out.append(UnitRegion(u, region, region_inputs(model.graph, region)))
+    return out
+
+
+def observed_tensors(model: onnx.ModelProto, units: Sequence[Unit]) -> list[str]:
+    """Tensors whose |x| maxima are recorded: what each unit reads and hands on. Values inside a fused unit
+    are not recorded (they would multiply the FP32 pass's memory); constants are checked directly."""
+    consts = {t.name for t in model.graph.initializer}
+    names = dict.fromkeys(n for u in units for n in (*u.inputs, *u.outputs))
+    return [n for n in names if n not in consts]
+
+
+def fp16_overflow(model: onnx.ModelProto, unit: Unit, ranges: Ranges) -> list[str]:
+    """Tensors and constants of a unit whose magnitude exceeds the FP16 range (65504)."""
+    by_name = {n.name: n for n in model.graph.node}
+    inits = {t.name: t for t in model.graph.initializer}
+    members = [by_name[n] for n in unit.nodes]
+    flagged = ranges.exceeds_fp16([*unit.inputs, *unit.outputs])
+    for node in members:
+        for name in node.input:
+            t = inits.get(name)
+            if t is not None and t.data_type == onnx.TensorProto.FLOAT:
+                a = numpy_helper.to_array(t)
+                if a.size and float(np.max(np.abs(a))) > FP16_MAX:
+                    flagged.append(name)
+    return list(dict.fromkeys(flagged))
+
+
+def _run_key(model: LoadedModel, dataset: Dataset, backend: Backend, settings: Settings) -> str:
+    blob = json.dumps([__version__, model.sha256, dataset.fingerprint, backend.describe(), settings.to_json(),
+                       [i.describe() for i in model.inputs]], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def collect(model: LoadedModel, table: UnitTable, regions: list[UnitRegion], dataset: Dataset, backend: Backend,
+            settings: Settings, store: ActivationStore, progress: Progress) -> Ranges:
+    """FP32 pass: fill the activation store (frontiers + reference outputs) and calibrate ranges."""
+    outputs = [o.name for o in model.proto.graph.output]
+    stored = list(dict.fromkeys([n for r in regions for n in r.frontier] + outputs))
+    observed = observed_tensors(model.proto, table.units)
+    quantized = [a for u in table.units for a in u.activations]
+    collector = RangeCollector(settings.calibrator, observed, quantized)
+    extra = [n for n in dict.fromkeys(stored + observed) if n not in outputs]
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model.proto)
+    for name in extra:
+        probe.graph.output.append(onnx.ValueInfoProto(name=name))
+    session = backend.compile(probe)
+    spans = dataset.spans(settings.batch)
+    progress.start("FP32 reference and ranges", len(spans) * (2 if collector.needs_histograms else 1))
+    store.reset()
+    for b, (lo, hi) in enumerate(spans):
+        feeds = dataset.take(lo, hi)
+        values = {**feeds, **session.run(feeds, outputs + extra)}
+        collector.update_max(values)
+        store.write(b, {n: values[n] for n in stored})
+        progress.advance()
+    session.close()
+    if collector.needs_histograms:
+        collector.start_histograms()
+        for b in range(len(spans)):
+            collector.update_histograms(store.read(b, [q for q in collector.quantized]))
+            progress.advance()
+    store.finish()
+    return collector.result()
+
+
+def downstream_model(model: onnx.ModelProto, region: UnitRegion, store: ActivationStore) -> onnx.ModelProto:
+    """The FP32 nodes downstream of a unit (the unit included), fed by its frontier from the store."""
+    types = {n: store.dtype_rank(n) for n in region.frontier}
+    return extract_region(model, region.nodes, types, name=f"downstream_of_{region.unit.name}")
+
+
+def measure_fast(sub: onnx.ModelProto, unit: Unit, precision: Precision, ranges: Ranges, backend: Backend,
+                 store: ActivationStore, outputs: Sequence[str], samples_per_batch: Sequence[int]) -> dict:
+    """Sensitivity of one (unit, precision): lower the unit inside its downstream model, run it from the
+    stored FP32 frontier, compare with the stored reference outputs."""
+    lowered = lower(sub, [unit], Plan.of({unit.name: precision}), ranges)
+    produced = [o.name for o in lowered.graph.output]
+    feeds_needed = [i.name for i in lowered.graph.input]
+    session = backend.compile(lowered)
+    delta = OutputDelta()
+    for b, count in enumerate(samples_per_batch):
+        feeds = store.read(b, feeds_needed)
+        ref = store.read(b, outputs)
+        got = {**ref, **session.run(feeds, produced)}
+        delta.update(ref, got, count)
+    session.close()
+    return delta.result()
+
+
+def measure_naive(model: LoadedModel, units: Sequence[Unit], pairs: Sequence[tuple[Unit, Precision]],
+                  ranges: Ranges, backend: Backend, dataset: Dataset, batch: int = 8, reference_once: bool = False,
+                  progress: Progress | None = None) -> dict[tuple[str, str], dict]:
+    """The baseline the fast path is measured against: for every (unit, precision) a whole lowered model and a
+    new session, every sample through the whole network, in the same batches as the fast path (ONNX Runtime's
+    GEMM rounding depends on the batch size, and the two must compute the same numbers). Without
+    ``reference_once`` each measurement also runs the FP32 model, as the method is written; with it the FP32
+    outputs are computed once up front and kept."""
+    progress = progress or Progress()
+    spans = dataset.spans(batch)
+    fp32 = backend.compile(model.proto)
+    refs = [fp32.run(dataset.take(lo, hi)) for lo, hi in spans] if reference_once else None
+    results = {}
+    progress.start("naive per-unit runs", len(pairs))
+    for unit, precision in pairs:
+        session = backend.compile(lower(model.proto, units, Plan.of({unit.name: precision}), ranges))
+        delta = OutputDelta()
+        for k, (lo, hi) in enumerate(spans):
+            feeds = dataset.take(lo, hi)
+            ref = refs[k] if refs is not None else fp32.run(feeds)
+            delta.update(ref, session.run(feeds), hi - lo)
+        session.close()
+        results[(unit.name, precision.value)] = delta.result()
+        progress.advance()
+    fp32.close()
+    return results
+
+
+def analyze(model: LoadedModel, dataset: Dataset, backend: Backend, out_dir: str | Path,
+            settings: Settings = Settings(), progress: Progress | None = None) -> dict:
+    """Measure every unit at every precision in ``settings``; write ``out_dir/sensitivity.json``; resume
+    from ``out_dir/.trt-mpq/<run key>/`` when an earlier run with the same inputs and settings was cut short."""
+    progress = progress or Progress()
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    table = find_units(model.proto)
+    key = _run_key(model, dataset, backend, settings)
+    work = out_dir / ".trt-mpq" / key
+    journal = Journal(work / "results.jsonl")
+    done = journal.load()
+    pairs = [(u, p) for u in table.units for p in settings.precisions if (u.name, p.value) not in done]
+    store = ActivationStore(work / "activations")
+    ranges_path = work / "ranges.json"
+    ranges = Ranges.from_json(json.loads(ranges_path.read_text())) if ranges_path.exists() else None
+    if done:
+        progress.log(f"resuming: {len(done)} of {len(done) + len(pairs)} measurements already done")
+    pending = [u for u in table.units if any(u is q for q, _ in pairs)]
+    regions = {r.unit.name: r for r in unit_regions(model.proto, pending, table.units)}
+    if pairs and (ranges is None or not store.complete):
+        ranges = collect(model, table, list(regions.values()), dataset, backend, settings, store, progress)
+        atomic_write_json(ranges_path, ranges.to_json())
+    elif ranges is None:
+        ranges = Ranges(settings.calibrator)
+    counts = [hi - lo for lo, hi in dataset.spans(settings.batch)]
+    outputs = [o.name for o in model.proto.graph.output]
+    subs: dict[str, onnx.ModelProto] = {}
+    progress.start("per-unit sensitivity", len(pairs))
+    for unit, precision in pairs:
+        if unit.name not in subs:
+            subs.clear()  # pairs come unit by unit: keep only the current unit's downstream model
+            subs[unit.name] = downstream_model(model.proto, regions[unit.name], store)
+        result = measure_fast(subs[unit.name], unit, precision, ranges, backend, store, outputs, counts)
+        if precision is Precision.FP16:
+            flagged = fp16_overflow(model.proto, unit, ranges)
+            if flagged:
+                result["fp16_overflow"] = flagged
+        journal.append(unit.name, precision.value, result)
+        done[(unit.name, precision.value)] = result
+        progress.advance()
+    store.remove()
+    doc = document(model, table, dataset, backend, settings, done, time.perf_counter() - start)
+    atomic_write_json(out_dir / "sensitivity.json", doc)
+    return doc
+
+
+def _versions() -> dict[str, str]:
+    import onnxruntime
+
+    return {"trt_mpq": __version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+            "numpy": np.__version__}
+
+
+def document(model: LoadedModel, table: UnitTable, dataset: Dataset, backend: Backend, settings: Settings,
+             results: dict[tuple[str, str], dict], elapsed: float) -> dict:
+    units = []
+    for u in table.units:
+        entry = u.to_json()
+        entry["results"] = {p.value: results[(u.name, p.value)] for p in settings.precisions
+                            if (u.name, p.value) in results}
+        units.append(entry)
+    return {
+        "schema": SCHEMA,
+        "model": {"path": str(model.path), "sha256": model.sha256,
+                  "inputs": [i.describe() for i in model.inputs], "outputs": [o.describe() for o in model.outputs],
+                  "notes": model.notes},
+        "backend": backend.describe(),
+        "precisions": [p.value for p in settings.precisions],
+        "calibration": {**dataset.info, "calibrator": settings.calibrator,
+                        "batch": dataset.effective_batch(settings.batch)},
+        "units": units,
+        "skipped": [{"node": s.node, "op_type": s.op_type, "reason": s.reason} for s in table.skipped],
+        "versions": _versions(),
+        "elapsed_s": round(elapsed, 2),
+    }
