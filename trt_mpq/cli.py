@@ -34,8 +34,13 @@ def _positive(text: str) -> int:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, like every other trt-mpq error
+        self.exit(2, f"trt-mpq: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="trt-mpq",
         description="Measure how sensitive each layer of an FP32 ONNX network is to INT8/FP16, to plan a "
         "mixed-precision TensorRT engine. Runs on the CPU (ONNX Runtime) with no GPU needed.",
@@ -43,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"trt-mpq {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     shape_help = "fix a dynamic input shape, trtexec syntax, e.g. x:1x3x640x640 (repeatable)"
     p = sub.add_parser("inspect", help="list inputs, outputs and the units (fusable layer groups) of a model",

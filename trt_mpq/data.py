@@ -79,6 +79,20 @@ def _check_batch(spec: TensorSpec, a: np.ndarray, lo: int, source: str) -> None:
         raise DataError(f"input '{spec.name}' in {source} contains NaN or Inf (sample {bad}).")
 
 
+def _check_finite(spec: TensorSpec, a: np.ndarray, source: str, used: int | None = None,
+                  chunk: int = 256) -> None:
+    """Refuse NaN/Inf in the samples that will be used, before any work starts; chunked so a memory-mapped
+    file is not loaded whole."""
+    if not np.issubdtype(a.dtype, np.floating) or a.ndim == 0:
+        return
+    for lo in range(0, min(a.shape[0], used or a.shape[0]), chunk):
+        part = np.asarray(a[lo:min(lo + chunk, used or a.shape[0])])
+        bad = ~np.isfinite(part)
+        if bad.any():
+            sample = lo + int(np.argwhere(bad)[0][0])
+            raise DataError(f"input '{spec.name}' in {source} contains NaN or Inf (sample {sample}).")
+
+
 def _coerce(spec: TensorSpec, a: np.ndarray, source: str) -> np.ndarray:
     """Accept the lossless conversions users expect (float64 -> float32, int32 -> int64); refuse the rest."""
     if a.dtype == spec.dtype:
@@ -110,7 +124,7 @@ def _sampler(spec: TensorSpec, a: np.ndarray, source: str) -> tuple[int, Callabl
 def _from_arrays(model: LoadedModel, arrays: dict[str, np.ndarray], source: str, kind: str,
                  fingerprint: str, limit: int | None) -> Dataset:
     names = [s.name for s in model.inputs]
-    labels = arrays.pop(LABELS, None)
+    labels = arrays.pop(LABELS, None) if LABELS not in names else None
     missing = [n for n in names if n not in arrays]
     if missing:
         have = ", ".join(sorted(arrays)) or "nothing"
@@ -124,6 +138,7 @@ def _from_arrays(model: LoadedModel, arrays: dict[str, np.ndarray], source: str,
     for spec in model.inputs:
         a = _coerce(spec, np.asarray(arrays[spec.name]), source)
         counts[spec.name], takers[spec.name] = _sampler(spec, a, source)
+        _check_finite(spec, a, source, used=limit)
     if len(set(counts.values())) > 1:
         raise DataError(f"{source} holds different sample counts per input: {counts}.")
     n = next(iter(counts.values()))
@@ -250,9 +265,13 @@ def generated_dataset(model: LoadedModel, samples: int | None = None, seed: int 
     """Synthetic samples from the input metadata: floats ~ N(0,1), integer indices inside their table,
     other integers in {0, 1}, booleans fair coins. Per-sample seeding keeps data independent of batch size."""
     n = DEFAULT_GENERATED_SAMPLES if samples is None else samples
+    # A symbolic dim shared with a batch axis ('batch' in input [batch,576] and state [2,batch,128]) is the
+    # per-sample batch size too.
+    per_sample = {s.shape[0]: 1 for s in model.inputs if s.batch_axis == 0 and isinstance(s.shape[0], str)}
     plans = []
     for spec in model.inputs:
-        dims = [1 if k == spec.batch_axis else d for k, d in enumerate(spec.shape)]
+        dims = [1 if k == spec.batch_axis else per_sample.get(d, d) if isinstance(d, str) else d
+                for k, d in enumerate(spec.shape)]
         dynamic = [k for k, d in enumerate(dims) if not isinstance(d, int)]
         if dynamic:
             example = "x".join(str(d) if isinstance(d, int) else "?" for d in dims)

@@ -107,8 +107,11 @@ class OutputDelta:
             if not values:
                 continue
             if metric == "sqnr_db" and any(v is None for v in values):
+                # null means +inf (identical output) unless that output's nmse is null too (error on a zero
+                # reference, -inf): then the worst SQNR is unknown and stays null.
+                worst_unknown = any(p.get("nmse") is None for p in per.values())
                 finite = [v for v in values if v is not None]
-                out[metric] = min(finite) if finite else None
+                out[metric] = None if worst_unknown or not finite else min(finite)
             elif metric == "nmse" and any(v is None for v in values):
                 out[metric] = None
             else:

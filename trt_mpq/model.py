@@ -126,9 +126,11 @@ def _read(path: Path) -> tuple[onnx.ModelProto, list[Path]]:
     })
     try:
         external_data_helper.load_external_data_for_model(model, str(path.parent))
-    except (FileNotFoundError, OSError) as exc:
+    except (OSError, onnx.checker.ValidationError) as exc:
+        missing = [str(p.name) for p in ext if not p.is_file()]
+        what = ", ".join(missing) if missing else getattr(exc, "filename", None) or str(exc).splitlines()[0]
         raise ModelError(
-            f"external data for '{path}' is missing ({exc.filename or exc}); keep the weight files next to the model."
+            f"external data for '{path}' is missing or unreadable ({what}); keep the weight files next to the model."
         ) from None
     return model, ext
 

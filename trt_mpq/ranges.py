@@ -44,7 +44,8 @@ class AbsHistogram:
             self.counts[0] += x.size
             return
         bins = len(self.counts)
-        idx = np.minimum((np.abs(x.ravel()) * (bins / self.amax)).astype(np.int64), bins - 1)
+        # float64: a float16 tensor with a small range would overflow when scaled to bin indices
+        idx = np.minimum((np.abs(x.ravel()).astype(np.float64) * (bins / self.amax)).astype(np.int64), bins - 1)
         self.counts += np.bincount(idx, minlength=bins)
 
     @property

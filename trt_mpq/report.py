@@ -19,7 +19,7 @@ class ConsoleProgress(ProgressSink):
     """A progress bar on a terminal; plain, rate-limited lines in logs and CI; nothing with --quiet."""
 
     def __init__(self, quiet: bool = False, console: Console | None = None) -> None:
-        self.console = console or Console(stderr=True)
+        self.console = console or Console(stderr=True, soft_wrap=True)
         self.quiet = quiet
         self.bar: Progress | None = None
         self.task = None

@@ -159,22 +159,25 @@ def downstream_model(model: onnx.ModelProto, region: UnitRegion, store: Activati
     return extract_region(model, region.nodes, types, name=f"downstream_of_{region.unit.name}")
 
 
-def measure_fast(sub: onnx.ModelProto, unit: Unit, precision: Precision, ranges: Ranges, backend: Backend,
-                 store: ActivationStore, outputs: Sequence[str], samples_per_batch: Sequence[int]) -> dict:
-    """Sensitivity of one (unit, precision): lower the unit inside its downstream model, run it from the
-    stored FP32 frontier, compare with the stored reference outputs."""
-    lowered = lower(sub, [unit], Plan.of({unit.name: precision}), ranges)
-    produced = [o.name for o in lowered.graph.output]
-    feeds_needed = [i.name for i in lowered.graph.input]
-    session = backend.compile(lowered)
-    delta = OutputDelta()
+def measure_unit(sub: onnx.ModelProto, unit: Unit, precisions: Sequence[Precision], ranges: Ranges,
+                 backend: Backend, store: ActivationStore, outputs: Sequence[str],
+                 samples_per_batch: Sequence[int]) -> dict[Precision, dict]:
+    """Sensitivity of one unit at each precision: lower the unit inside its downstream model, run it from the
+    stored FP32 frontier (read once per batch for all precisions), compare with the stored reference."""
+    sessions, deltas = {}, {}
+    for p in precisions:
+        lowered = lower(sub, [unit], Plan.of({unit.name: p}), ranges)
+        sessions[p] = (backend.compile(lowered), [o.name for o in lowered.graph.output])
+        deltas[p] = OutputDelta()
+    feeds_needed = [i.name for i in sub.graph.input]
     for b, count in enumerate(samples_per_batch):
         feeds = store.read(b, feeds_needed)
         ref = store.read(b, outputs)
-        got = {**ref, **session.run(feeds, produced)}
-        delta.update(ref, got, count)
-    session.close()
-    return delta.result()
+        for p, (session, produced) in sessions.items():
+            deltas[p].update(ref, {**ref, **session.run(feeds, produced)}, count)
+    for session, _ in sessions.values():
+        session.close()
+    return {p: d.result() for p, d in deltas.items()}
 
 
 def measure_naive(model: LoadedModel, units: Sequence[Unit], pairs: Sequence[tuple[Unit, Precision]],
@@ -232,20 +235,19 @@ def analyze(model: LoadedModel, dataset: Dataset, backend: Backend, out_dir: str
         ranges = Ranges(settings.calibrator)
     counts = [hi - lo for lo, hi in dataset.spans(settings.batch)]
     outputs = [o.name for o in model.proto.graph.output]
-    subs: dict[str, onnx.ModelProto] = {}
     progress.start("per-unit sensitivity", len(pairs))
-    for unit, precision in pairs:
-        if unit.name not in subs:
-            subs.clear()  # pairs come unit by unit: keep only the current unit's downstream model
-            subs[unit.name] = downstream_model(model.proto, regions[unit.name], store)
-        result = measure_fast(subs[unit.name], unit, precision, ranges, backend, store, outputs, counts)
-        if precision is Precision.FP16:
-            flagged = fp16_overflow(model.proto, unit, ranges)
-            if flagged:
-                result["fp16_overflow"] = flagged
-        journal.append(unit.name, precision.value, result)
-        done[(unit.name, precision.value)] = result
-        progress.advance()
+    for unit in pending:
+        todo = [p for q, p in pairs if q is unit]
+        sub = downstream_model(model.proto, regions[unit.name], store)
+        results = measure_unit(sub, unit, todo, ranges, backend, store, outputs, counts)
+        for precision, result in results.items():
+            if precision is Precision.FP16:
+                flagged = fp16_overflow(model.proto, unit, ranges)
+                if flagged:
+                    result["fp16_overflow"] = flagged
+            journal.append(unit.name, precision.value, result)
+            done[(unit.name, precision.value)] = result
+            progress.advance()
     store.remove()
     doc = document(model, table, dataset, backend, settings, done, time.perf_counter() - start)
     atomic_write_json(out_dir / "sensitivity.json", doc)

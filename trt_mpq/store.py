@@ -1,5 +1,9 @@
-"""An on-disk store of FP32 activations, one folder per batch, so a unit's downstream run can start from
-its inputs without recomputing everything upstream, in memory bounded by one batch."""
+"""An on-disk store of FP32 activations, so a unit's downstream run can start from its inputs without
+recomputing everything upstream, in memory bounded by one batch.
+
+One raw file per tensor, batches appended in order; the index (offset, shape per batch) is kept in memory
+and written once complete. Few large files keep creation and deletion cheap.
+"""
 
 from __future__ import annotations
 
@@ -17,44 +21,55 @@ class ActivationStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.meta_path = self.root / "complete.json"
-        self.index: dict[str, int] = {}
-        self.types: dict[str, tuple[str, int]] = {}
+        self.files: dict[str, str] = {}
+        self.dtypes: dict[str, str] = {}
+        self.entries: dict[str, list[tuple[int, list[int]]]] = {}  # name -> per batch (offset, shape)
         if self.meta_path.exists():
             meta = json.loads(self.meta_path.read_text())
-            self.index = meta["index"]
-            self.types = {k: (v[0], v[1]) for k, v in meta["types"].items()}
-            self.batches = meta["batches"]
-        else:
-            self.batches = 0
+            self.files, self.dtypes = meta["files"], meta["dtypes"]
+            self.entries = {k: [(o, s) for o, s in v] for k, v in meta["entries"].items()}
 
     @property
     def complete(self) -> bool:
         return self.meta_path.exists()
 
+    @property
+    def batches(self) -> int:
+        return max((len(v) for v in self.entries.values()), default=0)
+
     def reset(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
         self.root.mkdir(parents=True)
-        self.index, self.types, self.batches = {}, {}, 0
+        self.files, self.dtypes, self.entries = {}, {}, {}
 
     def write(self, batch: int, tensors: Mapping[str, np.ndarray]) -> None:
-        folder = self.root / f"b{batch:05d}"
-        folder.mkdir(parents=True, exist_ok=True)
         for name, value in tensors.items():
-            k = self.index.setdefault(name, len(self.index))
-            self.types.setdefault(name, (value.dtype.str, value.ndim))
-            np.save(folder / f"{k}.npy", value, allow_pickle=False)
-        self.batches = max(self.batches, batch + 1)
+            if name not in self.files:
+                self.files[name] = f"{len(self.files)}.bin"
+                self.dtypes[name] = value.dtype.str
+                self.entries[name] = []
+            if len(self.entries[name]) != batch:
+                raise ValueError("batches must be written in order")
+            value = np.ascontiguousarray(value, dtype=np.dtype(self.dtypes[name]))
+            with open(self.root / self.files[name], "ab") as f:
+                offset = f.tell()
+                f.write(value.tobytes())
+            self.entries[name].append((offset, list(value.shape)))
 
     def finish(self) -> None:
-        atomic_write_json(self.meta_path, {"index": self.index, "types": self.types, "batches": self.batches})
+        atomic_write_json(self.meta_path, {"files": self.files, "dtypes": self.dtypes, "entries": self.entries})
 
     def read(self, batch: int, names: Iterable[str]) -> dict[str, np.ndarray]:
-        folder = self.root / f"b{batch:05d}"
-        return {n: np.load(folder / f"{self.index[n]}.npy", allow_pickle=False) for n in names}
+        out = {}
+        for n in names:
+            offset, shape = self.entries[n][batch]
+            dtype = np.dtype(self.dtypes[n])
+            count = int(np.prod(shape, dtype=np.int64))
+            out[n] = np.fromfile(self.root / self.files[n], dtype=dtype, count=count, offset=offset).reshape(shape)
+        return out
 
     def dtype_rank(self, name: str) -> tuple[np.dtype, int]:
-        dtype, rank = self.types[name]
-        return np.dtype(dtype), rank
+        return np.dtype(self.dtypes[name]), len(self.entries[name][0][1])
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

@@ -1,0 +1,129 @@
+"""The command line as a user meets it: results on good input, one clear line and a non-zero exit on bad."""
+
+import json
+import shutil
+
+import builders
+import numpy as np
+import onnx
+import pytest
+
+from trt_mpq.cli import main
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    return builders.save(builders.conv_bn_relu_residual(), tmp_path)
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_inspect_lists_io_units_and_skips(capsys, tmp_path, tiny):
+    code, out, _ = run(capsys, "inspect", tiny)
+    assert code == 0
+    assert "conv1" in out and "Conv+BatchNormalization+Relu" in out and "input" in out and "[N, 3, 8, 8]" in out
+    code, out, _ = run(capsys, "inspect", builders.save(builders.if_subgraph(), tmp_path, "if.onnx"))
+    assert code == 0 and "0 units" in out and "control-flow" in out
+
+
+def test_analyze_writes_json_and_prints_ranked_table(capsys, tmp_path, tiny):
+    out_dir = tmp_path / "out"
+    code, out, err = run(capsys, "analyze", tiny, "--out", out_dir, "--samples", 6, "--quiet")
+    assert code == 0, err
+    doc = json.loads((out_dir / "sensitivity.json").read_text())
+    assert [u["name"] for u in doc["units"]] == ["conv1", "conv2", "fc"]
+    assert "ranked by sensitivity" in out and "conv2" in out
+    assert err == ""  # --quiet: no progress, no log lines
+    code, out, err = run(capsys, "analyze", tiny, "--out", out_dir, "--samples", 6)
+    assert code == 0 and "resuming: 6 of 6" in err
+
+
+def test_help_explains_commands(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["analyze", "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "--calibrator" in out and "resumes" in out and "--preprocess" in out
+
+
+def _bad_inputs(tmp_path, tiny):
+    """(name, argv, words the message must contain) for each kind of bad input."""
+    good = ["--out", tmp_path / "out"]
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(tiny.read_bytes()[: tiny.stat().st_size // 3])
+    text = tmp_path / "notes.onnx"
+    text.write_text("this is not a model\n" * 20)
+    quant = builders.save(builders.already_quantized(), tmp_path, "q.onnx")
+    half = builders.save(builders.fp16_weights(), tmp_path, "half.onnx")
+    ext_dir = tmp_path / "ext"
+    ext_dir.mkdir()
+    m = builders.conv_bn_relu_residual()
+    onnx.save(m, str(ext_dir / "m.onnx"), save_as_external_data=True, location="m.weights", size_threshold=0)
+    (ext_dir / "m.weights").unlink()
+    x = np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "wrong_name.npz", image=x)
+    np.savez(tmp_path / "nhwc.npz", x=x.transpose(0, 2, 3, 1).copy())
+    np.savez(tmp_path / "uint8.npz", x=(x * 50).astype(np.uint8))
+    nan = x.copy()
+    nan[2, 0, 0, 0] = np.nan
+    np.savez(tmp_path / "nan.npz", x=nan)
+    (tmp_path / "empty_dir").mkdir()
+    dyn = builders.conv_bn_relu_residual()
+    for d in dyn.graph.input[0].type.tensor_type.shape.dim[2:]:
+        d.Clear()
+        d.dim_param = "H"
+    dynamic = builders.save(dyn, tmp_path, "dynamic.onnx")
+    (tmp_path / "pre.json").write_text('{"resize": 8, "normalize": true}')
+    (tmp_path / "afile").write_text("x")
+    return [
+        ("missing model", ["analyze", tmp_path / "nope.onnx", *good], ["does not exist"]),
+        ("empty model", ["analyze", empty, *good], ["empty"]),
+        ("truncated model", ["analyze", truncated, *good], ["truncated"]),
+        ("not onnx", ["analyze", text, *good], ["ONNX"]),
+        ("already quantized", ["analyze", quant, *good], ["already quantized", "QuantizeLinear"]),
+        ("fp16 model", ["analyze", half, *good], ["FP16"]),
+        ("missing external data", ["analyze", ext_dir / "m.onnx", *good], ["external data", "m.weights"]),
+        ("wrong input name", ["analyze", tiny, *good, "--calib", tmp_path / "wrong_name.npz"], ["'x'", "image"]),
+        ("nhwc data", ["analyze", tiny, *good, "--calib", tmp_path / "nhwc.npz"], ["NHWC"]),
+        ("uint8 data", ["analyze", tiny, *good, "--calib", tmp_path / "uint8.npz"], ["uint8", "float32"]),
+        ("nan data", ["analyze", tiny, *good, "--calib", tmp_path / "nan.npz"], ["NaN", "sample 2"]),
+        ("empty folder", ["analyze", tiny, *good, "--calib", tmp_path / "empty_dir"], ["no .npz"]),
+        ("missing data", ["analyze", tiny, *good, "--calib", tmp_path / "nothing.npz"], ["does not exist"]),
+        ("dynamic dims, no shape", ["analyze", dynamic, *good], ["--shape", "dynamic"]),
+        ("shape for unknown input", ["analyze", tiny, *good, "--shape", "img:1x3x8x8"], ["img", "inputs are: x"]),
+        ("shape syntax", ["analyze", tiny, *good, "--shape", "x=1,3,8,8"], ["NAME:DIMS"]),
+        ("shape conflicts", ["analyze", tiny, *good, "--shape", "x:1x3x9x8"], ["fixes it to 8"]),
+        ("bad precision", ["analyze", tiny, *good, "--precisions", "int4"], ["int4"]),
+        ("tensorrt backend", ["analyze", tiny, *good, "--backend", "tensorrt"], ["TensorRT", "onnxruntime"]),
+        ("unknown preprocess key", ["analyze", tiny, *good, "--calib", tmp_path / "empty_dir",
+                                    "--preprocess", tmp_path / "pre.json"], ["normalize"]),
+        ("preprocess without calib", ["analyze", tiny, *good, "--preprocess", tmp_path / "pre.json"], ["--calib"]),
+        ("out is a file", ["analyze", tiny, "--out", tmp_path / "afile"], ["not a folder"]),
+        ("zero batch", ["analyze", tiny, *good, "--batch", "0"], ["--batch", "at least 1"]),
+        ("no out", ["analyze", tiny], ["--out"]),
+    ]
+
+
+def test_bad_inputs_give_one_line_and_nonzero_exit(capsys, tmp_path, tiny):
+    cases = _bad_inputs(tmp_path, tiny)
+    assert len(cases) >= 12
+    for name, argv, words in cases:
+        try:
+            code, out, err = run(capsys, *argv)
+        except SystemExit as e:  # argparse exits itself
+            code = e.code
+            out, err = capsys.readouterr()
+        lines = err.strip().splitlines()
+        assert code != 0, name
+        assert len(lines) == 1 and lines[0].startswith("trt-mpq: error:"), (name, err)
+        assert "Traceback" not in err, name
+        for w in words:
+            assert w in lines[0], (name, w, lines[0])
+        assert not (tmp_path / "out" / "sensitivity.json").exists(), name
+        shutil.rmtree(tmp_path / "out", ignore_errors=True)

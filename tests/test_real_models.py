@@ -1,0 +1,136 @@
+"""Integration on the real, trained models of ../shared/models (skipped when that folder is absent)."""
+
+import json
+from collections import Counter
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from trt_mpq.api import AnalyzeOptions, analyze_model
+from trt_mpq.backends import get_backend
+from trt_mpq.data import generated_dataset, load_dataset
+from trt_mpq.errors import DataError
+from trt_mpq.images import load_preprocess
+from trt_mpq.lower import lower, trt_rule_violations
+from trt_mpq.model import load_model
+from trt_mpq.plan import Plan, Precision
+from trt_mpq.ranges import Ranges
+from trt_mpq.sensitivity import measure_naive
+from trt_mpq.units import find_units
+
+pytestmark = pytest.mark.slow
+MNV2_PRE = "examples/preprocess/mobilenetv2_imagenet.json"
+
+
+def _session(m):
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(m if isinstance(m, str) else m.SerializeToString(), so,
+                                providers=["CPUExecutionProvider"])
+
+
+def test_mobilenetv2_units_and_lowering(shared_models):
+    model = load_model(shared_models / "mobilenetv2_imagenet.onnx")
+    table = find_units(model.proto)
+    assert Counter(u.main_op for u in table.units) == {"Conv": 52, "Gemm": 1}
+    assert sum("Add" in u.op_types for u in table.units) == 10  # every residual Add fused into a projection conv
+    assert sum(len(u.activations) == 2 for u in table.units) == 10  # ... with its skip input quantized
+    assert table.skipped == []
+    ranges = Ranges("max", {a: 6.0 for u in table.units for a in u.activations}, {})
+    x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    ref = _session(model.proto).run(None, {"input": x})[0]
+    for p in ("int8", "fp16"):
+        low = lower(model.proto, table.units, Plan.of({u.name: p for u in table.units}), ranges)
+        onnx.checker.check_model(low)
+        assert trt_rule_violations(low) == []
+        y = _session(low).run(None, {"input": x})[0]
+        assert np.all(np.isfinite(y)) and y.shape == ref.shape
+    ops = Counter(n.op_type for n in low.graph.node)
+    # One Cast in per distinct unit input (a residual skip shares the Cast of the next block's first conv) and
+    # one Cast back per unit output.
+    assert ops["Cast"] == 53 + 53
+
+
+def test_mobilenetv2_analysis_on_photos(shared_models, tmp_path):
+    opts = AnalyzeOptions(calib=str(shared_models / "photos" / "calib"), preprocess=MNV2_PRE, samples=8)
+    doc = analyze_model(shared_models / "mobilenetv2_imagenet.onnx", tmp_path, opts)
+    assert len(doc["units"]) == 53
+    int8 = np.array([u["results"]["int8"]["nmse"] for u in doc["units"]])
+    fp16 = np.array([u["results"]["fp16"]["nmse"] for u in doc["units"]])
+    assert np.all(np.isfinite(int8)) and np.all(np.isfinite(fp16)) and np.all(int8 > 0)
+    assert int8.max() / int8.min() > 10  # sensitivities spread over at least an order of magnitude
+    assert np.median(int8 / np.maximum(fp16, 1e-30)) > 100  # FP16 deltas far smaller than INT8 deltas
+    assert all(0 <= u["results"]["int8"]["top1_agreement"] <= 1 for u in doc["units"])
+    assert json.loads((tmp_path / "sensitivity.json").read_text())["calibration"]["kind"] == "images"
+
+
+def test_mobilenetv2_fast_path_equals_naive_on_real_photos(shared_models, tmp_path):
+    model = load_model(shared_models / "mobilenetv2_imagenet.onnx")
+    data = load_dataset(model, shared_models / "photos" / "calib", load_preprocess(MNV2_PRE), limit=4)
+    backend = get_backend()
+    from trt_mpq.sensitivity import Settings, analyze
+
+    doc = analyze(model, data, backend, tmp_path, Settings(batch=2))
+    ranges = Ranges.from_json(json.loads(next(tmp_path.glob(".trt-mpq/*/ranges.json")).read_text()))
+    table = find_units(model.proto)
+    chosen = [table.units[i] for i in (0, 9, 30, 52)]
+    naive = measure_naive(model, table.units, [(u, p) for u in chosen for p in Precision if p is not Precision.FP32],
+                          ranges, backend, data, batch=2, reference_once=True)
+    fast = {u["name"]: u["results"] for u in doc["units"]}
+    for (name, p), slow in naive.items():
+        for metric in ("cosine", "sqnr_db", "nmse", "max_abs", "top1_agreement"):
+            assert fast[name][p][metric] == pytest.approx(slow[metric], rel=1e-5), (name, p, metric)
+
+
+def test_image_preprocessing_matches_the_manifest(shared_models):
+    model = load_model(shared_models / "mobilenetv2_imagenet.onnx")
+    data = load_dataset(model, shared_models / "photos" / "calib", load_preprocess(MNV2_PRE))
+    assert data.num_samples == 72
+    x = data.take(0, 4)["input"]
+    assert x.shape == (4, 3, 224, 224) and x.dtype == np.float32
+    assert -3 < x.mean() < 3 and 0.3 < x.std() < 3  # normalised pixels, not 0..255
+    logits = _session(model.proto).run(None, {"input": x})[0]
+    assert logits.shape == (4, 1000) and np.all(np.isfinite(logits))
+
+
+def test_ppocr_normalisation_keeps_outputs(shared_models):
+    path = shared_models / "ppocrv4_det.onnx"
+    model = load_model(path, {"x": (1, 3, 64, 64)})
+    assert any("342 Constant" in n for n in model.notes) and any("opset 12" in n for n in model.notes)
+    assert not any(n.op_type == "Constant" for n in model.proto.graph.node)
+    x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    before = _session(str(path)).run(None, {"x": x})[0]
+    after = _session(model.proto).run(None, {"x": x})[0]
+    np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-6)
+    table = find_units(model.proto)
+    assert Counter(u.main_op for u in table.units) == {"Conv": 62, "ConvTranspose": 2}
+    hswish = [u for u in table.units if {"Clip", "Div"} <= set(u.op_types)]
+    assert len(hswish) >= 20  # HardSwish written as x*clip(x+3,0,6)/6 stays inside its unit
+
+
+def test_ppocr_generated_data_analysis_flags_fp16_bn(shared_models, tmp_path):
+    opts = AnalyzeOptions(shapes=("x:1x3x64x64",), samples=2, batch=2)
+    doc = analyze_model(shared_models / "ppocrv4_det.onnx", tmp_path, opts)
+    assert len(doc["units"]) == 64 and doc["calibration"]["kind"] == "generated"
+    for u in doc["units"]:
+        assert set(u["results"]) == {"int8", "fp16"}
+    flagged = [u["name"] for u in doc["units"] if u["results"]["fp16"].get("fp16_overflow")]
+    assert "p2o.Conv.61" in flagged  # its BatchNormalization variance (4.8e7) does not fit FP16
+
+
+def test_silero_finishes_and_reports_skipped_branches(shared_models, tmp_path):
+    model = load_model(shared_models / "silero_vad_ifless.onnx", {"input": (1, 576)})
+    data = generated_dataset(model, samples=2)
+    assert set(data.take(0, 1)["sr"].ravel()) <= {0, 1} and data.take(0, 1)["sr"].shape == ()
+    doc = analyze_model(shared_models / "silero_vad_ifless.onnx", tmp_path,
+                        AnalyzeOptions(shapes=("input:1x576",), samples=2))
+    assert doc["units"] == []
+    assert len(doc["skipped"]) == 16 and all("If" in s["reason"] for s in doc["skipped"])
+
+
+def test_digits_npz_with_other_names_says_which(shared_models):
+    model = load_model(shared_models / "digits_cnn.onnx")
+    with pytest.raises(DataError, match="no array for input 'input'.*x_train"):
+        load_dataset(model, shared_models / "digits.npz")
