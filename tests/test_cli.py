@@ -3,11 +3,11 @@
 import json
 import shutil
 
-import builders
 import numpy as np
 import onnx
 import pytest
 
+import builders
 from trt_mpq.cli import main
 
 

@@ -1,12 +1,12 @@
 from collections import Counter
 
-import builders
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
+import builders
 from trt_mpq.errors import ConfigError
 from trt_mpq.lower import lower, trt_rule_violations
 from trt_mpq.plan import Plan

@@ -1,9 +1,9 @@
 import json
 
-import builders
 import numpy as np
 import pytest
 
+import builders
 from trt_mpq.backends import BackendOptions, get_backend
 from trt_mpq.data import generated_dataset
 from trt_mpq.journal import Journal

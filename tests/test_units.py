@@ -1,5 +1,4 @@
 import builders
-
 from trt_mpq.units import find_units
 
 

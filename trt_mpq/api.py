@@ -27,7 +27,7 @@ class AnalyzeOptions:
     samples: int | None = None
     batch: int = 8
     seed: int = 0
-    ort_optimize: str = "all"
+    ort_optimize: str = "none"
 
 
 def inspect_model(model_path: str | Path, shapes: tuple[str, ...] = ()) -> tuple[LoadedModel, UnitTable]:

@@ -37,7 +37,7 @@ class Backend(Protocol):
 class BackendOptions:
     """Settings a backend may read; each backend ignores what is not its own."""
 
-    ort_optimize: str = "all"  # onnxruntime: "all" (Q/DQ fusion off) or "none" (ORT_DISABLE_ALL)
+    ort_optimize: str = "none"  # onnxruntime: "none" (ORT_DISABLE_ALL, bit-exact) or "all" (Q/DQ fusion off)
     threads: int = 0  # 0: the library's default
 
 

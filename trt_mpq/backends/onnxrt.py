@@ -1,16 +1,23 @@
 """ONNX Runtime backend: the embedded default, CPU (or the CUDA provider when installed).
 
-Q/DQ fusion is OFF on purpose. By default ONNX Runtime fuses QuantizeLinear/DequantizeLinear + Conv into its
-own integer kernels, which on CPUs without VNNI saturate and disagree with what TensorRT's INT8 computes
-(all-INT8 MobileNetV2 keeps 41 % top-1 agreement fused vs 64 % unfused on real photos). The unfused Q/DQ graph
-is exactly the arithmetic TensorRT's explicit quantization specifies.
+Q/DQ fusion is always OFF. By default ONNX Runtime fuses QuantizeLinear/DequantizeLinear + Conv into its own
+integer kernels, which on CPUs without VNNI saturate and disagree with what TensorRT's INT8 computes (all-INT8
+MobileNetV2 keeps 41 % top-1 agreement fused vs 64 % unfused on real photos). Unfused Q/DQ is exactly the
+arithmetic TensorRT's explicit quantization specifies.
 
-``optimize="all"`` (the default) keeps every other optimisation (NCHWc convolution kernels, Conv+activation
-fusion, constant folding of weight DequantizeLinear, which is exact) and sets ``session.disable_quant_qdq``,
-so Q/DQ stay separate float ops. It runs MobileNetV2 about 2.3x faster than ``optimize="none"``
-(``ORT_DISABLE_ALL``); per-unit sensitivities of the two agree to within 0.2 % relative (FP32 rounding
-order only). FP16 Cast islands may be computed in FP32 inside ONNX Runtime's CPU kernels, so FP16 error is a
-lower bound there.
+``ort_optimize="none"`` (the default) runs the graph as written (``ORT_DISABLE_ALL``). Every node then uses
+the same kernel whether it runs in the whole model or in a cut-out part of it, so the fast sensitivity path
+(downstream regions only) gives bit-for-bit the numbers of the naive whole-model path.
+
+``ort_optimize="all"`` keeps ONNX Runtime's other optimisations (NCHWc convolution kernels, Conv+activation
+fusion, exact constant folding of weight DequantizeLinear) with ``session.disable_quant_qdq`` set, so Q/DQ
+stay separate float ops. It runs MobileNetV2 about 2.3x faster, and its per-unit sensitivities agree with
+``none`` to within 0.2 % relative; but which kernel a node gets then depends on where the graph is cut, so
+results are reproducible only to that level, not bit for bit.
+
+Intra-op threads do not spin while waiting: on small machines spinning threads of one session steal the cores
+of the next (two alternating MobileNetV2 sessions on 2 cores: 116 ms/batch spinning, 64 ms not).
+FP16 Cast islands may be computed in FP32 inside ONNX Runtime's CPU kernels, so FP16 error is a lower bound.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import onnx
 from ..errors import BackendError
 from .base import BackendOptions
 
-ORT_OPTIMIZE = ("all", "none")
+ORT_OPTIMIZE = ("none", "all")
 
 
 class OnnxRuntimeSession:
@@ -73,6 +80,7 @@ class OnnxRuntimeBackend:
         else:
             so.graph_optimization_level = level.ORT_DISABLE_ALL
         so.log_severity_level = 3
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if self.threads:
             so.intra_op_num_threads = self.threads
         return so

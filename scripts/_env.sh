@@ -1,0 +1,24 @@
+# Sourced by scripts/test.sh and scripts/demo.sh: make .venv (Python 3.10-3.13) with trt-mpq installed.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PY="${PYTHON:-python3}"
+if ! command -v "$PY" >/dev/null 2>&1; then
+  echo "trt-mpq: python3 not found; install Python 3.10-3.13 (or set PYTHON=/path/to/python)" >&2
+  exit 2
+fi
+if ! "$PY" -c 'import sys; sys.exit(0 if (3, 10) <= sys.version_info[:2] <= (3, 13) else 1)'; then
+  echo "trt-mpq: needs Python 3.10-3.13, found $("$PY" --version 2>&1); set PYTHON=/path/to/python3.x" >&2
+  exit 2
+fi
+if [ ! -x .venv/bin/python ]; then
+  echo "setting up .venv (first run only)..." >&2
+  "$PY" -m venv .venv
+fi
+EXTRAS="${1:-}"
+stamp=".venv/.installed${EXTRAS}"
+if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ]; then
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${EXTRAS}" >&2
+  touch "$stamp"
+fi
