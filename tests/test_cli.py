@@ -22,7 +22,9 @@ def run(capsys, *argv):
     return code, out, err
 
 
-def test_inspect_lists_io_units_and_skips(capsys, tmp_path, tiny):
+def test_inspect_lists_io_units_and_skips(capsys, tmp_path, tiny, example_dir):
+    code, out, _ = run(capsys, "inspect", example_dir / "digits" / "digits_cnn.onnx")
+    assert code == 0 and "[batch, 1, 8, 8]" in out  # lower-case brackets are not eaten as rich markup
     code, out, _ = run(capsys, "inspect", tiny)
     assert code == 0
     assert "conv1" in out and "Conv+BatchNormalization+Relu" in out and "input" in out and "[N, 3, 8, 8]" in out

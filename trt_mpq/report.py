@@ -6,6 +6,7 @@ import sys
 import time
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -83,7 +84,7 @@ def sensitivity_table(doc: dict, top: int | None = None) -> Table:
             table.add_column(f"{p.upper()}\ntop-1", justify="right")
     table.add_column("notes")
     for rank, u in enumerate(units[:top] if top else units, 1):
-        row = [str(rank), u["name"], "+".join(u["op_types"])]
+        row = [str(rank), escape(u["name"]), "+".join(u["op_types"])]
         notes = []
         for p in precisions:
             r = u["results"].get(p, {})
@@ -94,7 +95,7 @@ def sensitivity_table(doc: dict, top: int | None = None) -> Table:
                 notes.append(f"{p.upper()} output has NaN/Inf")
             if r.get("fp16_overflow"):
                 notes.append(f"exceeds FP16 range: {', '.join(r['fp16_overflow'][:2])}")
-        row.append("; ".join(notes))
+        row.append(escape("; ".join(notes)))
         table.add_row(*row)
     return table
 
@@ -113,37 +114,40 @@ def print_analysis(doc: dict, out_path: str, console: Console | None = None, top
     if doc["skipped"]:
         console.print(f"Skipped {len(doc['skipped'])} layers:")
         for s in doc["skipped"][:10]:
-            console.print(f"  {s['node']} ({s['op_type']}): {s['reason']}", highlight=False)
+            console.print(f"  {s['node']} ({s['op_type']}): {s['reason']}", highlight=False, markup=False)
         if len(doc["skipped"]) > 10:
             console.print(f"  ... and {len(doc['skipped']) - 10} more (see sensitivity.json)")
     cal = doc["calibration"]
     console.print(f"{len(doc['units'])} units x {len(doc['precisions'])} precisions on {cal['samples']} samples "
-                  f"({cal['source']}), {doc['backend']}, {doc['elapsed_s']:.1f} s. Wrote {out_path}", highlight=False)
+                  f"({cal['source']}), {doc['backend']}, {doc['elapsed_s']:.1f} s. Wrote {out_path}",
+                  highlight=False, markup=False)
 
 
 def print_inspection(model: LoadedModel, table: UnitTable, console: Console | None = None) -> None:
     console = console or _stdout()
-    console.print(f"[bold]{model.path}[/bold]  sha256 {model.sha256[:16]}")
+    console.print(f"[bold]{escape(str(model.path))}[/bold]  sha256 {model.sha256[:16]}")
     for note in model.notes:
-        console.print(f"  note: {note}", highlight=False)
+        console.print(f"  note: {note}", highlight=False, markup=False)
     io = Table(title="Inputs and outputs", title_justify="left")
     for col in ("kind", "name", "dtype", "shape"):
         io.add_column(col)
     for kind, specs in (("input", model.inputs), ("output", model.outputs)):
         for s in specs:
-            io.add_row(kind, s.name, s.dtype.name, "[" + ", ".join("?" if d is None else str(d) for d in s.shape) + "]")
+            dims = "[" + ", ".join("?" if d is None else str(d) for d in s.shape) + "]"
+            io.add_row(kind, escape(s.name), s.dtype.name, escape(dims))
     console.print(io)
     units = Table(title=f"{len(table.units)} units", title_justify="left")
     for col in ("#", "unit", "ops", "ONNX nodes", "INT8 inputs", "weight axis"):
         units.add_column(col)
     for i, u in enumerate(table.units, 1):
         axis = "-" if u.weight is None else ("per-tensor" if u.weight_axis is None else str(u.weight_axis))
-        units.add_row(str(i), u.name, "+".join(u.op_types), ", ".join(u.nodes), ", ".join(u.activations), axis)
+        units.add_row(str(i), escape(u.name), "+".join(u.op_types), escape(", ".join(u.nodes)),
+                      escape(", ".join(u.activations)), axis)
     console.print(units)
     if table.skipped:
         skipped = Table(title=f"{len(table.skipped)} skipped", title_justify="left")
         for col in ("node", "op", "reason"):
             skipped.add_column(col)
         for s in table.skipped:
-            skipped.add_row(s.node, s.op_type, s.reason)
+            skipped.add_row(escape(s.node), s.op_type, escape(s.reason))
         console.print(skipped)
