@@ -134,3 +134,39 @@ def test_digits_npz_with_other_names_says_which(shared_models):
     model = load_model(shared_models / "digits_cnn.onnx")
     with pytest.raises(DataError, match="no array for input 'input'.*x_train"):
         load_dataset(model, shared_models / "digits.npz")
+
+
+def _digits_split(shared_models, tmp_path):
+    d = np.load(shared_models / "digits.npz")
+    np.savez(tmp_path / "train.npz", input=d["x_train"])
+    np.savez(tmp_path / "test.npz", input=d["x_test"], labels=d["y_test"])
+    return tmp_path / "train.npz", tmp_path / "test.npz"
+
+
+def test_digits_plan_meets_accuracy_budget(shared_models, tmp_path):
+    from trt_mpq.planning import PlanOptions, plan_from_analysis
+    from trt_mpq.search import Budget
+
+    train, test = _digits_split(shared_models, tmp_path)
+    analyze_model(shared_models / "digits_cnn.onnx", tmp_path / "run", AnalyzeOptions(calib=str(train)))
+    report = plan_from_analysis(tmp_path / "run", PlanOptions(str(test), metric="accuracy",
+                                budget=Budget(max_drop=0.005), latency_batch=256))
+    assert report["result"]["fp32_score"] == pytest.approx(0.9956, abs=1e-4)  # the MANIFEST's 99.56 %
+    assert report["result"]["drop"] <= 0.005
+    assert report["result"]["units"]["int8"] >= 3  # most of the 5 weighted units
+
+
+def test_mobilenetv2_plan_keeps_agreement_on_held_out_photos(shared_models, tmp_path):
+    from trt_mpq.planning import PlanOptions, plan_from_analysis
+    from trt_mpq.search import Budget
+
+    analyze_model(shared_models / "mobilenetv2_imagenet.onnx", tmp_path,
+                  AnalyzeOptions(calib=str(shared_models / "photos" / "calib"), preprocess=MNV2_PRE, samples=24))
+    report = plan_from_analysis(tmp_path, PlanOptions(str(shared_models / "photos" / "eval"), MNV2_PRE,
+                                metric="agreement", budget=Budget(max_drop=0.02)))
+    res = report["result"]
+    assert res["score"] >= 0.98 and report["evaluation"]["samples"] == 135
+    assert res["units"]["int8"] > 0 and res["units"]["fp16"] > 0  # a real mix
+    lat = report["latency"]
+    assert lat["mix_ms"] <= lat["all_ms"]["fp16"]  # never slower than all-FP16 under the cost model
+    assert all(step["passed"] == (1.0 - step["score"] <= 0.02 + 1e-12) for step in report["verification"])

@@ -12,7 +12,12 @@ from .api import AnalyzeOptions, analyze_model, inspect_model
 from .backends import backend_names
 from .backends.onnxrt import ORT_OPTIMIZE
 from .errors import TrtMpqError
+from .evaluate import METRICS
+from .latency import GPUS
+from .plan import Precision
+from .planning import PlanOptions, plan_from_analysis
 from .ranges import CALIBRATORS
+from .search import Budget
 
 EPILOG = """examples:
   trt-mpq inspect model.onnx
@@ -22,6 +27,10 @@ EPILOG = """examples:
 
 Re-running an interrupted 'analyze' with the same arguments resumes where it stopped.
 Docs: README.md (method, output schema, what is verified)."""
+PLAN_EPILOG = """examples:
+  trt-mpq plan runs/digits --eval digits_eval.npz --metric accuracy --max-drop 0.005
+  trt-mpq plan runs/mnv2 --eval photos/eval --preprocess pre.json --metric agreement --max-drop 0.02 --target t4
+  trt-mpq plan runs/mnv2 --eval photos/eval --preprocess pre.json --min-speedup 1.5 --speedup-vs fp16"""
 
 
 def _positive(text: str) -> int:
@@ -85,12 +94,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed, metavar="S", help="seed for generated data (default 0)")
     p.add_argument("--top", type=_positive, metavar="K", help="show only the K most sensitive units")
     p.add_argument("--quiet", action="store_true", help="no progress or log lines, only the result table")
+
+    p = sub.add_parser("plan", help="choose every unit's precision under a budget, verified on held-out data",
+                       description="From a finished 'analyze' run in DIR: find the fastest mix of precisions whose "
+                       "measured metric on the evaluation data meets the budget (integer program + measured "
+                       "verification). Writes DIR/plan.json, DIR/model.mixed.onnx, DIR/trtexec.txt, "
+                       "DIR/report.json.", epilog=PLAN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    pd = PlanOptions(eval="")
+    p.add_argument("dir", metavar="DIR", help="the --out folder of a finished 'trt-mpq analyze'")
+    p.add_argument("--eval", required=True, metavar="PATH", help="held-out evaluation data, same formats as --calib; "
+                   "an .npz may carry 'labels'")
+    p.add_argument("--preprocess", metavar="FILE", help="preprocessing for an image folder given with --eval")
+    p.add_argument("--metric", default=pd.metric, choices=METRICS,
+                   help=f"what the budget is measured on (default {pd.metric}; accuracy needs labels)")
+    p.add_argument("--metric-fn", metavar="MODULE:FUNCTION", help="your own metric, fn(outputs, labels) -> float, "
+                   "higher is better (runs your code: explicit opt-in)")
+    p.add_argument("--max-drop", type=float, metavar="X", help="largest allowed drop of the metric (absolute)")
+    p.add_argument("--relative", action="store_true", help="read --max-drop as a fraction of the FP32 score")
+    p.add_argument("--max-latency-ms", type=float, metavar="T", help="latency budget (estimated on --target)")
+    p.add_argument("--min-speedup", type=float, metavar="S", help="at least S times faster than --speedup-vs")
+    p.add_argument("--speedup-vs", default="fp32", choices=("fp32", "fp16"), help="reference for --min-speedup")
+    p.add_argument("--max-size-mb", type=float, metavar="M", help="weight size budget")
+    p.add_argument("--target", default=pd.target, choices=sorted(GPUS), help=f"GPU of the latency cost model "
+                   f"(default {pd.target}); latencies are estimates and labelled so")
+    p.add_argument("--latency-batch", type=_positive, default=pd.latency_batch, metavar="N",
+                   help=f"samples per inference in deployment, for the latency estimate (default {pd.latency_batch})")
+    p.add_argument("--batch", type=_positive, default=pd.batch, metavar="B", help="evaluation batch size")
+    p.add_argument("--quiet", action="store_true", help="no log lines, only the summary")
     return parser
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .report import ConsoleProgress, print_analysis, print_inspection
+    from .report import ConsoleProgress, print_analysis, print_inspection, print_plan
 
+    if args.command == "plan":
+        budget = Budget(args.max_drop, args.relative, args.max_latency_ms, args.min_speedup,
+                        Precision(args.speedup_vs), args.max_size_mb)
+        opts = PlanOptions(args.eval, args.preprocess, args.metric, args.metric_fn, budget, args.target,
+                           args.latency_batch, args.batch)
+        report = plan_from_analysis(args.dir, opts, ConsoleProgress(quiet=args.quiet))
+        print_plan(report, args.dir)
+        return 0
     if args.command == "inspect":
         model, table = inspect_model(args.model, tuple(args.shape))
         print_inspection(model, table)

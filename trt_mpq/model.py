@@ -64,6 +64,7 @@ class LoadedModel:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     notes: list[str] = field(default_factory=list)
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # the --shape overrides applied
 
     def input(self, name: str) -> TensorSpec:
         return next(i for i in self.inputs if i.name == name)
@@ -258,4 +259,4 @@ def load_model(path: str | Path, shapes: dict[str, tuple[int, ...]] | None = Non
         _apply_shapes(model, inputs, shapes)
         inputs = [_spec(vi) for vi in model.graph.input if vi.name not in init_names]
     outputs = [_spec(vi) for vi in model.graph.output]
-    return LoadedModel(model, path, file_sha256(path, *ext), inputs, outputs, notes)
+    return LoadedModel(model, path, file_sha256(path, *ext), inputs, outputs, notes, dict(shapes or {}))

@@ -151,3 +151,33 @@ def print_inspection(model: LoadedModel, table: UnitTable, console: Console | No
         for s in table.skipped:
             skipped.add_row(escape(s.node), s.op_type, escape(s.reason))
         console.print(skipped)
+
+
+def print_plan(report: dict, run_dir: str, console: Console | None = None) -> None:
+    """Summary of a plan: precisions chosen, measured result against the budget, estimated latencies."""
+    console = console or _stdout()
+    res, lat = report["result"], report["latency"]
+    table = Table(title="Chosen precision per unit, in graph order", title_justify="left")
+    for col in ("#", "unit", "precision", "alone: NMSE", "alone: top-1"):
+        table.add_column(col, justify="right" if col not in ("unit", "precision") else "left")
+    for i, u in enumerate(report["units"], 1):
+        alone = u["measured_alone"] or {}
+        top1 = alone.get("top1_agreement")
+        table.add_row(str(i), escape(u["name"]), u["precision"].upper(),
+                      "-" if u["precision"] == "fp32" else f"{alone.get('nmse', 0):.2e}",
+                      "-" if top1 is None or u["precision"] == "fp32" else f"{top1:.3f}")
+    console.print(table)
+    n = res["units"]
+    console.print(f"units: {n['int8']} INT8, {n['fp16']} FP16, {n['fp32']} FP32 (of {sum(n.values())})")
+    metric = report["evaluation"]["metric"]
+    allowed = res["allowed_drop"]
+    budget = f" (allowed {allowed:.4f})" if allowed is not None else ""
+    console.print(f"measured {metric} on {report['evaluation']['samples']} held-out samples: "
+                  f"FP32 {res['fp32_score']:.4f}, mix {res['score']:.4f}, drop {res['drop']:.4f}{budget}",
+                  highlight=False)
+    all_ms = ", ".join(f"all-{k.upper()} {v:.3f}" for k, v in lat["all_ms"].items())
+    console.print(f"estimated latency on {lat['target']} at batch {lat['batch']} (cost model, not measured): "
+                  f"mix {lat['mix_ms']:.3f} ms; "
+                  f"{all_ms} ms", highlight=False)
+    console.print(f"{res['message']}. {len(report['verification'])} verification runs. Wrote {run_dir}/plan.json, "
+                  "model.mixed.onnx, trtexec.txt, report.json", highlight=False, markup=False)

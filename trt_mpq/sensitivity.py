@@ -39,6 +39,7 @@ from .store import ActivationStore
 from .units import Unit, UnitTable, find_units
 
 SCHEMA = "trt-mpq/sensitivity/1"
+RANGES_FILE = "ranges.json"  # INT8 thresholds beside sensitivity.json, for lowering the planned mix
 
 
 class Progress:
@@ -250,6 +251,7 @@ def analyze(model: LoadedModel, dataset: Dataset, backend: Backend, out_dir: str
             progress.advance()
     store.remove()
     doc = document(model, table, dataset, backend, settings, done, time.perf_counter() - start)
+    atomic_write_json(out_dir / RANGES_FILE, ranges.to_json())
     atomic_write_json(out_dir / "sensitivity.json", doc)
     return doc
 
@@ -273,13 +275,14 @@ def document(model: LoadedModel, table: UnitTable, dataset: Dataset, backend: Ba
         "schema": SCHEMA,
         "model": {"path": str(model.path), "sha256": model.sha256,
                   "inputs": [i.describe() for i in model.inputs], "outputs": [o.describe() for o in model.outputs],
-                  "notes": model.notes},
+                  "notes": model.notes, "shapes": {k: list(v) for k, v in model.shapes.items()}},
         "backend": backend.describe(),
         "precisions": [p.value for p in settings.precisions],
-        "calibration": {**dataset.info, "calibrator": settings.calibrator,
+        "calibration": {**dataset.info, "fingerprint": dataset.fingerprint, "calibrator": settings.calibrator,
                         "batch": dataset.effective_batch(settings.batch)},
         "units": units,
         "skipped": [{"node": s.node, "op_type": s.op_type, "reason": s.reason} for s in table.skipped],
+        "ranges": RANGES_FILE,
         "versions": _versions(),
         "elapsed_s": round(elapsed, 2),
     }

@@ -1,0 +1,161 @@
+import itertools
+import json
+
+import numpy as np
+import pytest
+
+import builders
+from trt_mpq.api import AnalyzeOptions, analyze_model
+from trt_mpq.cli import main
+from trt_mpq.errors import ConfigError
+from trt_mpq.latency import GPUS, cost_model
+from trt_mpq.plan import Precision as P
+from trt_mpq.planning import PlanOptions, plan_from_analysis
+from trt_mpq.search import Budget, Options, search, solve
+from trt_mpq.units import find_units
+
+
+def _options(noise):
+    m = builders.conv_bn_relu_residual()
+    units = find_units(m).units
+    cost = cost_model(m, units, "t4", batch=64)
+    choices = {u.name: [P.FP32, P.FP16, P.INT8] for u in units}
+    full = {(u, p): (0.0 if p is P.FP32 else noise[(u, p)]) for u in choices for p in choices[u]}
+    return Options([u.name for u in units], choices, full, cost, {u: cost.costs[u].weight_elems for u in choices})
+
+
+NOISE = {("conv1", P.FP16): 1e-6, ("conv1", P.INT8): 1e-2, ("conv2", P.FP16): 1e-6, ("conv2", P.INT8): 1e-4,
+         ("fc", P.FP16): 1e-7, ("fc", P.INT8): 1e-5}
+
+
+def test_milp_matches_brute_force():
+    opts = _options(NOISE)
+    for budget in (0.0, 2e-6, 1e-4, 2e-4, 1e-2, 1.0):
+        best = None
+        for combo in itertools.product([P.FP32, P.FP16, P.INT8], repeat=3):
+            plan = dict(zip(opts.units, combo, strict=True))
+            if opts.predicted_noise(plan) <= budget + 1e-15:
+                t = opts.seconds(plan)
+                best = t if best is None or t < best else best
+        got = solve(opts, noise_budget=budget)
+        full = {u: got.get(u, P.FP32) for u in opts.units}
+        assert opts.predicted_noise(full) <= budget + 1e-12
+        assert opts.seconds(full) == pytest.approx(best, rel=1e-9)
+
+
+def test_latency_budget_minimises_noise_and_infeasible_is_none():
+    opts = _options(NOISE)
+    fastest = opts.seconds({u: P.INT8 for u in opts.units})
+    plan = solve(opts, seconds_budget=fastest * 1.0000001, minimise="noise")
+    assert opts.seconds({u: plan.get(u, P.FP32) for u in opts.units}) <= fastest * 1.0000001
+    assert solve(opts, seconds_budget=fastest / 10) is None
+
+
+def test_cost_model_targets_and_boundaries():
+    m = builders.conv_bn_relu_residual()
+    units = find_units(m).units
+    t4, h100 = cost_model(m, units, "t4", 64), cost_model(m, units, "h100", 64)
+    plan = {u.name: P.INT8 for u in units}
+    assert t4.plan_seconds(plan) != h100.plan_seconds(plan)
+    assert t4.plan_seconds(plan) > h100.plan_seconds(plan)
+    # a precision change between two units costs a reformat that an all-INT8 plan does not pay
+    mixed = {"conv1": P.INT8, "conv2": P.FP16, "fc": P.INT8}
+    uniform_units = sum(t4.unit_seconds(u, p) for u, p in mixed.items())
+    assert t4.plan_seconds(mixed) > uniform_units
+    assert set(GPUS) == {"h100", "a100", "l40s", "l4", "t4", "orin"}
+    with pytest.raises(ConfigError, match="--target"):
+        cost_model(m, units, "v100")
+
+
+def test_search_returns_a_measured_passing_mix_and_logs_every_step():
+    opts = _options(NOISE)
+
+    def measure(plan):  # a fake task metric: drops with the predicted noise
+        return 0.99 - 10 * opts.predicted_noise(plan)
+
+    result = search(opts, Budget(max_drop=0.002), 0.99, measure)
+    assert 0.99 - result.score <= 0.002
+    assert result.plan.get("conv1") is not P.INT8  # the one unit whose INT8 noise (1e-2) breaks the budget
+    assert all(s.passed == (0.99 - s.score <= 0.002) for s in result.steps)
+    assert result.steps[0].note == "fastest mix allowed"
+    only_fp32 = search(opts, Budget(max_drop=0.0), 0.99, lambda plan: 0.99 - (0.5 if plan else 0.0))
+    assert only_fp32.plan == {} and "only all-FP32" in only_fp32.message
+
+
+def test_mix_never_slower_than_all_fp16_for_a_speedup_budget():
+    opts = _options(NOISE)
+    fp16 = opts.seconds({u: P.FP16 for u in opts.units})
+    result = search(opts, Budget(min_speedup=1.0, speedup_vs=P.FP16), 1.0, lambda plan: 1.0)
+    assert opts.seconds({u: result.plan.get(u, P.FP32) for u in opts.units}) <= fp16 * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("budget, words", [
+    (Budget(max_drop=-0.1), "zero or positive"),
+    (Budget(), "give a budget"),
+    (Budget(relative=True), "--relative"),
+    (Budget(max_latency_ms=1, min_speedup=2), "not both"),
+    (Budget(max_size_mb=0), "--max-size-mb"),
+])
+def test_bad_budgets(budget, words):
+    with pytest.raises(ConfigError, match=words):
+        budget.check()
+
+
+@pytest.fixture
+def analysed(tmp_path):
+    path = builders.save(builders.conv_bn_relu_residual(), tmp_path)
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "calib.npz", x=rng.standard_normal((32, 3, 8, 8)).astype(np.float32))
+    x = rng.standard_normal((40, 3, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "eval.npz", x=x)
+    import onnxruntime as ort
+    logits = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
+    np.savez(tmp_path / "eval_labels.npz", x=x, labels=logits.argmax(1))
+    analyze_model(path, tmp_path / "run", AnalyzeOptions(calib=str(tmp_path / "calib.npz")))
+    return tmp_path
+
+
+def test_plan_writes_verified_artifacts(analysed):
+    report = plan_from_analysis(analysed / "run", PlanOptions(eval=str(analysed / "eval_labels.npz"),
+                                metric="accuracy", budget=Budget(max_drop=0.05), latency_batch=64))
+    run = analysed / "run"
+    plan = json.loads((run / "plan.json").read_text())
+    assert plan["result"]["drop"] <= 0.05 and plan["result"]["fp32_score"] == 1.0
+    assert [u["name"] for u in plan["units"]] == ["conv1", "conv2", "fc"] and plan["units"][0]["nodes"]
+    assert plan["verification"] and report["latency"]["kind"] == "estimated"
+    import onnx
+
+    m = onnx.load(str(run / "model.mixed.onnx"))
+    lowered = {u["name"]: u["precision"] for u in plan["units"]}
+    assert sum(n.op_type == "QuantizeLinear" for n in m.graph.node) >= (1 if "int8" in lowered.values() else 0)
+    assert "trtexec --onnx=model.mixed.onnx" in (run / "trtexec.txt").read_text()
+
+
+def _plan_cli(capsys, *argv):
+    code = main(["plan", *map(str, argv)])
+    return code, capsys.readouterr()
+
+
+def test_plan_cli_bad_inputs(analysed, capsys):
+    run = analysed / "run"
+    cases = [
+        (["--eval", analysed / "eval.npz", "--max-drop", "-1"], "zero or positive"),
+        (["--eval", analysed / "calib.npz", "--max-drop", "0.01"], "calibration data"),
+        (["--eval", analysed / "eval.npz", "--metric", "accuracy", "--max-drop", "0.01"], "labels"),
+        (["--eval", analysed / "eval.npz", "--metric-fn", "metric_fns:broken", "--max-drop", "0.01"], "raised"),
+        (["--eval", analysed / "eval.npz", "--metric-fn", "nope.nothing:fn", "--max-drop", "0.01"], "could not"),
+        (["--eval", analysed / "eval.npz"], "give a budget"),
+    ]
+    for argv, words in cases:
+        code, out = _plan_cli(capsys, run, *argv)
+        lines = out.err.strip().splitlines()
+        assert code != 0 and len(lines) == 1 and words in lines[0], (argv, out.err)
+    code, out = _plan_cli(capsys, analysed / "nowhere", "--eval", analysed / "eval.npz", "--max-drop", "0.1")
+    assert code != 0 and "run 'trt-mpq analyze" in out.err
+
+
+def test_plan_cli_custom_metric_and_summary(analysed, capsys):
+    code, out = _plan_cli(capsys, analysed / "run", "--eval", analysed / "eval.npz", "--metric-fn",
+                          "metric_fns:mean_max", "--max-drop", "0.5", "--relative", "--quiet")
+    assert code == 0, out.err
+    assert "units:" in out.out and "estimated latency on NVIDIA T4" in out.out

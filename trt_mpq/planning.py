@@ -1,0 +1,141 @@
+"""``trt-mpq plan``: from a finished analysis to a verified mixed-precision model and its artifacts."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+from . import __version__
+from .backends import BackendOptions, get_backend
+from .data import load_dataset
+from .errors import ConfigError
+from .evaluate import Evaluator, load_metric_fn
+from .images import load_preprocess
+from .journal import atomic_write_bytes, atomic_write_json
+from .latency import cost_model
+from .lower import lower, trt_rule_violations
+from .model import load_model
+from .plan import Plan, Precision
+from .ranges import Ranges
+from .search import Budget, Options, search
+from .sensitivity import RANGES_FILE, Progress
+from .units import find_units
+
+PLAN_SCHEMA = "trt-mpq/plan/1"
+TRTEXEC = """# Build the planned mix with TensorRT (10.x or 11.x). Precision lives in the ONNX (Q/DQ and Cast):
+# strongly typed networks honour it exactly (--stronglyTyped is needed on 10.x, a no-op on 11.x).
+# --noTF32 keeps the FP32 units in true FP32, as they were verified on the CPU.
+trtexec --onnx={onnx} --stronglyTyped --noTF32 --saveEngine=model.engine \\
+        --timingCacheFile=timing.cache --profilingVerbosity=detailed \\
+        --exportLayerInfo=layers.json --exportProfile=profile.json
+"""
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    eval: str
+    preprocess: str | None = None
+    metric: str = "agreement"
+    metric_fn: str | None = None
+    budget: Budget = Budget()
+    target: str = "t4"
+    latency_batch: int = 1  # samples per inference in deployment, for the latency estimate
+    batch: int = 8
+
+
+def _load_analysis(run_dir: Path) -> tuple[dict, Ranges]:
+    doc_path = run_dir / "sensitivity.json"
+    if not doc_path.is_file():
+        raise ConfigError(f"'{run_dir}' holds no sensitivity.json; run 'trt-mpq analyze MODEL --out {run_dir}' first.")
+    try:
+        doc = json.loads(doc_path.read_text())
+        ranges = Ranges.from_json(json.loads((run_dir / doc.get("ranges", RANGES_FILE)).read_text()))
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"the analysis in '{run_dir}' is incomplete or damaged ({exc}); run analyze again.") from None
+    return doc, ranges
+
+
+def plan_from_analysis(run_dir: str | Path, opts: PlanOptions, progress: Progress | None = None) -> dict:
+    """Search the fastest mix that meets the budget on the evaluation data; write plan.json,
+    model.mixed.onnx, trtexec.txt and report.json into ``run_dir``."""
+    progress = progress or Progress()
+    start = time.perf_counter()
+    run_dir = Path(run_dir)
+    opts.budget.check()
+    doc, ranges = _load_analysis(run_dir)
+    shapes = {k: tuple(v) for k, v in doc["model"].get("shapes", {}).items()}
+    model = load_model(doc["model"]["path"], shapes)
+    if model.sha256 != doc["model"]["sha256"]:
+        raise ConfigError(f"'{model.path}' changed since it was analysed (sha256 differs); run analyze again.")
+    units = find_units(model.proto).units
+    if [u.name for u in units] != [u["name"] for u in doc["units"]]:
+        raise ConfigError("the units of the model no longer match the analysis; run analyze again.")
+    data = load_dataset(model, opts.eval, load_preprocess(opts.preprocess))
+    if data.fingerprint == doc["calibration"].get("fingerprint"):
+        raise ConfigError("the evaluation data is the calibration data; verify on held-out samples the analysis "
+                          "did not see (the point is to prove the mix on data it was not tuned on).")
+    metric_fn = load_metric_fn(opts.metric_fn) if opts.metric_fn else None
+    ort_opt = "all" if "optimizations on" in doc["backend"] else "none"
+    backend = get_backend("onnxruntime", BackendOptions(ort_optimize=ort_opt))
+    evaluator = Evaluator(data, backend, opts.metric, opts.batch, metric_fn)
+    fp32_score = evaluator.fp32_score(model.proto)
+    progress.log(f"FP32 {evaluator.name} on {data.num_samples} evaluation samples: {fp32_score:.4f}")
+    cost = cost_model(model.proto, units, opts.target, opts.latency_batch)
+    options = Options.from_sensitivity(doc, cost)
+
+    def measure(plan: dict[str, Precision]) -> float:
+        return evaluator.score(lower(model.proto, units, Plan.of(plan), ranges))
+
+    result = search(options, opts.budget, fp32_score, measure, progress.log)
+    mixed = lower(model.proto, units, Plan.of(result.plan), ranges)
+    problems = trt_rule_violations(mixed)
+    if problems:  # a bug in the lowering, never the user's input
+        raise RuntimeError(f"the lowered mix breaks TensorRT's Q/DQ rules: {problems[0]}")
+    report = _report(doc, model, data, opts, evaluator.name, result, options, backend.describe(),
+                     time.perf_counter() - start)
+    atomic_write_bytes(run_dir / "model.mixed.onnx", mixed.SerializeToString())
+    atomic_write_bytes(run_dir / "trtexec.txt", TRTEXEC.format(onnx="model.mixed.onnx").encode())
+    atomic_write_json(run_dir / "report.json", report)
+    atomic_write_json(run_dir / "plan.json", {k: v for k, v in report.items() if k != "latency"})
+    return report
+
+
+def _report(doc, model, data, opts, metric, result, options, backend, elapsed) -> dict:
+    by_name = {u["name"]: u for u in doc["units"]}
+    units = []
+    for name in options.units:
+        p = result.plan.get(name, Precision.FP32)
+        units.append({
+            "name": name,
+            "precision": p.value,
+            "nodes": by_name[name]["nodes"],
+            "predicted_noise": options.noise[(name, p)],  # the unit's NMSE measured alone, added up
+            "measured_alone": by_name[name]["results"].get(p.value),
+            "estimated_ms": {q.value: round(options.cost.unit_seconds(name, q) * 1e3, 5)
+                             for q in options.choices[name]},
+        })
+    totals = {q.value: options.seconds({u: q for u in options.units if q in options.choices[u]}) * 1e3
+              for q in Precision}
+    counts = {q.value: sum(1 for u in units if u["precision"] == q.value) for q in Precision}
+    return {
+        "schema": PLAN_SCHEMA,
+        "model": {"path": str(model.path), "sha256": model.sha256},
+        "evaluation": {**data.info, "fingerprint": data.fingerprint, "metric": metric},
+        "calibration": doc["calibration"],
+        "budget": opts.budget.to_json(),
+        "result": {"fp32_score": result.fp32_score, "score": result.score, "drop": result.fp32_score - result.score,
+                   "allowed_drop": result.allowed_drop, "units": counts, "message": result.message},
+        "latency": {"kind": "estimated", "target": options.cost.target.name, "source": options.cost.target.source,
+                    "batch": options.cost.batch,
+                    "all_ms": {k: round(v, 4) for k, v in totals.items()},
+                    "mix_ms": round(options.seconds(result.plan) * 1e3, 4)},
+        "units": units,
+        "verification": [s.to_json() for s in result.steps],
+        "backend": backend,
+        "versions": {"trt_mpq": __version__, "onnx": onnx.__version__},
+        "elapsed_s": round(elapsed, 2),
+    }
