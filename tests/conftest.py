@@ -21,5 +21,25 @@ def shared_models() -> Path:
 
 
 @pytest.fixture
+def analysed(tmp_path: Path) -> Path:
+    """A finished analysis of a tiny residual CNN in tmp_path/run, with calib.npz, eval.npz, eval_labels.npz."""
+    import numpy as np
+    import onnxruntime as ort
+
+    import builders
+    from trt_mpq.api import AnalyzeOptions, analyze_model
+
+    path = builders.save(builders.conv_bn_relu_residual(), tmp_path)
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "calib.npz", x=rng.standard_normal((32, 3, 8, 8)).astype(np.float32))
+    x = rng.standard_normal((40, 3, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "eval.npz", x=x)
+    logits = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
+    np.savez(tmp_path / "eval_labels.npz", x=x, labels=logits.argmax(1))
+    analyze_model(path, tmp_path / "run", AnalyzeOptions(calib=str(tmp_path / "calib.npz")))
+    return tmp_path
+
+
+@pytest.fixture
 def example_dir() -> Path:
     return ROOT / "examples"

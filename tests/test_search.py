@@ -1,11 +1,9 @@
 import itertools
 import json
 
-import numpy as np
 import pytest
 
 import builders
-from trt_mpq.api import AnalyzeOptions, analyze_model
 from trt_mpq.cli import main
 from trt_mpq.errors import ConfigError
 from trt_mpq.latency import GPUS, cost_model
@@ -99,20 +97,6 @@ def test_mix_never_slower_than_all_fp16_for_a_speedup_budget():
 def test_bad_budgets(budget, words):
     with pytest.raises(ConfigError, match=words):
         budget.check()
-
-
-@pytest.fixture
-def analysed(tmp_path):
-    path = builders.save(builders.conv_bn_relu_residual(), tmp_path)
-    rng = np.random.default_rng(0)
-    np.savez(tmp_path / "calib.npz", x=rng.standard_normal((32, 3, 8, 8)).astype(np.float32))
-    x = rng.standard_normal((40, 3, 8, 8)).astype(np.float32)
-    np.savez(tmp_path / "eval.npz", x=x)
-    import onnxruntime as ort
-    logits = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
-    np.savez(tmp_path / "eval_labels.npz", x=x, labels=logits.argmax(1))
-    analyze_model(path, tmp_path / "run", AnalyzeOptions(calib=str(tmp_path / "calib.npz")))
-    return tmp_path
 
 
 def test_plan_writes_verified_artifacts(analysed):

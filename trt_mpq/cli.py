@@ -27,6 +27,10 @@ EPILOG = """examples:
 
 Re-running an interrupted 'analyze' with the same arguments resumes where it stopped.
 Docs: README.md (method, output schema, what is verified)."""
+RUN_EPILOG = """examples:
+  trt-mpq run mobilenetv2.onnx --out runs/m --calib photos/calib --eval photos/eval --preprocess pre.json \\
+      --metric agreement --max-drop 0.02 --target t4
+Re-running the same command resumes: finished per-unit measurements are not repeated."""
 PLAN_EPILOG = """examples:
   trt-mpq plan runs/digits --eval digits_eval.npz --metric accuracy --max-drop 0.005
   trt-mpq plan runs/mnv2 --eval photos/eval --preprocess pre.json --metric agreement --max-drop 0.02 --target t4
@@ -59,26 +63,55 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"trt-mpq {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    shape_help = "fix a dynamic input shape, trtexec syntax, e.g. x:1x3x640x640 (repeatable)"
     p = sub.add_parser("inspect", help="list inputs, outputs and the units (fusable layer groups) of a model",
                        description="Show a model's inputs and outputs, the units trt-mpq found (each with the ONNX "
                        "nodes it covers) and the layers it skipped, with the reason.")
     p.add_argument("model", help="FP32 ONNX model (external weight files next to it are found)")
-    p.add_argument("--shape", action="append", default=[], metavar="NAME:DIMS", help=shape_help)
+    p.add_argument("--shape", action="append", default=[], metavar="NAME:DIMS", help=SHAPE_HELP)
 
     p = sub.add_parser("analyze", help="measure per-unit sensitivity to INT8/FP16; writes DIR/sensitivity.json",
                        description="For every unit and precision, run the calibration data through the FP32 model "
                        "and a copy where only that unit is lowered, and report how much the outputs move "
                        "(cosine, SQNR, normalised MSE, max abs error, top-1 agreement).",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    d = AnalyzeOptions()
     p.add_argument("model", help="FP32 ONNX model")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created; resumable cache inside)")
+    _analysis_args(p)
+    p.add_argument("--top", type=_positive, metavar="K", help="show only the K most sensitive units")
+
+    p = sub.add_parser("plan", help="choose every unit's precision under a budget, verified on held-out data",
+                       description="From a finished 'analyze' run in DIR: find the fastest mix of precisions whose "
+                       "measured metric on the evaluation data meets the budget (integer program + measured "
+                       "verification). Writes DIR/plan.json, DIR/model.mixed.onnx, DIR/trtexec.txt, "
+                       "DIR/report.json.", epilog=PLAN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dir", metavar="DIR", help="the --out folder of a finished 'trt-mpq analyze'")
+    p.add_argument("--preprocess", metavar="FILE", help="preprocessing for an image folder given with --eval")
+    _plan_args(p)
+    p.add_argument("--batch", type=_positive, default=PlanOptions(eval="").batch, metavar="B",
+                   help="evaluation batch size")
+    p.add_argument("--quiet", action="store_true", help="no log lines, only the summary")
+
+    p = sub.add_parser("run", help="analyze, plan and verify in one command (resumes finished work)",
+                       description="'analyze' then 'plan' in one command: per-unit sensitivity on --calib, the "
+                       "fastest mix meeting the budget verified on --eval, and the artifacts in DIR.",
+                       epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="FP32 ONNX model")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created; resumable cache inside)")
+    _analysis_args(p)
+    _plan_args(p)
+    return parser
+
+
+SHAPE_HELP = "fix a dynamic input shape, trtexec syntax, e.g. x:1x3x640x640 (repeatable)"
+
+
+def _analysis_args(p: argparse.ArgumentParser) -> None:
+    d = AnalyzeOptions()
     p.add_argument("--calib", metavar="PATH", help=".npz (one array per input name, samples first), .npy, a folder "
                    "of them, or a folder of images (with --preprocess). Default: data generated from the model")
     p.add_argument("--preprocess", metavar="FILE", help="JSON/YAML for image folders: resize, crop, scale, mean, "
                    "std, layout (nchw|nhwc), color (rgb|bgr|gray)")
-    p.add_argument("--shape", action="append", default=[], metavar="NAME:DIMS", help=shape_help)
+    p.add_argument("--shape", action="append", default=[], metavar="NAME:DIMS", help=SHAPE_HELP)
     p.add_argument("--precisions", default=d.precisions, help=f"lower precisions to try (default {d.precisions})")
     p.add_argument("--calibrator", default=d.calibrator, choices=CALIBRATORS,
                    help=f"INT8 activation range method (default {d.calibrator})")
@@ -92,21 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use the first N samples (default: all given; 16 when generated)")
     p.add_argument("--batch", type=_positive, default=d.batch, metavar="B", help=f"batch size (default {d.batch})")
     p.add_argument("--seed", type=int, default=d.seed, metavar="S", help="seed for generated data (default 0)")
-    p.add_argument("--top", type=_positive, metavar="K", help="show only the K most sensitive units")
-    p.add_argument("--quiet", action="store_true", help="no progress or log lines, only the result table")
+    p.add_argument("--quiet", action="store_true", help="no progress or log lines, only the results")
 
-    p = sub.add_parser("plan", help="choose every unit's precision under a budget, verified on held-out data",
-                       description="From a finished 'analyze' run in DIR: find the fastest mix of precisions whose "
-                       "measured metric on the evaluation data meets the budget (integer program + measured "
-                       "verification). Writes DIR/plan.json, DIR/model.mixed.onnx, DIR/trtexec.txt, "
-                       "DIR/report.json.", epilog=PLAN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    pd = PlanOptions(eval="")
-    p.add_argument("dir", metavar="DIR", help="the --out folder of a finished 'trt-mpq analyze'")
+
+def _plan_args(p: argparse.ArgumentParser) -> None:
+    d = PlanOptions(eval="")
     p.add_argument("--eval", required=True, metavar="PATH", help="held-out evaluation data, same formats as --calib; "
                    "an .npz may carry 'labels'")
-    p.add_argument("--preprocess", metavar="FILE", help="preprocessing for an image folder given with --eval")
-    p.add_argument("--metric", default=pd.metric, choices=METRICS,
-                   help=f"what the budget is measured on (default {pd.metric}; accuracy needs labels)")
+    p.add_argument("--metric", default=d.metric, choices=METRICS,
+                   help=f"what the budget is measured on (default {d.metric}; accuracy needs labels)")
     p.add_argument("--metric-fn", metavar="MODULE:FUNCTION", help="your own metric, fn(outputs, labels) -> float, "
                    "higher is better (runs your code: explicit opt-in)")
     p.add_argument("--max-drop", type=float, metavar="X", help="largest allowed drop of the metric (absolute)")
@@ -115,39 +142,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-speedup", type=float, metavar="S", help="at least S times faster than --speedup-vs")
     p.add_argument("--speedup-vs", default="fp32", choices=("fp32", "fp16"), help="reference for --min-speedup")
     p.add_argument("--max-size-mb", type=float, metavar="M", help="weight size budget")
-    p.add_argument("--target", default=pd.target, choices=sorted(GPUS), help=f"GPU of the latency cost model "
-                   f"(default {pd.target}); latencies are estimates and labelled so")
-    p.add_argument("--latency-batch", type=_positive, default=pd.latency_batch, metavar="N",
-                   help=f"samples per inference in deployment, for the latency estimate (default {pd.latency_batch})")
-    p.add_argument("--batch", type=_positive, default=pd.batch, metavar="B", help="evaluation batch size")
-    p.add_argument("--quiet", action="store_true", help="no log lines, only the summary")
-    return parser
+    p.add_argument("--target", default=d.target, choices=sorted(GPUS), help=f"GPU of the latency cost model "
+                   f"(default {d.target}); latencies are estimates and labelled so")
+    p.add_argument("--latency-batch", type=_positive, default=d.latency_batch, metavar="N",
+                   help=f"samples per inference in deployment, for the latency estimate (default {d.latency_batch})")
+
+
+def _analyze_options(args: argparse.Namespace) -> AnalyzeOptions:
+    return AnalyzeOptions(calib=args.calib, preprocess=args.preprocess, shapes=tuple(args.shape),
+                          precisions=args.precisions, calibrator=args.calibrator, backend=args.backend,
+                          samples=args.samples, batch=args.batch, seed=args.seed, ort_optimize=args.ort_optimize)
+
+
+def _plan_options(args: argparse.Namespace) -> PlanOptions:
+    budget = Budget(args.max_drop, args.relative, args.max_latency_ms, args.min_speedup,
+                    Precision(args.speedup_vs), args.max_size_mb)
+    return PlanOptions(args.eval, args.preprocess, args.metric, args.metric_fn, budget, args.target,
+                       args.latency_batch, args.batch)
 
 
 def _run(args: argparse.Namespace) -> int:
     from .report import ConsoleProgress, print_analysis, print_inspection, print_plan
 
-    if args.command == "plan":
-        budget = Budget(args.max_drop, args.relative, args.max_latency_ms, args.min_speedup,
-                        Precision(args.speedup_vs), args.max_size_mb)
-        opts = PlanOptions(args.eval, args.preprocess, args.metric, args.metric_fn, budget, args.target,
-                           args.latency_batch, args.batch)
-        report = plan_from_analysis(args.dir, opts, ConsoleProgress(quiet=args.quiet))
-        print_plan(report, args.dir)
-        return 0
     if args.command == "inspect":
         model, table = inspect_model(args.model, tuple(args.shape))
         print_inspection(model, table)
         return 0
-    opts = AnalyzeOptions(calib=args.calib, preprocess=args.preprocess, shapes=tuple(args.shape),
-                          precisions=args.precisions, calibrator=args.calibrator, backend=args.backend,
-                          samples=args.samples, batch=args.batch, seed=args.seed, ort_optimize=args.ort_optimize)
     progress = ConsoleProgress(quiet=args.quiet)
     try:
-        doc = analyze_model(args.model, args.out, opts, progress)
+        if args.command == "plan":
+            print_plan(plan_from_analysis(args.dir, _plan_options(args), progress), args.dir)
+            return 0
+        plan_opts = _plan_options(args) if args.command == "run" else None
+        if plan_opts is not None:
+            plan_opts.budget.check()  # a bad budget fails before the long analysis, not after it
+        doc = analyze_model(args.model, args.out, _analyze_options(args), progress)
+        if plan_opts is None:
+            print_analysis(doc, str(Path(args.out) / "sensitivity.json"), top=args.top)
+        else:
+            progress.stop()
+            print_analysis(doc, str(Path(args.out) / "sensitivity.json"), top=10)
+            print_plan(plan_from_analysis(args.out, plan_opts, progress), args.out)
     finally:
         progress.stop()
-    print_analysis(doc, str(Path(args.out) / "sensitivity.json"), top=args.top)
     return 0
 
 

@@ -21,6 +21,7 @@ from .lower import lower, trt_rule_violations
 from .model import load_model
 from .plan import Plan, Precision
 from .ranges import Ranges
+from .report_html import render
 from .search import Budget, Options, search
 from .sensitivity import RANGES_FILE, Progress
 from .units import find_units
@@ -61,7 +62,7 @@ def _load_analysis(run_dir: Path) -> tuple[dict, Ranges]:
 
 def plan_from_analysis(run_dir: str | Path, opts: PlanOptions, progress: Progress | None = None) -> dict:
     """Search the fastest mix that meets the budget on the evaluation data; write plan.json,
-    model.mixed.onnx, trtexec.txt and report.json into ``run_dir``."""
+    model.mixed.onnx, trtexec.txt, report.json and report.html into ``run_dir``."""
     progress = progress or Progress()
     start = time.perf_counter()
     run_dir = Path(run_dir)
@@ -101,6 +102,7 @@ def plan_from_analysis(run_dir: str | Path, opts: PlanOptions, progress: Progres
     atomic_write_bytes(run_dir / "trtexec.txt", TRTEXEC.format(onnx="model.mixed.onnx").encode())
     atomic_write_json(run_dir / "report.json", report)
     atomic_write_json(run_dir / "plan.json", {k: v for k, v in report.items() if k != "latency"})
+    atomic_write_bytes(run_dir / "report.html", render(report, doc).encode())
     return report
 
 

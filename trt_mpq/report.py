@@ -180,4 +180,4 @@ def print_plan(report: dict, run_dir: str, console: Console | None = None) -> No
                   f"mix {lat['mix_ms']:.3f} ms; "
                   f"{all_ms} ms", highlight=False)
     console.print(f"{res['message']}. {len(report['verification'])} verification runs. Wrote {run_dir}/plan.json, "
-                  "model.mixed.onnx, trtexec.txt, report.json", highlight=False, markup=False)
+                  "model.mixed.onnx, trtexec.txt, report.json, report.html", highlight=False, markup=False)
