@@ -41,6 +41,14 @@ def test_milp_matches_brute_force():
         assert opts.seconds(full) == pytest.approx(best, rel=1e-9)
 
 
+def test_noise_far_below_solver_tolerance_is_respected():
+    tiny = {k: v * 1e-4 for k, v in NOISE.items()}  # FP16-like noise of 1e-10..1e-6
+    opts = _options(tiny)
+    assert solve(opts, noise_budget=0.0) == {}
+    plan = solve(opts, noise_budget=2e-10)
+    assert opts.predicted_noise(plan) <= 2e-10
+
+
 def test_latency_budget_minimises_noise_and_infeasible_is_none():
     opts = _options(NOISE)
     fastest = opts.seconds({u: P.INT8 for u in opts.units})
@@ -143,3 +151,32 @@ def test_plan_cli_custom_metric_and_summary(analysed, capsys):
                           "metric_fns:mean_max", "--max-drop", "0.5", "--relative", "--quiet")
     assert code == 0, out.err
     assert "units:" in out.out and "estimated latency on NVIDIA T4" in out.out
+
+
+def test_pareto_sweep_is_measured_and_marks_the_front():
+    from trt_mpq.search import pareto
+
+    opts = _options(NOISE)
+    calls = []
+
+    def measure(plan):
+        calls.append(plan)
+        return 1.0 - 10 * opts.predicted_noise(plan)
+
+    points = pareto(opts, measure, points=8)
+    assert len(calls) == len(points)  # every point measured once
+    assert points[-1].plan == {} and points[-1].score == 1.0  # all-FP32 is the slowest point
+    front = [q for q in points if q.on_front]
+    assert front[0] is points[0]  # the fastest point is always on the front
+    assert all(a.score < b.score for a, b in zip(front, front[1:], strict=False))  # slower: scores higher
+    times = [q.estimated_ms for q in points]
+    assert times == sorted(times)
+
+
+def test_plan_with_pareto_writes_points(analysed):
+    report = plan_from_analysis(analysed / "run", PlanOptions(eval=str(analysed / "eval.npz"), metric="agreement",
+                                budget=Budget(max_drop=0.1), latency_batch=4096, pareto=True))
+    points = report["pareto"]
+    assert len(points) >= 2 and any(q["on_front"] for q in points)
+    assert all(set(q["plan"].values()) <= {"int8", "fp16"} for q in points)
+    assert "Pareto front" in (analysed / "run" / "report.html").read_text()

@@ -146,6 +146,8 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
                    f"(default {d.target}); latencies are estimates and labelled so")
     p.add_argument("--latency-batch", type=_positive, default=d.latency_batch, metavar="N",
                    help=f"samples per inference in deployment, for the latency estimate (default {d.latency_batch})")
+    p.add_argument("--pareto", action="store_true", help="also sweep the budget and measure the front (metric vs "
+                   "latency and size), with the plan of each point, in report.json/report.html")
 
 
 def _analyze_options(args: argparse.Namespace) -> AnalyzeOptions:
@@ -158,7 +160,7 @@ def _plan_options(args: argparse.Namespace) -> PlanOptions:
     budget = Budget(args.max_drop, args.relative, args.max_latency_ms, args.min_speedup,
                     Precision(args.speedup_vs), args.max_size_mb)
     return PlanOptions(args.eval, args.preprocess, args.metric, args.metric_fn, budget, args.target,
-                       args.latency_batch, args.batch)
+                       args.latency_batch, args.batch, args.pareto)
 
 
 def _run(args: argparse.Namespace) -> int:

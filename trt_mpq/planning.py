@@ -22,7 +22,7 @@ from .model import load_model
 from .plan import Plan, Precision
 from .ranges import Ranges
 from .report_html import render
-from .search import Budget, Options, search
+from .search import Budget, Options, pareto, search
 from .sensitivity import RANGES_FILE, Progress
 from .units import find_units
 
@@ -46,6 +46,7 @@ class PlanOptions:
     target: str = "t4"
     latency_batch: int = 1  # samples per inference in deployment, for the latency estimate
     batch: int = 8
+    pareto: bool = False
 
 
 def _load_analysis(run_dir: Path) -> tuple[dict, Ranges]:
@@ -88,16 +89,24 @@ def plan_from_analysis(run_dir: str | Path, opts: PlanOptions, progress: Progres
     cost = cost_model(model.proto, units, opts.target, opts.latency_batch)
     options = Options.from_sensitivity(doc, cost)
 
+    measured: dict[str, float] = {}  # plan digest -> score, shared by the search and the sweep
+
     def measure(plan: dict[str, Precision]) -> float:
-        return evaluator.score(lower(model.proto, units, Plan.of(plan), ranges))
+        key = Plan.of(plan).digest()
+        if key not in measured:
+            measured[key] = evaluator.score(lower(model.proto, units, Plan.of(plan), ranges))
+        return measured[key]
 
     result = search(options, opts.budget, fp32_score, measure, progress.log)
+    front = pareto(options, measure, log=progress.log) if opts.pareto else []
     mixed = lower(model.proto, units, Plan.of(result.plan), ranges)
     problems = trt_rule_violations(mixed)
     if problems:  # a bug in the lowering, never the user's input
         raise RuntimeError(f"the lowered mix breaks TensorRT's Q/DQ rules: {problems[0]}")
     report = _report(doc, model, data, opts, evaluator.name, result, options, backend.describe(),
                      time.perf_counter() - start)
+    if front:
+        report["pareto"] = [q.to_json() for q in front]
     atomic_write_bytes(run_dir / "model.mixed.onnx", mixed.SerializeToString())
     atomic_write_bytes(run_dir / "trtexec.txt", TRTEXEC.format(onnx="model.mixed.onnx").encode())
     atomic_write_json(run_dir / "report.json", report)

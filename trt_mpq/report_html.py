@@ -105,6 +105,22 @@ def render(report: dict, sensitivity: dict) -> str:
     ax.set_title("Verification runs (green: meets the budget)")
     chart_steps = _png(fig)
 
+    chart_pareto = ""
+    if report.get("pareto"):
+        pts = report["pareto"]
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+        for ax, key, label in ((axes[0], "estimated_ms", "estimated latency (ms)"),
+                               (axes[1], "size_mb", "weights (MB)")):
+            ax.scatter([q[key] for q in pts], [q["score"] for q in pts], color="#9e9e9e", label="measured mix")
+            front = [q for q in pts if q["on_front"]]
+            ax.plot([q[key] for q in front], [q["score"] for q in front], "o-", color="#ef6c00",
+                    label="front (latency)")
+            ax.set_xlabel(label)
+            ax.set_ylabel(f"measured {report['evaluation']['metric']}")
+        axes[0].legend()
+        fig.suptitle("Pareto sweep: every point measured on the evaluation data")
+        chart_pareto = f'<h2>Pareto front</h2><img alt="pareto front" src="{_png(fig)}">'
+
     esc = html.escape
     rows = "".join(
         f"<tr><td>{i}</td><td>{esc(u['name'])}</td><td class='{u['precision']}'>{u['precision'].upper()}</td>"
@@ -144,5 +160,6 @@ drop {res['drop']:.4f}{drop_line}.<br>
 <h2>Verification log</h2><img alt="verification runs" src="{chart_steps}">
 <table><tr><th>#</th><th>INT8</th><th>FP16</th><th>predicted noise</th><th>est. ms</th><th>measured</th>
 <th>meets budget</th><th>note</th></tr>{log_rows}</table>
+{chart_pareto}
 </body></html>
 """

@@ -129,7 +129,10 @@ def solve(opts: Options, noise_budget: float | None = None, seconds_budget: floa
                 row[index[(b, p)]] += 1
             rows.append(row), lo.append(0), hi.append(np.inf)
     if noise_budget is not None:
-        rows.append(noise), lo.append(-np.inf), hi.append(noise_budget)
+        # FP16 noise (~1e-8) is below the solver's feasibility tolerance (~1e-7): scale the row so the smallest
+        # non-zero noise is 1, or "noise <= 0" would admit every FP16 unit.
+        scale = float(noise[noise > 0].min()) if np.any(noise > 0) else 1.0
+        rows.append(noise / scale), lo.append(-np.inf), hi.append(noise_budget / scale)
     if seconds_budget is not None:
         rows.append(lat), lo.append(-np.inf), hi.append(seconds_budget)
     if size_budget_mb is not None:
@@ -137,7 +140,11 @@ def solve(opts: Options, noise_budget: float | None = None, seconds_budget: floa
         for (u, p), i in index.items():
             size[i] = opts.weight_elems[u] * ELEMENT_BYTES[p] / 1e6
         rows.append(size), lo.append(-np.inf), hi.append(size_budget_mb)
-    objective = lat if minimise == "latency" else noise + 1e-9 * lat  # ties on noise go to the faster mix
+    if minimise == "latency":
+        objective = lat
+    else:  # scaled like the constraint; ties on noise go to the faster mix
+        objective = noise / max(float(noise[noise > 0].min()) if np.any(noise > 0) else 1.0, 1e-300)
+        objective = objective + 1e-6 * lat / max(float(lat.max()), 1e-300)
     integrality = np.r_[np.ones(len(var)), np.zeros(len(edges))]
     res = milp(objective, constraints=LinearConstraint(np.array(rows), lo, hi), integrality=integrality,
                bounds=Bounds(0, 1))
@@ -246,3 +253,44 @@ def search(opts: Options, budget: Budget, fp32_score: float, measure: Callable[[
     return SearchResult(best.plan, best.score, fp32_score, allowed, steps,
                         f"{lowered} of {len(opts.units)} units lowered; measured drop "
                         f"{fp32_score - best.score:.4f} within {allowed:.4f}")
+
+
+@dataclass
+class ParetoPoint:
+    plan: dict[str, Precision]
+    estimated_ms: float
+    size_mb: float
+    score: float
+    on_front: bool = False
+
+    def to_json(self) -> dict:
+        counts = [p for p in self.plan.values()]
+        return {"estimated_ms": round(self.estimated_ms, 4), "size_mb": round(self.size_mb, 3), "score": self.score,
+                "on_front": self.on_front, "int8": counts.count(Precision.INT8),
+                "fp16": counts.count(Precision.FP16), "plan": Plan.of(self.plan).to_json()}
+
+
+def pareto(opts: Options, measure: Callable[[dict[str, Precision]], float], points: int = 10,
+           log: Callable[[str], None] = lambda s: None) -> list[ParetoPoint]:
+    """Sweep the noise budget from all-FP32 to the fastest mix; measure each distinct optimum; mark the measured
+    front (no other point is at least as fast and scores higher)."""
+    positive = [v for v in opts.noise.values() if v > 0]
+    total = sum(max(opts.noise[(u, p)] for p in opts.choices[u]) for u in opts.units)
+    budgets = [0.0] + (list(np.geomspace(min(positive) / 2, total, points - 1)) if positive else [])
+    seen: dict[str, ParetoPoint] = {}
+    for b in budgets:
+        plan = solve(opts, noise_budget=b)
+        if plan is None:
+            continue
+        key = Plan.of(plan).digest()
+        if key not in seen:
+            full = {u: plan.get(u, Precision.FP32) for u in opts.units}
+            seen[key] = ParetoPoint(plan, opts.seconds(full) * 1e3, opts.size_mb(full), measure(plan))
+            log(f"pareto: {len(plan)} units lowered, est. {seen[key].estimated_ms:.3f} ms -> measured "
+                f"{seen[key].score:.4f}")
+    result = sorted(seen.values(), key=lambda q: (q.estimated_ms, -q.score))
+    best = -math.inf
+    for q in result:
+        if q.score > best:
+            q.on_front, best = True, q.score
+    return result
