@@ -150,7 +150,7 @@ def test_plan_cli_custom_metric_and_summary(analysed, capsys):
     code, out = _plan_cli(capsys, analysed / "run", "--eval", analysed / "eval.npz", "--metric-fn",
                           "metric_fns:mean_max", "--max-drop", "0.5", "--relative", "--quiet")
     assert code == 0, out.err
-    assert "units:" in out.out and "estimated latency on NVIDIA T4" in out.out
+    assert "units:" in out.out and "latency on NVIDIA T4 at batch 1 (estimated)" in out.out
 
 
 def test_pareto_sweep_is_measured_and_marks_the_front():

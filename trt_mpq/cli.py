@@ -146,6 +146,12 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
                    f"(default {d.target}); latencies are estimates and labelled so")
     p.add_argument("--latency-batch", type=_positive, default=d.latency_batch, metavar="N",
                    help=f"samples per inference in deployment, for the latency estimate (default {d.latency_batch})")
+    p.add_argument("--latency-from", action="append", default=[], metavar="PREC=FILE",
+                   help="per-layer times from a real GPU run: trtexec --exportProfile of an all-PREC build "
+                   "(fp32, fp16, int8; repeatable); replaces the estimate for the units it covers")
+    p.add_argument("--layer-info", action="append", default=[], metavar="PREC=FILE",
+                   help="trtexec --exportLayerInfo (--profilingVerbosity=detailed) of the same build, to map "
+                   "fused layers back to ONNX nodes exactly")
     p.add_argument("--pareto", action="store_true", help="also sweep the budget and measure the front (metric vs "
                    "latency and size), with the plan of each point, in report.json/report.html")
 
@@ -160,7 +166,7 @@ def _plan_options(args: argparse.Namespace) -> PlanOptions:
     budget = Budget(args.max_drop, args.relative, args.max_latency_ms, args.min_speedup,
                     Precision(args.speedup_vs), args.max_size_mb)
     return PlanOptions(args.eval, args.preprocess, args.metric, args.metric_fn, budget, args.target,
-                       args.latency_batch, args.batch, args.pareto)
+                       args.latency_batch, args.batch, args.pareto, tuple(args.latency_from), tuple(args.layer_info))
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ Peak rates are the dense (non-sparse) figures of NVIDIA's public datasheets; FP3
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -121,8 +121,19 @@ class CostModel:
     edges: list[tuple[str, str, float]]  # (producer unit, consumer unit, elements) between units
     loose: dict[str, float]  # unit -> elements it exchanges with FP32 ops / graph inputs / outputs
     batch: int = 1
+    measured: dict[tuple[str, Precision], float] = field(default_factory=dict)  # seconds, e.g. from trtexec
+
+    @property
+    def kind(self) -> str:
+        if not self.measured:
+            return "estimated"
+        full = all((u, p) in self.measured for u in self.costs for p in Precision)
+        return ("measured (trtexec profiles)" if full else "partly measured (trtexec profiles)") + \
+            ", precision boundaries estimated"
 
     def unit_seconds(self, unit: str, p: Precision) -> float:
+        if (unit, p) in self.measured:
+            return self.measured[(unit, p)]
         c = self.costs[unit]
         size = ELEMENT_BYTES[p]
         compute = c.flops / (self.target.peak(p) * COMPUTE_EFF)

@@ -24,6 +24,7 @@ from .ranges import Ranges
 from .report_html import render
 from .search import Budget, Options, pareto, search
 from .sensitivity import RANGES_FILE, Progress
+from .trtexec import attribute, parse_pairs, read_layer_nodes, read_profile
 from .units import find_units
 
 PLAN_SCHEMA = "trt-mpq/plan/1"
@@ -47,6 +48,8 @@ class PlanOptions:
     latency_batch: int = 1  # samples per inference in deployment, for the latency estimate
     batch: int = 8
     pareto: bool = False
+    latency_from: tuple[str, ...] = ()  # PRECISION=trtexec --exportProfile file
+    layer_info: tuple[str, ...] = ()  # PRECISION=trtexec --exportLayerInfo file
 
 
 def _load_analysis(run_dir: Path) -> tuple[dict, Ranges]:
@@ -87,6 +90,11 @@ def plan_from_analysis(run_dir: str | Path, opts: PlanOptions, progress: Progres
     fp32_score = evaluator.fp32_score(model.proto)
     progress.log(f"FP32 {evaluator.name} on {data.num_samples} evaluation samples: {fp32_score:.4f}")
     cost = cost_model(model.proto, units, opts.target, opts.latency_batch)
+    if opts.latency_from:
+        imported = import_latency(opts, units, [n.name for n in model.proto.graph.node])
+        cost.measured = {k: ms / 1e3 for k, ms in imported.ms.items()}
+        for p, ms in imported.unattributed_ms.items():
+            progress.log(f"trtexec {p.value}: {ms:.3f} of {imported.total_ms[p]:.3f} ms not attributed to a unit")
     options = Options.from_sensitivity(doc, cost)
 
     measured: dict[str, float] = {}  # plan digest -> score, shared by the search and the sweep
@@ -115,6 +123,12 @@ def plan_from_analysis(run_dir: str | Path, opts: PlanOptions, progress: Progres
     return report
 
 
+def import_latency(opts: PlanOptions, units, node_order: list[str]):
+    profiles = {p: read_profile(f) for p, f in parse_pairs(list(opts.latency_from), "--latency-from").items()}
+    layers = {p: read_layer_nodes(f) for p, f in parse_pairs(list(opts.layer_info), "--layer-info").items()}
+    return attribute(profiles, layers, units, node_order)
+
+
 def _report(doc, model, data, opts, metric, result, options, backend, elapsed) -> dict:
     by_name = {u["name"]: u for u in doc["units"]}
     units = []
@@ -126,7 +140,7 @@ def _report(doc, model, data, opts, metric, result, options, backend, elapsed) -
             "nodes": by_name[name]["nodes"],
             "predicted_noise": options.noise[(name, p)],  # the unit's NMSE measured alone, added up
             "measured_alone": by_name[name]["results"].get(p.value),
-            "estimated_ms": {q.value: round(options.cost.unit_seconds(name, q) * 1e3, 5)
+            "latency_ms": {q.value: round(options.cost.unit_seconds(name, q) * 1e3, 5)
                              for q in options.choices[name]},
         })
     totals = {q.value: options.seconds({u: q for u in options.units if q in options.choices[u]}) * 1e3
@@ -140,7 +154,8 @@ def _report(doc, model, data, opts, metric, result, options, backend, elapsed) -
         "budget": opts.budget.to_json(),
         "result": {"fp32_score": result.fp32_score, "score": result.score, "drop": result.fp32_score - result.score,
                    "allowed_drop": result.allowed_drop, "units": counts, "message": result.message},
-        "latency": {"kind": "estimated", "target": options.cost.target.name, "source": options.cost.target.source,
+        "latency": {"kind": options.cost.kind, "target": options.cost.target.name,
+                    "source": options.cost.target.source,
                     "batch": options.cost.batch,
                     "all_ms": {k: round(v, 4) for k, v in totals.items()},
                     "mix_ms": round(options.seconds(result.plan) * 1e3, 4)},

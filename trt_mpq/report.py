@@ -176,7 +176,7 @@ def print_plan(report: dict, run_dir: str, console: Console | None = None) -> No
                   f"FP32 {res['fp32_score']:.4f}, mix {res['score']:.4f}, drop {res['drop']:.4f}{budget}",
                   highlight=False)
     all_ms = ", ".join(f"all-{k.upper()} {v:.3f}" for k, v in lat["all_ms"].items())
-    console.print(f"estimated latency on {lat['target']} at batch {lat['batch']} (cost model, not measured): "
+    console.print(f"latency on {lat['target']} at batch {lat['batch']} ({lat['kind']}): "
                   f"mix {lat['mix_ms']:.3f} ms; "
                   f"{all_ms} ms", highlight=False)
     console.print(f"{res['message']}. {len(report['verification'])} verification runs. Wrote {run_dir}/plan.json, "

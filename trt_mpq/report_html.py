@@ -30,7 +30,7 @@ def _sqnr(result: dict | None) -> float:
 def why(unit: dict, sens: dict, rank: dict[str, int], n: int) -> str:
     """Why a unit runs in the precision the plan gave it, in a sentence."""
     p = unit["precision"]
-    est = unit["estimated_ms"]
+    est = unit["latency_ms"]
     if p == "int8":
         return "INT8: the budget allows it and it is the fastest option"
     int8 = sens["results"].get("int8")
@@ -74,13 +74,14 @@ def render(report: dict, sensitivity: dict) -> str:
     ax.legend()
     chart_sens = _png(fig)
 
+    lat_kind = report["latency"]["kind"].split(",")[0]
     fig, ax = plt.subplots(figsize=(9, height))
     chosen = [u["precision"] for u in units]
-    ms = [u["estimated_ms"][u["precision"]] for u in units]
+    ms = [u["latency_ms"][u["precision"]] for u in units]
     ax.barh(range(n), ms, color=[COLORS[p] for p in chosen])
     ax.set_yticks(range(n), [u["name"] for u in units], fontsize=6)
     ax.invert_yaxis()
-    ax.set_xlabel(f"estimated time per unit at its chosen precision (ms, {report['latency']['target']})")
+    ax.set_xlabel(f"time per unit at its chosen precision (ms, {lat_kind}, {report['latency']['target']})")
     ax.set_title("Chosen precision per unit, in graph order (green INT8, blue FP16, grey FP32)")
     chart_units = _png(fig)
 
@@ -89,18 +90,18 @@ def render(report: dict, sensitivity: dict) -> str:
     labels = [f"all-{k.upper()}" for k in lat["all_ms"]] + ["mix"]
     values = list(lat["all_ms"].values()) + [lat["mix_ms"]]
     ax.barh(labels, values, color=[COLORS.get(k, "#555") for k in lat["all_ms"]] + ["#ef6c00"])
-    ax.set_xlabel(f"estimated latency (ms) on {lat['target']}, batch {lat['batch']}")
+    ax.set_xlabel(f"latency (ms, {lat_kind}) on {lat['target']}, batch {lat['batch']}")
     chart_total = _png(fig)
 
     steps = report["verification"]
     allowed = report["result"]["allowed_drop"]
     fig, ax = plt.subplots(figsize=(6, 3.2))
     for s in steps:
-        ax.scatter(s["estimated_ms"], s["score"], color="#2e7d32" if s["passed"] else "#c62828")
+        ax.scatter(s["latency_ms"], s["score"], color="#2e7d32" if s["passed"] else "#c62828")
     if allowed is not None:
         ax.axhline(report["result"]["fp32_score"] - allowed, color="#555", linestyle="--", label="budget")
         ax.legend()
-    ax.set_xlabel("estimated latency (ms)")
+    ax.set_xlabel(f"latency (ms, {lat_kind})")
     ax.set_ylabel(f"measured {report['evaluation']['metric']}")
     ax.set_title("Verification runs (green: meets the budget)")
     chart_steps = _png(fig)
@@ -109,7 +110,7 @@ def render(report: dict, sensitivity: dict) -> str:
     if report.get("pareto"):
         pts = report["pareto"]
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-        for ax, key, label in ((axes[0], "estimated_ms", "estimated latency (ms)"),
+        for ax, key, label in ((axes[0], "latency_ms", f"latency (ms, {lat_kind})"),
                                (axes[1], "size_mb", "weights (MB)")):
             ax.scatter([q[key] for q in pts], [q["score"] for q in pts], color="#9e9e9e", label="measured mix")
             front = [q for q in pts if q["on_front"]]
@@ -128,7 +129,7 @@ def render(report: dict, sensitivity: dict) -> str:
         for i, u in enumerate(units, 1))
     log_rows = "".join(
         f"<tr><td>{i}</td><td>{s['int8']}</td><td>{s['fp16']}</td><td>{s['predicted_noise']:.3g}</td>"
-        f"<td>{s['estimated_ms']:.4f}</td><td>{s['score']:.4f}</td><td>{'yes' if s['passed'] else 'no'}</td>"
+        f"<td>{s['latency_ms']:.4f}</td><td>{s['score']:.4f}</td><td>{'yes' if s['passed'] else 'no'}</td>"
         f"<td>{esc(s['note'])}</td></tr>" for i, s in enumerate(steps, 1))
     res = report["result"]
     drop_line = "" if allowed is None or math.isnan(allowed) else f" (allowed {allowed:.4f})"
@@ -149,7 +150,7 @@ th {{ background: #f5f5f5; }}
 <b>Measured</b> {esc(report['evaluation']['metric'])} on {report['evaluation']['samples']} held-out samples
 ({esc(report['evaluation']['source'])}): FP32 {res['fp32_score']:.4f}, mix {res['score']:.4f},
 drop {res['drop']:.4f}{drop_line}.<br>
-<b>Latency</b> estimated by the cost model for {esc(lat['target'])} at batch {lat['batch']} (not measured): mix
+<b>Latency</b> {esc(lat['kind'])}, {esc(lat['target'])} at batch {lat['batch']}: mix
 {lat['mix_ms']:.3f} ms; {', '.join(f"all-{k.upper()} {v:.3f} ms" for k, v in lat['all_ms'].items())}.</p>
 <p class="note">Backend: {esc(report['backend'])}. Calibration: {esc(str(report['calibration'].get('source')))},
 {report['calibration'].get('samples')} samples.</p>
@@ -158,7 +159,7 @@ drop {res['drop']:.4f}{drop_line}.<br>
 <table><tr><th>#</th><th>unit</th><th>precision</th><th>ONNX nodes</th><th>why</th></tr>{rows}</table>
 <h2>Latency</h2><img alt="latency totals" src="{chart_total}">
 <h2>Verification log</h2><img alt="verification runs" src="{chart_steps}">
-<table><tr><th>#</th><th>INT8</th><th>FP16</th><th>predicted noise</th><th>est. ms</th><th>measured</th>
+<table><tr><th>#</th><th>INT8</th><th>FP16</th><th>predicted noise</th><th>ms ({esc(lat_kind)})</th><th>measured</th>
 <th>meets budget</th><th>note</th></tr>{log_rows}</table>
 {chart_pareto}
 </body></html>

@@ -168,7 +168,7 @@ class Step:
     def to_json(self) -> dict:
         lowered = [p for p in self.plan.values()]
         return {"noise_budget": self.noise_budget, "predicted_noise": self.predicted_noise,
-                "estimated_ms": round(self.estimated_ms, 4), "score": self.score, "passed": self.passed,
+                "latency_ms": round(self.estimated_ms, 4), "score": self.score, "passed": self.passed,
                 "int8": lowered.count(Precision.INT8), "fp16": lowered.count(Precision.FP16), "note": self.note,
                 "plan_digest": Plan.of(self.plan).digest()}
 
@@ -265,7 +265,7 @@ class ParetoPoint:
 
     def to_json(self) -> dict:
         counts = [p for p in self.plan.values()]
-        return {"estimated_ms": round(self.estimated_ms, 4), "size_mb": round(self.size_mb, 3), "score": self.score,
+        return {"latency_ms": round(self.estimated_ms, 4), "size_mb": round(self.size_mb, 3), "score": self.score,
                 "on_front": self.on_front, "int8": counts.count(Precision.INT8),
                 "fp16": counts.count(Precision.FP16), "plan": Plan.of(self.plan).to_json()}
 

@@ -1,0 +1,102 @@
+"""Importing per-layer times from trtexec profiles (10.x and 11.x layer-info variants) and mapping them to units."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+import builders
+from trt_mpq.errors import ConfigError
+from trt_mpq.plan import Precision as P
+from trt_mpq.trtexec import attribute, nodes_in_name, parse_pairs, read_layer_nodes, read_profile
+from trt_mpq.units import find_units
+
+RS = "\x1e"  # trtexec separates metadata entries with the ASCII record separator
+
+
+def _profile(tmp_path, name, layers):
+    path = tmp_path / name
+    path.write_text(json.dumps([{"count": 100}] + [
+        {"name": n, "timeMs": ms * 100, "averageMs": ms, "medianMs": ms, "percentage": 1.0} for n, ms in layers]))
+    return path
+
+
+def test_profile_and_layer_info_map_to_units_10x(tmp_path):
+    m = builders.conv_bn_relu_residual()
+    units = find_units(m).units
+    order = [n.name for n in m.graph.node]
+    prof = _profile(tmp_path, "int8.json", [
+        ("conv1 + bn1 + relu1", 0.010),                      # fused names, no metadata needed
+        ("Reformatting CopyNode for Input Tensor 0 to conv2", 0.002),
+        ("fused_conv2_layer", 0.020),                        # mapped only through the layer info
+        ("gap", 0.001),
+        ("fc", 0.003),
+    ])
+    info = tmp_path / "layers.json"
+    info.write_text(json.dumps({"Layers": [
+        {"Name": "fused_conv2_layer", "LayerType": "CaskConvolution",
+         "Inputs": [{"Name": "r1", "Format/Datatype": "Channel major INT8 format"}],
+         "Metadata": f"[ONNX Layer: conv2]{RS}[ONNX Layer: relu2]{RS}[ONNX Layer: add]{RS}[ONNX Layer: relu3]"},
+        {"Name": "gap", "LayerType": "Reduce", "Metadata": "[ONNX Layer: gap]"},
+    ], "Bindings": ["x", "y"]}))
+    got = attribute({P.INT8: read_profile(prof)}, {P.INT8: read_layer_nodes(info)}, units, order)
+    assert got.ms[("conv1", P.INT8)] == pytest.approx(0.010)
+    assert got.ms[("conv2", P.INT8)] == pytest.approx(0.020)
+    assert got.ms[("fc", P.INT8)] == pytest.approx(0.003)
+    assert got.unattributed_ms[P.INT8] == pytest.approx(0.003)  # the reformat and the pooling
+    assert got.total_ms[P.INT8] == pytest.approx(0.036)
+
+
+def test_layer_info_11x_and_inserted_qdq_names(tmp_path):
+    m = builders.conv_bn_relu_residual()
+    units = find_units(m).units
+    info = tmp_path / "layers11.json"
+    info.write_text(json.dumps({"Layers": [
+        {"Name": "myelin_region", "Inputs": [{"Name": "x", "Datatype": "FP16", "Format": "Row major linear"}],
+         "Metadata": f"[ONNX Layer: x_cast_fp16]{RS}[ONNX Layer: conv1]{RS}[ONNX Layer: fc]"}],
+        "I/O Tensors": ["x", "y"]}))
+    prof = _profile(tmp_path, "fp16.json", [("myelin_region", 0.04), ("r1_QuantizeLinear + conv2", 0.02)])
+    got = attribute({P.FP16: read_profile(prof)}, {P.FP16: read_layer_nodes(info)}, units,
+                    [n.name for n in m.graph.node])
+    assert got.ms[("conv1", P.FP16)] == pytest.approx(0.02)  # one layer covering two units: split evenly
+    assert got.ms[("fc", P.FP16)] == pytest.approx(0.02)
+    assert got.ms[("conv2", P.FP16)] == pytest.approx(0.02)  # the Q node the lowering named after r1
+
+
+def test_foreign_node_ranges_and_pwn_names():
+    order = ["a", "b", "c", "d", "e"]
+    assert nodes_in_name("{ForeignNode[b...d]}", order) == ["b", "c", "d"]
+    assert nodes_in_name("PWN(c, e)", order) == ["c", "e"]
+    assert nodes_in_name("a + PWN(b)", order) == ["a", "b"]
+
+
+def test_bad_files_and_pairs(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        read_profile(tmp_path / "none.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        read_profile(tmp_path / "bad.json")
+    (tmp_path / "dict.json").write_text("{}")
+    with pytest.raises(ConfigError, match="exportProfile"):
+        read_profile(tmp_path / "dict.json")
+    with pytest.raises(ConfigError, match="Layers"):
+        read_layer_nodes(tmp_path / "dict.json")
+    with pytest.raises(ConfigError, match="PRECISION=FILE"):
+        parse_pairs(["int4=x.json"], "--latency-from")
+    assert parse_pairs(["INT8=p.json"], "--latency-from") == {P.INT8: Path("p.json")}
+
+
+def test_plan_uses_imported_latency(analysed, tmp_path):
+    from trt_mpq.planning import PlanOptions, plan_from_analysis
+    from trt_mpq.search import Budget
+
+    files = []
+    for p, slow in (("fp32", 1.0), ("fp16", 0.5), ("int8", 0.1)):
+        path = _profile(tmp_path, f"{p}.json", [("conv1 + bn1 + relu1", slow), ("conv2 + relu2 + add + relu3", slow),
+                                                ("fc", slow)])
+        files.append(f"{p}={path}")
+    report = plan_from_analysis(analysed / "run", PlanOptions(eval=str(analysed / "eval.npz"), metric="agreement",
+                                budget=Budget(max_drop=1.0), latency_from=tuple(files)))
+    assert report["latency"]["kind"].startswith("measured (trtexec profiles)")
+    assert report["result"]["units"]["int8"] == 3  # measured INT8 is 10x faster and the budget allows it
+    assert report["units"][0]["latency_ms"]["int8"] == pytest.approx(0.1)

@@ -1,0 +1,139 @@
+"""Per-unit latency imported from real TensorRT runs: trtexec's --exportProfile and --exportLayerInfo files.
+
+Formats (as trtexec writes them, 10.x and 11.x):
+- profile: a JSON list whose first entry is ``{"count": N}`` (timed iterations), then one entry per fused
+  layer: ``{"name", "timeMs", "averageMs", "medianMs", "percentage"}``. ``averageMs`` is used.
+- layer info (``--profilingVerbosity=detailed``): ``{"Layers": [...], "Bindings": [...]}`` in 10.x, with
+  ``"I/O Tensors"`` in place of ``"Bindings"`` in 11.x; each layer has ``"Name"`` and, for layers the ONNX
+  parser created, ``"Metadata"`` listing the ONNX nodes it came from as ``[ONNX Layer: node name]`` entries
+  (separated by the ASCII record separator). Without layer info, fused layer names are split on " + ".
+
+A layer's time is split evenly over the units whose ONNX nodes it covers; layers that map to no unit
+(reformats, pooling, the rest) are reported as unattributed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+from .plan import Precision
+from .units import Unit
+
+_ONNX_LAYER = re.compile(r"\[ONNX Layer: ([^\]]+)\]")
+_FOREIGN = re.compile(r"\{ForeignNode\[(.+?)\.\.\.(.+?)\]\}")
+
+
+def _read_json(path: Path, what: str):
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{what} '{path}' does not exist.") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{what} '{path}' is not valid JSON: {exc}") from None
+
+
+def read_profile(path: str | Path) -> dict[str, float]:
+    """Layer name -> average milliseconds per inference, from ``trtexec --exportProfile``."""
+    data = _read_json(Path(path), "trtexec profile")
+    if not isinstance(data, list) or not data:
+        raise ConfigError(f"trtexec profile '{path}' is not a list of layer timings (trtexec --exportProfile).")
+    out: dict[str, float] = {}
+    for entry in data:
+        if not isinstance(entry, dict) or "name" not in entry:
+            continue  # the leading {"count": N}
+        ms = entry.get("averageMs")
+        if ms is None and "timeMs" in entry and data and isinstance(data[0], dict) and data[0].get("count"):
+            ms = entry["timeMs"] / data[0]["count"]
+        if ms is not None:
+            out[entry["name"]] = out.get(entry["name"], 0.0) + float(ms)
+    if not out:
+        raise ConfigError(f"trtexec profile '{path}' holds no layer timings.")
+    return out
+
+
+def read_layer_nodes(path: str | Path) -> dict[str, list[str]]:
+    """Layer name -> ONNX node names, from ``trtexec --exportLayerInfo`` (detailed verbosity)."""
+    data = _read_json(Path(path), "trtexec layer info")
+    layers = data.get("Layers") if isinstance(data, dict) else None
+    if not isinstance(layers, list):
+        raise ConfigError(f"trtexec layer info '{path}' has no 'Layers' list (use --profilingVerbosity=detailed).")
+    out = {}
+    for layer in layers:
+        if isinstance(layer, dict) and "Name" in layer:
+            out[layer["Name"]] = _ONNX_LAYER.findall(str(layer.get("Metadata", "")))
+    return out
+
+
+def nodes_in_name(name: str, order: list[str]) -> list[str]:
+    """ONNX node names a fused TensorRT layer name mentions ("a + b", "PWN(a, b)", "{ForeignNode[a...b]}")."""
+    known = set(order)
+    found: list[str] = []
+    for first, last in _FOREIGN.findall(name):
+        if first in known and last in known:
+            i, j = order.index(first), order.index(last)
+            found.extend(order[min(i, j):max(i, j) + 1])
+    for part in re.split(r" \+ |[(),]\s*", name):
+        part = part.strip().strip("{}[]")
+        if part in known:
+            found.append(part)
+    return list(dict.fromkeys(found))
+
+
+@dataclass
+class ImportedLatency:
+    """Measured milliseconds per (unit, precision), and what could not be attributed, per precision."""
+
+    ms: dict[tuple[str, Precision], float] = field(default_factory=dict)
+    unattributed_ms: dict[Precision, float] = field(default_factory=dict)
+    total_ms: dict[Precision, float] = field(default_factory=dict)
+
+
+def attribute(profiles: dict[Precision, dict[str, float]], layer_nodes: dict[Precision, dict[str, list[str]]],
+              units: Iterable[Unit], node_order: list[str]) -> ImportedLatency:
+    """Map each precision's profiled layers back to units."""
+    units = list(units)
+    unit_of = {n: u.name for u in units for n in u.nodes}
+    # Q/DQ and Cast nodes the lowering inserts are named after the tensor they act on; map them to its reader.
+    for u in units:
+        for t in (*u.inputs, *u.activations):
+            for suffix in ("_QuantizeLinear", "_DequantizeLinear", "_cast_fp16"):
+                unit_of.setdefault(f"{t}{suffix}", u.name)
+        if u.weight:
+            unit_of.setdefault(f"{u.weight}_DequantizeLinear", u.name)
+        for t in u.outputs:
+            unit_of.setdefault(f"{t}_cast_fp32", u.name)
+    order = node_order + [n for n in unit_of if n not in node_order]
+    result = ImportedLatency()
+    for p, profile in profiles.items():
+        nodes_of = layer_nodes.get(p, {})
+        result.total_ms[p] = sum(profile.values())
+        result.unattributed_ms[p] = 0.0
+        for layer, ms in profile.items():
+            nodes = nodes_of.get(layer) or nodes_in_name(layer, order)
+            owners = list(dict.fromkeys(unit_of[n] for n in nodes if n in unit_of))
+            if not owners:
+                result.unattributed_ms[p] += ms
+                continue
+            for owner in owners:
+                result.ms[(owner, p)] = result.ms.get((owner, p), 0.0) + ms / len(owners)
+    return result
+
+
+def parse_pairs(items: list[str] | None, flag: str) -> dict[Precision, Path]:
+    """``fp32=prof32.json`` items -> {Precision.FP32: Path}."""
+    out = {}
+    for item in items or []:
+        key, sep, path = item.partition("=")
+        try:
+            precision = Precision(key.strip().lower())
+        except ValueError:
+            precision = None
+        if not sep or precision is None or not path:
+            raise ConfigError(f"{flag} '{item}' is not PRECISION=FILE, e.g. int8=profile_int8.json.")
+        out[precision] = Path(path)
+    return out
