@@ -32,7 +32,7 @@ from trt_mpq.lower import lower  # noqa: E402
 from trt_mpq.metrics import severity  # noqa: E402
 from trt_mpq.model import load_model  # noqa: E402
 from trt_mpq.plan import Plan, Precision  # noqa: E402
-from trt_mpq.planning import PlanOptions, _load_analysis, plan_from_analysis  # noqa: E402
+from trt_mpq.planning import PlanOptions, load_analysis, plan_from_analysis  # noqa: E402
 from trt_mpq.search import Budget  # noqa: E402
 from trt_mpq.units import find_units  # noqa: E402
 
@@ -64,7 +64,7 @@ def main() -> int:
                                                      budget=Budget(max_drop=args.max_drop), target=args.target))
         t_plan = time.perf_counter() - t0
 
-        doc, ranges = _load_analysis(run)
+        doc, ranges = load_analysis(run)
         model = load_model(args.model)
         units = find_units(model.proto).units
         data = load_dataset(model, args.eval, load_preprocess(args.preprocess))

@@ -11,7 +11,7 @@ from . import __version__
 from .api import AnalyzeOptions, analyze_model, inspect_model
 from .backends import backend_names
 from .backends.onnxrt import ORT_OPTIMIZE
-from .errors import TrtMpqError
+from .errors import DataError, TrtMpqError
 from .evaluate import METRICS
 from .latency import GPUS
 from .plan import Precision
@@ -182,8 +182,10 @@ def _run(args: argparse.Namespace) -> int:
             print_plan(plan_from_analysis(args.dir, _plan_options(args), progress), args.dir)
             return 0
         plan_opts = _plan_options(args) if args.command == "run" else None
-        if plan_opts is not None:
-            plan_opts.budget.check()  # a bad budget fails before the long analysis, not after it
+        if plan_opts is not None:  # bad plan inputs fail before the long analysis, not after it
+            plan_opts.budget.check()
+            if not Path(plan_opts.eval).exists():
+                raise DataError(f"evaluation data '{plan_opts.eval}' does not exist.")
         doc = analyze_model(args.model, args.out, _analyze_options(args), progress)
         if plan_opts is None:
             print_analysis(doc, str(Path(args.out) / "sensitivity.json"), top=args.top)

@@ -52,7 +52,7 @@ class PlanOptions:
     layer_info: tuple[str, ...] = ()  # PRECISION=trtexec --exportLayerInfo file
 
 
-def _load_analysis(run_dir: Path) -> tuple[dict, Ranges]:
+def load_analysis(run_dir: Path) -> tuple[dict, Ranges]:
     doc_path = run_dir / "sensitivity.json"
     if not doc_path.is_file():
         raise ConfigError(f"'{run_dir}' holds no sensitivity.json; run 'trt-mpq analyze MODEL --out {run_dir}' first.")
@@ -71,7 +71,7 @@ def plan_from_analysis(run_dir: str | Path, opts: PlanOptions, progress: Progres
     start = time.perf_counter()
     run_dir = Path(run_dir)
     opts.budget.check()
-    doc, ranges = _load_analysis(run_dir)
+    doc, ranges = load_analysis(run_dir)
     shapes = {k: tuple(v) for k, v in doc["model"].get("shapes", {}).items()}
     model = load_model(doc["model"]["path"], shapes)
     if model.sha256 != doc["model"]["sha256"]:
