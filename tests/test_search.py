@@ -17,6 +17,10 @@ def _options(noise):
     m = builders.conv_bn_relu_residual()
     units = find_units(m).units
     cost = cost_model(m, units, "t4", batch=64)
+    # Measured-style unit times where lowering pays (the toy itself is memory-bound: FP32 would win), so the
+    # search has a real trade-off; boundary costs stay the cost model's (microseconds, small against these).
+    cost.measured = {(u.name, p): t for u in units for p, t in ((P.FP32, 1e-3), (P.FP16, 5e-4), (P.INT8, 2.5e-4))}
+    cost.measured_by = "test"
     choices = {u.name: [P.FP32, P.FP16, P.INT8] for u in units}
     full = {(u, p): (0.0 if p is P.FP32 else noise[(u, p)]) for u in choices for p in choices[u]}
     return Options([u.name for u in units], choices, full, cost, {u: cost.costs[u].weight_elems for u in choices})
@@ -81,11 +85,16 @@ def test_search_returns_a_measured_passing_mix_and_logs_every_step():
 
     result = search(opts, Budget(max_drop=0.002), 0.99, measure)
     assert 0.99 - result.score <= 0.002
-    assert result.plan.get("conv1") is not P.INT8  # the one unit whose INT8 noise (1e-2) breaks the budget
+    assert result.plan == {"conv1": P.FP16, "conv2": P.INT8, "fc": P.INT8}  # conv1's INT8 noise breaks it
+    assert not result.steps[0].passed and len(result.steps) > 1  # all-INT8 was tried, measured, and refused
     assert all(s.passed == (0.99 - s.score <= 0.002) for s in result.steps)
     assert result.steps[0].note == "fastest mix allowed"
     only_fp32 = search(opts, Budget(max_drop=0.0), 0.99, lambda plan: 0.99 - (0.5 if plan else 0.0))
     assert only_fp32.plan == {} and "only all-FP32" in only_fp32.message
+    slow = _options(NOISE)
+    slow.cost.measured = {(u, p): (1.0 if p is P.FP32 else 9.0) for u in slow.units for p in P}
+    fastest_is_fp32 = search(slow, Budget(max_drop=0.5), 0.99, lambda plan: 0.99)
+    assert fastest_is_fp32.plan == {} and "fastest mix" in fastest_is_fp32.message
 
 
 def test_mix_never_slower_than_all_fp16_for_a_speedup_budget():

@@ -100,3 +100,19 @@ def test_plan_uses_imported_latency(analysed, tmp_path):
     assert report["latency"]["kind"].startswith("measured (trtexec profiles)")
     assert report["result"]["units"]["int8"] == 3  # measured INT8 is 10x faster and the budget allows it
     assert report["units"][0]["latency_ms"]["int8"] == pytest.approx(0.1)
+
+
+def test_plan_measures_latency_on_the_backend(analysed):
+    from trt_mpq.planning import PlanOptions, plan_from_analysis
+    from trt_mpq.search import Budget
+
+    report = plan_from_analysis(analysed / "run", PlanOptions(eval=str(analysed / "eval.npz"), metric="agreement",
+                                budget=Budget(max_drop=1.0), measure_latency=True, latency_batch=4))
+    kind = report["latency"]["kind"]
+    assert kind.startswith("measured (onnxruntime") and "batch 4" in kind
+    assert report["latency"]["target"].startswith("this machine")
+    for u in report["units"]:
+        assert all(v > 0 for v in u["latency_ms"].values())  # every unit timed at every precision
+    with pytest.raises(ConfigError, match="not both"):
+        plan_from_analysis(analysed / "run", PlanOptions(eval=str(analysed / "eval.npz"), budget=Budget(max_drop=1),
+                                                         measure_latency=True, latency_from=("int8=x.json",)))

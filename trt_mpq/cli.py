@@ -152,6 +152,9 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layer-info", action="append", default=[], metavar="PREC=FILE",
                    help="trtexec --exportLayerInfo (--profilingVerbosity=detailed) of the same build, to map "
                    "fused layers back to ONNX nodes exactly")
+    p.add_argument("--measure-latency", action="store_true",
+                   help="measure per-unit latency by profiling each node on the backend in use (on a CPU that "
+                   "is the emulation's speed, not a GPU's; labelled so)")
     p.add_argument("--pareto", action="store_true", help="also sweep the budget and measure the front (metric vs "
                    "latency and size), with the plan of each point, in report.json/report.html")
 
@@ -166,7 +169,8 @@ def _plan_options(args: argparse.Namespace) -> PlanOptions:
     budget = Budget(args.max_drop, args.relative, args.max_latency_ms, args.min_speedup,
                     Precision(args.speedup_vs), args.max_size_mb)
     return PlanOptions(args.eval, args.preprocess, args.metric, args.metric_fn, budget, args.target,
-                       args.latency_batch, args.batch, args.pareto, tuple(args.latency_from), tuple(args.layer_info))
+                       args.latency_batch, args.batch, args.pareto, tuple(args.latency_from), tuple(args.layer_info),
+                       args.measure_latency)
 
 
 def _run(args: argparse.Namespace) -> int:

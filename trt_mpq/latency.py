@@ -121,15 +121,20 @@ class CostModel:
     edges: list[tuple[str, str, float]]  # (producer unit, consumer unit, elements) between units
     loose: dict[str, float]  # unit -> elements it exchanges with FP32 ops / graph inputs / outputs
     batch: int = 1
-    measured: dict[tuple[str, Precision], float] = field(default_factory=dict)  # seconds, e.g. from trtexec
+    measured: dict[tuple[str, Precision], float] = field(default_factory=dict)  # seconds per (unit, precision)
+    measured_by: str = ""  # where ``measured`` comes from, e.g. "trtexec profiles"
+    where: str = ""  # the device the latencies describe when it is not ``target`` (a profiled CPU)
+
+    @property
+    def device(self) -> str:
+        return self.where or self.target.name
 
     @property
     def kind(self) -> str:
         if not self.measured:
             return "estimated"
         full = all((u, p) in self.measured for u in self.costs for p in Precision)
-        return ("measured (trtexec profiles)" if full else "partly measured (trtexec profiles)") + \
-            ", precision boundaries estimated"
+        return f"{'measured' if full else 'partly measured'} ({self.measured_by}), precision boundaries estimated"
 
     def unit_seconds(self, unit: str, p: Precision) -> float:
         if (unit, p) in self.measured:

@@ -243,6 +243,9 @@ def search(opts: Options, budget: Budget, fp32_score: float, measure: Callable[[
                 hi = math.log(mid)
             if hi - lo < 0.05:
                 break
+    if best is not None and not best.plan and best.note == "fastest mix allowed":
+        return SearchResult({}, fp32_score, fp32_score, allowed, steps,
+                            "all-FP32 is the fastest mix under this latency source; nothing was lowered")
     if best is None or not best.plan:
         if best is None and (seconds is not None or budget.max_size_mb is not None):
             raise ConfigError("no verified mix meets both the accuracy and the latency/size budget; "
