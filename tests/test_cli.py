@@ -109,6 +109,8 @@ def _bad_inputs(tmp_path, tiny):
         ("out is a file", ["analyze", tiny, "--out", tmp_path / "afile"], ["not a folder"]),
         ("zero batch", ["analyze", tiny, *good, "--batch", "0"], ["--batch", "at least 1"]),
         ("no out", ["analyze", tiny], ["--out"]),
+        ("check without a plan", ["check", tmp_path / "empty_dir", "--layer-info", tmp_path / "pre.json"],
+         ["plan.json"]),
         ("run: eval missing", ["run", tiny, *good, "--eval", tmp_path / "nope.npz", "--max-drop", "0.01"],
          ["evaluation data", "does not exist"]),
         ("run: negative drop", ["run", tiny, *good, "--eval", tmp_path / "nhwc.npz", "--max-drop", "-0.5"],

@@ -116,3 +116,34 @@ def test_plan_measures_latency_on_the_backend(analysed):
     with pytest.raises(ConfigError, match="not both"):
         plan_from_analysis(analysed / "run", PlanOptions(eval=str(analysed / "eval.npz"), budget=Budget(max_drop=1),
                                                          measure_latency=True, latency_from=("int8=x.json",)))
+
+
+def _layer(name, nodes, dtype, v11=False):
+    tensor = {"Name": "t", "Datatype": dtype, "Format": "Row major"} if v11 else \
+        {"Name": "t", "Format/Datatype": f"Row major linear {dtype}"}
+    return {"Name": name, "Inputs": [tensor], "Outputs": [tensor],
+            "Metadata": RS.join(f"[ONNX Layer: {n}]" for n in nodes)}
+
+
+@pytest.mark.parametrize("v11", [False, True])
+def test_check_reports_units_whose_realized_precision_differs(analysed, tmp_path, capsys, v11):
+    from trt_mpq.cli import main
+    from trt_mpq.planning import PlanOptions, plan_from_analysis
+    from trt_mpq.search import Budget
+
+    files = []
+    for p, t in (("fp32", 1.0), ("fp16", 0.5), ("int8", 0.1)):
+        path = _profile(tmp_path, f"{p}.json", [("conv1 + bn1 + relu1", t), ("conv2 + relu2 + add + relu3", t),
+                                                ("fc", t)])
+        files.append(f"{p}={path}")
+    plan_from_analysis(analysed / "run", PlanOptions(eval=str(analysed / "eval.npz"), metric="agreement",
+                       budget=Budget(max_drop=1.0), latency_from=tuple(files)))  # all three units INT8
+    info = tmp_path / "engine_layers.json"
+    layers = [_layer("a", ["r1_QuantizeLinear", "conv2", "relu2"], "Int8" if not v11 else "INT8", v11),
+              _layer("b", ["x_QuantizeLinear", "conv1", "bn1"], "FP32" if not v11 else "Float", v11),
+              _layer("c", ["fc"], "Int8", v11)]
+    info.write_text(json.dumps({"Layers": layers, ("I/O Tensors" if v11 else "Bindings"): ["x", "y"]}))
+    code = main(["check", str(analysed / "run"), "--layer-info", str(info)])
+    out = capsys.readouterr().out
+    assert code == 3
+    assert "conv1" in out and "FP32" in out and "2 of 3 units run in their planned precision; 1 differ" in out

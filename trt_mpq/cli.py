@@ -15,7 +15,7 @@ from .errors import DataError, TrtMpqError
 from .evaluate import METRICS
 from .latency import GPUS
 from .plan import Precision
-from .planning import PlanOptions, plan_from_analysis
+from .planning import PlanOptions, check_engine, plan_from_analysis
 from .ranges import CALIBRATORS
 from .search import Budget
 
@@ -90,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=_positive, default=PlanOptions(eval="").batch, metavar="B",
                    help="evaluation batch size")
     p.add_argument("--quiet", action="store_true", help="no log lines, only the summary")
+
+    p = sub.add_parser("check", help="compare the planned precisions with what a built TensorRT engine really runs",
+                       description="Read the layer info of an engine built from DIR/model.mixed.onnx (trtexec "
+                       "--exportLayerInfo with --profilingVerbosity=detailed, as DIR/trtexec.txt does) and list every "
+                       "unit whose realised precision differs from the plan. Exit code 3 when any differs.")
+    p.add_argument("dir", metavar="DIR", help="the folder of a finished 'trt-mpq plan' or 'run'")
+    p.add_argument("--layer-info", required=True, metavar="FILE", help="trtexec --exportLayerInfo output")
 
     p = sub.add_parser("run", help="analyze, plan and verify in one command (resumes finished work)",
                        description="'analyze' then 'plan' in one command: per-unit sensitivity on --calib, the "
@@ -174,12 +181,16 @@ def _plan_options(args: argparse.Namespace) -> PlanOptions:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .report import ConsoleProgress, print_analysis, print_inspection, print_plan
+    from .report import ConsoleProgress, print_analysis, print_check, print_inspection, print_plan
 
     if args.command == "inspect":
         model, table = inspect_model(args.model, tuple(args.shape))
         print_inspection(model, table)
         return 0
+    if args.command == "check":
+        rows = check_engine(args.dir, args.layer_info)
+        print_check(rows)
+        return 0 if all(r["matches"] for r in rows) else 3
     progress = ConsoleProgress(quiet=args.quiet)
     try:
         if args.command == "plan":

@@ -24,7 +24,7 @@ from .ranges import Ranges
 from .report_html import render
 from .search import Budget, Options, pareto, search
 from .sensitivity import RANGES_FILE, Progress
-from .trtexec import attribute, parse_pairs, read_layer_nodes, read_profile
+from .trtexec import attribute, parse_pairs, read_layer_nodes, read_profile, read_realized
 from .units import find_units
 
 PLAN_SCHEMA = "trt-mpq/plan/1"
@@ -187,3 +187,23 @@ def _report(doc, model, data, opts, metric, result, options, backend, elapsed) -
         "versions": {"trt_mpq": __version__, "onnx": onnx.__version__},
         "elapsed_s": round(elapsed, 2),
     }
+
+
+def check_engine(run_dir: str | Path, layer_info: str | Path) -> list[dict]:
+    """Planned vs realised precision per unit, from the layer info of an engine built from model.mixed.onnx."""
+    run_dir = Path(run_dir)
+    plan_path = run_dir / "plan.json"
+    if not plan_path.is_file():
+        raise ConfigError(f"'{run_dir}' holds no plan.json; run 'trt-mpq plan' first.")
+    plan = json.loads(plan_path.read_text())
+    doc, _ = load_analysis(run_dir)
+    shapes = {k: tuple(v) for k, v in doc["model"].get("shapes", {}).items()}
+    units = find_units(load_model(doc["model"]["path"], shapes).proto).units
+    realized = read_realized(layer_info, units)
+    rows = []
+    for u in plan["units"]:
+        got = realized.get(u["name"])
+        got_text = got.value if isinstance(got, Precision) else got
+        rows.append({"unit": u["name"], "planned": u["precision"], "realized": got_text,
+                     "matches": got_text == u["precision"]})
+    return rows

@@ -181,3 +181,18 @@ def print_plan(report: dict, run_dir: str, console: Console | None = None) -> No
                   f"{all_ms} ms", highlight=False)
     console.print(f"{res['message']}. {len(report['verification'])} verification runs. Wrote {run_dir}/plan.json, "
                   "model.mixed.onnx, trtexec.txt, report.json, report.html", highlight=False, markup=False)
+
+
+def print_check(rows: list[dict], console: Console | None = None) -> None:
+    """Planned vs realised precision; differing units first."""
+    console = console or _stdout()
+    differ = [r for r in rows if not r["matches"]]
+    table = Table(title="Units whose realised precision differs from the plan", title_justify="left")
+    for col in ("unit", "planned", "realised in the engine"):
+        table.add_column(col)
+    for r in differ:
+        table.add_row(escape(r["unit"]), r["planned"].upper(), escape(str(r["realized"] or "not found").upper()))
+    if differ:
+        console.print(table)
+    console.print(f"{len(rows) - len(differ)} of {len(rows)} units run in their planned precision; "
+                  f"{len(differ)} differ.", highlight=False)

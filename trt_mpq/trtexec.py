@@ -137,3 +137,36 @@ def parse_pairs(items: list[str] | None, flag: str) -> dict[Precision, Path]:
             raise ConfigError(f"{flag} '{item}' is not PRECISION=FILE, e.g. int8=profile_int8.json.")
         out[precision] = Path(path)
     return out
+
+
+_DTYPES = (("int8", Precision.INT8), ("fp16", Precision.FP16), ("half", Precision.FP16),
+           ("fp32", Precision.FP32), ("float", Precision.FP32))
+
+
+def _datatype(tensor: dict) -> Precision | str | None:
+    """The data type of one layer input/output entry: 10.x "Format/Datatype" or 11.x "Datatype"."""
+    text = str(tensor.get("Datatype") or tensor.get("Format/Datatype") or "").lower()
+    for key, p in _DTYPES:
+        if key in text:
+            return p
+    return text or None
+
+
+def read_realized(path: str | Path, units: Iterable[Unit]) -> dict[str, Precision | str | None]:
+    """Unit -> the data type its main layer actually reads in the built engine (None: not found)."""
+    data = _read_json(Path(path), "trtexec layer info")
+    layers = data.get("Layers") if isinstance(data, dict) else None
+    if not isinstance(layers, list):
+        raise ConfigError(f"trtexec layer info '{path}' has no 'Layers' list (use --profilingVerbosity=detailed).")
+    units = list(units)
+    order = [n for u in units for n in u.nodes]
+    realized: dict[str, Precision | str | None] = {u.name: None for u in units}
+    for layer in layers:
+        if not isinstance(layer, dict):
+            continue
+        nodes = _ONNX_LAYER.findall(str(layer.get("Metadata", ""))) or nodes_in_name(str(layer.get("Name", "")), order)
+        inputs = [t for t in layer.get("Inputs", []) if isinstance(t, dict)]
+        for u in units:
+            if u.name in nodes and inputs:
+                realized[u.name] = _datatype(inputs[0])
+    return realized
