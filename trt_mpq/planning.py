@@ -165,8 +165,9 @@ def _report(doc, model, data, opts, metric, result, options, backend, elapsed) -
             "latency_ms": {q.value: round(options.cost.unit_seconds(name, q) * 1e3, 5)
                              for q in options.choices[name]},
         })
+    analysed = [Precision.FP32] + [Precision(p) for p in doc["precisions"]]
     totals = {q.value: options.seconds({u: q for u in options.units if q in options.choices[u]}) * 1e3
-              for q in Precision}
+              for q in Precision if q in analysed}
     counts = {q.value: sum(1 for u in units if u["precision"] == q.value) for q in Precision}
     return {
         "schema": PLAN_SCHEMA,
