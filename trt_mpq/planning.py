@@ -72,6 +72,8 @@ def plan_from_analysis(run_dir: str | Path, opts: PlanOptions, progress: Progres
     start = time.perf_counter()
     run_dir = Path(run_dir)
     opts.budget.check()
+    if opts.latency_from and opts.measure_latency:
+        raise ConfigError("give --latency-from (a GPU run) or --measure-latency (this backend), not both.")
     doc, ranges = load_analysis(run_dir)
     shapes = {k: tuple(v) for k, v in doc["model"].get("shapes", {}).items()}
     model = load_model(doc["model"]["path"], shapes)
@@ -85,14 +87,13 @@ def plan_from_analysis(run_dir: str | Path, opts: PlanOptions, progress: Progres
         raise ConfigError("the evaluation data is the calibration data; verify on held-out samples the analysis "
                           "did not see (the point is to prove the mix on data it was not tuned on).")
     metric_fn = load_metric_fn(opts.metric_fn) if opts.metric_fn else None
-    ort_opt = "all" if "optimizations on" in doc["backend"] else "none"
-    backend = get_backend("onnxruntime", BackendOptions(ort_optimize=ort_opt))
+    # verify with the emulation settings the analysis measured with
+    settings = doc.get("backend_settings", {})
+    backend = get_backend("onnxruntime", BackendOptions(ort_optimize=settings.get("ort_optimize") or "none"))
     evaluator = Evaluator(data, backend, opts.metric, opts.batch, metric_fn)
     fp32_score = evaluator.fp32_score(model.proto)
     progress.log(f"FP32 {evaluator.name} on {data.num_samples} evaluation samples: {fp32_score:.4f}")
     cost = cost_model(model.proto, units, opts.target, opts.latency_batch)
-    if opts.latency_from and opts.measure_latency:
-        raise ConfigError("give --latency-from (a GPU run) or --measure-latency (this backend), not both.")
     if opts.latency_from or opts.measure_latency:
         order = [n.name for n in model.proto.graph.node]
         if opts.latency_from:

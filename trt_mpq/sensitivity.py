@@ -277,6 +277,7 @@ def document(model: LoadedModel, table: UnitTable, dataset: Dataset, backend: Ba
                   "inputs": [i.describe() for i in model.inputs], "outputs": [o.describe() for o in model.outputs],
                   "notes": model.notes, "shapes": {k: list(v) for k, v in model.shapes.items()}},
         "backend": backend.describe(),
+        "backend_settings": {"name": backend.name, "ort_optimize": getattr(backend, "optimize", None)},
         "precisions": [p.value for p in settings.precisions],
         "calibration": {**dataset.info, "fingerprint": dataset.fingerprint, "calibrator": settings.calibrator,
                         "batch": dataset.effective_batch(settings.batch)},
