@@ -196,6 +196,7 @@ def search(opts: Options, budget: Budget, fp32_score: float, measure: Callable[[
         seconds = reference / budget.min_speedup
     steps: list[Step] = []
     cache: dict[str, Step] = {}
+    kind = opts.cost.kind.split(",")[0]  # "estimated", "measured (...)"
 
     def verify(plan: dict[str, Precision], noise_budget: float | None, note: str = "") -> Step:
         key = Plan.of(plan).digest()
@@ -207,7 +208,7 @@ def search(opts: Options, budget: Budget, fp32_score: float, measure: Callable[[
             steps.append(cache[key])
             s = cache[key]
             log(f"verify: {s.to_json()['int8']} INT8 + {s.to_json()['fp16']} FP16 units, predicted noise "
-                f"{s.predicted_noise:.3g}, est. {s.estimated_ms:.3f} ms -> measured {score:.4f} "
+                f"{s.predicted_noise:.3g}, {s.estimated_ms:.3f} ms ({kind}) -> measured {score:.4f} "
                 f"({'meets' if passed else 'misses'} the budget) {note}".rstrip())
         return cache[key]
 
@@ -217,7 +218,8 @@ def search(opts: Options, budget: Budget, fp32_score: float, measure: Callable[[
             raise ConfigError("the latency budget cannot be met by any mix of the analysed precisions "
                               f"(fastest estimate {opts.seconds(solve(opts) or {}) * 1e3:.3f} ms).")
         step = verify(plan, None, "least predicted noise within the latency budget")
-        return SearchResult(plan, step.score, fp32_score, None, steps, "latency budget met (estimated)")
+        return SearchResult(plan, step.score, fp32_score, None, steps,
+                            f"latency budget met ({kind}); the least predicted noise within it")
 
     fastest = solve(opts, seconds_budget=seconds, size_budget_mb=budget.max_size_mb)
     if fastest is None:
