@@ -106,6 +106,8 @@ def test_mix_never_slower_than_all_fp16_for_a_speedup_budget():
 
 @pytest.mark.parametrize("budget, words", [
     (Budget(max_drop=-0.1), "zero or positive"),
+    (Budget(max_drop=float("nan")), "finite"),
+    (Budget(max_latency_ms=float("inf")), "finite"),
     (Budget(), "give a budget"),
     (Budget(relative=True), "--relative"),
     (Budget(max_latency_ms=1, min_speedup=2), "not both"),

@@ -173,11 +173,12 @@ def _analyze_options(args: argparse.Namespace) -> AnalyzeOptions:
 
 
 def _plan_options(args: argparse.Namespace) -> PlanOptions:
-    budget = Budget(args.max_drop, args.relative, args.max_latency_ms, args.min_speedup,
-                    Precision(args.speedup_vs), args.max_size_mb)
-    return PlanOptions(args.eval, args.preprocess, args.metric, args.metric_fn, budget, args.target,
-                       args.latency_batch, args.batch, args.pareto, tuple(args.latency_from), tuple(args.layer_info),
-                       args.measure_latency)
+    budget = Budget(max_drop=args.max_drop, relative=args.relative, max_latency_ms=args.max_latency_ms,
+                    min_speedup=args.min_speedup, speedup_vs=Precision(args.speedup_vs), max_size_mb=args.max_size_mb)
+    return PlanOptions(eval=args.eval, preprocess=args.preprocess, metric=args.metric, metric_fn=args.metric_fn,
+                       budget=budget, target=args.target, latency_batch=args.latency_batch, batch=args.batch,
+                       pareto=args.pareto, latency_from=tuple(args.latency_from), layer_info=tuple(args.layer_info),
+                       measure_latency=args.measure_latency)
 
 
 def _run(args: argparse.Namespace) -> int:

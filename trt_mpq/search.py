@@ -37,6 +37,10 @@ class Budget:
     max_size_mb: float | None = None
 
     def check(self) -> None:
+        for name, value in (("--max-drop", self.max_drop), ("--max-latency-ms", self.max_latency_ms),
+                            ("--min-speedup", self.min_speedup), ("--max-size-mb", self.max_size_mb)):
+            if value is not None and not math.isfinite(value):
+                raise ConfigError(f"{name} must be a finite number, not {value}.")
         if self.max_drop is not None and self.max_drop < 0:
             raise ConfigError(f"--max-drop must be zero or positive, not {self.max_drop}.")
         if self.relative and self.max_drop is None:
