@@ -33,10 +33,6 @@ class ActivationStore:
     def complete(self) -> bool:
         return self.meta_path.exists()
 
-    @property
-    def batches(self) -> int:
-        return max((len(v) for v in self.entries.values()), default=0)
-
     def reset(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
         self.root.mkdir(parents=True)

@@ -54,9 +54,6 @@ class UnitTable:
     units: list[Unit] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
 
-    def by_name(self, name: str) -> Unit:
-        return next(u for u in self.units if u.name == name)
-
 
 def tensor_types(model: onnx.ModelProto) -> dict[str, int]:
     """Element type of every tensor that ONNX shape inference can type (0 where it cannot)."""
