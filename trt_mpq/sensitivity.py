@@ -39,6 +39,7 @@ from .store import ActivationStore
 from .units import Unit, UnitTable, find_units
 
 SCHEMA = "trt-mpq/sensitivity/1"
+METRICS_VERSION = 2  # part of the resume key: results measured under other metric definitions are not reused
 RANGES_FILE = "ranges.json"  # INT8 thresholds beside sensitivity.json, for lowering the planned mix
 
 
@@ -116,8 +117,8 @@ def fp16_overflow(model: onnx.ModelProto, unit: Unit, ranges: Ranges) -> list[st
 
 
 def _run_key(model: LoadedModel, dataset: Dataset, backend: Backend, settings: Settings) -> str:
-    blob = json.dumps([__version__, model.sha256, dataset.fingerprint, backend.describe(), settings.to_json(),
-                       [i.describe() for i in model.inputs]], sort_keys=True)
+    blob = json.dumps([__version__, METRICS_VERSION, model.sha256, dataset.fingerprint, backend.describe(),
+                       settings.to_json(), [i.describe() for i in model.inputs]], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
