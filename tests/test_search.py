@@ -191,3 +191,10 @@ def test_plan_with_pareto_writes_points(analysed):
     assert points and points[0]["on_front"] and any(q["plan"] == {} for q in points)
     assert all(set(q["plan"].values()) <= {"int8", "fp16"} for q in points)
     assert "Pareto front" in (analysed / "run" / "report.html").read_text()
+
+
+def test_summary_explains_an_all_fp32_plan(analysed):
+    report = plan_from_analysis(analysed / "run", PlanOptions(eval=str(analysed / "eval.npz"), metric="agreement",
+                                budget=Budget(max_drop=0.5), latency_batch=1))
+    assert report["result"]["units"]["fp32"] == 3  # the memory-bound toy: lowering never pays at batch 1
+    assert "--latency-batch" in report["result"]["message"]

@@ -116,6 +116,9 @@ def plan_from_analysis(run_dir: str | Path, opts: PlanOptions, progress: Progres
         return measured[key]
 
     result = search(options, opts.budget, fp32_score, measure, progress.log)
+    if not result.plan and result.message.startswith("all-FP32 is the fastest") and not cost.measured:
+        result.message += (f" (at batch {opts.latency_batch} the quantize/reformat kernels are estimated to cost "
+                           "more than lowering saves on this model; --latency-batch sets the deployment batch)")
     front = pareto(options, measure, log=progress.log) if opts.pareto else []
     mixed = lower(model.proto, units, Plan.of(result.plan), ranges)
     problems = trt_rule_violations(mixed)
