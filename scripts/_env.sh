@@ -4,13 +4,17 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PY="${PYTHON:-python3}"
 if ! command -v "$PY" >/dev/null 2>&1; then
-  echo "trt-mpq: python3 not found; install Python 3.10-3.13 (or set PYTHON=/path/to/python)" >&2
+  echo "trt-mpq: '$PY' not found; install Python 3.10-3.13 (or set PYTHON=/path/to/python3.x)" >&2
   exit 2
 fi
-if ! "$PY" -c 'import sys; sys.exit(0 if (3, 10) <= sys.version_info[:2] <= (3, 13) else 1)'; then
-  echo "trt-mpq: needs Python 3.10-3.13, found $("$PY" --version 2>&1); set PYTHON=/path/to/python3.x" >&2
+if ! ver=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null); then
+  echo "trt-mpq: '$PY' does not run; install Python 3.10-3.13 or set PYTHON=/path/to/python3.x" >&2
   exit 2
 fi
+case "$ver" in
+  3.10|3.11|3.12|3.13) ;;
+  *) echo "trt-mpq: needs Python 3.10-3.13, found $ver; set PYTHON=/path/to/python3.x" >&2; exit 2 ;;
+esac
 if [ ! -x .venv/bin/python ]; then
   echo "setting up .venv (first run only)..." >&2
   "$PY" -m venv .venv
