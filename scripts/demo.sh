@@ -7,6 +7,6 @@ echo "== trt-mpq inspect examples/digits/digits_cnn.onnx"
 .venv/bin/trt-mpq inspect examples/digits/digits_cnn.onnx
 echo
 echo "== trt-mpq run examples/digits/digits_cnn.onnx --out runs/demo --calib examples/digits/calib.npz \\"
-echo "       --eval examples/digits/eval.npz --metric accuracy --max-drop 0.005 --latency-batch 256"
+echo "       --eval examples/digits/eval.npz --metric accuracy --max-drop 0.005"
 .venv/bin/trt-mpq run examples/digits/digits_cnn.onnx --out runs/demo --calib examples/digits/calib.npz \
-  --eval examples/digits/eval.npz --metric accuracy --max-drop 0.005 --latency-batch 256 "$@"
+  --eval examples/digits/eval.npz --metric accuracy --max-drop 0.005 "$@"

@@ -239,6 +239,33 @@ def test_labels_kept_and_not_fed(tmp_path, x_model):
         assert set(feeds) == {"x"}
 
 
+def test_npz_arrays_picked_by_name(tmp_path, x_model):
+    f = save_npz(tmp_path / "split.npz", x_train=_x(5), x_test=_x(3, seed=1), y_test=np.array([1, 2, 3]))
+    with pytest.raises(DataError, match="no array for input 'x'.*split.npz:x=ARRAY"):
+        load_dataset(x_model, f)
+    train = load_dataset(x_model, f"{f}:x=x_train")
+    test = load_dataset(x_model, f"{f}:x=x_test,labels=y_test")
+    assert train.num_samples == 5 and train.labels is None
+    np.testing.assert_array_equal(test.take(0, 3)["x"], _x(3, seed=1))
+    np.testing.assert_array_equal(test.labels, [1, 2, 3])
+    # the same inputs with and without labels are the same data (so eval == calib is caught)
+    assert load_dataset(x_model, f"{f}:x=x_test").fingerprint == test.fingerprint != train.fingerprint
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("x=x_tran", "no array 'x_tran' \\(it has: x_test, x_train\\)"),
+    ("x", "NAME=ARRAY"),
+    ("x=", "NAME=ARRAY"),
+    ("y=x_train", "no array for input 'x'"),
+])
+def test_npz_pick_errors(tmp_path, x_model, spec, words):
+    f = save_npz(tmp_path / "split.npz", x_train=_x(5), x_test=_x(3))
+    with pytest.raises(DataError, match=words):
+        load_dataset(x_model, f"{f}:{spec}")
+    with pytest.raises(DataError, match="does not exist"):
+        load_dataset(x_model, f"{tmp_path / 'nope.npz'}:x=x_train")
+
+
 def test_labels_are_cut_with_the_limit(tmp_path, x_model):
     labels = np.array([4, 0, 9, 1, 1])
     ds = load_dataset(x_model, save_npz(tmp_path / "d.npz", x=_x(5), labels=labels), limit=2)

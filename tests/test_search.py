@@ -97,6 +97,24 @@ def test_search_returns_a_measured_passing_mix_and_logs_every_step():
     assert fastest_is_fp32.plan == {} and "fastest mix" in fastest_is_fp32.message
 
 
+@pytest.mark.parametrize("gap_us, lowered", [(1.5, True), (4.5, False)])
+def test_latencies_within_the_resolution_are_ties_won_by_smaller_weights(gap_us, lowered):
+    opts = _options(NOISE)
+    fp32 = {u: P.FP32 for u in opts.units}
+    opts.cost.measured = {(u, p): 1e-4 for u in opts.units for p in P}
+    boundaries = opts.seconds({u: P.INT8 for u in opts.units}) - opts.seconds(fp32)  # input/output reformats
+    for u in opts.units:  # all-INT8 ends up gap_us slower than all-FP32; FP16 is slower still
+        opts.cost.measured[(u, P.INT8)] = 1e-4 - (boundaries - gap_us * 1e-6) / len(opts.units)
+        opts.cost.measured[(u, P.FP16)] = 2e-4
+    assert opts.cost.resolution == pytest.approx(3e-6)
+    assert solve(opts, tie_break=False) == {}  # strictly fastest: all-FP32
+    tied = solve(opts)
+    assert (tied == {u: P.INT8 for u in opts.units}) == lowered
+    assert opts.seconds({**fp32, **tied}) - opts.seconds(fp32) <= opts.cost.resolution + 1e-12
+    result = search(opts, Budget(max_drop=1.0), 0.99, lambda plan: 0.99)
+    assert result.plan == tied and "smaller weights won" in result.message
+
+
 def test_mix_never_slower_than_all_fp16_for_a_speedup_budget():
     opts = _options(NOISE)
     fp16 = opts.seconds({u: P.FP16 for u in opts.units})
@@ -193,7 +211,10 @@ def test_plan_with_pareto_writes_points(analysed):
     assert "Pareto front" in (analysed / "run" / "report.html").read_text()
 
 
-def test_summary_explains_an_all_fp32_plan(analysed):
+def test_summary_explains_an_all_fp32_plan(analysed, monkeypatch):
+    # At batch 1 one toy unit can be lowered within the default resolution (3 us); with a finer one (the same
+    # shift on every unit and precision, so no ranking changes) every lowering is a measurable loss.
+    monkeypatch.setattr("trt_mpq.latency.KERNEL_US", 0.5)
     report = plan_from_analysis(analysed / "run", PlanOptions(eval=str(analysed / "eval.npz"), metric="agreement",
                                 budget=Budget(max_drop=0.5), latency_batch=1))
     assert report["result"]["units"]["fp32"] == 3  # the memory-bound toy: lowering never pays at batch 1

@@ -11,6 +11,7 @@ from . import __version__
 from .api import AnalyzeOptions, analyze_model, inspect_model
 from .backends import backend_names
 from .backends.onnxrt import ORT_OPTIMIZE
+from .data import data_file
 from .errors import DataError, TrtMpqError
 from .evaluate import METRICS
 from .latency import GPUS
@@ -114,8 +115,9 @@ SHAPE_HELP = "fix a dynamic input shape, trtexec syntax, e.g. x:1x3x640x640 (rep
 
 def _analysis_args(p: argparse.ArgumentParser) -> None:
     d = AnalyzeOptions()
-    p.add_argument("--calib", metavar="PATH", help=".npz (one array per input name, samples first), .npy, a folder "
-                   "of them, or a folder of images (with --preprocess). Default: data generated from the model")
+    p.add_argument("--calib", metavar="PATH", help=".npz (one array per input name, samples first; or pick arrays: "
+                   "FILE.npz:input=x_train), .npy, a folder of them, or a folder of images (with --preprocess). "
+                   "Default: data generated from the model")
     p.add_argument("--preprocess", metavar="FILE", help="JSON/YAML for image folders: resize, crop, scale, mean, "
                    "std, layout (nchw|nhwc), color (rgb|bgr|gray)")
     p.add_argument("--shape", action="append", default=[], metavar="NAME:DIMS", help=SHAPE_HELP)
@@ -138,7 +140,7 @@ def _analysis_args(p: argparse.ArgumentParser) -> None:
 def _plan_args(p: argparse.ArgumentParser) -> None:
     d = PlanOptions(eval="")
     p.add_argument("--eval", required=True, metavar="PATH", help="held-out evaluation data, same formats as --calib; "
-                   "an .npz may carry 'labels'")
+                   "an .npz may carry 'labels' (or pick them: FILE.npz:input=x_test,labels=y_test)")
     p.add_argument("--metric", default=d.metric, choices=METRICS,
                    help=f"what the budget is measured on (default {d.metric}; accuracy needs labels)")
     p.add_argument("--metric-fn", metavar="MODULE:FUNCTION", help="your own metric, fn(outputs, labels) -> float, "
@@ -200,7 +202,7 @@ def _run(args: argparse.Namespace) -> int:
         plan_opts = _plan_options(args) if args.command == "run" else None
         if plan_opts is not None:  # bad plan inputs fail before the long analysis, not after it
             plan_opts.budget.check()
-            if not Path(plan_opts.eval).exists():
+            if not data_file(plan_opts.eval).exists():
                 raise DataError(f"evaluation data '{plan_opts.eval}' does not exist.")
         doc = analyze_model(args.model, args.out, _analyze_options(args), progress)
         if plan_opts is None:

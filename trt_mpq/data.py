@@ -128,7 +128,9 @@ def _from_arrays(model: LoadedModel, arrays: dict[str, np.ndarray], source: str,
     missing = [n for n in names if n not in arrays]
     if missing:
         have = ", ".join(sorted(arrays)) or "nothing"
-        raise DataError(f"{source} has no array for input '{missing[0]}' (it has: {have}).")
+        hint = (f"; pick arrays by name with '{source.strip(chr(39))}:{missing[0]}=ARRAY[,labels=ARRAY]'"
+                if kind == "npz" and arrays else "")
+        raise DataError(f"{source} has no array for input '{missing[0]}' (it has: {have}){hint}.")
     extra = sorted(set(arrays) - set(names))
     if extra:
         raise DataError(
@@ -219,9 +221,21 @@ def _image_dataset(model: LoadedModel, folder: Path, images: list[Path], pre: Pr
     return _finish(model, n, take, info, fp, limit)
 
 
+def data_file(path: str | Path) -> Path:
+    """The file or folder a data argument names (without a ``:name=array`` selection)."""
+    text = str(path)
+    if not Path(text).exists() and ".npz:" in text:
+        return Path(text.rpartition(":")[0])
+    return Path(text)
+
+
 def load_dataset(model: LoadedModel, path: str | Path, preprocess: Preprocess | None = None,
                  limit: int | None = None) -> Dataset:
-    """Data from a .npz/.npy file, a folder of them, or a folder of images (with ``preprocess``)."""
+    """Data from a .npz/.npy file, a folder of them, or a folder of images (with ``preprocess``).
+
+    ``FILE.npz:input=x_train,labels=y_train`` takes the named arrays of one .npz for each input (and labels)."""
+    if data_file(path) != Path(str(path)):
+        return _selected_npz(model, data_file(path), str(path).rpartition(":")[2], limit)
     path = Path(path)
     if not path.exists():
         raise DataError(f"data path '{path}' does not exist.")
@@ -240,6 +254,23 @@ def load_dataset(model: LoadedModel, path: str | Path, preprocess: Preprocess | 
         raise DataError(f"folder '{path}' holds no .npz, .npy or image files.")
     arrays = _array_files(model, files, f"folder '{path}'")
     return _from_arrays(model, arrays, f"folder '{path}'", "folder", file_sha256(*files), limit)
+
+
+def _selected_npz(model: LoadedModel, path: Path, spec: str, limit: int | None) -> Dataset:
+    if not path.is_file():
+        raise DataError(f"data path '{path}' does not exist.")
+    pairs = [p.partition("=") for p in spec.split(",") if p]
+    if not pairs or any(not k or not eq or not v for k, eq, v in pairs):
+        raise DataError(f"cannot read '{spec}' as arrays to take from '{path}'; write NAME=ARRAY[,NAME=ARRAY], "
+                        f"e.g. '{path}:{model.inputs[0].name}=x_train,labels=y_train'.")
+    loaded = _load_npz(path)
+    unknown = [v for _, _, v in pairs if v not in loaded]
+    if unknown:
+        raise DataError(f"'{path}' has no array '{unknown[0]}' (it has: {', '.join(sorted(loaded))}).")
+    arrays = {k: loaded[v] for k, _, v in pairs}
+    source = f"'{path}:{spec}'"
+    inputs = sorted(f"{k}={v}" for k, _, v in pairs if k != LABELS)  # labels don't make other data
+    return _from_arrays(model, arrays, source, "npz", [file_sha256(path), inputs], limit)
 
 
 def _index_bound(model: onnx.ModelProto, name: str) -> int | None:

@@ -130,6 +130,12 @@ class CostModel:
         return self.where or self.target.name
 
     @property
+    def resolution(self) -> float:
+        """Seconds below which two mixes' latencies are not told apart: one kernel's launch overhead, the
+        granularity the estimate itself assumes (and about the run-to-run spread of a per-layer profile)."""
+        return KERNEL_US * 1e-6
+
+    @property
     def kind(self) -> str:
         if not self.measured:
             return "estimated"
