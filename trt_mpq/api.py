@@ -28,6 +28,18 @@ class AnalyzeOptions:
     batch: int = 8
     seed: int = 0
     ort_optimize: str = "none"
+    probe_opt_level: int | None = None  # tensorrt: builder optimisation level of the per-unit engines
+
+
+TIMING_CACHE = "timing.cache"  # one per run folder, shared by every TensorRT build of the run
+
+
+def chosen(backend, asked: str) -> str:
+    """How the backend was chosen, for the log line: ``auto`` says why it skipped the ones before."""
+    if asked != "auto":
+        return ""
+    note = getattr(backend, "auto_note", "")
+    return f" (chosen by --backend auto{'; ' + note if note else ''})"
 
 
 def inspect_model(model_path: str | Path, shapes: tuple[str, ...] = ()) -> tuple[LoadedModel, UnitTable]:
@@ -55,9 +67,10 @@ def analyze_model(model_path: str | Path, out_dir: str | Path, opts: AnalyzeOpti
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out '{out_dir}' exists and is not a folder.")
     settings = Settings(Precision.parse_list(opts.precisions), check_calibrator(opts.calibrator), opts.batch)
-    backend = get_backend(opts.backend, BackendOptions(ort_optimize=opts.ort_optimize))
+    backend = get_backend(opts.backend, BackendOptions(ort_optimize=opts.ort_optimize, opt_level=opts.probe_opt_level,
+                                                       timing_cache=str(out_dir / TIMING_CACHE), max_batch=opts.batch))
     model = load_model(model_path, parse_shapes(list(opts.shapes)))
     data = calibration_data(model, opts)
-    progress.log(f"backend: {backend.describe()}" + (" (chosen by --backend auto)" if opts.backend == "auto" else ""))
+    progress.log(f"backend: {backend.describe()}{chosen(backend, opts.backend)}")
     progress.log(f"calibration: {data.info['source']}, {data.num_samples} samples")
     return analyze(model, data, backend, out_dir, settings, progress)

@@ -12,6 +12,7 @@ from .api import AnalyzeOptions, analyze_model, inspect_model
 from .backends import backend_names
 from .backends.onnxrt import ORT_OPTIMIZE
 from .data import data_file
+from .engine import BuildOptions, build_engine
 from .errors import DataError, TrtMpqError
 from .evaluate import METRICS
 from .latency import GPUS
@@ -90,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     _plan_args(p)
     p.add_argument("--batch", type=_positive, default=PlanOptions(eval="").batch, metavar="B",
                    help="evaluation batch size")
+    p.add_argument("--backend", choices=backend_names(), help="where the plan is verified (default: the backend "
+                   "the analysis used)")
     p.add_argument("--quiet", action="store_true", help="no log lines, only the summary")
 
     p = sub.add_parser("check", help="compare the planned precisions with what a built TensorRT engine really runs",
@@ -98,6 +101,19 @@ def build_parser() -> argparse.ArgumentParser:
                        "unit whose realised precision differs from the plan. Exit code 3 when any differs.")
     p.add_argument("dir", metavar="DIR", help="the folder of a finished 'trt-mpq plan' or 'run'")
     p.add_argument("--layer-info", required=True, metavar="FILE", help="trtexec --exportLayerInfo output")
+
+    p = sub.add_parser("build", help="build the planned mix into a TensorRT engine and check what it realised",
+                       description="Build DIR/model.mixed.onnx (written by 'plan' or 'run') into DIR/model.engine "
+                       "with TensorRT (strongly typed, TF32 off, the run's timing cache), write the engine "
+                       "inspector's DIR/layers.json and DIR/build.log, and list every unit whose realised precision "
+                       "differs from the plan. Exit code 3 when any differs. Needs an NVIDIA GPU and TensorRT.")
+    p.add_argument("dir", metavar="DIR", help="the folder of a finished 'trt-mpq plan' or 'run'")
+    p.add_argument("--backend", default="tensorrt", choices=["tensorrt"], help="engine builder (tensorrt)")
+    p.add_argument("--opt-level", type=int, choices=range(6), metavar="0-5",
+                   help="builder optimisation level (default 3, TensorRT's default; 4-5 search longer)")
+    p.add_argument("--batch", type=_positive, metavar="N",
+                   help="largest batch the engine accepts (default: the plan's --latency-batch)")
+    p.add_argument("--quiet", action="store_true", help="no log lines, only the result")
 
     p = sub.add_parser("run", help="analyze, plan and verify in one command (resumes finished work)",
                        description="'analyze' then 'plan' in one command: per-unit sensitivity on --calib, the "
@@ -125,7 +141,12 @@ def _analysis_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibrator", default=d.calibrator, choices=CALIBRATORS,
                    help=f"INT8 activation range method (default {d.calibrator})")
     p.add_argument("--backend", default=d.backend, choices=backend_names(),
-                   help="where models run (default auto: onnxruntime on this release)")
+                   help="where models run: tensorrt (an NVIDIA GPU), onnxruntime (CPU emulation of the same "
+                   "lowered ONNX), or auto (default: tensorrt when a GPU and TensorRT are present, else "
+                   "onnxruntime; says which and why)")
+    p.add_argument("--probe-opt-level", type=int, choices=range(6), metavar="0-5",
+                   help="tensorrt: builder optimisation level of the per-unit engines (default 1: they are "
+                   "built only to measure numbers; the plan's and the final engines use 3)")
     p.add_argument("--ort-opt", dest="ort_optimize", default=d.ort_optimize, choices=ORT_OPTIMIZE,
                    help="onnxruntime graph optimizations: none (default; bit-exact, what TensorRT's Q/DQ "
                    "arithmetic specifies) or all (about 2x faster, results reproducible to ~0.2%%; Q/DQ "
@@ -171,7 +192,8 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
 def _analyze_options(args: argparse.Namespace) -> AnalyzeOptions:
     return AnalyzeOptions(calib=args.calib, preprocess=args.preprocess, shapes=tuple(args.shape),
                           precisions=args.precisions, calibrator=args.calibrator, backend=args.backend,
-                          samples=args.samples, batch=args.batch, seed=args.seed, ort_optimize=args.ort_optimize)
+                          samples=args.samples, batch=args.batch, seed=args.seed, ort_optimize=args.ort_optimize,
+                          probe_opt_level=args.probe_opt_level)
 
 
 def _plan_options(args: argparse.Namespace) -> PlanOptions:
@@ -180,7 +202,8 @@ def _plan_options(args: argparse.Namespace) -> PlanOptions:
     return PlanOptions(eval=args.eval, preprocess=args.preprocess, metric=args.metric, metric_fn=args.metric_fn,
                        budget=budget, target=args.target, latency_batch=args.latency_batch, batch=args.batch,
                        pareto=args.pareto, latency_from=tuple(args.latency_from), layer_info=tuple(args.layer_info),
-                       measure_latency=args.measure_latency)
+                       measure_latency=args.measure_latency, backend=getattr(args, "backend", None)
+                       if args.command == "plan" else None)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -196,6 +219,11 @@ def _run(args: argparse.Namespace) -> int:
         return 0 if all(r["matches"] for r in rows) else 3
     progress = ConsoleProgress(quiet=args.quiet)
     try:
+        if args.command == "build":
+            result = build_engine(args.dir, BuildOptions(args.backend, args.opt_level, args.batch), progress)
+            progress.stop()
+            print_check(result["units"])
+            return 0 if all(r["matches"] for r in result["units"]) else 3
         if args.command == "plan":
             print_plan(plan_from_analysis(args.dir, _plan_options(args), progress), args.dir)
             return 0
@@ -211,6 +239,11 @@ def _run(args: argparse.Namespace) -> int:
             progress.stop()
             print_analysis(doc, str(Path(args.out) / "sensitivity.json"), top=10)
             print_plan(plan_from_analysis(args.out, plan_opts, progress), args.out)
+            if doc["backend_settings"]["name"] == "tensorrt":  # on a GPU, 'run' ends with the engine
+                result = build_engine(args.out, BuildOptions(), progress)
+                progress.stop()
+                print_check(result["units"])
+                return 0 if all(r["matches"] for r in result["units"]) else 3
     finally:
         progress.stop()
     return 0

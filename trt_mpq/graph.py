@@ -89,19 +89,21 @@ def region_inputs(graph: onnx.GraphProto, region: set[int]) -> list[str]:
 def extract_region(
     model: onnx.ModelProto,
     region: set[int],
-    input_types: Mapping[str, tuple[np.dtype, int]],
+    input_types: Mapping[str, tuple[np.dtype, int | list[int | None]]],
     name: str = "region",
 ) -> onnx.ModelProto:
     """A model holding only ``region``'s nodes; its inputs are the region's frontier, typed from
-    ``input_types`` (name -> dtype, rank), its outputs the model outputs the region produces."""
+    ``input_types`` (name -> dtype and dims, None where dynamic, or just a rank), its outputs the model
+    outputs the region produces."""
     graph = model.graph
     made = {out for i in region for out in graph.node[i].output}
     used = {n for i in region for n in node_inputs(graph.node[i])}
     inputs = []
     for n in region_inputs(graph, region):
-        dtype, rank = input_types[n]
+        dtype, dims = input_types[n]
         elem = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
-        inputs.append(onnx.helper.make_tensor_value_info(n, elem, [None] * rank))
+        dims = [None] * dims if isinstance(dims, int) else list(dims)
+        inputs.append(onnx.helper.make_tensor_value_info(n, elem, dims))
     outputs = [o for o in graph.output if o.name in made]
     new = onnx.helper.make_graph(
         [graph.node[i] for i in sorted(region)],

@@ -10,6 +10,7 @@ from pathlib import Path
 import onnx
 
 from . import __version__
+from .api import TIMING_CACHE, chosen
 from .backends import BackendOptions, get_backend
 from .data import load_dataset
 from .errors import ConfigError
@@ -50,7 +51,8 @@ class PlanOptions:
     pareto: bool = False
     latency_from: tuple[str, ...] = ()  # PRECISION=trtexec --exportProfile file
     layer_info: tuple[str, ...] = ()  # PRECISION=trtexec --exportLayerInfo file
-    measure_latency: bool = False  # profile per node on the backend in use
+    measure_latency: bool = False  # profile per node on the backend in use (always on for tensorrt)
+    backend: str | None = None  # None: the backend the analysis measured with
 
 
 def load_analysis(run_dir: Path) -> tuple[dict, Ranges]:
@@ -87,21 +89,21 @@ def plan_from_analysis(run_dir: str | Path, opts: PlanOptions, progress: Progres
         raise ConfigError("the evaluation data is the calibration data; verify on held-out samples the analysis "
                           "did not see (the point is to prove the mix on data it was not tuned on).")
     metric_fn = load_metric_fn(opts.metric_fn) if opts.metric_fn else None
-    # verify with the emulation settings the analysis measured with
-    settings = doc.get("backend_settings", {})
-    backend = get_backend("onnxruntime", BackendOptions(ort_optimize=settings.get("ort_optimize") or "none"))
+    backend = plan_backend(doc, opts, run_dir)
     evaluator = Evaluator(data, backend, opts.metric, opts.batch, metric_fn)
     fp32_score = evaluator.fp32_score(model.proto)
+    progress.log(f"verifying on: {backend.describe()}{chosen(backend, opts.backend or '')}")
     progress.log(f"FP32 {evaluator.name} on {data.num_samples} evaluation samples: {fp32_score:.4f}")
     cost = cost_model(model.proto, units, opts.target, opts.latency_batch)
-    if opts.latency_from or opts.measure_latency:
+    on_gpu = backend.name == "tensorrt"
+    if opts.latency_from or opts.measure_latency or on_gpu:
         order = [n.name for n in model.proto.graph.node]
         if opts.latency_from:
             imported, cost.measured_by = import_latency(opts, units, order), "trtexec profiles"
         else:
             imported = profile_latency(model, units, ranges, backend, data, opts.latency_batch, order)
             cost.measured_by = f"{backend.describe()} profiling, batch {opts.latency_batch}"
-            cost.where = "this machine (CPU emulation, not a GPU)"
+            cost.where = "this GPU" if on_gpu else "this machine (CPU emulation, not a GPU)"
         cost.measured = {k: ms / 1e3 for k, ms in imported.ms.items()}
         for p, ms in imported.unattributed_ms.items():
             progress.log(f"{p.value}: {ms:.3f} of {imported.total_ms[p]:.3f} ms measured outside any unit")
@@ -136,17 +138,30 @@ def plan_from_analysis(run_dir: str | Path, opts: PlanOptions, progress: Progres
     return report
 
 
+def plan_backend(doc: dict, opts: PlanOptions, run_dir: Path):
+    """The backend that verifies the plan: the one the analysis measured with, with its settings, unless
+    ``opts.backend`` names another. TensorRT verifies at the final optimisation level (what is deployed)."""
+    from .backends.tensorrt import FINAL_OPT_LEVEL
+
+    settings = doc.get("backend_settings", {})
+    name = opts.backend or settings.get("name") or "onnxruntime"
+    return get_backend(name, BackendOptions(ort_optimize=settings.get("ort_optimize") or "none",
+                                            opt_level=FINAL_OPT_LEVEL, timing_cache=str(run_dir / TIMING_CACHE),
+                                            max_batch=max(opts.batch, opts.latency_batch)))
+
+
 def profile_latency(model, units, ranges, backend, data, batch: int, node_order: list[str]):
     """Per-unit times of all-FP32, all-FP16 and all-INT8 lowered models, profiled node by node on the backend.
     On a CPU this measures the emulation, not a GPU: it is labelled with the backend that produced it."""
     if not hasattr(backend, "profile"):
         raise ConfigError(f"the {backend.name} backend cannot profile per node; use --latency-from or the estimate.")
     feeds = data.take(0, data.effective_batch(batch))
-    profiles = {}
+    profiles, nodes = {}, {}
     for p in Precision:
         plan = Plan.of({u.name: p for u in units})
-        profiles[p] = backend.profile(lower(model.proto, units, plan, ranges), feeds)
-    return attribute(profiles, {}, units, node_order)
+        measured = backend.profile(lower(model.proto, units, plan, ranges), feeds)
+        profiles[p], nodes[p] = measured.ms, measured.nodes
+    return attribute(profiles, nodes, units, node_order)
 
 
 def import_latency(opts: PlanOptions, units, node_order: list[str]):

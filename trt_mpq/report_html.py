@@ -131,6 +131,18 @@ def render(report: dict, sensitivity: dict) -> str:
         f"<tr><td>{i}</td><td>{s['int8']}</td><td>{s['fp16']}</td><td>{s['predicted_noise']:.3g}</td>"
         f"<td>{s['latency_ms']:.4f}</td><td>{s['score']:.4f}</td><td>{'yes' if s['passed'] else 'no'}</td>"
         f"<td>{esc(s['note'])}</td></tr>" for i, s in enumerate(steps, 1))
+    realized = report.get("realized")
+    realized_html = ""
+    if realized:
+        differ = sum(1 for r in realized["units"] if not r["matches"])
+        realized_rows = "".join(
+            f"<tr><td>{esc(r['unit'])}</td><td class='{r['planned']}'>{r['planned'].upper()}</td>"
+            f"<td>{esc(str(r['realized'] or 'not found').upper())}</td><td>{'yes' if r['matches'] else 'NO'}</td></tr>"
+            for r in realized["units"])
+        realized_html = (f"<h2>Planned vs realised in the TensorRT engine</h2><p>{esc(realized['engine'])}: "
+                         f"{len(realized['units']) - differ} of {len(realized['units'])} units run in their planned "
+                         f"precision, {differ} differ.</p><table><tr><th>unit</th><th>planned</th><th>realised</th>"
+                         f"<th>matches</th></tr>{realized_rows}</table>")
     res = report["result"]
     drop_line = "" if allowed is None or math.isnan(allowed) else f" (allowed {allowed:.4f})"
     return f"""<!doctype html>
@@ -162,5 +174,6 @@ drop {res['drop']:.4f}{drop_line}.<br>
 <table><tr><th>#</th><th>INT8</th><th>FP16</th><th>predicted noise</th><th>ms ({esc(lat_kind)})</th><th>measured</th>
 <th>meets budget</th><th>note</th></tr>{log_rows}</table>
 {chart_pareto}
+{realized_html}
 </body></html>
 """

@@ -133,8 +133,10 @@ def collect(model: LoadedModel, table: UnitTable, regions: list[UnitRegion], dat
     extra = [n for n in dict.fromkeys(stored + observed) if n not in outputs]
     probe = onnx.ModelProto()
     probe.CopyFrom(model.proto)
+    elem = _elem_types(model.proto)  # typed outputs: TensorRT's parser wants to know what it marks
     for name in extra:
-        probe.graph.output.append(onnx.ValueInfoProto(name=name))
+        probe.graph.output.append(onnx.helper.make_tensor_value_info(name, elem[name], None) if name in elem
+                                  else onnx.ValueInfoProto(name=name))
     session = backend.compile(probe)
     spans = dataset.spans(settings.batch)
     progress.start("FP32 reference and ranges", len(spans) * (2 if collector.needs_histograms else 1))
@@ -155,9 +157,18 @@ def collect(model: LoadedModel, table: UnitTable, regions: list[UnitRegion], dat
     return collector.result()
 
 
+def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception:  # models over 2 GB cannot be inferred in memory; ONNX Runtime does not need the types
+        return {}
+    return {vi.name: vi.type.tensor_type.elem_type for vi in inferred.graph.value_info
+            if vi.type.tensor_type.elem_type}
+
+
 def downstream_model(model: onnx.ModelProto, region: UnitRegion, store: ActivationStore) -> onnx.ModelProto:
     """The FP32 nodes downstream of a unit (the unit included), fed by its frontier from the store."""
-    types = {n: store.dtype_rank(n) for n in region.frontier}
+    types = {n: store.dtype_shape(n) for n in region.frontier}
     return extract_region(model, region.nodes, types, name=f"downstream_of_{region.unit.name}")
 
 
@@ -278,7 +289,8 @@ def document(model: LoadedModel, table: UnitTable, dataset: Dataset, backend: Ba
                   "inputs": [i.describe() for i in model.inputs], "outputs": [o.describe() for o in model.outputs],
                   "notes": model.notes, "shapes": {k: list(v) for k, v in model.shapes.items()}},
         "backend": backend.describe(),
-        "backend_settings": {"name": backend.name, "ort_optimize": getattr(backend, "optimize", None)},
+        "backend_settings": {"name": backend.name, "ort_optimize": getattr(backend, "optimize", None),
+                             "opt_level": getattr(getattr(backend, "settings", None), "opt_level", None)},
         "precisions": [p.value for p in settings.precisions],
         "calibration": {**dataset.info, "fingerprint": dataset.fingerprint, "calibrator": settings.calibrator,
                         "batch": dataset.effective_batch(settings.batch)},

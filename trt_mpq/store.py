@@ -64,8 +64,12 @@ class ActivationStore:
             out[n] = np.fromfile(self.root / self.files[n], dtype=dtype, count=count, offset=offset).reshape(shape)
         return out
 
-    def dtype_rank(self, name: str) -> tuple[np.dtype, int]:
-        return np.dtype(self.dtypes[name]), len(self.entries[name][0][1])
+    def dtype_shape(self, name: str) -> tuple[np.dtype, list[int | None]]:
+        """dtype and dims of a stored tensor; a dim that differs between batches (the batch axis when the
+        last batch is short) is None. Static dims matter to TensorRT, which needs every non-batch dim fixed."""
+        shapes = [s for _, s in self.entries[name]]
+        dims = [d if all(s[i] == d for s in shapes) else None for i, d in enumerate(shapes[0])]
+        return np.dtype(self.dtypes[name]), dims
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

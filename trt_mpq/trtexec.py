@@ -8,8 +8,12 @@ Formats (as trtexec writes them, 10.x and 11.x):
   parser created, ``"Metadata"`` listing the ONNX nodes it came from as ``[ONNX Layer: node name]`` entries
   (separated by the ASCII record separator). Without layer info, fused layer names are split on " + ".
 
-A layer's time is split evenly over the units whose ONNX nodes it covers; layers that map to no unit
-(reformats, pooling, the rest) are reported as unattributed.
+A layer's time goes to the unit whose main op (Conv, Gemm, ...) it computes, split evenly if it computes
+several; a layer without one (a standalone quantize, a cast) goes to the unit its nodes were inserted for;
+layers that map to no unit (reformats, pooling, the rest) are reported as unattributed. These formats are
+TensorRT's documented ones (trtexec's --exportProfile/--exportLayerInfo; the engine inspector's JSON is the
+same layer information) with the 11.x field names as recorded in the project's TensorRT notes; neither has
+been checked against a file from a real engine yet.
 """
 
 from __future__ import annotations
@@ -56,12 +60,21 @@ def read_profile(path: str | Path) -> dict[str, float]:
     return out
 
 
-def read_layer_nodes(path: str | Path) -> dict[str, list[str]]:
-    """Layer name -> ONNX node names, from ``trtexec --exportLayerInfo`` (detailed verbosity)."""
-    data = _read_json(Path(path), "trtexec layer info")
+def _layers(data, source: str) -> list:
     layers = data.get("Layers") if isinstance(data, dict) else None
     if not isinstance(layers, list):
-        raise ConfigError(f"trtexec layer info '{path}' has no 'Layers' list (use --profilingVerbosity=detailed).")
+        raise ConfigError(f"{source} has no 'Layers' list (build with detailed profiling verbosity).")
+    return layers
+
+
+def read_layer_nodes(path: str | Path) -> dict[str, list[str]]:
+    """Layer name -> ONNX node names, from ``trtexec --exportLayerInfo`` (detailed verbosity)."""
+    return layer_nodes(_read_json(Path(path), "trtexec layer info"), f"trtexec layer info '{path}'")
+
+
+def layer_nodes(data, source: str = "the engine's layer information") -> dict[str, list[str]]:
+    """Layer name -> ONNX node names, from layer information JSON (trtexec's file or the engine inspector's)."""
+    layers = _layers(data, source)
     out = {}
     for layer in layers:
         if isinstance(layer, dict) and "Name" in layer:
@@ -107,6 +120,7 @@ def attribute(profiles: dict[Precision, dict[str, float]], layer_nodes: dict[Pre
             unit_of.setdefault(f"{u.weight}_DequantizeLinear", u.name)
         for t in u.outputs:
             unit_of.setdefault(f"{t}_cast_fp32", u.name)
+    main = {u.name for u in units}
     order = node_order + [n for n in unit_of if n not in node_order]
     result = ImportedLatency()
     for p, profile in profiles.items():
@@ -115,7 +129,9 @@ def attribute(profiles: dict[Precision, dict[str, float]], layer_nodes: dict[Pre
         result.unattributed_ms[p] = 0.0
         for layer, ms in profile.items():
             nodes = nodes_of.get(layer) or nodes_in_name(layer, order)
-            owners = list(dict.fromkeys(unit_of[n] for n in nodes if n in unit_of))
+            # a fused layer that computes a unit's main op is that unit's (a Q fused into its epilogue belongs
+            # to the next unit by name, but runs inside this kernel); otherwise whoever owns its nodes
+            owners = [n for n in nodes if n in main] or list(dict.fromkeys(unit_of[n] for n in nodes if n in unit_of))
             if not owners:
                 result.unattributed_ms[p] += ms
                 continue
@@ -154,13 +170,16 @@ def _datatype(tensor: dict) -> Precision | str | None:
 
 def read_realized(path: str | Path, units: Iterable[Unit]) -> dict[str, Precision | str | None]:
     """Unit -> the data type its main layer actually reads in the built engine (None: not found)."""
-    data = _read_json(Path(path), "trtexec layer info")
-    layers = data.get("Layers") if isinstance(data, dict) else None
-    if not isinstance(layers, list):
-        raise ConfigError(f"trtexec layer info '{path}' has no 'Layers' list (use --profilingVerbosity=detailed).")
+    return realized(_read_json(Path(path), "trtexec layer info"), units, f"trtexec layer info '{path}'")
+
+
+def realized(data, units: Iterable[Unit], source: str = "the engine's layer information"
+             ) -> dict[str, Precision | str | None]:
+    """``read_realized`` on layer information JSON already loaded (e.g. from the engine inspector)."""
+    layers = _layers(data, source)
     units = list(units)
     order = [n for u in units for n in u.nodes]
-    realized: dict[str, Precision | str | None] = {u.name: None for u in units}
+    found: dict[str, Precision | str | None] = {u.name: None for u in units}
     for layer in layers:
         if not isinstance(layer, dict):
             continue
@@ -168,5 +187,5 @@ def read_realized(path: str | Path, units: Iterable[Unit]) -> dict[str, Precisio
         inputs = [t for t in layer.get("Inputs", []) if isinstance(t, dict)]
         for u in units:
             if u.name in nodes and inputs:
-                realized[u.name] = _datatype(inputs[0])
-    return realized
+                found[u.name] = _datatype(inputs[0])
+    return found

@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 
 from ..errors import BackendError
-from .base import BackendOptions
+from .base import BackendOptions, LayerProfile
 
 ORT_OPTIMIZE = ("none", "all")
 
@@ -85,8 +85,8 @@ class OnnxRuntimeBackend:
             so.intra_op_num_threads = self.threads
         return so
 
-    def profile(self, model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], runs: int = 10) -> dict[str, float]:
-        """Average milliseconds per run of every node, from ONNX Runtime's own profiler (after one warm-up)."""
+    def profile(self, model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], runs: int = 10) -> LayerProfile:
+        """Average milliseconds per run of every node, from ONNX Runtime's own profiler (warm-up included)."""
         import json
         import tempfile
         from pathlib import Path
@@ -111,7 +111,7 @@ class OnnxRuntimeBackend:
                 total[node] = total.get(node, 0.0) + e["dur"] / 1e3
                 runs_seen[node] = runs_seen.get(node, 0) + 1
         # the warm-up run is profiled too: average over every run seen
-        return {n: total[n] / runs_seen[n] for n in total}
+        return LayerProfile({n: total[n] / runs_seen[n] for n in total}, {n: [n] for n in total})
 
     def compile(self, model: onnx.ModelProto) -> OnnxRuntimeSession:
         try:

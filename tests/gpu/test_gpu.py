@@ -1,0 +1,115 @@
+"""On an NVIDIA GPU with TensorRT: engines of the real models against ONNX Runtime, per-unit latencies from
+TensorRT's profiler, realised precisions against the plan, and the whole 'trt-mpq run --backend tensorrt'.
+Skipped with a reason elsewhere (see conftest.py); run them with scripts/gpu_selftest.sh."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from trt_mpq.api import AnalyzeOptions, analyze_model
+from trt_mpq.backends import BackendOptions, get_backend
+from trt_mpq.cli import main
+from trt_mpq.lower import lower
+from trt_mpq.metrics import OutputDelta
+from trt_mpq.model import load_model
+from trt_mpq.plan import Plan
+from trt_mpq.plan import Precision as P
+from trt_mpq.planning import load_analysis
+from trt_mpq.trtexec import attribute, realized
+from trt_mpq.units import find_units
+
+MNV2_PRE = '{"resize": 256, "crop": 224, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}'
+
+
+@pytest.fixture(params=["digits", "mobilenetv2"])
+def case(request, shared_models, tmp_path):
+    """(model, units, ranges, feeds): ranges from a short ONNX Runtime analysis of real data."""
+    if request.param == "digits":
+        path, calib, pre = shared_models / "digits_cnn.onnx", f"{shared_models / 'digits.npz'}:input=x_train", None
+    else:
+        pre = tmp_path / "pre.json"
+        pre.write_text(MNV2_PRE)
+        path, calib, pre = shared_models / "mobilenetv2_imagenet.onnx", str(shared_models / "photos/calib"), str(pre)
+    analyze_model(path, tmp_path / "a", AnalyzeOptions(calib=calib, preprocess=pre, samples=16, backend="onnxruntime",
+                                                       precisions="int8"))
+    _, ranges = load_analysis(tmp_path / "a")
+    model = load_model(path)
+    units = find_units(model.proto).units
+    from trt_mpq.api import calibration_data
+
+    feeds = calibration_data(model, AnalyzeOptions(calib=calib, preprocess=pre, samples=8)).take(0, 8)
+    return model, units, ranges, feeds
+
+
+@pytest.mark.parametrize("precision, min_cosine", [(P.FP32, 0.99999), (P.FP16, 0.999), (P.INT8, 0.99)])
+def test_engine_matches_onnxruntime(case, precision, min_cosine):
+    model, units, ranges, feeds = case
+    lowered = lower(model.proto, units, Plan.of({u.name: precision for u in units}), ranges)
+    ort = get_backend("onnxruntime").compile(lowered).run(feeds)
+    trt = get_backend("tensorrt", BackendOptions(max_batch=8)).compile(lowered).run(feeds)
+    delta = OutputDelta()
+    delta.update(ort, trt, len(next(iter(feeds.values()))))
+    for name, ref in ort.items():
+        assert trt[name].shape == ref.shape and np.all(np.isfinite(trt[name]))
+    assert delta.result()["cosine"] >= min_cosine, precision
+
+
+def test_profile_gives_positive_latency_for_every_unit(case):
+    model, units, ranges, feeds = case
+    backend = get_backend("tensorrt")
+    order = [n.name for n in model.proto.graph.node]
+    for p in P:
+        measured = backend.profile(lower(model.proto, units, Plan.of({u.name: p for u in units}), ranges), feeds)
+        assert measured.ms and all(v > 0 for v in measured.ms.values())
+        got = attribute({p: measured.ms}, {p: measured.nodes}, units, order)
+        assert {u.name for u in units} == {u for u, _ in got.ms}, p
+        assert all(v > 0 for v in got.ms.values())
+
+
+def test_realised_precisions_match_a_uniform_plan(case):
+    from trt_mpq.backends.tensorrt import BuildSettings
+
+    model, units, ranges, feeds = case
+    backend = get_backend("tensorrt")
+    for p in (P.INT8, P.FP16):
+        lowered = lower(model.proto, units, Plan.of({u.name: p for u in units}), ranges)
+        engine = backend.build(lowered, BuildSettings(3, None, True, 8))
+        got = realized(backend.inspect(engine), units)
+        assert got == {u.name: p for u in units}, p
+
+
+def test_full_run_on_the_gpu(shared_models, tmp_path):
+    npz = shared_models / "digits.npz"
+    out = tmp_path / "run"
+    code = main(["run", str(shared_models / "digits_cnn.onnx"), "--out", str(out), "--calib", f"{npz}:input=x_train",
+                 "--eval", f"{npz}:input=x_test,labels=y_test", "--metric", "accuracy", "--max-drop", "0.005",
+                 "--backend", "tensorrt", "--quiet"])
+    assert code in (0, 3)  # 3: an engine realised some unit in another precision (the report says which)
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["backend"].startswith("tensorrt") and plan["result"]["drop"] <= 0.005
+    assert (out / "model.engine").stat().st_size > 0 and (out / "timing.cache").is_file()
+    report = json.loads((out / "report.json").read_text())
+    assert report["latency"]["kind"].startswith("measured") and report["realized"]["units"]
+    assert code == 0, [r for r in report["realized"]["units"] if not r["matches"]]
+
+
+def test_downstream_engines_agree_with_whole_model_engines(shared_models, tmp_path):
+    from trt_mpq.api import calibration_data
+    from trt_mpq.sensitivity import measure_naive
+
+    npz = f"{shared_models / 'digits.npz'}:input=x_train"
+    opts = AnalyzeOptions(calib=npz, samples=64, backend="tensorrt")
+    doc = analyze_model(shared_models / "digits_cnn.onnx", tmp_path, opts)
+    _, ranges = load_analysis(tmp_path)
+    model = load_model(shared_models / "digits_cnn.onnx")
+    units = find_units(model.proto).units
+    pairs = [(u, p) for u in units for p in (P.INT8, P.FP16)]
+    naive = measure_naive(model, units, pairs, ranges, get_backend("tensorrt"), calibration_data(model, opts),
+                          reference_once=True)
+    for u in doc["units"]:
+        for p, fast in u["results"].items():
+            slow = naive[(u["name"], p)]
+            assert fast["nmse"] == pytest.approx(slow["nmse"], rel=0.1, abs=1e-9), (u["name"], p)

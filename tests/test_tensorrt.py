@@ -1,0 +1,295 @@
+"""The TensorRT backend without a GPU: the probe and its messages, option mapping, optimisation profiles,
+per-layer times, the inspector's layer information (10.x and 11.x fixtures) mapped to units, and the CLI.
+
+The fixtures in tests/fixtures/tensorrt/ are written in the formats TensorRT documents (engine inspector JSON
+at detailed verbosity; IProfiler's (layer name, ms) reports) for the digits CNN lowered with conv1/conv2/fc1 in
+INT8 and conv3 in FP16; in them TensorRT 'declined' fc1's INT8 (its Q/DQ stayed apart), which the check must
+report. They were not captured from a real engine (no GPU here)."""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import json
+import types
+from pathlib import Path
+
+import pytest
+from onnx import TensorProto, helper
+
+from trt_mpq.backends import BackendOptions, get_backend
+from trt_mpq.backends import tensorrt as trtb
+from trt_mpq.cli import main
+from trt_mpq.errors import BackendError
+from trt_mpq.plan import Precision as P
+from trt_mpq.trtexec import attribute, layer_nodes, realized
+from trt_mpq.units import find_units
+
+FIXTURES = Path(__file__).parent / "fixtures" / "tensorrt"
+
+
+class CudaError(enum.IntEnum):
+    cudaSuccess = 0
+    cudaErrorNoDevice = 100
+
+
+def importer(cuda=(CudaError.cudaSuccess, 1), trt_version="11.2.0", polygraphy=True, missing=()):
+    """A stand-in for importlib.import_module over fake cuda-python / tensorrt / polygraphy modules."""
+    modules = {
+        "cuda.bindings.runtime": types.SimpleNamespace(cudaGetDeviceCount=lambda: cuda),
+        "tensorrt": types.SimpleNamespace(__version__=trt_version),
+        "polygraphy.backend.trt": types.SimpleNamespace(),
+    }
+    if not polygraphy:
+        missing = (*missing, "polygraphy.backend.trt")
+
+    def load(name):
+        if name in missing or name not in modules:
+            raise ImportError(name)
+        return modules[name]
+    return load
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(missing=("cuda.bindings.runtime",)), "needs cuda-python .* pip install 'trt-mpq\\[gpu\\]'"),
+    (dict(cuda=(CudaError.cudaErrorNoDevice, 0)), "needs an NVIDIA GPU and none is visible \\(cudaErrorNoDevice\\)"),
+    (dict(cuda=(CudaError.cudaSuccess, 0)), "none is visible \\(0 devices\\).*--gpus all.*--backend onnxruntime"),
+    (dict(missing=("tensorrt",)), "needs TensorRT, which is not installed"),
+    (dict(trt_version="8.6.1"), "TensorRT 8.6.1 is too old: strongly typed networks need 10.0"),
+    (dict(polygraphy=False), "needs Polygraphy"),
+])
+def test_probe_says_what_is_missing_in_one_sentence(kwargs, words):
+    message = trtb.probe(importer(**kwargs))
+    assert message is not None and "\n" not in message and message.endswith(".")
+    assert pytest.importorskip("re").search(words, message), message
+
+
+def test_probe_passes_with_everything_present_and_never_touches_tensorrt_without_a_gpu():
+    assert trtb.probe(importer()) is None
+    assert trtb.probe(importer(trt_version="10.13.3.9")) is None
+    # no GPU: TensorRT is not even imported (creating TensorRT objects without a GPU can crash the process)
+    assert "GPU" in trtb.probe(importer(cuda=(CudaError.cudaErrorNoDevice, 0), missing=("tensorrt",)))
+
+
+def test_network_is_strongly_typed_on_10x_and_11x():
+    assert trtb.network_kwargs("10.13.3.9") == {"strongly_typed": True}
+    assert trtb.network_kwargs("11.2.0") == {}  # always strongly typed in 11.x
+    from polygraphy.backend.trt import NetworkFromOnnxPath
+
+    assert "strongly_typed" in inspect.signature(NetworkFromOnnxPath).parameters
+
+
+FAKE_TRT = types.SimpleNamespace(ProfilingVerbosity=types.SimpleNamespace(DETAILED="detailed",
+                                                                          LAYER_NAMES_ONLY="names"))
+
+
+def test_config_options_map_to_polygraphy(tmp_path):
+    cache = tmp_path / "timing.cache"
+    probe_cfg = trtb.config_kwargs(trtb.BuildSettings(1, cache, False, 8), FAKE_TRT)
+    assert probe_cfg == {"tf32": False, "builder_optimization_level": 1, "profiling_verbosity": "names",
+                         "load_timing_cache": None}  # no cache file yet: nothing to load
+    cache.write_bytes(b"x")
+    final = trtb.config_kwargs(trtb.BuildSettings(trtb.FINAL_OPT_LEVEL, cache, True, 8), FAKE_TRT)
+    assert final["load_timing_cache"] == str(cache) and final["profiling_verbosity"] == "detailed"
+    assert final["builder_optimization_level"] == 3 and final["tf32"] is False
+    import importlib
+
+    polygraphy_config = importlib.import_module("polygraphy.backend.trt.config")
+
+    accepted = {*inspect.signature(polygraphy_config.CreateConfig).parameters,  # its own, then **kwargs for:
+                *inspect.signature(polygraphy_config._CreateConfigCommon).parameters}
+    assert set(final) | {"profiles"} <= accepted
+    with pytest.raises(BackendError, match="0-5"):
+        trtb.config_kwargs(trtb.BuildSettings(6), FAKE_TRT)
+    with pytest.raises(BackendError, match="at least 1"):
+        trtb.BuildSettings(max_batch=0).check()
+
+
+def test_backend_options_reach_the_build_settings(monkeypatch):
+    monkeypatch.setattr(trtb, "probe", lambda: None)
+    monkeypatch.setitem(__import__("sys").modules, "tensorrt", types.SimpleNamespace(__version__="11.2.0"))
+    backend = trtb.TensorRTBackend(BackendOptions(timing_cache="/run/timing.cache", max_batch=32))
+    assert backend.settings == trtb.BuildSettings(trtb.PROBE_OPT_LEVEL, Path("/run/timing.cache"), False, 32)
+    assert trtb.TensorRTBackend(BackendOptions(opt_level=4)).settings.opt_level == 4
+
+
+def _vi(name, dims):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)
+
+
+def test_shape_profile():
+    assert trtb.shape_profile([_vi("x", ["batch", 3, 8, 8])], 16) == {"x": ((1, 3, 8, 8), (16, 3, 8, 8),
+                                                                             (16, 3, 8, 8))}
+    assert trtb.shape_profile([_vi("x", [1, 3, 8, 8])], 16) == {}  # static: no profile needed
+    one = ((1, 3, 8, 8),) * 3  # a dynamic input needs a profile even when it spans only batch 1
+    assert trtb.shape_profile([_vi("x", ["batch", 3, 8, 8]), _vi("k", [4])], 1) == {"x": one, "k": ((4,),) * 3}
+    with pytest.raises(BackendError, match="axis 2.*--shape"):
+        trtb.shape_profile([_vi("x", [1, 3, "h", "w"])], 16)
+
+
+def test_layer_times_are_medians_over_runs_with_repeats_summed():
+    runs = [[("a", 1.0), ("b", 2.0), ("a", 0.5)], [("a", 2.0), ("b", 4.0)], [("a", 1.6), ("b", 3.0)]]
+    assert trtb.layer_times(runs) == {"a": 1.6, "b": 3.0}
+    assert trtb.layer_times([]) == {}
+
+
+def test_profiler_records_each_layer_report():
+    class IProfiler:  # stand-in for trt.IProfiler, whose __init__ must be called
+        def __init__(self):
+            self.initialised = True
+
+    recorder = trtb.make_profiler(types.SimpleNamespace(IProfiler=IProfiler))
+    assert recorder.initialised
+    recorder.report_layer_time("node_Conv_25 + node_relu", 0.004)
+    assert recorder.current == [("node_Conv_25 + node_relu", 0.004)]
+
+
+@pytest.fixture
+def digits_units(shared_models):
+    from trt_mpq.model import load_model
+
+    return find_units(load_model(shared_models / "digits_cnn.onnx").proto).units
+
+
+PLANNED = {"node_Conv_25": P.INT8, "node_Conv_26": P.INT8, "node_Conv_27": P.FP16, "node_linear": P.INT8,
+           "node_linear_1": P.FP32}
+
+
+@pytest.mark.parametrize("version", ["10x", "11x"])
+def test_inspector_json_gives_realised_precision_per_unit(digits_units, version):
+    info = json.loads((FIXTURES / f"digits_inspector_{version}.json").read_text())
+    got = realized(info, digits_units)
+    assert got == {**PLANNED, "node_linear": P.FP32}  # fc1's INT8 was declined in the fixture
+    nodes = layer_nodes(info)
+    assert nodes["node_Conv_27 + node_relu_2"] == ["node_Conv_27", "node_relu_2"]
+    with pytest.raises(Exception, match="no 'Layers' list"):
+        realized({"I/O Tensors": []}, digits_units)
+
+
+@pytest.mark.parametrize("version", ["10x", "11x"])
+def test_profiler_times_map_to_units_through_the_inspector(digits_units, version):
+    info = json.loads((FIXTURES / f"digits_inspector_{version}.json").read_text())
+    runs = json.loads((FIXTURES / "digits_profiler_runs.json").read_text())
+    ms = trtb.layer_times(runs)
+    order = [n for u in digits_units for n in u.nodes]
+    got = attribute({P.INT8: ms}, {P.INT8: layer_nodes(info)}, digits_units, order)
+    assert {u for u, _ in got.ms} == {u.name for u in digits_units}
+    assert all(v > 0 for v in got.ms.values())
+    # the input quantize belongs to conv1 (it exists because conv1 is INT8); max pooling belongs to no unit
+    assert got.ms[("node_Conv_25", P.INT8)] == pytest.approx(ms["input_QuantizeLinear"] + ms[
+        "conv1.weight_DequantizeLinear + input_DequantizeLinear + node_Conv_25 + node_relu + relu_QuantizeLinear"])
+    assert got.unattributed_ms[P.INT8] == pytest.approx(ms["node_max_pool2d"] + ms["node_max_pool2d_1 + "
+                                                                                    "node_Reshape_30"])
+    assert sum(got.ms.values()) + got.unattributed_ms[P.INT8] == pytest.approx(sum(ms.values()))
+
+
+def test_tensorrt_backend_without_a_gpu_is_one_sentence_and_auto_falls_back(monkeypatch):
+    monkeypatch.setattr(trtb, "probe", lambda: "the TensorRT backend needs an NVIDIA GPU and none is visible "
+                        "(cudaErrorNoDevice); run on an NVIDIA host.")
+    with pytest.raises(BackendError, match="needs an NVIDIA GPU"):
+        get_backend("tensorrt")
+    backend = get_backend("auto")
+    assert backend.name == "onnxruntime"
+    assert backend.auto_note == "tensorrt not used: the TensorRT backend needs an NVIDIA GPU and none is visible " \
+                                "(cudaErrorNoDevice)"
+
+
+def test_cli_tensorrt_without_gpu(monkeypatch, tmp_path, capsys, analysed):
+    monkeypatch.setattr(trtb, "probe", lambda: "the TensorRT backend needs TensorRT, which is not installed; "
+                        "pip install 'trt-mpq[gpu]'.")
+    model = analysed / "model.onnx"
+    out = tmp_path / "trt"
+    code = main(["run", str(model), "--out", str(out), "--eval", str(analysed / "eval.npz"), "--max-drop", "0.1",
+                 "--backend", "tensorrt"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "TensorRT" in err[0] and "pip install" in err[0]
+    assert not (out / "sensitivity.json").exists()
+    # build needs a plan first, then a GPU
+    assert main(["build", str(tmp_path / "none")]) == 2
+    assert "run 'trt-mpq plan'" in capsys.readouterr().err
+    main(["plan", str(analysed / "run"), "--eval", str(analysed / "eval.npz"), "--max-drop", "0.5", "--quiet"])
+    capsys.readouterr()
+    assert main(["build", str(analysed / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs TensorRT" in err[0]
+    assert not (analysed / "run" / "model.engine").exists()
+    # auto: the same run on ONNX Runtime, and the log says why
+    code = main(["analyze", str(model), "--out", str(tmp_path / "auto"), "--calib", str(analysed / "calib.npz")])
+    assert code == 0
+    assert "chosen by --backend auto; tensorrt not used: the TensorRT backend needs TensorRT" in \
+        capsys.readouterr().err
+
+
+def test_plan_verifies_on_the_backend_of_the_analysis(analysed, monkeypatch):
+    from trt_mpq.planning import PlanOptions, plan_from_analysis
+    from trt_mpq.search import Budget
+
+    doc_path = analysed / "run" / "sensitivity.json"
+    doc = json.loads(doc_path.read_text())
+    doc["backend_settings"]["name"] = "tensorrt"  # as if analysed on a GPU
+    doc_path.write_text(json.dumps(doc))
+    monkeypatch.setattr(trtb, "probe", lambda: "the TensorRT backend needs an NVIDIA GPU and none is visible.")
+    opts = PlanOptions(eval=str(analysed / "eval.npz"), budget=Budget(max_drop=0.5))
+    with pytest.raises(BackendError, match="needs an NVIDIA GPU"):
+        plan_from_analysis(analysed / "run", opts)
+    report = plan_from_analysis(analysed / "run", PlanOptions(eval=str(analysed / "eval.npz"),
+                                budget=Budget(max_drop=0.5), backend="onnxruntime"))
+    assert report["backend"].startswith("onnxruntime")
+
+
+def test_report_shows_planned_vs_realised(analysed):
+    from trt_mpq.planning import load_analysis
+    from trt_mpq.report_html import render
+
+    assert main(["plan", str(analysed / "run"), "--eval", str(analysed / "eval.npz"), "--max-drop", "0.5",
+                 "--quiet"]) == 0
+    report = json.loads((analysed / "run" / "report.json").read_text())
+    report["realized"] = {"engine": "model.engine, tensorrt 11.2.0", "units": [
+        {"unit": "conv1", "planned": "int8", "realized": "fp32", "matches": False},
+        {"unit": "fc", "planned": "fp16", "realized": "fp16", "matches": True}]}
+    page = render(report, load_analysis(analysed / "run")[0])
+    assert "Planned vs realised in the TensorRT engine" in page and "1 of 2 units run in their planned" in page
+    assert "<td>FP32</td><td>NO</td>" in page
+
+
+def test_build_hands_polygraphy_a_strongly_typed_network_config_and_profile(monkeypatch, tmp_path):
+    """build() up to TensorRT itself: Polygraphy's engine_from_network is replaced by a recorder."""
+    import builders
+
+    monkeypatch.setattr(trtb, "probe", lambda: None)
+    monkeypatch.setitem(__import__("sys").modules, "tensorrt", types.SimpleNamespace(
+        __version__="10.13.3", ProfilingVerbosity=FAKE_TRT.ProfilingVerbosity))
+    seen = {}
+
+    def engine_from_network(network, config, save_timing_cache=None):
+        seen.update(network=network, config=config, cache=save_timing_cache)
+        return "engine"
+
+    monkeypatch.setattr("polygraphy.backend.trt.engine_from_network", engine_from_network)
+    cache = tmp_path / "timing.cache"
+    backend = trtb.TensorRTBackend(BackendOptions(timing_cache=str(cache), max_batch=4))
+    log: list[str] = []
+    assert backend.build(builders.conv_bn_relu_residual(), log=log) == "engine"
+    assert seen["network"].strongly_typed is True  # 10.x: the flag is set
+    assert seen["cache"] == str(cache)
+    config = seen["config"]
+    assert config.tf32 is False and config.builder_optimization_level == trtb.PROBE_OPT_LEVEL
+    (profile,) = config.profiles
+    assert profile["x"].min == (1, 3, 8, 8) and profile["x"].max == (4, 3, 8, 8)
+
+    def fails(*args, **kwargs):
+        print("[E] ERROR: node_Conv_25: unsupported data type")
+        raise RuntimeError("Polygraphy: critical")
+
+    monkeypatch.setattr("polygraphy.backend.trt.engine_from_network", fails)
+    with pytest.raises(BackendError, match="could not build the model: .*unsupported data type"):
+        backend.build(builders.conv_bn_relu_residual(), log=log)
+    assert any("unsupported data type" in line for line in log)  # what build.log gets
+
+
+def test_probe_survives_a_binding_that_raises():
+    def broken(name):
+        if name == "cuda.bindings.runtime":
+            return types.SimpleNamespace(cudaGetDeviceCount=lambda: (_ for _ in ()).throw(RuntimeError("libcuda")))
+        raise ImportError(name)
+    assert "could not query the GPUs through cuda-python (libcuda); check the NVIDIA driver" in trtb.probe(broken)

@@ -1,0 +1,282 @@
+"""TensorRT backend: the lowered ONNX built as a strongly typed engine and run on the GPU.
+
+Nothing here imports TensorRT, cuda-python or Polygraphy at module level: ``import trt_mpq`` and the CPU path
+work without them. Before any TensorRT object exists, ``probe()`` asks cuda-python for a GPU (without one,
+``trt.Builder`` fails with CUDA error 35 and the runtime can take the process down) and turns every missing
+piece into one sentence.
+
+Building and running go through Polygraphy (``NetworkFromOnnxPath``, ``CreateConfig``, ``engine_from_network``,
+``TrtRunner``); what is written by hand is the option mapping, the optimisation profile, the per-layer
+profiler and the mapping of fused layers back to ONNX nodes (``trtexec.layer_nodes``), all tested without a GPU.
+
+Precision lives in the graph (Q/DQ and Cast), so every engine is strongly typed: TensorRT 11 networks always
+are; on 10.x the network is created with the STRONGLY_TYPED flag. TF32 is off, so FP32 units are true FP32.
+Per-unit probe engines (the sensitivity loop) use a low builder optimisation level; the plan's verification,
+latency profiling and the final engine use TensorRT's default level. Every build of a run shares one timing
+cache file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import re
+import statistics
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from ..errors import BackendError
+from .base import BackendOptions, LayerProfile
+
+MIN_VERSION = (10, 0)
+# Level 1 times a short list of tactics and reads the shared timing cache, so layers that recur across the
+# per-unit engines are timed once. Level 0 builds a little faster but takes the first working tactic (for FP16
+# possibly a kernel the final engine never picks) and ignores the cache. Not yet measured on a GPU.
+PROBE_OPT_LEVEL = 1
+FINAL_OPT_LEVEL = 3  # TensorRT's default; 4-5 search longer for small gains
+INSTALL = "pip install 'trt-mpq[gpu]' (or use the image of docker/Dockerfile)"
+
+
+def version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", str(text))[:3])
+
+
+def _import(name: str, importer: Callable[[str], object]):
+    try:
+        return importer(name)
+    except ImportError:
+        return None
+
+
+def probe(importer: Callable[[str], object] = importlib.import_module) -> str | None:
+    """None when a GPU, TensorRT >= 10 and Polygraphy are usable; otherwise one sentence on what is missing."""
+    cudart = _import("cuda.bindings.runtime", importer) or _import("cuda.cudart", importer)
+    if cudart is None:
+        return (f"the TensorRT backend needs cuda-python (to find the GPU) and TensorRT, which are not installed; "
+                f"{INSTALL}.")
+    try:
+        err, count = cudart.cudaGetDeviceCount()
+    except Exception as exc:  # a broken driver install raises from the binding itself
+        return f"the TensorRT backend could not query the GPUs through cuda-python ({exc}); check the NVIDIA driver."
+    if int(err) != 0 or not count:
+        why = getattr(err, "name", str(err)) if int(err) != 0 else "0 devices"
+        return (f"the TensorRT backend needs an NVIDIA GPU and none is visible ({why}); run on an NVIDIA host with "
+                "its driver (in Docker: --gpus all), or plan on the CPU with --backend onnxruntime.")
+    trt = _import("tensorrt", importer)
+    if trt is None:
+        return f"the TensorRT backend needs TensorRT, which is not installed; {INSTALL}."
+    version = getattr(trt, "__version__", "0")
+    if version_tuple(version) < MIN_VERSION:
+        return (f"TensorRT {version} is too old: strongly typed networks need 10.0 or newer; "
+                "pip install 'tensorrt>=10' or use docker/Dockerfile.")
+    if _import("polygraphy.backend.trt", importer) is None:
+        return "the TensorRT backend needs Polygraphy, which is not installed; pip install 'polygraphy>=0.49'."
+    return None
+
+
+def network_kwargs(trt_version: str) -> dict:
+    """Arguments for Polygraphy's NetworkFromOnnxPath: 10.x needs the STRONGLY_TYPED flag; 11.x networks are
+    always strongly typed (the flag is not needed there)."""
+    return {"strongly_typed": True} if version_tuple(trt_version) < (11,) else {}
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    opt_level: int = PROBE_OPT_LEVEL
+    timing_cache: Path | None = None
+    detailed: bool = False  # layer names, types and ONNX origins in the inspector (needed for profiling)
+    max_batch: int = 8
+
+    def check(self) -> None:
+        if not 0 <= self.opt_level <= 5:
+            raise BackendError(f"the builder optimisation level must be 0-5, not {self.opt_level}.")
+        if self.max_batch < 1:
+            raise BackendError(f"the largest batch must be at least 1, not {self.max_batch}.")
+
+
+def config_kwargs(settings: BuildSettings, trt) -> dict:
+    """Arguments for Polygraphy's CreateConfig (``trt`` is the tensorrt module, or a stand-in in tests)."""
+    settings.check()
+    verbosity = trt.ProfilingVerbosity
+    cache = settings.timing_cache
+    return {
+        "tf32": False,  # the FP32 reference and the FP32 units stay true FP32
+        "builder_optimization_level": settings.opt_level,
+        "profiling_verbosity": verbosity.DETAILED if settings.detailed else verbosity.LAYER_NAMES_ONLY,
+        "load_timing_cache": str(cache) if cache is not None and cache.is_file() else None,
+    }
+
+
+def shape_profile(inputs: Sequence[onnx.ValueInfoProto], max_batch: int) -> dict[str, tuple[tuple, tuple, tuple]]:
+    """min/opt/max shapes per input: a dynamic axis 0 (the batch) spans 1..max_batch, optimised for max_batch.
+    Empty when every input is static."""
+    profile, dynamic = {}, False
+    for vi in inputs:
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
+        for axis, d in enumerate(dims):
+            if d is None and axis > 0:
+                raise BackendError(f"input '{vi.name}' has a dynamic dimension at axis {axis}; TensorRT needs it "
+                                   "fixed: pass --shape when analysing.")
+        lo = tuple(1 if d is None else d for d in dims)
+        hi = tuple(max_batch if d is None else d for d in dims)
+        dynamic = dynamic or None in dims  # even 1..1: a dynamic input needs a profile
+        profile[vi.name] = (lo, hi, hi)
+    return profile if dynamic else {}
+
+
+def layer_times(runs: Sequence[Sequence[tuple[str, float]]]) -> dict[str, float]:
+    """Median milliseconds per layer over timed runs; a layer reported twice in one run is summed first."""
+    per_run: dict[str, list[float]] = {}
+    for run in runs:
+        totals: dict[str, float] = {}
+        for name, ms in run:
+            totals[name] = totals.get(name, 0.0) + float(ms)
+        for name, ms in totals.items():
+            per_run.setdefault(name, []).append(ms)
+    return {name: statistics.median(v) for name, v in per_run.items()}
+
+
+# ---------------------------------------------------------------------------------------- GPU code from here
+# Everything below needs TensorRT and a GPU; tests/gpu/ runs it. It has never run on a GPU in this project's CI.
+
+
+class TensorRTSession:
+    def __init__(self, runner) -> None:
+        self._runner = runner
+        runner.activate()
+
+    def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        try:
+            values = self._runner.infer({k: np.ascontiguousarray(v) for k, v in feeds.items()})
+        except Exception as exc:
+            raise BackendError(f"TensorRT failed to run the engine: {str(exc).splitlines()[0]}") from None
+        names = list(outputs) if outputs is not None else list(values)
+        return {n: np.array(values[n], copy=True) for n in names}  # Polygraphy reuses its output buffers
+
+    def close(self) -> None:
+        if self._runner is not None:
+            self._runner.deactivate()
+            self._runner = None
+
+
+class TensorRTBackend:
+    name = "tensorrt"
+
+    def __init__(self, options: BackendOptions | None = None) -> None:
+        missing = probe()
+        if missing:
+            raise BackendError(missing)
+        import tensorrt as trt
+
+        self._trt = trt
+        options = options or BackendOptions()
+        opt_level = options.opt_level if options.opt_level is not None else PROBE_OPT_LEVEL
+        cache = Path(options.timing_cache) if options.timing_cache else None
+        self.settings = BuildSettings(opt_level, cache, False, options.max_batch)
+        self.settings.check()
+
+    def describe(self) -> str:
+        return (f"tensorrt {self._trt.__version__} ({gpu_name()}; strongly typed, TF32 off, "
+                f"optimisation level {self.settings.opt_level})")
+
+    def build(self, model: onnx.ModelProto, settings: BuildSettings | None = None, log: list[str] | None = None):
+        """A deserialised ICudaEngine of ``model``."""
+        from polygraphy.backend.trt import CreateConfig, NetworkFromOnnxPath, Profile, engine_from_network
+        from polygraphy.logger import G_LOGGER
+
+        settings = settings or self.settings
+        kwargs = config_kwargs(settings, self._trt)
+        profile = shape_profile(model.graph.input, settings.max_batch)
+        if profile:
+            p = Profile()
+            for name, (lo, opt, hi) in profile.items():
+                p.add(name, min=lo, opt=opt, max=hi)
+            kwargs["profiles"] = [p]
+        buffer = io.StringIO()
+        G_LOGGER.module_severity = G_LOGGER.VERBOSE if log is not None else G_LOGGER.ERROR
+        with tempfile.TemporaryDirectory(prefix="trt-mpq-build-") as tmp:
+            path = Path(tmp) / "model.onnx"
+            onnx.save(model, str(path), save_as_external_data=model.ByteSize() > 1_900_000_000)
+            try:
+                with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+                    network = NetworkFromOnnxPath(str(path), **network_kwargs(self._trt.__version__))
+                    cache = str(settings.timing_cache) if settings.timing_cache else None
+                    engine = engine_from_network(network, CreateConfig(**kwargs), save_timing_cache=cache)
+            except Exception as exc:
+                lines = [s for s in buffer.getvalue().splitlines() if "ERROR" in s or "CRITICAL" in s]
+                why = lines[-1] if lines else str(exc).splitlines()[0]
+                raise BackendError(f"TensorRT could not build the model: {why}") from None
+            finally:
+                if log is not None:
+                    log.extend(buffer.getvalue().splitlines())
+        return engine
+
+    def compile(self, model: onnx.ModelProto) -> TensorRTSession:
+        from polygraphy.backend.trt import TrtRunner
+
+        return TensorRTSession(TrtRunner(self.build(model)))
+
+    def inspect(self, engine) -> dict:
+        """The engine inspector's layer information (JSON; detailed only for engines built with ``detailed``)."""
+        import json
+
+        inspector = engine.create_engine_inspector()
+        return json.loads(inspector.get_engine_information(self._trt.LayerInformationFormat.JSON))
+
+    def profile(self, model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], runs: int = 20) -> LayerProfile:
+        """Median milliseconds per fused layer over ``runs`` timed inferences (after warm-up), with each
+        layer's ONNX nodes from the inspector; built at the final optimisation level for this batch."""
+        from polygraphy.backend.trt import TrtRunner
+
+        from ..trtexec import layer_nodes
+
+        batch = max(int(np.shape(v)[0]) for v in feeds.values()) if feeds else 1
+        settings = BuildSettings(FINAL_OPT_LEVEL, self.settings.timing_cache, True, batch)
+        engine = self.build(model, settings)
+        nodes = layer_nodes(self.inspect(engine))
+        recorder = make_profiler(self._trt)
+        runner = TrtRunner(engine)
+        session = TensorRTSession(runner)
+        try:
+            for _ in range(3):
+                session.run(feeds)
+            runner.context.profiler = recorder
+            for _ in range(runs):
+                recorder.current = []
+                session.run(feeds)
+                recorder.runs.append(recorder.current)
+        finally:
+            session.close()
+        return LayerProfile(layer_times(recorder.runs), nodes)
+
+
+def make_profiler(trt):
+    """A trt.IProfiler that records (layer, ms) pairs of the current run."""
+
+    class Recorder(trt.IProfiler):
+        def __init__(self) -> None:
+            trt.IProfiler.__init__(self)
+            self.runs: list[list[tuple[str, float]]] = []
+            self.current: list[tuple[str, float]] = []
+
+        def report_layer_time(self, layer_name: str, ms: float) -> None:
+            self.current.append((layer_name, ms))
+
+    return Recorder()
+
+
+def gpu_name() -> str:
+    with contextlib.suppress(Exception):
+        from cuda.bindings import runtime as cudart
+
+        err, props = cudart.cudaGetDeviceProperties(0)
+        if int(err) == 0:
+            name = props.name
+            return (name.decode(errors="replace") if isinstance(name, bytes) else str(name)).strip("\x00 ")
+    return "NVIDIA GPU"
