@@ -279,8 +279,9 @@ def search(opts: Options, budget: Budget, fp32_score: float, measure: Callable[[
     strict = solve(opts, noise_budget=best.noise_budget if best.note != "fastest mix allowed" else None,
                    seconds_budget=seconds, size_budget_mb=budget.max_size_mb, tie_break=False)
     if strict is not None and opts.seconds(strict) < opts.seconds(best.plan) - 1e-12:
-        message += (f"; {opts.seconds(strict) * 1e3:.3f} vs {best.estimated_ms:.3f} ms ({kind}) is within the "
-                    f"latency source's resolution ({opts.cost.resolution * 1e3:.3f} ms), so the smaller weights won")
+        gain_us = (opts.seconds(best.plan) - opts.seconds(strict)) * 1e6
+        message += (f"; the strictly fastest mix is {gain_us:.1f} us faster ({kind}), within the latency source's "
+                    f"resolution ({opts.cost.resolution * 1e6:.0f} us), so the smaller weights won")
     return SearchResult(best.plan, best.score, fp32_score, allowed, steps, message)
 
 

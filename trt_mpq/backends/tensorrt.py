@@ -40,7 +40,8 @@ MIN_VERSION = (10, 0)
 # possibly a kernel the final engine never picks) and ignores the cache. Not yet measured on a GPU.
 PROBE_OPT_LEVEL = 1
 FINAL_OPT_LEVEL = 3  # TensorRT's default; 4-5 search longer for small gains
-INSTALL = "pip install 'trt-mpq[gpu]' (or use the image of docker/Dockerfile)"
+INSTALL = ("pip install 'trt-mpq[gpu]' on an NVIDIA host (or use docker/Dockerfile), or plan on the CPU with "
+           "--backend onnxruntime")
 
 
 def version_tuple(text: str) -> tuple[int, ...]:
