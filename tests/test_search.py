@@ -72,12 +72,6 @@ def test_cost_model_targets_and_boundaries():
     mixed = {"conv1": P.INT8, "conv2": P.FP16, "fc": P.INT8}
     uniform_units = sum(t4.unit_seconds(u, p) for u, p in mixed.items())
     assert t4.plan_seconds(mixed) > uniform_units
-    # an INT8 unit writes float for an FP32 reader (no reformat); an FP16 unit's output must be cast back
-    fp32_units = {u: t4.unit_seconds(u, P.FP32) for u in ("conv2", "fc")}
-    for p, pays_output in ((P.INT8, False), (P.FP16, True)):
-        boundaries = t4.plan_seconds({"conv1": p}) - t4.unit_seconds("conv1", p) - sum(fp32_units.values())
-        read_input = t4.reformat_seconds(t4.loose["conv1"])
-        assert boundaries == pytest.approx(read_input) if not pays_output else boundaries > read_input * 1.5
     assert set(GPUS) == {"h100", "a100", "l40s", "l4", "t4", "orin"}
     with pytest.raises(ConfigError, match="--target"):
         cost_model(m, units, "v100")

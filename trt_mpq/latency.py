@@ -4,9 +4,7 @@ A roofline estimate: a unit at precision p takes max(FLOPs / (peak_p * COMPUTE_E
 MEMORY_EFF)) plus a fixed kernel overhead, where bytes_p counts its input and output activations and its
 weights at p's element size (FP32 4, FP16 2, INT8 1 byte). A tensor that crosses between units of different
 precisions (or between a lowered unit and an FP32 op) pays a reformat: one read and one write plus a kernel
-overhead. One exception, from TensorRT's Q/DQ fusion: an INT8 unit's output needs no reformat for an FP32
-reader, because the lowering leaves outputs unquantized and the fused INT8 kernel writes them in float.
-These are estimates, labelled so everywhere; they rank mixes, they do not replace a measurement.
+overhead. These are estimates, labelled so everywhere; they rank mixes, they do not replace a measurement.
 
 Peak rates are the dense (non-sparse) figures of NVIDIA's public datasheets; FP32 is the CUDA-core rate
 (TF32 is off for the FP32 reference), FP16 and INT8 the Tensor Core rates.
@@ -121,8 +119,7 @@ class CostModel:
     target: Gpu
     costs: dict[str, UnitCost]
     edges: list[tuple[str, str, float]]  # (producer unit, consumer unit, elements) between units
-    loose: dict[str, float]  # unit -> elements it reads from FP32 ops / graph inputs
-    loose_out: dict[str, float] = field(default_factory=dict)  # unit -> elements it writes to FP32 ops / outputs
+    loose: dict[str, float]  # unit -> elements it exchanges with FP32 ops / graph inputs / outputs
     batch: int = 1
     measured: dict[tuple[str, Precision], float] = field(default_factory=dict)  # seconds per (unit, precision)
     measured_by: str = ""  # where ``measured`` comes from, e.g. "trtexec profiles"
@@ -161,20 +158,12 @@ class CostModel:
     def plan_seconds(self, precisions: dict[str, Precision]) -> float:
         total = sum(self.unit_seconds(u, precisions.get(u, Precision.FP32)) for u in self.costs)
         for a, b, elems in self.edges:
-            if reformats(precisions.get(a, Precision.FP32), precisions.get(b, Precision.FP32)):
+            if precisions.get(a, Precision.FP32) != precisions.get(b, Precision.FP32):
                 total += self.reformat_seconds(elems)
         for u, elems in self.loose.items():
-            if reformats(Precision.FP32, precisions.get(u, Precision.FP32)):
-                total += self.reformat_seconds(elems)
-        for u, elems in self.loose_out.items():
-            if reformats(precisions.get(u, Precision.FP32), Precision.FP32):
+            if precisions.get(u, Precision.FP32) != Precision.FP32:
                 total += self.reformat_seconds(elems)
         return total
-
-
-def reformats(writer: Precision, reader: Precision) -> bool:
-    """Does a tensor written by a unit at ``writer`` need a reformat kernel before a ``reader`` unit?"""
-    return writer != reader and not (writer is Precision.INT8 and reader is Precision.FP32)
 
 
 def cost_model(model: onnx.ModelProto, units: list[Unit], target: str, batch: int = 1) -> CostModel:
@@ -191,7 +180,7 @@ def cost_model(model: onnx.ModelProto, units: list[Unit], target: str, batch: in
             t = model.graph.node[prod[t]].input[0]
         return t
 
-    costs, edges, loose, loose_out = {}, [], {}, {}
+    costs, edges, loose = {}, [], {}
     for u in units:
         main = by_name[u.name]
         missing = [t for t in (*u.inputs, *u.outputs) if t not in shapes]
@@ -225,5 +214,5 @@ def cost_model(model: onnx.ModelProto, units: list[Unit], target: str, batch: in
     for u in units:
         for t in u.outputs:
             if reaches_fp32_op(t):
-                loose_out[u.name] = loose_out.get(u.name, 0.0) + costs[u.name].boundary_elems[t]
-    return CostModel(gpu(target), costs, edges, loose, loose_out=loose_out, batch=batch)
+                loose[u.name] = loose.get(u.name, 0.0) + costs[u.name].boundary_elems[t]
+    return CostModel(gpu(target), costs, edges, loose, batch)

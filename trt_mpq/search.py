@@ -1,8 +1,8 @@
 """Choose every unit's precision under a budget, exactly, then prove the choice on held-out data.
 
 The choice is a multiple-choice knapsack with boundary costs, solved as an integer program (scipy's HiGHS
-``milp``): binary x[u,p] (unit u runs in p, one p per unit), continuous y[e] for every tensor e from unit a
-to unit b, forced to 1 when a's precision needs a reformat before b's (``latency.reformats``).
+``milp``): binary x[u,p] (unit u runs in p, one p per unit), continuous y[e] >= x[a,p] - x[b,p] for every
+tensor e between units a and b (1 when their precisions differ, which costs a reformat).
 
 Prediction: per-unit sensitivities add up as output noise power. A unit lowered alone adds normalised noise
 nmse[u,p] to the outputs; independent quantization errors add in power, so a mix is predicted to add
@@ -26,7 +26,7 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
 from .errors import ConfigError
-from .latency import ELEMENT_BYTES, CostModel, reformats
+from .latency import ELEMENT_BYTES, CostModel
 from .metrics import severity
 from .plan import Plan, Precision
 
@@ -116,10 +116,8 @@ def solve(opts: Options, noise_budget: float | None = None, seconds_budget: floa
     lat = np.zeros(n)
     for (u, p), i in index.items():
         lat[i] = opts.cost.unit_seconds(u, p)
-        if reformats(Precision.FP32, p) and u in opts.cost.loose:  # reads FP32 ops or graph inputs
+        if p is not Precision.FP32 and u in opts.cost.loose:  # boundary with FP32 ops or graph inputs/outputs
             lat[i] += opts.cost.reformat_seconds(opts.cost.loose[u])
-        if reformats(p, Precision.FP32) and u in opts.cost.loose_out:  # writes to FP32 ops or graph outputs
-            lat[i] += opts.cost.reformat_seconds(opts.cost.loose_out[u])
     for k, (_, _, elems) in enumerate(edges):
         lat[len(var) + k] = opts.cost.reformat_seconds(elems)
     noise = np.zeros(n)
@@ -130,15 +128,14 @@ def solve(opts: Options, noise_budget: float | None = None, seconds_budget: floa
         row = np.zeros(n)
         row[[index[(u, p)] for p in opts.choices[u]]] = 1
         rows.append(row), lo.append(1), hi.append(1)
-    for k, (a, b, _) in enumerate(edges):  # y_e >= x[a,p] - x[b,p] - (x[b,q] for every q that p writes freely to)
+    for k, (a, b, _) in enumerate(edges):  # y_e >= x[a,p] - x[b,p]
         for p in set(opts.choices[a]) | set(opts.choices[b]):
             row = np.zeros(n)
             row[len(var) + k] = 1
             if (a, p) in index:
                 row[index[(a, p)]] -= 1
-            for q in Precision:
-                if (b, q) in index and not reformats(p, q):
-                    row[index[(b, q)]] += 1
+            if (b, p) in index:
+                row[index[(b, p)]] += 1
             rows.append(row), lo.append(0), hi.append(np.inf)
     if noise_budget is not None:
         # FP16 noise (~1e-8) is below the solver's feasibility tolerance (~1e-7): scale the row so the smallest
