@@ -190,7 +190,9 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
 
 
 def _analyze_options(args: argparse.Namespace) -> AnalyzeOptions:
-    return AnalyzeOptions(calib=args.calib, preprocess=args.preprocess, shapes=tuple(args.shape),
+    # in 'run', --preprocess may be there for --eval alone (calibration data generated)
+    preprocess = None if args.command == "run" and args.calib is None else args.preprocess
+    return AnalyzeOptions(calib=args.calib, preprocess=preprocess, shapes=tuple(args.shape),
                           precisions=args.precisions, calibrator=args.calibrator, backend=args.backend,
                           samples=args.samples, batch=args.batch, seed=args.seed, ort_optimize=args.ort_optimize,
                           probe_opt_level=args.probe_opt_level)
