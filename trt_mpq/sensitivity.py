@@ -130,7 +130,8 @@ def collect(model: LoadedModel, table: UnitTable, regions: list[UnitRegion], dat
     observed = observed_tensors(model.proto, table.units)
     quantized = [a for u in table.units for a in u.activations]
     collector = RangeCollector(settings.calibrator, observed, quantized)
-    extra = [n for n in dict.fromkeys(stored + observed) if n not in outputs]
+    graph_inputs = {i.name for i in model.proto.graph.input}  # fed, not computed (TensorRT can't output them)
+    extra = [n for n in dict.fromkeys(stored + observed) if n not in outputs and n not in graph_inputs]
     probe = onnx.ModelProto()
     probe.CopyFrom(model.proto)
     elem = _elem_types(model.proto)  # typed outputs: TensorRT's parser wants to know what it marks
