@@ -14,6 +14,7 @@ import json
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
@@ -278,13 +279,45 @@ def test_build_hands_polygraphy_a_strongly_typed_network_config_and_profile(monk
     assert profile["x"].min == (1, 3, 8, 8) and profile["x"].max == (4, 3, 8, 8)
 
     def fails(*args, **kwargs):
-        print("[E] ERROR: node_Conv_25: unsupported data type")
+        print("[V] parsing node_Conv_25")
+        print("[E] [TRT] node_Conv_25: unsupported data type")  # Polygraphy's error prefix
+        print("[!] Invalid Engine. Please ensure the engine was built correctly")
         raise RuntimeError("Polygraphy: critical")
 
     monkeypatch.setattr("polygraphy.backend.trt.engine_from_network", fails)
-    with pytest.raises(BackendError, match="could not build the model: .*unsupported data type"):
+    with pytest.raises(BackendError, match="could not build the model: \\[!\\] Invalid Engine"):
         backend.build(builders.conv_bn_relu_residual(), log=log)
     assert any("unsupported data type" in line for line in log)  # what build.log gets
+    from polygraphy.logger import G_LOGGER
+
+    assert G_LOGGER.module_severity.get() != G_LOGGER.VERBOSE  # the log level is restored after a build
+    assert trtb.build_error("", ValueError("")) == "TensorRT could not build the model: ValueError"
+
+
+def test_session_feeds_what_the_engine_takes_keeps_scalars_and_copies_outputs():
+    class Runner:  # stand-in for Polygraphy's TrtRunner
+        def activate(self):
+            self.buffer = {"y": np.zeros(2, np.float32)}
+
+        def get_input_metadata(self):
+            return {"x": None, "k": None}
+
+        def infer(self, feeds):
+            self.fed = feeds
+            self.buffer["y"][:] = feeds["x"].sum()
+            return self.buffer
+
+        def deactivate(self):
+            pass
+
+    runner = Runner()
+    session = trtb.TensorRTSession(runner)
+    out = session.run({"x": np.ones((2, 3), np.float32)[:, ::2], "k": np.int64(4), "unused": np.zeros(1)})
+    assert set(runner.fed) == {"x", "k"} and runner.fed["k"].shape == () and runner.fed["x"].flags.c_contiguous
+    runner.buffer["y"][:] = -1  # the next run overwrites the buffer: results must be copies
+    assert out["y"].tolist() == [4.0, 4.0]
+    with pytest.raises(BackendError, match="engine has no output 'missing' \\(it has y\\)"):
+        session.run({"x": np.ones((1, 1), np.float32)}, outputs=["missing"])
 
 
 def test_probe_survives_a_binding_that_raises():

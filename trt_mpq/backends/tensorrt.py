@@ -147,17 +147,36 @@ def layer_times(runs: Sequence[Sequence[tuple[str, float]]]) -> dict[str, float]
 # Everything below needs TensorRT and a GPU; tests/gpu/ runs it. It has never run on a GPU in this project's CI.
 
 
+def first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def build_error(output: str, exc: BaseException) -> str:
+    """The sentence for a failed build: the last error Polygraphy/TensorRT printed ([E] or [!] lines)."""
+    lines = [s.strip() for s in output.splitlines() if s.lstrip().startswith(("[E]", "[!]")) or " ERROR" in s]
+    return f"TensorRT could not build the model: {lines[-1] if lines else first_line(exc)}"
+
+
 class TensorRTSession:
     def __init__(self, runner) -> None:
+        self._runner = None
+        try:
+            runner.activate()
+            self.inputs = set(runner.get_input_metadata().keys())
+        except Exception as exc:
+            raise BackendError(f"TensorRT could not prepare the engine to run: {first_line(exc)}") from None
         self._runner = runner
-        runner.activate()
 
     def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         try:
-            values = self._runner.infer({k: np.ascontiguousarray(v) for k, v in feeds.items()})
+            # order="C" keeps 0-d arrays 0-d (ascontiguousarray makes them 1-d); inputs TensorRT dropped are not fed
+            values = self._runner.infer({k: np.asarray(v, order="C") for k, v in feeds.items() if k in self.inputs})
         except Exception as exc:
-            raise BackendError(f"TensorRT failed to run the engine: {str(exc).splitlines()[0]}") from None
+            raise BackendError(f"TensorRT failed to run the engine: {first_line(exc)}") from None
         names = list(outputs) if outputs is not None else list(values)
+        missing = [n for n in names if n not in values]
+        if missing:
+            raise BackendError(f"the TensorRT engine has no output '{missing[0]}' (it has {', '.join(values)}).")
         return {n: np.array(values[n], copy=True) for n in names}  # Polygraphy reuses its output buffers
 
     def close(self) -> None:
@@ -193,27 +212,33 @@ class TensorRTBackend:
 
         settings = settings or self.settings
         kwargs = config_kwargs(settings, self._trt)
-        profile = shape_profile(model.graph.input, settings.max_batch)
+        inits = {t.name for t in model.graph.initializer}  # IR < 4 lists initializers among the inputs
+        profile = shape_profile([i for i in model.graph.input if i.name not in inits], settings.max_batch)
         if profile:
             p = Profile()
             for name, (lo, opt, hi) in profile.items():
                 p.add(name, min=lo, opt=opt, max=hi)
             kwargs["profiles"] = [p]
         buffer = io.StringIO()
+        previous = G_LOGGER.module_severity
         G_LOGGER.module_severity = G_LOGGER.VERBOSE if log is not None else G_LOGGER.ERROR
         with tempfile.TemporaryDirectory(prefix="trt-mpq-build-") as tmp:
             path = Path(tmp) / "model.onnx"
-            onnx.save(model, str(path), save_as_external_data=model.ByteSize() > 1_900_000_000)
+            if model.ByteSize() > 1_900_000_000:  # saving as external data empties the tensors it is given
+                copy = onnx.ModelProto()
+                copy.CopyFrom(model)
+                onnx.save(copy, str(path), save_as_external_data=True)
+            else:
+                onnx.save(model, str(path))
             try:
                 with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
                     network = NetworkFromOnnxPath(str(path), **network_kwargs(self._trt.__version__))
                     cache = str(settings.timing_cache) if settings.timing_cache else None
                     engine = engine_from_network(network, CreateConfig(**kwargs), save_timing_cache=cache)
             except Exception as exc:
-                lines = [s for s in buffer.getvalue().splitlines() if "ERROR" in s or "CRITICAL" in s]
-                why = lines[-1] if lines else str(exc).splitlines()[0]
-                raise BackendError(f"TensorRT could not build the model: {why}") from None
+                raise BackendError(build_error(buffer.getvalue(), exc)) from None
             finally:
+                G_LOGGER.module_severity = previous
                 if log is not None:
                     log.extend(buffer.getvalue().splitlines())
         return engine
