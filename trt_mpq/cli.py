@@ -215,17 +215,18 @@ def _run(args: argparse.Namespace) -> int:
         model, table = inspect_model(args.model, tuple(args.shape))
         print_inspection(model, table)
         return 0
-    if args.command == "check":
-        rows = check_engine(args.dir, args.layer_info)
+    def checked(rows: list[dict]) -> int:  # planned vs realised; exit 3 when any unit differs
+        progress.stop()
         print_check(rows)
         return 0 if all(r["matches"] for r in rows) else 3
-    progress = ConsoleProgress(quiet=args.quiet)
+
+    progress = ConsoleProgress(quiet=getattr(args, "quiet", False))
+    if args.command == "check":
+        return checked(check_engine(args.dir, args.layer_info))
     try:
         if args.command == "build":
-            result = build_engine(args.dir, BuildOptions(args.backend, args.opt_level, args.batch), progress)
-            progress.stop()
-            print_check(result["units"])
-            return 0 if all(r["matches"] for r in result["units"]) else 3
+            opts = BuildOptions(args.backend, args.opt_level, args.batch)
+            return checked(build_engine(args.dir, opts, progress)["units"])
         if args.command == "plan":
             print_plan(plan_from_analysis(args.dir, _plan_options(args), progress), args.dir)
             return 0
@@ -242,10 +243,7 @@ def _run(args: argparse.Namespace) -> int:
             print_analysis(doc, str(Path(args.out) / "sensitivity.json"), top=10)
             print_plan(plan_from_analysis(args.out, plan_opts, progress), args.out)
             if doc["backend_settings"]["name"] == "tensorrt":  # on a GPU, 'run' ends with the engine
-                result = build_engine(args.out, BuildOptions(), progress)
-                progress.stop()
-                print_check(result["units"])
-                return 0 if all(r["matches"] for r in result["units"]) else 3
+                return checked(build_engine(args.out, BuildOptions(), progress)["units"])
     finally:
         progress.stop()
     return 0
