@@ -7,7 +7,7 @@ Measured side by side in one process (these machines are shared and noisy, so on
                         the FP32 model and the configured one, compare
   naive (FP32 once)     the same, with the FP32 outputs computed once up front (a stronger baseline)
   trt-mpq               one FP32 pass stores each unit's inputs on disk; per unit, only what lies downstream of
-                        it runs, from those stored inputs (trt_mpq.sensitivity.analyze)
+                        it runs, from those stored inputs (trt_mpq.measure.sensitivity.analyze)
 
 All three must agree: relative difference <= 1e-5 for every metric of every (unit, precision), else exit 1.
 Then peak memory (max RSS of a fresh process) of the fast path with half and all of the samples.
@@ -29,14 +29,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from trt_mpq.backends import BackendOptions, get_backend  # noqa: E402
-from trt_mpq.data import load_dataset  # noqa: E402
-from trt_mpq.images import load_preprocess  # noqa: E402
-from trt_mpq.model import load_model  # noqa: E402
-from trt_mpq.plan import Precision  # noqa: E402
-from trt_mpq.ranges import Ranges  # noqa: E402
-from trt_mpq.sensitivity import Settings, analyze, measure_naive  # noqa: E402
-from trt_mpq.units import find_units  # noqa: E402
+from trt_mpq.backends import open_backend  # noqa: E402
+from trt_mpq.backends.onnxrt import OnnxRuntimeOptions  # noqa: E402
+from trt_mpq.data.datasets import load_dataset  # noqa: E402
+from trt_mpq.data.images import load_preprocess  # noqa: E402
+from trt_mpq.measure.sensitivity import Settings, analyze, measure_naive  # noqa: E402
+from trt_mpq.network.model import load_model  # noqa: E402
+from trt_mpq.network.units import find_units  # noqa: E402
+from trt_mpq.precision import Precision  # noqa: E402
+from trt_mpq.quant.ranges import Ranges  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "models"
 TOLERANCE = 1e-5
@@ -95,11 +96,11 @@ def main() -> int:
         print(f"benchmark: model '{args.model}' not found (the default needs ../shared/models)", file=sys.stderr)
         return 2
 
-    from trt_mpq.model import parse_shapes
+    from trt_mpq.network.model import parse_shapes
 
     model = load_model(args.model, parse_shapes(args.shape))
     data = load_dataset(model, args.calib, load_preprocess(args.preprocess), args.samples)
-    backend = get_backend("onnxruntime", BackendOptions(ort_optimize=args.ort_opt))
+    backend = open_backend("onnxruntime", (OnnxRuntimeOptions(optimize=args.ort_opt),)).backend
     precisions = Precision.parse_list(args.precisions)
     units = find_units(model.proto).units
     pairs = [(u, p) for u in units for p in precisions]
@@ -109,11 +110,11 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="trt-mpq-bench-") as tmp:
         t0 = time.perf_counter()
-        doc = analyze(model, data, backend, Path(tmp) / "fast", Settings(precisions, "max", args.batch))
+        analysis = analyze(model, data, backend, Path(tmp) / "fast", Settings(precisions, "max", args.batch))
         t_fast = time.perf_counter() - t0
         ranges_file = next((Path(tmp) / "fast").glob(".trt-mpq/*/ranges.json"))
         ranges = Ranges.from_json(json.loads(ranges_file.read_text()))
-    fast = {(u["name"], p): r for u in doc["units"] for p, r in u["results"].items()}
+    fast = {(u.name, p.value): r.to_json() for u in analysis.units for p, r in u.results.items()}
 
     rows = [("trt-mpq (downstream only, stored FP32 inputs)", t_fast, 0.0, "")]
     t0 = time.perf_counter()

@@ -27,7 +27,8 @@ def analysed(tmp_path: Path) -> Path:
     import onnxruntime as ort
 
     import builders
-    from trt_mpq.api import AnalyzeOptions, analyze_model
+    from trt_mpq import AnalyzeOptions
+    from trt_mpq import analyze as analyze_model
 
     path = builders.save(builders.conv_bn_relu_residual(), tmp_path)
     rng = np.random.default_rng(0)

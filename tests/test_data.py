@@ -13,10 +13,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from trt_mpq.data import DEFAULT_GENERATED_SAMPLES, generated_dataset, load_dataset
+from trt_mpq.data.datasets import DEFAULT_GENERATED_SAMPLES, generated_dataset, load_dataset
+from trt_mpq.data.images import Preprocess, load_image, load_preprocess
 from trt_mpq.errors import ConfigError, DataError
-from trt_mpq.images import Preprocess, load_image, load_preprocess
-from trt_mpq.model import load_model
+from trt_mpq.network.model import load_model
 
 FLOAT, INT64, BOOL = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
 

@@ -7,9 +7,10 @@ import sys
 import numpy as np
 import onnxruntime as ort
 
-from trt_mpq.api import AnalyzeOptions, analyze_model
-from trt_mpq.data import load_dataset
-from trt_mpq.model import load_model
+from trt_mpq import AnalyzeOptions
+from trt_mpq import analyze as analyze_model
+from trt_mpq.data.datasets import load_dataset
+from trt_mpq.network.model import load_model
 
 
 def test_example_model_is_accurate_and_matches_its_data(example_dir):
@@ -24,7 +25,7 @@ def test_example_model_is_accurate_and_matches_its_data(example_dir):
 
 def test_demo_analysis_of_the_example(example_dir, tmp_path):
     doc = analyze_model(example_dir / "digits" / "digits_cnn.onnx", tmp_path,
-                        AnalyzeOptions(calib=str(example_dir / "digits" / "calib.npz"), samples=64))
+                        AnalyzeOptions(calib=str(example_dir / "digits" / "calib.npz"), samples=64)).to_json()
     names = [u["name"] for u in doc["units"]]
     assert names == ["conv1", "conv2", "conv3", "fc1", "fc2"]
     assert doc["units"][1]["op_types"] == ["Conv", "Relu", "Add", "Relu"]  # residual Add fused into conv2

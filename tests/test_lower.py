@@ -8,10 +8,10 @@ from onnx import numpy_helper
 
 import builders
 from trt_mpq.errors import ConfigError
-from trt_mpq.lower import lower, trt_rule_violations
-from trt_mpq.plan import Plan
-from trt_mpq.ranges import Ranges
-from trt_mpq.units import find_units
+from trt_mpq.network.units import find_units
+from trt_mpq.precision import Plan
+from trt_mpq.quant.lower import lower, trt_rule_violations
+from trt_mpq.quant.ranges import Ranges
 
 
 def _run(m, x):

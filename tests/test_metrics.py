@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from trt_mpq.metrics import METRICS, OutputDelta, severity
+from trt_mpq.measure.output_delta import METRICS, OutputDelta, severity
 
 
 def _result(ref: dict, got: dict, samples: int) -> dict:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from trt_mpq.errors import ConfigError
-from trt_mpq.ranges import (
+from trt_mpq.quant.ranges import (
     CALIBRATORS,
     FP16_MAX,
     HIST_BINS,

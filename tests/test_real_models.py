@@ -8,17 +8,18 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from trt_mpq.api import AnalyzeOptions, analyze_model
-from trt_mpq.backends import get_backend
-from trt_mpq.data import generated_dataset, load_dataset
+from trt_mpq import AnalyzeOptions
+from trt_mpq import analyze as analyze_model
+from trt_mpq.backends import open_backend
+from trt_mpq.data.datasets import generated_dataset, load_dataset
+from trt_mpq.data.images import load_preprocess
 from trt_mpq.errors import DataError
-from trt_mpq.images import load_preprocess
-from trt_mpq.lower import lower, trt_rule_violations
-from trt_mpq.model import load_model
-from trt_mpq.plan import Plan, Precision
-from trt_mpq.ranges import Ranges
-from trt_mpq.sensitivity import measure_naive
-from trt_mpq.units import find_units
+from trt_mpq.measure.sensitivity import measure_naive
+from trt_mpq.network.model import load_model
+from trt_mpq.network.units import find_units
+from trt_mpq.precision import Plan, Precision
+from trt_mpq.quant.lower import lower, trt_rule_violations
+from trt_mpq.quant.ranges import Ranges
 
 pytestmark = pytest.mark.slow
 MNV2_PRE = "examples/preprocess/mobilenetv2_imagenet.json"
@@ -55,7 +56,7 @@ def test_mobilenetv2_units_and_lowering(shared_models):
 
 def test_mobilenetv2_analysis_on_photos(shared_models, tmp_path):
     opts = AnalyzeOptions(calib=str(shared_models / "photos" / "calib"), preprocess=MNV2_PRE, samples=8)
-    doc = analyze_model(shared_models / "mobilenetv2_imagenet.onnx", tmp_path, opts)
+    doc = analyze_model(shared_models / "mobilenetv2_imagenet.onnx", tmp_path, opts).to_json()
     assert len(doc["units"]) == 53
     int8 = np.array([u["results"]["int8"]["nmse"] for u in doc["units"]])
     fp16 = np.array([u["results"]["fp16"]["nmse"] for u in doc["units"]])
@@ -69,10 +70,10 @@ def test_mobilenetv2_analysis_on_photos(shared_models, tmp_path):
 def test_mobilenetv2_fast_path_equals_naive_on_real_photos(shared_models, tmp_path):
     model = load_model(shared_models / "mobilenetv2_imagenet.onnx")
     data = load_dataset(model, shared_models / "photos" / "calib", load_preprocess(MNV2_PRE), limit=4)
-    backend = get_backend()
-    from trt_mpq.sensitivity import Settings, analyze
+    backend = open_backend().backend
+    from trt_mpq.measure.sensitivity import Settings, analyze
 
-    doc = analyze(model, data, backend, tmp_path, Settings(batch=2))
+    doc = analyze(model, data, backend, tmp_path, Settings(batch=2)).to_json()
     ranges = Ranges.from_json(json.loads(next(tmp_path.glob(".trt-mpq/*/ranges.json")).read_text()))
     table = find_units(model.proto)
     chosen = [table.units[i] for i in (0, 9, 30, 52)]
@@ -112,7 +113,7 @@ def test_ppocr_normalisation_keeps_outputs(shared_models):
 
 def test_ppocr_generated_data_analysis_flags_fp16_bn(shared_models, tmp_path):
     opts = AnalyzeOptions(shapes=("x:1x3x64x64",), samples=2, batch=2)
-    doc = analyze_model(shared_models / "ppocrv4_det.onnx", tmp_path, opts)
+    doc = analyze_model(shared_models / "ppocrv4_det.onnx", tmp_path, opts).to_json()
     assert len(doc["units"]) == 64 and doc["calibration"]["kind"] == "generated"
     for u in doc["units"]:
         assert set(u["results"]) == {"int8", "fp16"}
@@ -125,7 +126,7 @@ def test_silero_finishes_and_reports_skipped_branches(shared_models, tmp_path):
     data = generated_dataset(model, samples=2)
     assert set(data.take(0, 1)["sr"].ravel()) <= {0, 1} and data.take(0, 1)["sr"].shape == ()
     doc = analyze_model(shared_models / "silero_vad_ifless.onnx", tmp_path,
-                        AnalyzeOptions(shapes=("input:1x576",), samples=2))
+                        AnalyzeOptions(shapes=("input:1x576",), samples=2)).to_json()
     assert doc["units"] == []
     assert len(doc["skipped"]) == 16 and all("If" in s["reason"] for s in doc["skipped"])
 
@@ -137,26 +138,28 @@ def test_digits_npz_with_other_names_says_which(shared_models):
 
 
 def test_digits_plan_meets_accuracy_budget(shared_models, tmp_path):
-    from trt_mpq.planning import PlanOptions, plan_from_analysis
-    from trt_mpq.search import Budget
+    from trt_mpq import PlanOptions
+    from trt_mpq import plan as plan_from_analysis
+    from trt_mpq.artifacts import Budget
 
     npz = shared_models / "digits.npz"  # the issue's own split, picked from the one file, default flags
     analyze_model(shared_models / "digits_cnn.onnx", tmp_path / "run", AnalyzeOptions(calib=f"{npz}:input=x_train"))
     report = plan_from_analysis(tmp_path / "run", PlanOptions(f"{npz}:input=x_test,labels=y_test",
-                                metric="accuracy", budget=Budget(max_drop=0.005)))
+                                metric="accuracy", budget=Budget(max_drop=0.005))).to_json()
     assert report["result"]["fp32_score"] == pytest.approx(0.9956, abs=1e-4)  # the MANIFEST's 99.56 %
     assert report["result"]["drop"] <= 0.005
     assert report["result"]["units"]["int8"] >= 3  # most of the 5 weighted units
 
 
 def test_mobilenetv2_plan_keeps_agreement_on_held_out_photos(shared_models, tmp_path):
-    from trt_mpq.planning import PlanOptions, plan_from_analysis
-    from trt_mpq.search import Budget
+    from trt_mpq import PlanOptions
+    from trt_mpq import plan as plan_from_analysis
+    from trt_mpq.artifacts import Budget
 
     analyze_model(shared_models / "mobilenetv2_imagenet.onnx", tmp_path,
                   AnalyzeOptions(calib=str(shared_models / "photos" / "calib"), preprocess=MNV2_PRE, samples=24))
     report = plan_from_analysis(tmp_path, PlanOptions(str(shared_models / "photos" / "eval"), MNV2_PRE,
-                                metric="agreement", budget=Budget(max_drop=0.02)))
+                                metric="agreement", budget=Budget(max_drop=0.02))).to_json()
     res = report["result"]
     assert res["score"] >= 0.98 and report["evaluation"]["samples"] == 135
     assert res["units"]["int8"] > 0 and res["units"]["fp16"] > 0  # a real mix

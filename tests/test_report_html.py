@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trt_mpq.planning import PlanOptions, plan_from_analysis
-from trt_mpq.search import Budget
+from trt_mpq import PlanOptions
+from trt_mpq import plan as plan_from_analysis
+from trt_mpq.artifacts import Budget
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 

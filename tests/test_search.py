@@ -4,23 +4,26 @@ import json
 import pytest
 
 import builders
+from trt_mpq import PlanOptions
+from trt_mpq import plan as plan_from_analysis
+from trt_mpq.artifacts import Budget
 from trt_mpq.cli import main
 from trt_mpq.errors import ConfigError
-from trt_mpq.latency import GPUS, cost_model
-from trt_mpq.plan import Precision as P
-from trt_mpq.planning import PlanOptions, plan_from_analysis
-from trt_mpq.search import Budget, Options, search, solve
-from trt_mpq.units import find_units
+from trt_mpq.network.units import find_units
+from trt_mpq.precision import Precision as P
+from trt_mpq.search.cost import GPUS, cost_model
+from trt_mpq.search.milp import solve
+from trt_mpq.search.space import DecisionSpace as Options
+from trt_mpq.search.verify import search
 
 
 def _options(noise):
     m = builders.conv_bn_relu_residual()
     units = find_units(m).units
-    cost = cost_model(m, units, "t4", batch=64)
     # Measured-style unit times where lowering pays (the toy itself is memory-bound: FP32 would win), so the
     # search has a real trade-off; boundary costs stay the cost model's (microseconds, small against these).
-    cost.measured = {(u.name, p): t for u in units for p, t in ((P.FP32, 1e-3), (P.FP16, 5e-4), (P.INT8, 2.5e-4))}
-    cost.measured_by = "test"
+    measured = {(u.name, p): t for u in units for p, t in ((P.FP32, 1e-3), (P.FP16, 5e-4), (P.INT8, 2.5e-4))}
+    cost = cost_model(m, units, "t4", batch=64).with_measured(measured, "test")
     choices = {u.name: [P.FP32, P.FP16, P.INT8] for u in units}
     full = {(u, p): (0.0 if p is P.FP32 else noise[(u, p)]) for u in choices for p in choices[u]}
     return Options([u.name for u in units], choices, full, cost, {u: cost.costs[u].weight_elems for u in choices})
@@ -92,7 +95,8 @@ def test_search_returns_a_measured_passing_mix_and_logs_every_step():
     only_fp32 = search(opts, Budget(max_drop=0.0), 0.99, lambda plan: 0.99 - (0.5 if plan else 0.0))
     assert only_fp32.plan == {} and "only all-FP32" in only_fp32.message
     slow = _options(NOISE)
-    slow.cost.measured = {(u, p): (1.0 if p is P.FP32 else 9.0) for u in slow.units for p in P}
+    slow = slow.with_cost(slow.cost.with_measured({(u, p): (1.0 if p is P.FP32 else 9.0) for u in slow.units
+                                                   for p in P}, "test"))
     fastest_is_fp32 = search(slow, Budget(max_drop=0.5), 0.99, lambda plan: 0.99)
     assert fastest_is_fp32.plan == {} and "fastest mix" in fastest_is_fp32.message
 
@@ -101,11 +105,13 @@ def test_search_returns_a_measured_passing_mix_and_logs_every_step():
 def test_latencies_within_the_resolution_are_ties_won_by_smaller_weights(gap_us, lowered):
     opts = _options(NOISE)
     fp32 = {u: P.FP32 for u in opts.units}
-    opts.cost.measured = {(u, p): 1e-4 for u in opts.units for p in P}
+    measured = {(u, p): 1e-4 for u in opts.units for p in P}
+    opts = opts.with_cost(opts.cost.with_measured(measured, "test"))
     boundaries = opts.seconds({u: P.INT8 for u in opts.units}) - opts.seconds(fp32)  # input/output reformats
     for u in opts.units:  # all-INT8 ends up gap_us slower than all-FP32; FP16 is slower still
-        opts.cost.measured[(u, P.INT8)] = 1e-4 - (boundaries - gap_us * 1e-6) / len(opts.units)
-        opts.cost.measured[(u, P.FP16)] = 2e-4
+        measured[(u, P.INT8)] = 1e-4 - (boundaries - gap_us * 1e-6) / len(opts.units)
+        measured[(u, P.FP16)] = 2e-4
+    opts = opts.with_cost(opts.cost.with_measured(measured, "test"))
     assert opts.cost.resolution == pytest.approx(3e-6)
     assert solve(opts, tie_break=False) == {}  # strictly fastest: all-FP32
     tied = solve(opts)
@@ -138,7 +144,7 @@ def test_bad_budgets(budget, words):
 
 def test_plan_writes_verified_artifacts(analysed):
     report = plan_from_analysis(analysed / "run", PlanOptions(eval=str(analysed / "eval_labels.npz"),
-                                metric="accuracy", budget=Budget(max_drop=0.05), latency_batch=64))
+                                metric="accuracy", budget=Budget(max_drop=0.05), latency_batch=64)).to_json()
     run = analysed / "run"
     plan = json.loads((run / "plan.json").read_text())
     assert plan["result"]["drop"] <= 0.05 and plan["result"]["fp32_score"] == 1.0
@@ -183,7 +189,7 @@ def test_plan_cli_custom_metric_and_summary(analysed, capsys):
 
 
 def test_pareto_sweep_is_measured_and_marks_the_front():
-    from trt_mpq.search import pareto
+    from trt_mpq.search.verify import pareto
 
     opts = _options(NOISE)
     calls = []
@@ -204,7 +210,7 @@ def test_pareto_sweep_is_measured_and_marks_the_front():
 
 def test_plan_with_pareto_writes_points(analysed):
     report = plan_from_analysis(analysed / "run", PlanOptions(eval=str(analysed / "eval.npz"), metric="agreement",
-                                budget=Budget(max_drop=0.1), latency_batch=64, pareto=True))
+                                budget=Budget(max_drop=0.1), latency_batch=64, pareto=True)).to_json()
     points = report["pareto"]  # on this memory-bound toy, lowering never pays: the front can be one point
     assert points and points[0]["on_front"] and any(q["plan"] == {} for q in points)
     assert all(set(q["plan"].values()) <= {"int8", "fp16"} for q in points)
@@ -214,8 +220,8 @@ def test_plan_with_pareto_writes_points(analysed):
 def test_summary_explains_an_all_fp32_plan(analysed, monkeypatch):
     # At batch 1 one toy unit can be lowered within the default resolution (3 us); with a finer one (the same
     # shift on every unit and precision, so no ranking changes) every lowering is a measurable loss.
-    monkeypatch.setattr("trt_mpq.latency.KERNEL_US", 0.5)
+    monkeypatch.setattr("trt_mpq.search.cost.KERNEL_US", 0.5)
     report = plan_from_analysis(analysed / "run", PlanOptions(eval=str(analysed / "eval.npz"), metric="agreement",
-                                budget=Budget(max_drop=0.5), latency_batch=1))
+                                budget=Budget(max_drop=0.5), latency_batch=1)).to_json()
     assert report["result"]["units"]["fp32"] == 3  # the memory-bound toy: lowering never pays at batch 1
     assert "--latency-batch" in report["result"]["message"]

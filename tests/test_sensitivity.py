@@ -2,31 +2,17 @@ import json
 
 import numpy as np
 import pytest
+from fakes import CountingBackend
 
 import builders
-from trt_mpq.backends import BackendOptions, get_backend
-from trt_mpq.data import generated_dataset
-from trt_mpq.journal import Journal
-from trt_mpq.model import load_model
-from trt_mpq.plan import Precision
-from trt_mpq.ranges import Ranges
-from trt_mpq.sensitivity import SCHEMA, Progress, Settings, analyze, measure_naive
-
-
-class CountingBackend:
-    """Wraps the real backend and counts compiled models, to prove what a resumed run recomputes."""
-
-    def __init__(self, optimize="all"):
-        self.inner = get_backend("onnxruntime", BackendOptions(ort_optimize=optimize))
-        self.name = self.inner.name
-        self.compiled = 0
-
-    def describe(self):
-        return self.inner.describe()
-
-    def compile(self, model):
-        self.compiled += 1
-        return self.inner.compile(model)
+from trt_mpq.artifacts import SENSITIVITY_SCHEMA as SCHEMA
+from trt_mpq.data.datasets import generated_dataset
+from trt_mpq.measure.journal import Journal
+from trt_mpq.measure.sensitivity import Settings, analyze, measure_naive
+from trt_mpq.network.model import load_model
+from trt_mpq.precision import Precision
+from trt_mpq.progress import Progress
+from trt_mpq.quant.ranges import Ranges
 
 
 class StopAfter(Progress):
@@ -55,9 +41,9 @@ def _setup(tmp_path, builder, samples=10):
 def test_fast_path_equals_naive(tmp_path, builder, optimize):
     model, data = _setup(tmp_path, builder)
     backend = CountingBackend(optimize)
-    doc = analyze(model, data, backend, tmp_path / "out", Settings(batch=4))
+    doc = analyze(model, data, backend, tmp_path / "out", Settings(batch=4)).to_json()
     ranges = Ranges.from_json(json.loads(next((tmp_path / "out" / ".trt-mpq").glob("*/ranges.json")).read_text()))
-    from trt_mpq.units import find_units
+    from trt_mpq.network.units import find_units
 
     units = find_units(model.proto).units
     pairs = [(u, p) for u in units for p in (Precision.INT8, Precision.FP16)]
@@ -74,7 +60,7 @@ def test_fast_path_equals_naive(tmp_path, builder, optimize):
 
 def test_document_schema_and_cleanup(tmp_path):
     model, data = _setup(tmp_path, builders.conv_bn_relu_residual)
-    doc = analyze(model, data, CountingBackend(), tmp_path / "out")
+    doc = analyze(model, data, CountingBackend(), tmp_path / "out").to_json()
     on_disk = json.loads((tmp_path / "out" / "sensitivity.json").read_text())
     assert on_disk == doc
     assert doc["schema"] == SCHEMA and doc["precisions"] == ["int8", "fp16"]
@@ -98,10 +84,10 @@ def test_killed_run_resumes_without_recomputing(tmp_path):
     with open(journal, "a") as f:
         f.write('{"unit": "conv2", "precis')  # a torn line from a kill mid-write
     second = CountingBackend()
-    doc = analyze(model, data, second, out)
+    doc = analyze(model, data, second, out).to_json()
     assert second.compiled == 6 - 4  # only the unfinished (unit, precision) pairs; no FP32 pass again
     third = CountingBackend()
-    again = analyze(model, data, third, out)
+    again = analyze(model, data, third, out).to_json()
     assert third.compiled == 0
     assert again["units"] == doc["units"]
 
@@ -116,7 +102,7 @@ def test_changed_settings_do_not_reuse_results(tmp_path):
 
 def test_fp16_overflow_is_flagged(tmp_path):
     model, data = _setup(tmp_path, builders.fp16_overflow)
-    doc = analyze(model, data, CountingBackend(), tmp_path / "out")
+    doc = analyze(model, data, CountingBackend(), tmp_path / "out").to_json()
     fp16 = doc["units"][0]["results"]["fp16"]
     assert "w" in fp16["fp16_overflow"] and "y" in fp16["fp16_overflow"]
     assert fp16["nonfinite"] > 0 and fp16["nmse"] is None  # the overflow really produced Inf
@@ -126,7 +112,7 @@ def test_fp16_overflow_is_flagged(tmp_path):
 def test_model_without_units_reports_skips(tmp_path):
     path = builders.save(builders.if_subgraph(), tmp_path)
     model = load_model(path)
-    doc = analyze(model, generated_dataset(model, samples=2), CountingBackend(), tmp_path / "out")
+    doc = analyze(model, generated_dataset(model, samples=2), CountingBackend(), tmp_path / "out").to_json()
     assert doc["units"] == [] and len(doc["skipped"]) == 2
 
 
@@ -139,9 +125,9 @@ def test_journal_ignores_garbage(tmp_path):
 
 def test_emulated_int8_gemm_matches_hand_computed_quantization(tmp_path):
     """The backend's default setting computes exactly Q/DQ arithmetic: dq(q(x)) @ dq(q(W))^T."""
-    from trt_mpq.lower import lower
-    from trt_mpq.plan import Plan
-    from trt_mpq.units import find_units
+    from trt_mpq.network.units import find_units
+    from trt_mpq.precision import Plan
+    from trt_mpq.quant.lower import lower
 
     m = builders.fp16_overflow()
     units = find_units(m).units

@@ -18,13 +18,14 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from trt_mpq.backends import BackendOptions, get_backend
+from trt_mpq.artifacts import BuildResult
+from trt_mpq.backends import BackendContext, open_backend
 from trt_mpq.backends import tensorrt as trtb
+from trt_mpq.backends.trt_layers import attribute, layer_nodes, realized
 from trt_mpq.cli import main
 from trt_mpq.errors import BackendError
-from trt_mpq.plan import Precision as P
-from trt_mpq.trtexec import attribute, layer_nodes, realized
-from trt_mpq.units import find_units
+from trt_mpq.network.units import find_units
+from trt_mpq.precision import Precision as P
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tensorrt"
 
@@ -109,9 +110,13 @@ def test_config_options_map_to_polygraphy(tmp_path):
 def test_backend_options_reach_the_build_settings(monkeypatch):
     monkeypatch.setattr(trtb, "probe", lambda: None)
     monkeypatch.setitem(__import__("sys").modules, "tensorrt", types.SimpleNamespace(__version__="11.2.0"))
-    backend = trtb.TensorRTBackend(BackendOptions(timing_cache="/run/timing.cache", max_batch=32))
+    backend = trtb.TensorRTBackend(trtb.TensorRTOptions(), BackendContext(Path("/run"), max_batch=32))
     assert backend.settings == trtb.BuildSettings(trtb.PROBE_OPT_LEVEL, Path("/run/timing.cache"), False, 32)
-    assert trtb.TensorRTBackend(BackendOptions(opt_level=4)).settings.opt_level == 4
+    assert trtb.TensorRTBackend(trtb.TensorRTOptions(probe_opt_level=4)).settings.opt_level == 4
+    final = trtb.TensorRTBackend(trtb.TensorRTOptions(probe_opt_level=4), BackendContext(final=True))
+    assert final.settings.opt_level == trtb.FINAL_OPT_LEVEL  # verification and deployment: the final level
+    final5 = trtb.TensorRTBackend(trtb.TensorRTOptions(final_opt_level=5), BackendContext(final=True))
+    assert final5.settings.opt_level == 5
 
 
 def _vi(name, dims):
@@ -147,7 +152,7 @@ def test_profiler_records_each_layer_report():
 
 @pytest.fixture
 def digits_units(shared_models):
-    from trt_mpq.model import load_model
+    from trt_mpq.network.model import load_model
 
     return find_units(load_model(shared_models / "digits_cnn.onnx").proto).units
 
@@ -188,10 +193,10 @@ def test_tensorrt_backend_without_a_gpu_is_one_sentence_and_auto_falls_back(monk
     monkeypatch.setattr(trtb, "probe", lambda: "the TensorRT backend needs an NVIDIA GPU and none is visible "
                         "(cudaErrorNoDevice); run on an NVIDIA host.")
     with pytest.raises(BackendError, match="needs an NVIDIA GPU"):
-        get_backend("tensorrt")
-    backend = get_backend("auto")
-    assert backend.name == "onnxruntime"
-    assert backend.auto_note == "tensorrt not used: the TensorRT backend needs an NVIDIA GPU and none is visible " \
+        open_backend("tensorrt")
+    chosen = open_backend("auto")
+    assert chosen.backend.name == "onnxruntime"
+    assert chosen.reason == "tensorrt not used: the TensorRT backend needs an NVIDIA GPU and none is visible " \
                                 "(cudaErrorNoDevice)"
 
 
@@ -222,8 +227,9 @@ def test_cli_tensorrt_without_gpu(monkeypatch, tmp_path, capsys, analysed):
 
 
 def test_plan_verifies_on_the_backend_of_the_analysis(analysed, monkeypatch):
-    from trt_mpq.planning import PlanOptions, plan_from_analysis
-    from trt_mpq.search import Budget
+    from trt_mpq import PlanOptions
+    from trt_mpq import plan as plan_from_analysis
+    from trt_mpq.artifacts import Budget
 
     doc_path = analysed / "run" / "sensitivity.json"
     doc = json.loads(doc_path.read_text())
@@ -234,21 +240,21 @@ def test_plan_verifies_on_the_backend_of_the_analysis(analysed, monkeypatch):
     with pytest.raises(BackendError, match="needs an NVIDIA GPU"):
         plan_from_analysis(analysed / "run", opts)
     report = plan_from_analysis(analysed / "run", PlanOptions(eval=str(analysed / "eval.npz"),
-                                budget=Budget(max_drop=0.5), backend="onnxruntime"))
+                                budget=Budget(max_drop=0.5), backend="onnxruntime")).to_json()
     assert report["backend"].startswith("onnxruntime")
 
 
 def test_report_shows_planned_vs_realised(analysed):
-    from trt_mpq.planning import load_analysis
-    from trt_mpq.report_html import render
+    from trt_mpq.commands.opened import read_analysis as load_analysis
+    from trt_mpq.report.html import render
 
     assert main(["plan", str(analysed / "run"), "--eval", str(analysed / "eval.npz"), "--max-drop", "0.5",
                  "--quiet"]) == 0
     report = json.loads((analysed / "run" / "report.json").read_text())
-    report["realized"] = {"engine": "model.engine, tensorrt 11.2.0", "units": [
+    realized = BuildResult.from_json({"engine": "model.engine, tensorrt 11.2.0", "units": [
         {"unit": "conv1", "planned": "int8", "realized": "fp32", "matches": False},
-        {"unit": "fc", "planned": "fp16", "realized": "fp16", "matches": True}]}
-    page = render(report, load_analysis(analysed / "run")[0])
+        {"unit": "fc", "planned": "fp16", "realized": "fp16", "matches": True}]})
+    page = render(report, load_analysis(analysed / "run")[0], realized)
     assert "Planned vs realised in the TensorRT engine" in page and "1 of 2 units run in their planned" in page
     assert "<td>FP32</td><td>NO</td>" in page
 
@@ -268,7 +274,7 @@ def test_build_hands_polygraphy_a_strongly_typed_network_config_and_profile(monk
 
     monkeypatch.setattr("polygraphy.backend.trt.engine_from_network", engine_from_network)
     cache = tmp_path / "timing.cache"
-    backend = trtb.TensorRTBackend(BackendOptions(timing_cache=str(cache), max_batch=4))
+    backend = trtb.TensorRTBackend(trtb.TensorRTOptions(), BackendContext(tmp_path, max_batch=4))
     log: list[str] = []
     assert backend.build(builders.conv_bn_relu_residual(), log=log) == "engine"
     assert seen["network"].strongly_typed is True  # 10.x: the flag is set

@@ -6,10 +6,11 @@ from pathlib import Path
 import pytest
 
 import builders
+from trt_mpq.backends.trt_layers import attribute, nodes_in_name, read_layer_nodes, read_profile
 from trt_mpq.errors import ConfigError
-from trt_mpq.plan import Precision as P
-from trt_mpq.trtexec import attribute, nodes_in_name, parse_pairs, read_layer_nodes, read_profile
-from trt_mpq.units import find_units
+from trt_mpq.network.units import find_units
+from trt_mpq.precision import Precision as P
+from trt_mpq.precision import precision_files as parse_pairs
 
 RS = "\x1e"  # trtexec separates metadata entries with the ASCII record separator
 
@@ -87,8 +88,9 @@ def test_bad_files_and_pairs(tmp_path):
 
 
 def test_plan_uses_imported_latency(analysed, tmp_path):
-    from trt_mpq.planning import PlanOptions, plan_from_analysis
-    from trt_mpq.search import Budget
+    from trt_mpq import PlanOptions
+    from trt_mpq import plan as plan_from_analysis
+    from trt_mpq.artifacts import Budget
 
     files = []
     for p, slow in (("fp32", 1.0), ("fp16", 0.5), ("int8", 0.1)):
@@ -96,18 +98,19 @@ def test_plan_uses_imported_latency(analysed, tmp_path):
                                                 ("fc", slow)])
         files.append(f"{p}={path}")
     report = plan_from_analysis(analysed / "run", PlanOptions(eval=str(analysed / "eval.npz"), metric="agreement",
-                                budget=Budget(max_drop=1.0), latency_from=tuple(files)))
+                                budget=Budget(max_drop=1.0), latency_from=tuple(files))).to_json()
     assert report["latency"]["kind"].startswith("measured (trtexec profiles)")
     assert report["result"]["units"]["int8"] == 3  # measured INT8 is 10x faster and the budget allows it
     assert report["units"][0]["latency_ms"]["int8"] == pytest.approx(0.1)
 
 
 def test_plan_measures_latency_on_the_backend(analysed):
-    from trt_mpq.planning import PlanOptions, plan_from_analysis
-    from trt_mpq.search import Budget
+    from trt_mpq import PlanOptions
+    from trt_mpq import plan as plan_from_analysis
+    from trt_mpq.artifacts import Budget
 
     report = plan_from_analysis(analysed / "run", PlanOptions(eval=str(analysed / "eval.npz"), metric="agreement",
-                                budget=Budget(max_drop=1.0), measure_latency=True, latency_batch=4))
+                                budget=Budget(max_drop=1.0), measure_latency=True, latency_batch=4)).to_json()
     kind = report["latency"]["kind"]
     assert kind.startswith("measured (onnxruntime") and "batch 4" in kind
     assert report["latency"]["target"].startswith("this machine")
@@ -127,9 +130,10 @@ def _layer(name, nodes, dtype, v11=False):
 
 @pytest.mark.parametrize("v11", [False, True])
 def test_check_reports_units_whose_realized_precision_differs(analysed, tmp_path, capsys, v11):
+    from trt_mpq import PlanOptions
+    from trt_mpq import plan as plan_from_analysis
+    from trt_mpq.artifacts import Budget
     from trt_mpq.cli import main
-    from trt_mpq.planning import PlanOptions, plan_from_analysis
-    from trt_mpq.search import Budget
 
     files = []
     for p, t in (("fp32", 1.0), ("fp16", 0.5), ("int8", 0.1)):

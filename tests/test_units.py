@@ -1,5 +1,5 @@
 import builders
-from trt_mpq.units import find_units
+from trt_mpq.network.units import find_units
 
 
 def _units(m):

@@ -1,25 +1,30 @@
-"""``trt-mpq``: thin subcommands over the library in ``trt_mpq.api``."""
+"""``trt-mpq``: argparse -> typed options -> one library call per command. The one place that knows flag
+names and exit codes (0 done, 1 internal error, 2 the user's input, 3 the engine differs from the plan)."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from . import __version__
-from .api import AnalyzeOptions, analyze_model, inspect_model
+from .artifacts import Budget, CheckRow
 from .backends import backend_names
-from .backends.onnxrt import ORT_OPTIMIZE
-from .data import data_file
-from .engine import BuildOptions, build_engine
-from .errors import DataError, TrtMpqError
-from .evaluate import METRICS
-from .latency import GPUS
-from .plan import Precision
-from .planning import PlanOptions, check_engine, plan_from_analysis
-from .ranges import CALIBRATORS
-from .search import Budget
+from .backends.onnxrt import ORT_OPTIMIZE, OnnxRuntimeOptions
+from .backends.tensorrt import TensorRTOptions
+from .commands.analyze import AnalyzeOptions, analyze, inspect_model
+from .commands.build import BuildOptions, build
+from .commands.check import check
+from .commands.plan import PlanOptions, plan
+from .commands.run import run
+from .errors import TrtMpqError
+from .measure.task_metric import TASK_METRICS
+from .network.model import parse_shapes
+from .precision import Precision, precision_files
+from .quant.ranges import CALIBRATORS
+from .search.cost import GPUS
 
 EPILOG = """examples:
   trt-mpq inspect model.onnx
@@ -89,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", metavar="DIR", help="the --out folder of a finished 'trt-mpq analyze'")
     p.add_argument("--preprocess", metavar="FILE", help="preprocessing for an image folder given with --eval")
     _plan_args(p)
-    p.add_argument("--batch", type=_positive, default=PlanOptions(eval="").batch, metavar="B",
+    p.add_argument("--batch", type=_positive, default=PLAN_DEFAULTS["batch"], metavar="B",
                    help="evaluation batch size")
     p.add_argument("--backend", choices=backend_names(), help="where the plan is verified (default: the backend "
                    "the analysis used)")
@@ -127,17 +132,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 SHAPE_HELP = "fix a dynamic input shape, trtexec syntax, e.g. x:1x3x640x640 (repeatable)"
+PLAN_DEFAULTS = {f.name: f.default for f in fields(PlanOptions)}
 
 
 def _analysis_args(p: argparse.ArgumentParser) -> None:
     d = AnalyzeOptions()
+    precisions = ",".join(p.value for p in d.precisions)
     p.add_argument("--calib", metavar="PATH", help=".npz (one array per input name, samples first; or pick arrays: "
                    "FILE.npz:input=x_train), .npy, a folder of them, or a folder of images (with --preprocess). "
                    "Default: data generated from the model")
     p.add_argument("--preprocess", metavar="FILE", help="JSON/YAML for image folders: resize, crop, scale, mean, "
                    "std, layout (nchw|nhwc), color (rgb|bgr|gray)")
     p.add_argument("--shape", action="append", default=[], metavar="NAME:DIMS", help=SHAPE_HELP)
-    p.add_argument("--precisions", default=d.precisions, help=f"lower precisions to try (default {d.precisions})")
+    p.add_argument("--precisions", default=precisions, help=f"lower precisions to try (default {precisions})")
     p.add_argument("--calibrator", default=d.calibrator, choices=CALIBRATORS,
                    help=f"INT8 activation range method (default {d.calibrator})")
     p.add_argument("--backend", default=d.backend, choices=backend_names(),
@@ -147,7 +154,7 @@ def _analysis_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probe-opt-level", type=int, choices=range(6), metavar="0-5",
                    help="tensorrt: builder optimisation level of the per-unit engines (default 1: they are "
                    "built only to measure numbers; the plan's and the final engines use 3)")
-    p.add_argument("--ort-opt", dest="ort_optimize", default=d.ort_optimize, choices=ORT_OPTIMIZE,
+    p.add_argument("--ort-opt", dest="ort_optimize", default=OnnxRuntimeOptions().optimize, choices=ORT_OPTIMIZE,
                    help="onnxruntime graph optimizations: none (default; bit-exact, what TensorRT's Q/DQ "
                    "arithmetic specifies) or all (about 2x faster, results reproducible to ~0.2%%; Q/DQ "
                    "fusion stays off either way)")
@@ -159,11 +166,11 @@ def _analysis_args(p: argparse.ArgumentParser) -> None:
 
 
 def _plan_args(p: argparse.ArgumentParser) -> None:
-    d = PlanOptions(eval="")
+    d = PLAN_DEFAULTS
     p.add_argument("--eval", required=True, metavar="PATH", help="held-out evaluation data, same formats as --calib; "
                    "an .npz may carry 'labels' (or pick them: FILE.npz:input=x_test,labels=y_test)")
-    p.add_argument("--metric", default=d.metric, choices=METRICS,
-                   help=f"what the budget is measured on (default {d.metric}; accuracy needs labels)")
+    p.add_argument("--metric", default=d["metric"].value, choices=TASK_METRICS,
+                   help=f"what the budget is measured on (default {d['metric'].value}; accuracy needs labels)")
     p.add_argument("--metric-fn", metavar="MODULE:FUNCTION", help="your own metric, fn(outputs, labels) -> float, "
                    "higher is better (runs your code: explicit opt-in)")
     p.add_argument("--max-drop", type=float, metavar="X", help="largest allowed drop of the metric (absolute)")
@@ -172,10 +179,11 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-speedup", type=float, metavar="S", help="at least S times faster than --speedup-vs")
     p.add_argument("--speedup-vs", default="fp32", choices=("fp32", "fp16"), help="reference for --min-speedup")
     p.add_argument("--max-size-mb", type=float, metavar="M", help="weight size budget")
-    p.add_argument("--target", default=d.target, choices=sorted(GPUS), help=f"GPU of the latency cost model "
-                   f"(default {d.target}); latencies are estimates and labelled so")
-    p.add_argument("--latency-batch", type=_positive, default=d.latency_batch, metavar="N",
-                   help=f"samples per inference in deployment, for the latency estimate (default {d.latency_batch})")
+    p.add_argument("--target", default=d["target"], choices=sorted(GPUS), help=f"GPU of the latency cost model "
+                   f"(default {d['target']}); latencies are estimates and labelled so")
+    p.add_argument("--latency-batch", type=_positive, default=d["latency_batch"], metavar="N",
+                   help="samples per inference in deployment, for the latency estimate "
+                   f"(default {d['latency_batch']})")
     p.add_argument("--latency-from", action="append", default=[], metavar="PREC=FILE",
                    help="per-layer times from a real GPU run: trtexec --exportProfile of an all-PREC build "
                    "(fp32, fp16, int8; repeatable); replaces the estimate for the units it covers")
@@ -192,61 +200,66 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
 def _analyze_options(args: argparse.Namespace) -> AnalyzeOptions:
     # in 'run', --preprocess may be there for --eval alone (calibration data generated)
     preprocess = None if args.command == "run" and args.calib is None else args.preprocess
-    return AnalyzeOptions(calib=args.calib, preprocess=preprocess, shapes=tuple(args.shape),
-                          precisions=args.precisions, calibrator=args.calibrator, backend=args.backend,
-                          samples=args.samples, batch=args.batch, seed=args.seed, ort_optimize=args.ort_optimize,
-                          probe_opt_level=args.probe_opt_level)
+    backend_options = (OnnxRuntimeOptions(optimize=args.ort_optimize),
+                       TensorRTOptions(probe_opt_level=args.probe_opt_level))
+    return AnalyzeOptions(calib=args.calib, preprocess=preprocess, shapes=parse_shapes(args.shape),
+                          precisions=Precision.parse_list(args.precisions), calibrator=args.calibrator,
+                          backend=args.backend, backend_options=backend_options, samples=args.samples,
+                          batch=args.batch, seed=args.seed)
 
 
 def _plan_options(args: argparse.Namespace) -> PlanOptions:
     budget = Budget(max_drop=args.max_drop, relative=args.relative, max_latency_ms=args.max_latency_ms,
                     min_speedup=args.min_speedup, speedup_vs=Precision(args.speedup_vs), max_size_mb=args.max_size_mb)
     return PlanOptions(eval=args.eval, preprocess=args.preprocess, metric=args.metric, metric_fn=args.metric_fn,
-                       budget=budget, target=args.target, latency_batch=args.latency_batch, batch=args.batch,
-                       pareto=args.pareto, latency_from=tuple(args.latency_from), layer_info=tuple(args.layer_info),
-                       measure_latency=args.measure_latency, backend=getattr(args, "backend", None)
-                       if args.command == "plan" else None)
+                       budget=budget, target=args.target, latency_batch=args.latency_batch,
+                       batch=args.batch, pareto=args.pareto,
+                       latency_from=precision_files(args.latency_from, "--latency-from"),
+                       layer_info=precision_files(args.layer_info, "--layer-info"),
+                       measure_latency=args.measure_latency, backend=args.backend if args.command == "plan" else None)
+
+
+def _checked(rows: list[CheckRow] | tuple[CheckRow, ...], progress) -> int:
+    """Print planned vs realised; exit 3 when any unit differs, so a build script can stop."""
+    from .report.console import print_check
+
+    progress.stop()
+    print_check(rows)
+    return 0 if all(r.matches for r in rows) else 3
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .report import ConsoleProgress, print_analysis, print_check, print_inspection, print_plan
+    from .report.console import ConsoleProgress, print_analysis, print_inspection, print_plan
 
     if args.command == "inspect":
-        model, table = inspect_model(args.model, tuple(args.shape))
-        print_inspection(model, table)
+        print_inspection(*inspect_model(args.model, parse_shapes(args.shape)))
         return 0
-    def checked(rows: list[dict]) -> int:  # planned vs realised; exit 3 when any unit differs
-        progress.stop()
-        print_check(rows)
-        return 0 if all(r["matches"] for r in rows) else 3
-
     progress = ConsoleProgress(quiet=getattr(args, "quiet", False))
-    if args.command == "check":
-        return checked(check_engine(args.dir, args.layer_info))
     try:
+        if args.command == "check":
+            return _checked(check(args.dir, args.layer_info), progress)
         if args.command == "build":
-            opts = BuildOptions(args.backend, args.opt_level, args.batch)
-            return checked(build_engine(args.dir, opts, progress)["units"])
+            return _checked(build(args.dir, BuildOptions(args.backend, args.opt_level, args.batch), progress).units,
+                            progress)
         if args.command == "plan":
-            print_plan(plan_from_analysis(args.dir, _plan_options(args), progress), args.dir)
-            return 0
-        plan_opts = _plan_options(args) if args.command == "run" else None
-        if plan_opts is not None:  # bad plan inputs fail before the long analysis, not after it
-            plan_opts.budget.check()
-            if not data_file(plan_opts.eval).exists():
-                raise DataError(f"evaluation data '{plan_opts.eval}' does not exist.")
-        doc = analyze_model(args.model, args.out, _analyze_options(args), progress)
-        if plan_opts is None:
-            print_analysis(doc, str(Path(args.out) / "sensitivity.json"), top=args.top)
-        else:
+            report = plan(args.dir, _plan_options(args), progress)
             progress.stop()
-            print_analysis(doc, str(Path(args.out) / "sensitivity.json"), top=10)
-            print_plan(plan_from_analysis(args.out, plan_opts, progress), args.out)
-            if doc["backend_settings"]["name"] == "tensorrt":  # on a GPU, 'run' ends with the engine
-                return checked(build_engine(args.out, BuildOptions(), progress)["units"])
+            print_plan(report, args.dir)
+            return 0
+        out = str(Path(args.out) / "sensitivity.json")
+        if args.command == "analyze":
+            analysis = analyze(args.model, args.out, _analyze_options(args), progress)
+            progress.stop()
+            print_analysis(analysis, out, top=args.top)
+            return 0
+        plan_options = _plan_options(args)  # bad plan inputs fail before the long analysis, not after it
+        result = run(args.model, args.out, _analyze_options(args), plan_options, progress)
+        progress.stop()
+        print_analysis(result.analysis, out, top=10)
+        print_plan(result.report, args.out)
+        return 0 if result.build is None else _checked(result.build.units, progress)
     finally:
         progress.stop()
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,17 +9,18 @@ import json
 import numpy as np
 import pytest
 
-from trt_mpq.api import AnalyzeOptions, analyze_model
-from trt_mpq.backends import BackendOptions, get_backend
+from trt_mpq import AnalyzeOptions
+from trt_mpq import analyze as analyze_model
+from trt_mpq.backends import BackendContext, open_backend
+from trt_mpq.backends.trt_layers import attribute, realized
 from trt_mpq.cli import main
-from trt_mpq.lower import lower
-from trt_mpq.metrics import OutputDelta
-from trt_mpq.model import load_model
-from trt_mpq.plan import Plan
-from trt_mpq.plan import Precision as P
-from trt_mpq.planning import load_analysis
-from trt_mpq.trtexec import attribute, realized
-from trt_mpq.units import find_units
+from trt_mpq.commands.opened import read_analysis as load_analysis
+from trt_mpq.measure.output_delta import OutputDelta
+from trt_mpq.network.model import load_model
+from trt_mpq.network.units import find_units
+from trt_mpq.precision import Plan
+from trt_mpq.precision import Precision as P
+from trt_mpq.quant.lower import lower
 
 MNV2_PRE = '{"resize": 256, "crop": 224, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}'
 
@@ -38,7 +39,7 @@ def case(request, shared_models, tmp_path):
     _, ranges = load_analysis(tmp_path / "a")
     model = load_model(path)
     units = find_units(model.proto).units
-    from trt_mpq.api import calibration_data
+    from trt_mpq.commands.analyze import calibration_data
 
     feeds = calibration_data(model, AnalyzeOptions(calib=calib, preprocess=pre, samples=8)).take(0, 8)
     return model, units, ranges, feeds
@@ -48,8 +49,10 @@ def case(request, shared_models, tmp_path):
 def test_engine_matches_onnxruntime(case, precision, min_cosine):
     model, units, ranges, feeds = case
     lowered = lower(model.proto, units, Plan.of({u.name: precision for u in units}), ranges)
-    ort = get_backend("onnxruntime").compile(lowered).run(feeds)
-    trt = get_backend("tensorrt", BackendOptions(max_batch=8)).compile(lowered).run(feeds)
+    with open_backend("onnxruntime").backend.compile(lowered) as session:
+        ort = session.run(feeds)
+    with open_backend("tensorrt", context=BackendContext(max_batch=8)).backend.compile(lowered) as session:
+        trt = session.run(feeds)
     delta = OutputDelta()
     delta.update(ort, trt, len(next(iter(feeds.values()))))
     for name, ref in ort.items():
@@ -59,7 +62,7 @@ def test_engine_matches_onnxruntime(case, precision, min_cosine):
 
 def test_profile_gives_positive_latency_for_every_unit(case):
     model, units, ranges, feeds = case
-    backend = get_backend("tensorrt")
+    backend = open_backend("tensorrt").backend
     order = [n.name for n in model.proto.graph.node]
     for p in P:
         measured = backend.profile(lower(model.proto, units, Plan.of({u.name: p for u in units}), ranges), feeds)
@@ -73,7 +76,7 @@ def test_realised_precisions_match_a_uniform_plan(case):
     from trt_mpq.backends.tensorrt import BuildSettings
 
     model, units, ranges, feeds = case
-    backend = get_backend("tensorrt")
+    backend = open_backend("tensorrt").backend
     for p in (P.INT8, P.FP16):
         lowered = lower(model.proto, units, Plan.of({u.name: p for u in units}), ranges)
         engine = backend.build(lowered, BuildSettings(3, None, True, 8))
@@ -92,22 +95,23 @@ def test_full_run_on_the_gpu(shared_models, tmp_path):
     assert plan["backend"].startswith("tensorrt") and plan["result"]["drop"] <= 0.005
     assert (out / "model.engine").stat().st_size > 0 and (out / "timing.cache").is_file()
     report = json.loads((out / "report.json").read_text())
-    assert report["latency"]["kind"].startswith("measured") and report["realized"]["units"]
-    assert code == 0, [r for r in report["realized"]["units"] if not r["matches"]]
+    realized = json.loads((out / "build.json").read_text())
+    assert report["latency"]["kind"].startswith("measured") and realized["units"]
+    assert code == 0, [r for r in realized["units"] if not r["matches"]]
 
 
 def test_downstream_engines_agree_with_whole_model_engines(shared_models, tmp_path):
-    from trt_mpq.api import calibration_data
-    from trt_mpq.sensitivity import measure_naive
+    from trt_mpq.commands.analyze import calibration_data
+    from trt_mpq.measure.sensitivity import measure_naive
 
     npz = f"{shared_models / 'digits.npz'}:input=x_train"
     opts = AnalyzeOptions(calib=npz, samples=64, backend="tensorrt")
-    doc = analyze_model(shared_models / "digits_cnn.onnx", tmp_path, opts)
+    doc = analyze_model(shared_models / "digits_cnn.onnx", tmp_path, opts).to_json()
     _, ranges = load_analysis(tmp_path)
     model = load_model(shared_models / "digits_cnn.onnx")
     units = find_units(model.proto).units
     pairs = [(u, p) for u in units for p in (P.INT8, P.FP16)]
-    naive = measure_naive(model, units, pairs, ranges, get_backend("tensorrt"), calibration_data(model, opts),
+    naive = measure_naive(model, units, pairs, ranges, open_backend("tensorrt").backend, calibration_data(model, opts),
                           reference_once=True)
     for u in doc["units"]:
         for p, fast in u["results"].items():

@@ -1,36 +1,39 @@
-"""The backend protocol: compile an ONNX model, run feeds through it. One registry chooses by name."""
+"""The backend interface: compile an ONNX model into a session and run feeds through it; profile per layer
+where the backend can. One registry chooses by name; nothing outside ``backends/`` asks which backend it has.
+"""
 
 from __future__ import annotations
 
 import importlib
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import onnx
 
+from ..artifacts import BackendRecord
 from ..errors import BackendError
 
 
-class Session(Protocol):
-    """A compiled model, ready to run batches."""
+class Session(ABC):
+    """A compiled model, ready to run batches; a context manager that frees it on exit, exceptions included."""
 
+    @abstractmethod
     def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Run one batch; return the requested outputs (all graph outputs when None) by name."""
 
+    @abstractmethod
     def close(self) -> None:
-        """Free what the session holds."""
+        """Free what the session holds (idempotent)."""
 
+    def __enter__(self) -> Session:
+        return self
 
-class Backend(Protocol):
-    name: str
-
-    def describe(self) -> str:
-        """One line for logs and reports: library, version, device, settings that change numbers."""
-
-    def compile(self, model: onnx.ModelProto) -> Session:
-        """Build a runnable session from a (lowered) ONNX model."""
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 @dataclass
@@ -43,17 +46,56 @@ class LayerProfile:
 
 
 @dataclass(frozen=True)
-class BackendOptions:
-    """Settings a backend may read; each backend ignores what is not its own."""
+class BackendContext:
+    """What a run tells any backend: its folder (TensorRT keeps its timing cache there), the largest batch it
+    will run, and whether the models are final (verified and deployed) or per-unit probes."""
 
-    ort_optimize: str = "none"  # onnxruntime: "none" (ORT_DISABLE_ALL, bit-exact) or "all" (Q/DQ fusion off)
-    threads: int = 0  # 0: the library's default
-    opt_level: int | None = None  # tensorrt: builder optimisation level 0-5 (None: the backend's default)
-    timing_cache: str | None = None  # tensorrt: one file shared by every build of a run
-    max_batch: int = 8  # tensorrt: the largest batch an engine is built for
+    run_dir: Path | None = None
+    max_batch: int = 8
+    final: bool = False
 
 
-# name -> "module:factory"; a new backend is one module plus one line here.
+class Backend(ABC):
+    """Where lowered models run. A new backend is one module with a subclass plus one line in ``REGISTRY``."""
+
+    name: ClassVar[str]
+    options_type: ClassVar[type]  # this backend's own options dataclass (``from_json``/``to_json``)
+    latency_is_deployment: ClassVar[bool] = False  # its per-layer times are those of the deployment target
+    builds_engines: ClassVar[bool] = False  # ``build_engine`` makes a deployable engine
+    device: ClassVar[str] = "this machine (CPU emulation, not a GPU)"  # where its profiled latencies come from
+
+    @abstractmethod
+    def describe(self) -> str:
+        """One line for logs and reports: library, version, device, settings that change numbers."""
+
+    @abstractmethod
+    def compile(self, model: onnx.ModelProto) -> Session:
+        """Build a runnable session from a (lowered) ONNX model."""
+
+    @abstractmethod
+    def options_json(self) -> dict[str, Any]:
+        """The settings that recreate this backend (its options as JSON), for the analysis record."""
+
+    def record(self) -> BackendRecord:
+        return BackendRecord(self.name, self.describe(), self.options_json())
+
+    def profile(self, model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> LayerProfile:
+        """Milliseconds per layer of one run of ``feeds``."""
+        raise BackendError(f"{self.describe()} cannot profile per node; use --latency-from or the estimate.")
+
+    def build_engine(self, model: onnx.ModelProto, log: list[str]):
+        """A deployable engine of ``model`` (build output lines appended to ``log``)."""
+        raise BackendError(f"{self.describe()} does not build engines; 'build' needs --backend tensorrt.")
+
+    def serialize(self, engine) -> bytes:
+        raise BackendError(f"{self.describe()} does not build engines.")
+
+    def inspect(self, engine) -> dict:
+        """The engine's layer information (TensorRT's engine inspector JSON)."""
+        raise BackendError(f"{self.describe()} does not build engines.")
+
+
+# name -> "module:class"; a new backend is one module plus one line here.
 REGISTRY: dict[str, str] = {
     "onnxruntime": "trt_mpq.backends.onnxrt:OnnxRuntimeBackend",
     "tensorrt": "trt_mpq.backends.tensorrt:TensorRTBackend",
@@ -65,22 +107,49 @@ def backend_names() -> list[str]:
     return ["auto", *REGISTRY]
 
 
-def get_backend(name: str = "auto", options: BackendOptions | None = None) -> Backend:
-    """Instantiate a backend by registry name; ``auto`` takes the first that is available and records on it
-    (``auto_note``) why the ones before it were not."""
-    options = options or BackendOptions()
+@dataclass(frozen=True)
+class Chosen:
+    """A backend and, when ``auto`` chose it, why the ones before it were not used ('' otherwise)."""
+
+    backend: Backend
+    reason: str = ""
+
+    def log_line(self, asked: str) -> str:
+        """How the backend was chosen, for the log: ``auto`` says why it skipped the ones before."""
+        if asked != "auto":
+            return ""
+        return f" (chosen by --backend auto{'; ' + self.reason if self.reason else ''})"
+
+
+def backend_class(name: str) -> type[Backend]:
+    if name not in REGISTRY:
+        raise BackendError(f"unknown backend '{name}'; choose one of {', '.join(backend_names())}.")
+    module, _, cls = REGISTRY[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def open_backend(name: str = "auto", options: Sequence[object] = (), context: BackendContext | None = None) -> Chosen:
+    """Instantiate a backend by registry name with the options of its type among ``options`` (its defaults
+    otherwise); ``auto`` takes the first available in ``AUTO_ORDER`` and says why it skipped the others."""
+    context = context or BackendContext()
     if name == "auto":
         errors = []
         for candidate in AUTO_ORDER:
             try:
-                backend = get_backend(candidate, options)
+                chosen = open_backend(candidate, options, context)
             except BackendError as exc:
                 errors.append(f"{candidate} not used: {str(exc).split('; ')[0].rstrip('.')}")
                 continue
-            backend.auto_note = "; ".join(errors)
-            return backend
+            return Chosen(chosen.backend, "; ".join(errors))
         raise BackendError("no backend is available: " + " ".join(errors))
-    if name not in REGISTRY:
-        raise BackendError(f"unknown backend '{name}'; choose one of {', '.join(backend_names())}.")
-    module, _, factory = REGISTRY[name].partition(":")
-    return getattr(importlib.import_module(module), factory)(options)
+    cls = backend_class(name)
+    own = next((o for o in options if isinstance(o, cls.options_type)), None)
+    return Chosen(cls(own if own is not None else cls.options_type(), context))
+
+
+def restore_backend(record: BackendRecord, name: str | None = None, context: BackendContext | None = None) -> Chosen:
+    """The backend a record describes, with its settings; or backend ``name`` (its defaults) when another."""
+    if name and name != record.name:
+        return open_backend(name, (), context)
+    cls = backend_class(record.name)
+    return open_backend(record.name, (cls.options_type.from_json(record.settings),), context)

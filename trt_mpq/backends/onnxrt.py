@@ -23,17 +23,35 @@ FP16 Cast islands may be computed in FP32 inside ONNX Runtime's CPU kernels, so 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
 
 from ..errors import BackendError
-from .base import BackendOptions, LayerProfile
+from .base import Backend, BackendContext, LayerProfile, Session
 
 ORT_OPTIMIZE = ("none", "all")
 
 
-class OnnxRuntimeSession:
+@dataclass(frozen=True)
+class OnnxRuntimeOptions:
+    optimize: str = "none"  # "none" (ORT_DISABLE_ALL, bit-exact) or "all" (graph optimisations, Q/DQ fusion off)
+    threads: int = 0  # intra-op threads; 0: the library's default
+
+    def __post_init__(self) -> None:
+        if self.optimize not in ORT_OPTIMIZE:
+            raise BackendError(f"--ort-opt '{self.optimize}' is not one of {', '.join(ORT_OPTIMIZE)}.")
+
+    def to_json(self) -> dict:
+        return {"ort_optimize": self.optimize}
+
+    @classmethod
+    def from_json(cls, d) -> OnnxRuntimeOptions:
+        return cls(d.get("ort_optimize") or "none")
+
+
+class OnnxRuntimeSession(Session):
     def __init__(self, session) -> None:
         self._session = session
         self.output_names = [o.name for o in session.get_outputs()]
@@ -50,11 +68,12 @@ class OnnxRuntimeSession:
         self._session = None
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
+    options_type = OnnxRuntimeOptions
 
-    def __init__(self, options: BackendOptions | None = None) -> None:
-        options = options or BackendOptions()
+    def __init__(self, options: OnnxRuntimeOptions | None = None, context: BackendContext | None = None) -> None:
+        options = options or OnnxRuntimeOptions()
         try:
             import onnxruntime as ort
         except ImportError:  # pragma: no cover - onnxruntime is a hard dependency
@@ -62,27 +81,27 @@ class OnnxRuntimeBackend:
         self._ort = ort
         available = ort.get_available_providers()
         self.providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-        self.threads = options.threads
-        if options.ort_optimize not in ORT_OPTIMIZE:
-            raise BackendError(f"--ort-opt '{options.ort_optimize}' is not one of {', '.join(ORT_OPTIMIZE)}.")
-        self.optimize = options.ort_optimize
+        self.options = options
+
+    def options_json(self) -> dict:
+        return self.options.to_json()
 
     def describe(self) -> str:
-        opt = "graph optimizations on, Q/DQ fusion off" if self.optimize == "all" else "graph optimizations off"
+        opt = "graph optimizations on, Q/DQ fusion off" if self.options.optimize == "all" else "graph optimizations off"
         return f"onnxruntime {self._ort.__version__} ({', '.join(self.providers)}; {opt})"
 
-    def options(self):
+    def session_options(self):
         so = self._ort.SessionOptions()
         level = self._ort.GraphOptimizationLevel
-        if self.optimize == "all":
+        if self.options.optimize == "all":
             so.graph_optimization_level = level.ORT_ENABLE_ALL
             so.add_session_config_entry("session.disable_quant_qdq", "1")
         else:
             so.graph_optimization_level = level.ORT_DISABLE_ALL
         so.log_severity_level = 3
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if self.threads:
-            so.intra_op_num_threads = self.threads
+        if self.options.threads:
+            so.intra_op_num_threads = self.options.threads
         return so
 
     def profile(self, model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], runs: int = 10) -> LayerProfile:
@@ -91,7 +110,7 @@ class OnnxRuntimeBackend:
         import tempfile
         from pathlib import Path
 
-        so = self.options()
+        so = self.session_options()
         with tempfile.TemporaryDirectory(prefix="trt-mpq-prof-") as tmp:
             so.enable_profiling = True
             so.profile_file_prefix = str(Path(tmp) / "ort")
@@ -115,7 +134,8 @@ class OnnxRuntimeBackend:
 
     def compile(self, model: onnx.ModelProto) -> OnnxRuntimeSession:
         try:
-            session = self._ort.InferenceSession(model.SerializeToString(), self.options(), providers=self.providers)
+            session = self._ort.InferenceSession(model.SerializeToString(), self.session_options(),
+                                                 providers=self.providers)
         except Exception as exc:
             raise BackendError(f"onnxruntime cannot load the model: {str(exc).splitlines()[0]}") from None
         return OnnxRuntimeSession(session)

@@ -31,8 +31,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from ..artifacts import RunFolder
 from ..errors import BackendError
-from .base import BackendOptions, LayerProfile
+from .base import Backend, BackendContext, LayerProfile, Session
 
 MIN_VERSION = (10, 0)
 # Level 1 times a short list of tactics and reads the shared timing cache, so layers that recur across the
@@ -85,6 +86,22 @@ def network_kwargs(trt_version: str) -> dict:
     """Arguments for Polygraphy's NetworkFromOnnxPath: 10.x needs the STRONGLY_TYPED flag; 11.x networks are
     always strongly typed (the flag is not needed there)."""
     return {"strongly_typed": True} if version_tuple(trt_version) < (11,) else {}
+
+
+@dataclass(frozen=True)
+class TensorRTOptions:
+    """Builder optimisation levels (0-5): of the per-unit probe engines, and of final models (the plan's
+    verification, latency profiling and the deployed engine). None: PROBE_OPT_LEVEL and FINAL_OPT_LEVEL."""
+
+    probe_opt_level: int | None = None
+    final_opt_level: int | None = None
+
+    def to_json(self) -> dict:
+        return {"opt_level": self.probe_opt_level}
+
+    @classmethod
+    def from_json(cls, d) -> TensorRTOptions:
+        return cls(d.get("opt_level"))
 
 
 @dataclass(frozen=True)
@@ -157,7 +174,7 @@ def build_error(output: str, exc: BaseException) -> str:
     return f"TensorRT could not build the model: {lines[-1] if lines else first_line(exc)}"
 
 
-class TensorRTSession:
+class TensorRTSession(Session):
     def __init__(self, runner) -> None:
         self._runner = None
         try:
@@ -185,21 +202,29 @@ class TensorRTSession:
             self._runner = None
 
 
-class TensorRTBackend:
+class TensorRTBackend(Backend):
     name = "tensorrt"
+    options_type = TensorRTOptions
+    latency_is_deployment = True
+    builds_engines = True
+    device = "this GPU"
 
-    def __init__(self, options: BackendOptions | None = None) -> None:
+    def __init__(self, options: TensorRTOptions | None = None, context: BackendContext | None = None) -> None:
         missing = probe()
         if missing:
             raise BackendError(missing)
         import tensorrt as trt
 
         self._trt = trt
-        options = options or BackendOptions()
-        opt_level = options.opt_level if options.opt_level is not None else PROBE_OPT_LEVEL
-        cache = Path(options.timing_cache) if options.timing_cache else None
-        self.settings = BuildSettings(opt_level, cache, False, options.max_batch)
+        options, context = options or TensorRTOptions(), context or BackendContext()
+        chosen = options.final_opt_level if context.final else options.probe_opt_level
+        opt_level = chosen if chosen is not None else FINAL_OPT_LEVEL if context.final else PROBE_OPT_LEVEL
+        cache = RunFolder(context.run_dir).timing_cache if context.run_dir is not None else None
+        self.settings = BuildSettings(opt_level, cache, False, context.max_batch)
         self.settings.check()
+
+    def options_json(self) -> dict:
+        return {"opt_level": self.settings.opt_level}  # the level this backend's engines are built at
 
     def describe(self) -> str:
         return (f"tensorrt {self._trt.__version__} ({gpu_name()}; strongly typed, TF32 off, "
@@ -243,6 +268,14 @@ class TensorRTBackend:
                     log.extend(buffer.getvalue().splitlines())
         return engine
 
+    def build_engine(self, model: onnx.ModelProto, log: list[str]):
+        """The deployable engine: this backend's settings with detailed layer information."""
+        return self.build(model, BuildSettings(self.settings.opt_level, self.settings.timing_cache, True,
+                                               self.settings.max_batch), log)
+
+    def serialize(self, engine) -> bytes:
+        return bytes(engine.serialize())
+
     def compile(self, model: onnx.ModelProto) -> TensorRTSession:
         from polygraphy.backend.trt import TrtRunner
 
@@ -260,7 +293,7 @@ class TensorRTBackend:
         layer's ONNX nodes from the inspector; built at the final optimisation level for this batch."""
         from polygraphy.backend.trt import TrtRunner
 
-        from ..trtexec import layer_nodes
+        from .trt_layers import layer_nodes
 
         batch = max(int(np.shape(v)[0]) for v in feeds.values()) if feeds else 1
         settings = BuildSettings(FINAL_OPT_LEVEL, self.settings.timing_cache, True, batch)

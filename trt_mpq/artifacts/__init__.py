@@ -1,0 +1,35 @@
+"""The run folder and the typed records that cross stages (each with ``to_json``/``from_json``)."""
+
+from .analysis import (
+    SENSITIVITY_SCHEMA,
+    AnalysedUnit,
+    Analysis,
+    BackendRecord,
+    Calibration,
+    DataInfo,
+    ModelInfo,
+    SkippedLayer,
+    UnitResult,
+)
+from .engine import BUILD_SCHEMA, BuildResult, CheckRow
+from .folder import RunFolder, read_json
+from .plan import (
+    PLAN_SCHEMA,
+    Budget,
+    Evaluation,
+    LatencySummary,
+    Outcome,
+    ParetoPoint,
+    PlannedUnit,
+    PlanReport,
+    PlanResult,
+    StepKind,
+    VerificationStep,
+)
+
+__all__ = [
+    "BUILD_SCHEMA", "PLAN_SCHEMA", "SENSITIVITY_SCHEMA", "AnalysedUnit", "Analysis", "BackendRecord", "Budget",
+    "BuildResult", "Calibration", "CheckRow", "DataInfo", "Evaluation", "LatencySummary", "ModelInfo", "Outcome",
+    "ParetoPoint", "PlanReport", "PlanResult", "PlannedUnit", "RunFolder", "SkippedLayer", "StepKind", "UnitResult",
+    "VerificationStep", "read_json",
+]

@@ -1,0 +1,49 @@
+"""What ``build`` and ``check`` found: planned vs realised precision per unit (build.json)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ..precision import Precision
+
+BUILD_SCHEMA = "trt-mpq/build/1"
+
+
+@dataclass(frozen=True)
+class CheckRow:
+    """One unit's planned precision against what a built engine runs (None: not found in the engine)."""
+
+    unit: str
+    planned: Precision
+    realized: str | None
+
+    @property
+    def matches(self) -> bool:
+        return self.realized == self.planned.value
+
+    def to_json(self) -> dict:
+        return {"unit": self.unit, "planned": self.planned.value, "realized": self.realized, "matches": self.matches}
+
+    @classmethod
+    def from_json(cls, d: Mapping) -> CheckRow:
+        return cls(d["unit"], Precision(d["planned"]), d.get("realized"))
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What ``build`` made (build.json): the engine, and planned vs realised per unit."""
+
+    engine: str
+    units: tuple[CheckRow, ...]
+
+    @property
+    def all_match(self) -> bool:
+        return all(r.matches for r in self.units)
+
+    def to_json(self) -> dict:
+        return {"schema": BUILD_SCHEMA, "engine": self.engine, "units": [r.to_json() for r in self.units]}
+
+    @classmethod
+    def from_json(cls, d: Mapping) -> BuildResult:
+        return cls(d["engine"], tuple(CheckRow.from_json(r) for r in d["units"]))

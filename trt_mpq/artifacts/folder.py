@@ -1,0 +1,47 @@
+"""Every file name of a run folder, and reading what an earlier stage wrote."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """Every file name of a run folder."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    sensitivity = property(lambda self: self.root / "sensitivity.json")
+    ranges = property(lambda self: self.root / "ranges.json")
+    work = property(lambda self: self.root / ".trt-mpq")  # resumable per-run caches (journal, activations)
+    plan = property(lambda self: self.root / "plan.json")
+    report_json = property(lambda self: self.root / "report.json")
+    report_html = property(lambda self: self.root / "report.html")
+    mixed_onnx = property(lambda self: self.root / "model.mixed.onnx")
+    trtexec = property(lambda self: self.root / "trtexec.txt")
+    engine = property(lambda self: self.root / "model.engine")
+    layers = property(lambda self: self.root / "layers.json")
+    build_log = property(lambda self: self.root / "build.log")
+    build = property(lambda self: self.root / "build.json")
+    timing_cache = property(lambda self: self.root / "timing.cache")  # shared by every TensorRT build of the run
+
+    def check_writable(self) -> None:
+        if self.root.exists() and not self.root.is_dir():
+            raise ConfigError(f"--out '{self.root}' exists and is not a folder.")
+
+
+def read_json(path: Path, what: str):
+    """A JSON file written by an earlier stage; a missing or damaged one is one sentence."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{what} '{path}' does not exist.") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{what} '{path}' is not valid JSON: {exc}") from None

@@ -1,0 +1,87 @@
+"""``inspect`` and ``analyze``: a model's units, and every unit's sensitivity to each lower precision."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..artifacts import Analysis, RunFolder
+from ..backends import BackendContext, open_backend
+from ..data.datasets import Dataset, generated_dataset, load_dataset
+from ..data.images import load_preprocess
+from ..errors import ConfigError
+from ..measure import sensitivity
+from ..network.model import LoadedModel, load_model, parse_shapes
+from ..network.units import UnitTable, find_units
+from ..precision import Precision
+from ..progress import Progress
+from ..quant.ranges import check_calibrator
+
+Shapes = Mapping[str, tuple[int, ...]]
+
+
+def shapes_of(shapes: Shapes | Sequence[str]) -> dict[str, tuple[int, ...]]:
+    """``{"x": (1, 3, 640, 640)}``, or the trtexec strings ``["x:1x3x640x640"]`` parsed into it."""
+    if isinstance(shapes, Mapping):
+        return {k: tuple(int(d) for d in v) for k, v in shapes.items()}
+    return parse_shapes(list(shapes))
+
+
+@dataclass(frozen=True)
+class AnalyzeOptions:
+    """What ``analyze`` measures on. Validated (and string forms parsed) on construction."""
+
+    calib: str | None = None  # .npz/.npy file or folder, image folder, FILE.npz:input=x; None: generated data
+    preprocess: str | None = None  # JSON/YAML preprocessing for image folders
+    shapes: Shapes = field(default_factory=dict)  # fixed sizes of dynamic input dims (or "NAME:1x3x224x224")
+    precisions: tuple[Precision, ...] = (Precision.INT8, Precision.FP16)  # (or "int8,fp16")
+    calibrator: str = "max"
+    backend: str = "auto"  # a registry name or auto
+    backend_options: tuple[object, ...] = ()  # e.g. OnnxRuntimeOptions(...), TensorRTOptions(...)
+    samples: int | None = None
+    batch: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # frozen: normalise the accepted forms once, here
+        set_(self, "shapes", shapes_of(self.shapes))
+        if isinstance(self.precisions, str):
+            set_(self, "precisions", Precision.parse_list(self.precisions))
+        set_(self, "precisions", tuple(Precision(p) for p in self.precisions))
+        check_calibrator(self.calibrator)
+        if self.samples is not None and self.samples < 1:
+            raise ConfigError("--samples must be at least 1.")
+        if self.batch < 1:
+            raise ConfigError("--batch must be at least 1.")
+        if self.calib is None and self.preprocess:
+            raise ConfigError("--preprocess applies to an image folder given with --calib.")
+
+
+def inspect_model(model: str | Path, shapes: Shapes | Sequence[str] = ()) -> tuple[LoadedModel, UnitTable]:
+    """Load and normalise ``model``; return it with its units and the layers skipped (and why)."""
+    loaded = load_model(model, shapes_of(shapes))
+    return loaded, find_units(loaded.proto, loaded.tensors)
+
+
+def calibration_data(model: LoadedModel, opts: AnalyzeOptions) -> Dataset:
+    if opts.calib is None:
+        return generated_dataset(model, opts.samples, opts.seed)
+    return load_dataset(model, opts.calib, load_preprocess(opts.preprocess), opts.samples)
+
+
+def analyze(model: str | Path, out: str | Path, options: AnalyzeOptions = AnalyzeOptions(),
+            progress: Progress | None = None) -> Analysis:
+    """Measure every unit's sensitivity to each precision in ``options`` on the calibration data; write the
+    analysis (sensitivity.json, ranges.json) into ``out``. Re-running after an interruption resumes."""
+    progress = progress or Progress()
+    folder = RunFolder(out)
+    folder.check_writable()
+    context = BackendContext(folder.root, options.batch, final=False)
+    chosen = open_backend(options.backend, options.backend_options, context)
+    loaded = load_model(model, dict(options.shapes))
+    data = calibration_data(loaded, options)
+    progress.log(f"backend: {chosen.backend.describe()}{chosen.log_line(options.backend)}")
+    progress.log(f"calibration: {data.info['source']}, {data.num_samples} samples")
+    settings = sensitivity.Settings(options.precisions, options.calibrator, options.batch)
+    return sensitivity.analyze(loaded, data, chosen.backend, folder.root, settings, progress)

@@ -1,0 +1,70 @@
+"""``build``: the planned mix (DIR/model.mixed.onnx) built into a TensorRT engine, and what it realised.
+
+Writes DIR/model.engine, DIR/layers.json (the engine inspector's layer information), DIR/build.log and
+DIR/build.json (planned vs realised per unit), updates DIR/timing.cache (shared with every build of the run)
+and renders report.html again with the comparison; the plan's own files are not rewritten.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+from ..artifacts import BuildResult, RunFolder, read_json
+from ..backends import BackendContext, open_backend
+from ..errors import ConfigError
+from ..files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..progress import Progress
+from ..report.html import render
+from .check import compare
+from .opened import read_analysis
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    backend: str = "tensorrt"  # an engine builder: a backend whose ``builds_engines`` is true
+    opt_level: int | None = None  # builder optimisation level; None: TensorRT's default (3)
+    batch: int | None = None  # largest batch of the engine; None: the plan's deployment batch
+
+    def __post_init__(self) -> None:
+        if self.opt_level is not None and not 0 <= self.opt_level <= 5:
+            raise ConfigError(f"--opt-level must be 0-5, not {self.opt_level}.")
+        if self.batch is not None and self.batch < 1:
+            raise ConfigError(f"--batch must be at least 1, not {self.batch}.")
+
+
+def build(run_dir: str | Path, options: BuildOptions = BuildOptions(), progress: Progress | None = None
+          ) -> BuildResult:
+    """Build the planned mix of ``run_dir`` into an engine; return planned vs realised per unit."""
+    from ..backends.tensorrt import TensorRTOptions
+
+    progress = progress or Progress()
+    folder = RunFolder(run_dir)
+    if not folder.plan.is_file() or not folder.mixed_onnx.is_file():
+        raise ConfigError(f"'{folder.root}' holds no plan.json and model.mixed.onnx; run 'trt-mpq plan' (or run) "
+                          "first.")
+    report = read_json(folder.report_json, "the plan report")
+    batch = options.batch or int(report.get("latency", {}).get("batch") or 1)
+    context = BackendContext(folder.root, batch, final=True)
+    backend = open_backend(options.backend, (TensorRTOptions(final_opt_level=options.opt_level),), context).backend
+    if not backend.builds_engines:
+        raise ConfigError(f"'build' makes a TensorRT engine; --backend {options.backend} cannot (use tensorrt).")
+    progress.log(f"building {folder.mixed_onnx} on {backend.describe()}, batch 1..{batch}")
+    start, log = time.perf_counter(), []
+    try:
+        engine = backend.build_engine(onnx.load(str(folder.mixed_onnx)), log)
+    finally:
+        atomic_write_text(folder.build_log, "\n".join(log) + "\n")
+    elapsed = time.perf_counter() - start
+    atomic_write_bytes(folder.engine, backend.serialize(engine))
+    layers = backend.inspect(engine)
+    atomic_write_json(folder.layers, layers)
+    result = BuildResult(f"{folder.engine.name}, {backend.describe()}, built in {elapsed:.1f} s, batch 1..{batch}",
+                         tuple(compare(folder.root, layers)))
+    atomic_write_json(folder.build, result.to_json())
+    atomic_write_text(folder.report_html, render(report, read_analysis(folder.root)[0], result))
+    progress.log(f"wrote {folder.engine}, layers.json, build.log, build.json ({elapsed:.1f} s)")
+    return result

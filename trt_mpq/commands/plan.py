@@ -1,0 +1,163 @@
+"""``plan``: from a finished analysis to a verified mixed-precision model and its artifacts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from ..artifacts import Budget, Outcome, PlanReport
+from ..backends import Backend, BackendContext, restore_backend
+from ..backends.trt_layers import ImportedLatency, attribute, read_layer_nodes, read_profile
+from ..data.datasets import load_dataset
+from ..data.images import load_preprocess
+from ..errors import ConfigError
+from ..files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..measure.task_metric import TASK_METRICS, Evaluator, TaskMetric, load_metric_fn
+from ..precision import Plan, Precision, precision_files
+from ..progress import Progress
+from ..quant.lower import lower, trt_rule_violations
+from ..report.html import render
+from ..report.summary import plan_report
+from ..search.cost import CostModel, cost_model, gpu
+from ..search.space import DecisionSpace
+from ..search.verify import pareto, search
+from .opened import OpenedAnalysis, open_analysis
+
+TRTEXEC = """# Build the planned mix with TensorRT (10.x or 11.x). Precision lives in the ONNX (Q/DQ and Cast):
+# strongly typed networks honour it exactly (--stronglyTyped is needed on 10.x, a no-op on 11.x).
+# --noTF32 keeps the FP32 units in true FP32, as they were verified on the CPU.
+trtexec --onnx={onnx} --stronglyTyped --noTF32 --saveEngine=model.engine \\
+        --timingCacheFile=timing.cache --profilingVerbosity=detailed \\
+        --exportLayerInfo=layers.json --exportProfile=profile.json
+"""
+PrecisionFiles = Mapping[Precision, Path]
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """What ``plan`` verifies on and what it must meet. Validated (and string forms parsed) on construction."""
+
+    eval: str  # held-out evaluation data, the same forms as calibration data
+    preprocess: str | None = None
+    metric: TaskMetric = TaskMetric.AGREEMENT
+    metric_fn: str | None = None  # package.module:function, fn(outputs, labels) -> float (runs the user's code)
+    budget: Budget = Budget()  # checked: give an accuracy or a latency budget
+    target: str = "t4"  # GPU of the latency cost model
+    latency_batch: int = 1  # samples per inference in deployment, for the latency
+    batch: int = 8  # evaluation batch
+    pareto: bool = False
+    latency_from: PrecisionFiles = field(default_factory=dict)  # trtexec --exportProfile per all-PREC build
+    layer_info: PrecisionFiles = field(default_factory=dict)  # trtexec --exportLayerInfo of the same builds
+    measure_latency: bool = False  # profile per node on the backend in use (always on where it is the target)
+    backend: str | None = None  # None: the backend the analysis measured with
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        if self.metric not in TASK_METRICS:
+            raise ConfigError(f"--metric '{self.metric}' is not one of {', '.join(TASK_METRICS)}.")
+        set_(self, "metric", TaskMetric(self.metric))
+        set_(self, "latency_from", precision_files(self.latency_from, "--latency-from"))
+        set_(self, "layer_info", precision_files(self.layer_info, "--layer-info"))
+        self.budget.check()
+        gpu(self.target)
+        if self.latency_from and self.measure_latency:
+            raise ConfigError("give --latency-from (a GPU run) or --measure-latency (this backend), not both.")
+        for name in ("latency_batch", "batch"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1.")
+
+
+def plan(run_dir: str | Path, options: PlanOptions, progress: Progress | None = None) -> PlanReport:
+    """Search the fastest mix that meets the budget, proven on the evaluation data; write plan.json,
+    report.json, report.html, model.mixed.onnx and trtexec.txt into ``run_dir`` (a finished analysis)."""
+    progress = progress or Progress()
+    start = time.perf_counter()
+    opened = open_analysis(run_dir)
+    analysis, model, units = opened.analysis, opened.model, opened.units
+    data = load_dataset(model, options.eval, load_preprocess(options.preprocess))
+    if data.fingerprint == analysis.calibration.data.fingerprint:
+        raise ConfigError("the evaluation data is the calibration data; verify on held-out samples the analysis "
+                          "did not see (the point is to prove the mix on data it was not tuned on).")
+    metric_fn = load_metric_fn(options.metric_fn) if options.metric_fn else None
+    context = BackendContext(opened.folder.root, max(options.batch, options.latency_batch), final=True)
+    chosen = restore_backend(analysis.backend, options.backend, context)
+    backend = chosen.backend
+    evaluator = Evaluator(data, backend, options.metric, options.batch, metric_fn)
+    fp32_score = evaluator.fp32_score(model.proto)
+    progress.log(f"verifying on: {backend.describe()}{chosen.log_line(options.backend or '')}")
+    progress.log(f"FP32 {evaluator.name} on {data.num_samples} evaluation samples: {fp32_score:.4f}")
+    cost = latency_model(opened, options, backend, data, progress)
+    space = DecisionSpace.from_analysis(analysis, cost)
+    measured: dict[str, float] = {}  # plan digest -> score, shared by the search and the sweep
+
+    def measure(p: Plan) -> float:
+        if p.digest() not in measured:
+            measured[p.digest()] = evaluator.score(lower(model.proto, units, p, opened.ranges))
+        return measured[p.digest()]
+
+    result = search(space, options.budget, fp32_score, measure, progress.log)
+    if result.outcome is Outcome.FP32_FASTEST and not cost.measured:
+        result = replace(result, message=result.message + (
+            f" (at batch {options.latency_batch} the quantize/reformat kernels are estimated to cost more than "
+            "lowering saves on this model; --latency-batch sets the deployment batch)"))
+    front = pareto(space, measure, log=progress.log) if options.pareto else []
+    mixed = lower(model.proto, units, result.plan, opened.ranges)
+    problems = trt_rule_violations(mixed)
+    if problems:  # a bug in the lowering, never the user's input
+        raise RuntimeError(f"the lowered mix breaks TensorRT's Q/DQ rules: {problems[0]}")
+    report = plan_report(analysis, data.record(), evaluator.name, options.budget, result, space,
+                         backend.describe(), time.perf_counter() - start, front)
+    folder = opened.folder
+    atomic_write_bytes(folder.mixed_onnx, mixed.SerializeToString())
+    atomic_write_text(folder.trtexec, TRTEXEC.format(onnx=folder.mixed_onnx.name))
+    atomic_write_json(folder.report_json, report.to_json())
+    atomic_write_json(folder.plan, report.plan_json())
+    atomic_write_text(folder.report_html, render(report.to_json(), analysis))
+    return report
+
+
+def latency_model(opened: OpenedAnalysis, options: PlanOptions, backend: Backend, data,
+                  progress: Progress) -> CostModel:
+    """The cost model at the deployment batch, with measured unit times where there are some: imported from
+    trtexec profiles, or profiled on the backend (always where its latencies are the deployment's)."""
+    model, units = opened.model, opened.units
+    cost = cost_model(model.proto, units, options.target, options.latency_batch, model.tensors)
+    if not (options.latency_from or options.measure_latency or backend.latency_is_deployment):
+        return cost
+    order = [n.name for n in model.proto.graph.node]
+    if options.latency_from:
+        imported = import_latency(options.latency_from, options.layer_info, units, order)
+        cost = cost.with_measured(_seconds(imported), "trtexec profiles")
+    else:
+        imported = profile_latency(opened, backend, data, options.latency_batch, order)
+        cost = cost.with_measured(_seconds(imported), f"{backend.describe()} profiling, batch "
+                                  f"{options.latency_batch}", backend.device)
+    for p, ms in imported.unattributed_ms.items():
+        progress.log(f"{p.value}: {ms:.3f} of {imported.total_ms[p]:.3f} ms measured outside any unit")
+    return cost
+
+
+def _seconds(imported: ImportedLatency) -> dict[tuple[str, Precision], float]:
+    return {k: ms / 1e3 for k, ms in imported.ms.items()}
+
+
+def profile_latency(opened: OpenedAnalysis, backend: Backend, data, batch: int,
+                    node_order: list[str]) -> ImportedLatency:
+    """Per-unit times of all-FP32, all-FP16 and all-INT8 lowered models, profiled node by node on the backend.
+    On a CPU this measures the emulation, not a GPU: it is labelled with the backend that produced it."""
+    feeds = data.take(0, data.effective_batch(batch))
+    profiles, nodes = {}, {}
+    for p in Precision:
+        uniform = Plan.of({u.name: p for u in opened.units})
+        measured = backend.profile(lower(opened.model.proto, opened.units, uniform, opened.ranges), feeds)
+        profiles[p], nodes[p] = measured.ms, measured.nodes
+    return attribute(profiles, nodes, opened.units, node_order)
+
+
+def import_latency(profiles: PrecisionFiles, layer_info: PrecisionFiles, units: Iterable,
+                   node_order: list[str]) -> ImportedLatency:
+    """Per-unit times from trtexec's --exportProfile files (and --exportLayerInfo, to map layers exactly)."""
+    return attribute({p: read_profile(f) for p, f in profiles.items()},
+                     {p: read_layer_nodes(f) for p, f in layer_info.items()}, units, node_order)

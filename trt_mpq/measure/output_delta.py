@@ -1,0 +1,130 @@
+"""Output-delta metrics between a configured model and the FP32 reference, accumulated batch by batch.
+
+Per output, over all values of all samples together: cosine similarity, SQNR in dB, normalised MSE and max
+absolute error; and top-1 agreement when the output looks like class scores ([N, C], C >= 2). The cosine is
+not averaged per sample on purpose: a sample whose output is nearly zero (a detector's map of an image with
+no text) has an ill-conditioned cosine that would dominate the mean. A model with
+several outputs reports the worst value of each metric across its outputs, plus each output separately.
+
+JSON has no infinities, so: identical outputs give ``sqnr_db: null`` with ``nmse: 0``; a configured model that
+produces NaN or Inf gives ``nonfinite`` (how many values) and null for the metrics it makes meaningless.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+
+from ..artifacts import UnitResult
+
+METRICS = ("cosine", "sqnr_db", "nmse", "max_abs", "top1_agreement")
+_WORST = {"cosine": min, "sqnr_db": min, "nmse": max, "max_abs": max, "top1_agreement": min}
+
+
+class _OutputDelta:
+    def __init__(self) -> None:
+        self.ref2 = 0.0
+        self.err2 = 0.0
+        self.max_abs = 0.0
+        self.dot = 0.0
+        self.got2 = 0.0
+        self.agree = 0
+        self.classified = 0
+        self.nonfinite = 0
+
+    def update(self, ref: np.ndarray, got: np.ndarray, samples: int) -> None:
+        r = ref.astype(np.float64, copy=False)
+        g = got.astype(np.float64, copy=False)
+        bad = ~np.isfinite(g)
+        if bad.any():
+            self.nonfinite += int(bad.sum())
+            g = np.where(bad, 0.0, g)  # keep the finite part measurable; the count says what happened
+        d = g - r
+        self.ref2 += float(np.sum(r * r))
+        self.err2 += float(np.sum(d * d))
+        self.dot += float(np.sum(r * g))
+        self.got2 += float(np.sum(g * g))
+        if d.size:
+            self.max_abs = max(self.max_abs, float(np.max(np.abs(d))))
+        if r.ndim == 2 and r.shape[1] >= 2 and np.issubdtype(ref.dtype, np.floating):
+            self.agree += int(np.sum(np.argmax(r, axis=1) == np.argmax(g, axis=1)))
+            self.classified += r.shape[0]
+
+    def result(self) -> dict[str, float | None]:
+        if self.nonfinite:
+            out = {"cosine": None, "sqnr_db": None, "nmse": None, "max_abs": None, "nonfinite": self.nonfinite}
+            if self.classified:
+                out["top1_agreement"] = self.agree / self.classified
+            return out
+        if self.err2 == 0:
+            nmse, sqnr = 0.0, None  # identical outputs: infinite SQNR, written as null
+        elif self.ref2 == 0:
+            nmse, sqnr = None, None
+        else:
+            nmse = self.err2 / self.ref2
+            sqnr = 10.0 * math.log10(self.ref2 / self.err2)
+        if self.ref2 == 0 or self.got2 == 0:
+            cosine = 1.0 if self.ref2 == self.got2 else 0.0
+        else:
+            cosine = self.dot / math.sqrt(self.ref2 * self.got2)
+        out: dict[str, float | None] = {
+            "cosine": cosine,
+            "sqnr_db": sqnr,
+            "nmse": nmse,
+            "max_abs": self.max_abs,
+        }
+        if self.classified:
+            out["top1_agreement"] = self.agree / self.classified
+        return out
+
+
+class OutputDelta:
+    """Streaming comparison over all float outputs of a model."""
+
+    def __init__(self) -> None:
+        self.outputs: dict[str, _OutputDelta] = {}
+
+    def update(self, ref: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray], samples: int) -> None:
+        for name, r in ref.items():
+            if np.issubdtype(r.dtype, np.floating):
+                self.outputs.setdefault(name, _OutputDelta()).update(r, got[name], samples)
+
+    def result(self) -> dict:
+        per = {name: acc.result() for name, acc in self.outputs.items()}
+        out: dict = {}
+        nonfinite = sum(p.get("nonfinite", 0) for p in per.values())
+        if nonfinite:
+            out = {"cosine": None, "sqnr_db": None, "nmse": None, "max_abs": None, "nonfinite": nonfinite}
+            agree = [p["top1_agreement"] for p in per.values() if "top1_agreement" in p]
+            if agree:
+                out["top1_agreement"] = min(agree)
+            if len(per) > 1:
+                out["outputs"] = per
+            return out
+        for metric in METRICS:
+            values = [p[metric] for p in per.values() if metric in p]
+            if not values:
+                continue
+            if metric == "sqnr_db" and any(v is None for v in values):
+                # null means +inf (identical output) unless that output's nmse is null too (error on a zero
+                # reference, -inf): then the worst SQNR is unknown and stays null.
+                worst_unknown = any(p.get("nmse") is None for p in per.values())
+                finite = [v for v in values if v is not None]
+                out[metric] = None if worst_unknown or not finite else min(finite)
+            elif metric == "nmse" and any(v is None for v in values):
+                out[metric] = None
+            else:
+                out[metric] = _WORST[metric](values)
+        if len(per) > 1:
+            out["outputs"] = per
+        return out
+
+    def record(self) -> UnitResult:
+        return UnitResult.from_json(self.result())
+
+
+def severity(result: dict) -> float:
+    """Sort key of a result's JSON, larger = more sensitive (``UnitResult.severity``)."""
+    return UnitResult.from_json(result).severity

@@ -1,0 +1,264 @@
+"""Per-unit sensitivity: how much the model's outputs move when one unit alone runs in a lower precision.
+
+The fast path gives the same answer as the naive one (a whole lowered model and a new session per unit,
+every sample through the whole network) for less work:
+
+1. One FP32 pass over the data records, per batch and on disk, every tensor that some unit's downstream
+   region reads from upstream (the region's *frontier*), plus the reference outputs. Ranges come from the
+   same pass, so memory is bounded by one batch whatever the number of samples.
+2. For each (unit, precision), the lowered model is cut to the nodes downstream of the unit; that smaller
+   model runs from the stored FP32 frontier. Kernels and batch shapes match the full run, so outputs agree
+   with the naive path to rounding (checked by ``scripts/benchmark.py``).
+3. Each result is journalled as soon as it is measured; a rerun with the same settings skips it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from .. import __version__
+from ..artifacts import AnalysedUnit, Analysis, Calibration, ModelInfo, RunFolder, UnitResult
+from ..backends import Backend
+from ..data.datasets import Dataset
+from ..files import atomic_write_json
+from ..network.graph import descendants, extract_region, region_inputs
+from ..network.model import LoadedModel
+from ..network.units import Unit, UnitTable, find_units
+from ..precision import Plan, Precision
+from ..progress import Progress
+from ..quant.lower import lower
+from ..quant.ranges import FP16_MAX, RangeCollector, Ranges
+from .journal import Journal
+from .output_delta import OutputDelta
+from .store import ActivationStore
+
+METRICS_VERSION = 2  # part of the resume key: results measured under other metric definitions are not reused
+
+@dataclass(frozen=True)
+class Settings:
+    precisions: tuple[Precision, ...] = (Precision.INT8, Precision.FP16)
+    calibrator: str = "max"
+    batch: int = 8
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["precisions"] = [p.value for p in self.precisions]
+        return d
+
+
+@dataclass
+class UnitRegion:
+    """What a unit's downstream run needs: its nodes in the original graph and their frontier."""
+
+    unit: Unit
+    nodes: set[int] = field(default_factory=set)
+    frontier: list[str] = field(default_factory=list)
+
+
+def unit_regions(model: onnx.ModelProto, units: Sequence[Unit], all_units: Sequence[Unit]) -> list[UnitRegion]:
+    """Each unit's downstream region. A region never splits another unit: if it holds a unit's residual Add,
+    it holds that unit's Conv too, so the backend fuses the region exactly as it fuses the whole model."""
+    index = {n.name: i for i, n in enumerate(model.graph.node)}
+    members = [{index[n] for n in u.nodes} for u in all_units]
+    out = []
+    for u in units:
+        region = descendants(model.graph, [index[n] for n in u.nodes])
+        for group in members:
+            if region & group and not group <= region:
+                region |= group
+        out.append(UnitRegion(u, region, region_inputs(model.graph, region)))
+    return out
+
+
+def observed_tensors(model: onnx.ModelProto, units: Sequence[Unit]) -> list[str]:
+    """Tensors whose |x| maxima are recorded: what each unit reads and hands on. Values inside a fused unit
+    are not recorded (they would multiply the FP32 pass's memory); constants are checked directly."""
+    consts = {t.name for t in model.graph.initializer}
+    names = dict.fromkeys(n for u in units for n in (*u.inputs, *u.outputs))
+    return [n for n in names if n not in consts]
+
+
+def fp16_overflow(model: onnx.ModelProto, unit: Unit, ranges: Ranges) -> list[str]:
+    """Tensors and constants of a unit whose magnitude exceeds the FP16 range (65504)."""
+    by_name = {n.name: n for n in model.graph.node}
+    inits = {t.name: t for t in model.graph.initializer}
+    members = [by_name[n] for n in unit.nodes]
+    flagged = ranges.exceeds_fp16([*unit.inputs, *unit.outputs])
+    for node in members:
+        for name in node.input:
+            t = inits.get(name)
+            if t is not None and t.data_type == onnx.TensorProto.FLOAT:
+                a = numpy_helper.to_array(t)
+                if a.size and float(np.max(np.abs(a))) > FP16_MAX:
+                    flagged.append(name)
+    return list(dict.fromkeys(flagged))
+
+
+def _run_key(model: LoadedModel, dataset: Dataset, backend: Backend, settings: Settings) -> str:
+    blob = json.dumps([__version__, METRICS_VERSION, model.sha256, dataset.fingerprint, backend.describe(),
+                       settings.to_json(), [i.describe() for i in model.inputs]], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def collect(model: LoadedModel, table: UnitTable, regions: list[UnitRegion], dataset: Dataset, backend: Backend,
+            settings: Settings, store: ActivationStore, progress: Progress) -> Ranges:
+    """FP32 pass: fill the activation store (frontiers + reference outputs) and calibrate ranges."""
+    outputs = [o.name for o in model.proto.graph.output]
+    stored = list(dict.fromkeys([n for r in regions for n in r.frontier] + outputs))
+    observed = observed_tensors(model.proto, table.units)
+    quantized = [a for u in table.units for a in u.activations]
+    collector = RangeCollector(settings.calibrator, observed, quantized)
+    graph_inputs = {i.name for i in model.proto.graph.input}  # fed, not computed (TensorRT can't output them)
+    extra = [n for n in dict.fromkeys(stored + observed) if n not in outputs and n not in graph_inputs]
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model.proto)
+    elem = {k: v for k, v in model.tensors.types.items() if v}  # typed outputs: TensorRT's parser wants them
+    for name in extra:
+        probe.graph.output.append(onnx.helper.make_tensor_value_info(name, elem[name], None) if name in elem
+                                  else onnx.ValueInfoProto(name=name))
+    spans = dataset.spans(settings.batch)
+    progress.start("FP32 reference and ranges", len(spans) * (2 if collector.needs_histograms else 1))
+    store.reset()
+    with backend.compile(probe) as session:
+        for b, (lo, hi) in enumerate(spans):
+            feeds = dataset.take(lo, hi)
+            values = {**feeds, **session.run(feeds, outputs + extra)}
+            collector.update_max(values)
+            store.write(b, {n: values[n] for n in stored})
+            progress.advance()
+    if collector.needs_histograms:
+        collector.start_histograms()
+        for b in range(len(spans)):
+            collector.update_histograms(store.read(b, [q for q in collector.quantized]))
+            progress.advance()
+    store.finish()
+    return collector.result()
+
+
+def downstream_model(model: onnx.ModelProto, region: UnitRegion, store: ActivationStore) -> onnx.ModelProto:
+    """The FP32 nodes downstream of a unit (the unit included), fed by its frontier from the store."""
+    types = {n: store.dtype_shape(n) for n in region.frontier}
+    return extract_region(model, region.nodes, types, name=f"downstream_of_{region.unit.name}")
+
+
+def measure_unit(sub: onnx.ModelProto, unit: Unit, precisions: Sequence[Precision], ranges: Ranges,
+                 backend: Backend, store: ActivationStore, outputs: Sequence[str],
+                 samples_per_batch: Sequence[int]) -> dict[Precision, UnitResult]:
+    """Sensitivity of one unit at each precision: lower the unit inside its downstream model, run it from the
+    stored FP32 frontier (read once per batch for all precisions), compare with the stored reference."""
+    sessions, deltas = {}, {}
+    with contextlib.ExitStack() as stack:
+        for p in precisions:
+            lowered = lower(sub, [unit], Plan.of({unit.name: p}), ranges)
+            sessions[p] = (stack.enter_context(backend.compile(lowered)), [o.name for o in lowered.graph.output])
+            deltas[p] = OutputDelta()
+        feeds_needed = [i.name for i in sub.graph.input]
+        for b, count in enumerate(samples_per_batch):
+            feeds = store.read(b, feeds_needed)
+            ref = store.read(b, outputs)
+            for p, (session, produced) in sessions.items():
+                deltas[p].update(ref, {**ref, **session.run(feeds, produced)}, count)
+    return {p: d.record() for p, d in deltas.items()}
+
+
+def measure_naive(model: LoadedModel, units: Sequence[Unit], pairs: Sequence[tuple[Unit, Precision]],
+                  ranges: Ranges, backend: Backend, dataset: Dataset, batch: int = 8, reference_once: bool = False,
+                  progress: Progress | None = None) -> dict[tuple[str, str], dict]:
+    """The baseline the fast path is measured against: for every (unit, precision) a whole lowered model and a
+    new session, every sample through the whole network, in the same batches as the fast path (ONNX Runtime's
+    GEMM rounding depends on the batch size, and the two must compute the same numbers). Without
+    ``reference_once`` each measurement also runs the FP32 model, as the method is written; with it the FP32
+    outputs are computed once up front and kept."""
+    progress = progress or Progress()
+    spans = dataset.spans(batch)
+    results = {}
+    with backend.compile(model.proto) as fp32:
+        refs = [fp32.run(dataset.take(lo, hi)) for lo, hi in spans] if reference_once else None
+        progress.start("naive per-unit runs", len(pairs))
+        for unit, precision in pairs:
+            delta = OutputDelta()
+            with backend.compile(lower(model.proto, units, Plan.of({unit.name: precision}), ranges)) as session:
+                for k, (lo, hi) in enumerate(spans):
+                    feeds = dataset.take(lo, hi)
+                    ref = refs[k] if refs is not None else fp32.run(feeds)
+                    delta.update(ref, session.run(feeds), hi - lo)
+            results[(unit.name, precision.value)] = delta.result()
+            progress.advance()
+    return results
+
+
+def analyze(model: LoadedModel, dataset: Dataset, backend: Backend, out_dir: str | Path,
+            settings: Settings = Settings(), progress: Progress | None = None) -> Analysis:
+    """Measure every unit at every precision in ``settings``; write the analysis into ``out_dir``
+    (sensitivity.json, ranges.json); resume from ``out_dir/.trt-mpq/<run key>/`` when an earlier run with the
+    same inputs and settings was cut short."""
+    progress = progress or Progress()
+    start = time.perf_counter()
+    folder = RunFolder(out_dir)
+    table = find_units(model.proto, model.tensors)
+    work = folder.work / _run_key(model, dataset, backend, settings)
+    journal = Journal(work / "results.jsonl")
+    done = {k: UnitResult.from_json(v) for k, v in journal.load().items()}
+    pairs = [(u, p) for u in table.units for p in settings.precisions if (u.name, p.value) not in done]
+    store = ActivationStore(work / "activations")
+    ranges_path = work / "ranges.json"
+    ranges = Ranges.from_json(json.loads(ranges_path.read_text())) if ranges_path.exists() else None
+    if done:
+        progress.log(f"resuming: {len(done)} of {len(done) + len(pairs)} measurements already done")
+    pending = [u for u in table.units if any(u is q for q, _ in pairs)]
+    regions = {r.unit.name: r for r in unit_regions(model.proto, pending, table.units)}
+    if pairs and (ranges is None or not store.complete):
+        ranges = collect(model, table, list(regions.values()), dataset, backend, settings, store, progress)
+        atomic_write_json(ranges_path, ranges.to_json())
+    elif ranges is None:
+        ranges = Ranges(settings.calibrator)
+    counts = [hi - lo for lo, hi in dataset.spans(settings.batch)]
+    outputs = [o.name for o in model.proto.graph.output]
+    progress.start("per-unit sensitivity", len(pairs))
+    for unit in pending:
+        todo = [p for q, p in pairs if q is unit]
+        sub = downstream_model(model.proto, regions[unit.name], store)
+        results = measure_unit(sub, unit, todo, ranges, backend, store, outputs, counts)
+        for precision, result in results.items():
+            if precision is Precision.FP16:
+                flagged = fp16_overflow(model.proto, unit, ranges)
+                if flagged:
+                    result = result.with_fp16_overflow(flagged)
+            journal.append(unit.name, precision.value, result.to_json())
+            done[(unit.name, precision.value)] = result
+            progress.advance()
+    store.remove()
+    analysis = _analysis(model, table, dataset, backend, settings, done, time.perf_counter() - start)
+    atomic_write_json(folder.ranges, ranges.to_json())
+    atomic_write_json(folder.sensitivity, analysis.to_json())
+    return analysis
+
+
+def _versions() -> dict[str, str]:
+    import onnxruntime
+
+    return {"trt_mpq": __version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+            "numpy": np.__version__}
+
+
+def _analysis(model: LoadedModel, table: UnitTable, dataset: Dataset, backend: Backend, settings: Settings,
+              results: dict[tuple[str, str], UnitResult], elapsed: float) -> Analysis:
+    units = tuple(
+        AnalysedUnit(u.name, u.main_op, u.nodes, u.op_types,
+                     {p: results[(u.name, p.value)] for p in settings.precisions if (u.name, p.value) in results})
+        for u in table.units)
+    info = ModelInfo(str(model.path), model.sha256, tuple(i.describe() for i in model.inputs),
+                     tuple(o.describe() for o in model.outputs), tuple(model.notes), dict(model.shapes))
+    calibration = Calibration(dataset.record(), settings.calibrator, dataset.effective_batch(settings.batch))
+    return Analysis(info, backend.record(), settings.precisions, calibration, units, tuple(table.skipped),
+                    _versions(), round(elapsed, 2))

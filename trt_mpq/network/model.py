@@ -1,0 +1,262 @@
+"""Load an FP32 ONNX model, check it is something trt-mpq can work on, and normalise its quirks.
+
+Normalisation keeps the model's function unchanged: weights held in ``Constant`` nodes become initializers,
+unnamed nodes get stable names (``<OpType>_<index in graph.node>``), opsets below 13 are converted to 13
+(per-channel Q/DQ needs it), and dynamic input dimensions are fixed by ``--shape`` where given.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import external_data_helper, numpy_helper
+
+from ..errors import ConfigError, ModelError
+from .graph import walk_nodes
+from .shapes import TensorTable, infer_tensors
+
+MIN_OPSET = 13
+QUANTIZED_OPS = {
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "QLinearConv",
+    "QLinearMatMul",
+    "ConvInteger",
+    "MatMulInteger",
+    "DynamicQuantizeLinear",
+}
+
+Dim = int | str | None  # a fixed size, a symbolic name, or unknown
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A graph input or output: name, numpy dtype and shape (ints, symbolic names or None)."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[Dim, ...]
+
+    @property
+    def batch_axis(self) -> int | None:
+        """Axis 0 when it is dynamic (samples can be stacked along it), else None."""
+        if self.shape and not isinstance(self.shape[0], int):
+            return 0
+        return None
+
+    def describe(self) -> str:
+        dims = "x".join("?" if d is None else str(d) for d in self.shape) or "scalar"
+        return f"{self.name} {self.dtype.name}[{dims}]"
+
+
+@dataclass
+class LoadedModel:
+    """A validated, normalised FP32 model and what is known about it."""
+
+    proto: onnx.ModelProto
+    path: Path
+    sha256: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    notes: list[str] = field(default_factory=list)
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # the --shape overrides applied
+
+    def input(self, name: str) -> TensorSpec:
+        return next(i for i in self.inputs if i.name == name)
+
+    @functools.cached_property
+    def tensors(self) -> TensorTable:
+        """Element types and per-sample shapes, inferred once (the units, the probe and the cost model use it)."""
+        return infer_tensors(self.proto)
+
+
+def file_sha256(*paths: Path) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def parse_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
+    """Parse ``NAME:1x3x224x224`` items (trtexec / Polygraphy syntax)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for item in items or []:
+        name, sep, dims = item.rpartition(":")
+        if not sep or not name or not re.fullmatch(r"\d+(x\d+)*", dims or ""):
+            raise ConfigError(f"--shape '{item}' is not NAME:DIMS such as 'input:1x3x224x224'.")
+        shapes[name] = tuple(int(d) for d in dims.split("x"))
+    return shapes
+
+
+def _spec(vi: onnx.ValueInfoProto) -> TensorSpec:
+    tt = vi.type.tensor_type
+    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)) if tt.elem_type else np.dtype("float32")
+    dims: list[Dim] = []
+    for d in tt.shape.dim:
+        if d.HasField("dim_value"):
+            dims.append(int(d.dim_value))
+        elif d.HasField("dim_param"):
+            dims.append(d.dim_param)
+        else:
+            dims.append(None)
+    return TensorSpec(vi.name, dtype, tuple(dims))
+
+
+def _read(path: Path) -> tuple[onnx.ModelProto, list[Path]]:
+    if not path.exists():
+        raise ModelError(f"model file '{path}' does not exist.")
+    if not path.is_file():
+        raise ModelError(f"model path '{path}' is not a file.")
+    if path.stat().st_size == 0:
+        raise ModelError(f"model file '{path}' is empty.")
+    try:
+        model = onnx.load_model(str(path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError, UnicodeDecodeError) as exc:
+        raise ModelError(
+            f"'{path}' could not be read as an ONNX model (is it truncated, or another format?): {exc}"
+        ) from None
+    if not model.HasField("graph") or not model.graph.node or not model.opset_import:
+        raise ModelError(f"'{path}' is not an ONNX model: it holds no graph.")
+    ext = sorted({
+        path.parent / kv.value
+        for t in external_data_helper._get_all_tensors(model)
+        for kv in t.external_data
+        if kv.key == "location"
+    })
+    try:
+        external_data_helper.load_external_data_for_model(model, str(path.parent))
+    except (OSError, onnx.checker.ValidationError) as exc:
+        missing = [str(p.name) for p in ext if not p.is_file()]
+        what = ", ".join(missing) if missing else getattr(exc, "filename", None) or str(exc).splitlines()[0]
+        raise ModelError(
+            f"external data for '{path}' is missing or unreadable ({what}); keep the weight files next to the model."
+        ) from None
+    return model, ext
+
+
+def _check_fp32(model: onnx.ModelProto, path: Path) -> None:
+    ops = [n.op_type for n in walk_nodes(model.graph)]
+    quantized = sorted(set(ops) & QUANTIZED_OPS)
+    if quantized:
+        raise ModelError(
+            f"'{path}' is already quantized (it contains {', '.join(quantized)}); "
+            "trt-mpq starts from the original FP32 model."
+        )
+    low = {onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
+    if any(t.data_type in low for t in model.graph.initializer):
+        raise ModelError(f"'{path}' stores weights in FP16/BF16; trt-mpq starts from the original FP32 model.")
+
+
+def _constants_to_initializers(graph: onnx.GraphProto) -> int:
+    """Turn tensor-valued Constant nodes into initializers, the form the lowering rewrites."""
+    keep, moved = [], 0
+    for node in graph.node:
+        if node.op_type == "Constant" and len(node.attribute) == 1:
+            attr = node.attribute[0]
+            value = None
+            if attr.name == "value":
+                value = numpy_helper.to_array(attr.t)
+            elif attr.name in ("value_float", "value_int"):
+                value = np.array(attr.f if attr.name == "value_float" else attr.i,
+                                 np.float32 if attr.name == "value_float" else np.int64)
+            elif attr.name in ("value_floats", "value_ints"):
+                value = np.array(list(attr.floats) if attr.name == "value_floats" else list(attr.ints),
+                                 np.float32 if attr.name == "value_floats" else np.int64)
+            if value is not None:
+                graph.initializer.append(numpy_helper.from_array(value, node.output[0]))
+                moved += 1
+                continue
+        keep.append(node)
+    if moved:
+        del graph.node[:]
+        graph.node.extend(keep)
+    return moved
+
+
+def _name_nodes(graph: onnx.GraphProto) -> int:
+    seen: set[str] = set()
+    renamed = 0
+    for i, node in enumerate(graph.node):
+        name = node.name or f"{node.op_type}_{i}"
+        base, k = name, 1
+        while name in seen:
+            name, k = f"{base}_{k}", k + 1
+        if name != node.name:
+            node.name = name
+            renamed += 1
+        seen.add(name)
+    return renamed
+
+
+def _apply_shapes(model: onnx.ModelProto, inputs: list[TensorSpec], shapes: dict[str, tuple[int, ...]]) -> None:
+    known = {i.name: i for i in inputs}
+    for name, dims in shapes.items():
+        if name not in known:
+            raise ConfigError(
+                f"--shape names input '{name}', but the model's inputs are: {', '.join(known) or 'none'}."
+            )
+        spec = known[name]
+        if len(dims) != len(spec.shape):
+            raise ConfigError(
+                f"--shape {name}:{'x'.join(map(str, dims))} has {len(dims)} dims; input '{name}' has "
+                f"{len(spec.shape)} ({spec.describe()})."
+            )
+        for axis, (want, have) in enumerate(zip(dims, spec.shape, strict=True)):
+            if isinstance(have, int) and have != want:
+                raise ConfigError(
+                    f"--shape gives {want} for axis {axis} of '{name}', but the model fixes it to {have}."
+                )
+    for vi in model.graph.input:
+        if vi.name not in shapes:
+            continue
+        for axis, (d, want) in enumerate(zip(vi.type.tensor_type.shape.dim, shapes[vi.name], strict=True)):
+            # Axis 0, when dynamic, stays the batch axis so samples can be stacked along it.
+            if axis == 0 and not d.HasField("dim_value"):
+                continue
+            d.Clear()
+            d.dim_value = want
+
+
+def load_model(path: str | Path, shapes: dict[str, tuple[int, ...]] | None = None) -> LoadedModel:
+    """Load, validate and normalise an FP32 ONNX model; raise ModelError/ConfigError with a user message."""
+    path = Path(path)
+    model, ext = _read(path)
+    _check_fp32(model, path)
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unknown reason"
+        raise ModelError(f"'{path}' is not a valid ONNX model: {first}") from None
+    notes: list[str] = []
+    moved = _constants_to_initializers(model.graph)
+    if moved:
+        notes.append(f"{moved} Constant nodes were turned into initializers")
+    renamed = _name_nodes(model.graph)
+    if renamed:
+        notes.append(f"{renamed} nodes had no (unique) name and were named <OpType>_<index>")
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < MIN_OPSET:
+        try:
+            model = onnx.version_converter.convert_version(model, MIN_OPSET)
+        except Exception as exc:  # the converter raises bare RuntimeErrors from C++
+            raise ModelError(
+                f"'{path}' uses opset {opset}; converting it to opset {MIN_OPSET} (needed for per-channel Q/DQ) "
+                f"failed: {str(exc).splitlines()[0]}"
+            ) from None
+        notes.append(f"opset {opset} converted to {MIN_OPSET}")
+    init_names = {t.name for t in model.graph.initializer}
+    inputs = [_spec(vi) for vi in model.graph.input if vi.name not in init_names]
+    if shapes:
+        _apply_shapes(model, inputs, shapes)
+        inputs = [_spec(vi) for vi in model.graph.input if vi.name not in init_names]
+    outputs = [_spec(vi) for vi in model.graph.output]
+    return LoadedModel(model, path, file_sha256(path, *ext), inputs, outputs, notes, dict(shapes or {}))

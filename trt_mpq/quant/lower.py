@@ -1,0 +1,188 @@
+"""Lowering: model + plan + ranges -> one ONNX model whose graph carries the precisions.
+
+TensorRT 11 builds precision from the graph (strong typing), and ONNX Runtime runs the same file, so this one
+pure function produces what both the CPU emulation and the GPU build consume:
+
+- INT8: QuantizeLinear -> DequantizeLinear on each activation input of the unit (per-tensor, symmetric,
+  zero point 0) and on the residual input of a fused Add; the weight is stored as an int8 initializer with a
+  per-channel DequantizeLinear on the axis TensorRT expects (Conv 0, ConvTranspose 1, Gemm/MatMul N).
+  Biases stay FP32 (TensorRT folds them in higher precision).
+- FP16: Cast to float16 on the unit's inputs, every float constant of the unit stored as float16, Cast back
+  to float32 on what the unit hands on. Back-to-back Casts between islands are removed by TensorRT.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from ..errors import ConfigError
+from ..network.graph import constant_names, node_inputs, stable_toposort
+from ..network.units import Unit
+from ..precision import Plan, Precision
+from .ranges import INT8_MAX, Ranges, weight_scales
+
+
+class _Rewriter:
+    def __init__(self, model: onnx.ModelProto):
+        self.model = onnx.ModelProto()
+        self.model.CopyFrom(model)
+        self.g = self.model.graph
+        self.inits = {t.name: t for t in self.g.initializer}
+        self.node_by_name = {n.name: n for n in self.g.node}
+        self.before: dict[str, list[onnx.NodeProto]] = {}  # new nodes to place before a unit's first node
+        self.after: dict[str, list[onnx.NodeProto]] = {}  # new nodes to place after a unit's last node
+        self.shared: dict[str, str] = {}  # (kind:tensor) -> replacement tensor, so a pair is made once
+        self.retyped: set[str] = set()
+
+    def _add_init(self, array: np.ndarray, name: str) -> str:
+        if name not in self.inits:
+            t = numpy_helper.from_array(array, name)
+            self.g.initializer.append(t)
+            self.inits[name] = self.g.initializer[-1]
+        return name
+
+    def _rewire(self, nodes: Sequence[onnx.NodeProto], old: str, new: str) -> None:
+        for node in nodes:
+            for k, name in enumerate(node.input):
+                if name == old:
+                    node.input[k] = new
+
+    def qdq_activation(self, unit: Unit, tensor: str, scale: float, readers: list[onnx.NodeProto]) -> None:
+        key = f"qdq:{tensor}"
+        if key not in self.shared:
+            s = self._add_init(np.array(scale, np.float32), f"{tensor}_scale")
+            z = self._add_init(np.array(0, np.int8), f"{tensor}_zero_point")
+            q = helper.make_node("QuantizeLinear", [tensor, s, z], [f"{tensor}_quantized"], f"{tensor}_QuantizeLinear")
+            dq = helper.make_node(
+                "DequantizeLinear", [q.output[0], s, z], [f"{tensor}_dequantized"], f"{tensor}_DequantizeLinear"
+            )
+            self.before.setdefault(unit.nodes[0], []).extend([q, dq])
+            self.shared[key] = dq.output[0]
+        self._rewire(readers, tensor, self.shared[key])
+
+    def qdq_weight(self, unit: Unit, main: onnx.NodeProto) -> None:
+        w = numpy_helper.to_array(self.inits[unit.weight])
+        scales = weight_scales(w, unit.weight_axis)
+        shape = [1] * w.ndim
+        if unit.weight_axis is not None:
+            shape[unit.weight_axis] = -1
+        q = np.clip(np.round(w / scales.reshape(shape)), -INT8_MAX - 1, INT8_MAX).astype(np.int8)
+        base = f"{unit.weight}__{unit.name}" if self._shared_weight(unit) else unit.weight
+        wq = self._add_init(q, f"{base}_int8")
+        s = self._add_init(scales, f"{base}_scale")
+        z = self._add_init(np.zeros(scales.shape, np.int8), f"{base}_zero_point")
+        attrs = {"axis": unit.weight_axis} if unit.weight_axis is not None else {}
+        dq = helper.make_node(
+            "DequantizeLinear", [wq, s, z], [f"{base}_dequantized"], f"{base}_DequantizeLinear", **attrs
+        )
+        self.before.setdefault(unit.nodes[0], []).append(dq)
+        self._rewire([main], unit.weight, dq.output[0])
+
+    def _shared_weight(self, unit: Unit) -> bool:
+        return sum(unit.weight in n.input for n in self.g.node) > 1
+
+    def cast_fp16(self, unit: Unit) -> None:
+        members = [self.node_by_name[n] for n in unit.nodes]
+        made = {o for n in members for o in n.output}
+        for node in members:
+            for k, name in enumerate(node.input):
+                if not name or name in made:
+                    continue
+                if name in self.inits:
+                    t = self.inits[name]
+                    if t.data_type == TensorProto.FLOAT:
+                        with np.errstate(over="ignore"):  # overflow is reported by the FP16 range check
+                            half = numpy_helper.to_array(t).astype(np.float16)
+                        node.input[k] = self._add_init(half, f"{name}_fp16")
+                    continue
+                key = f"cast16:{name}"
+                if key not in self.shared:
+                    cast = helper.make_node(
+                        "Cast", [name], [f"{name}_fp16"], f"{name}_cast_fp16", to=TensorProto.FLOAT16
+                    )
+                    self.before.setdefault(unit.nodes[0], []).append(cast)
+                    self.shared[key] = cast.output[0]
+                node.input[k] = self.shared[key]
+        self.retyped |= made
+        for out in unit.outputs:
+            inner = f"{out}_fp16out"
+            for node in members:
+                for k, name in enumerate(node.output):
+                    if name == out:
+                        node.output[k] = inner
+                for k, name in enumerate(node.input):
+                    if name == out:
+                        node.input[k] = inner
+            cast = helper.make_node("Cast", [inner], [out], f"{out}_cast_fp32", to=TensorProto.FLOAT)
+            self.after.setdefault(unit.nodes[-1], []).append(cast)
+
+    def finish(self) -> onnx.ModelProto:
+        ordered = []
+        for node in self.g.node:
+            ordered.extend(self.before.get(node.name, []))
+            ordered.append(node)
+            ordered.extend(self.after.get(node.name, []))
+        available = {i.name for i in self.g.input} | set(self.inits)
+        del self.g.node[:]
+        self.g.node.extend(stable_toposort(ordered, available))
+        used = {n for node in self.g.node for n in node_inputs(node)} | {o.name for o in self.g.output}
+        keep = [t for t in self.g.initializer if t.name in used]
+        if len(keep) != len(self.g.initializer):
+            del self.g.initializer[:]
+            self.g.initializer.extend(keep)
+        if self.retyped:
+            vis = [v for v in self.g.value_info if v.name not in self.retyped]
+            del self.g.value_info[:]
+            self.g.value_info.extend(vis)
+        return self.model
+
+
+def lower(model: onnx.ModelProto, units: Sequence[Unit], plan: Plan, ranges: Ranges | None) -> onnx.ModelProto:
+    """Return a new model in which every unit of ``plan`` runs in its precision; ``model`` is not modified."""
+    by_name = {u.name: u for u in units}
+    unknown = [u for u in plan.lowered() if u not in by_name]
+    if unknown:
+        raise ConfigError(f"the plan names units the model does not have: {', '.join(unknown[:5])}.")
+    rw = _Rewriter(model)
+    for name, precision in plan.precisions:
+        unit = by_name[name]
+        if precision is Precision.INT8:
+            if ranges is None:
+                raise ConfigError("INT8 lowering needs activation ranges; run calibration first.")
+            members = [rw.node_by_name[n] for n in unit.nodes]
+            main = rw.node_by_name[unit.name]
+            for tensor in unit.activations:
+                readers = [n for n in members if tensor in n.input]
+                rw.qdq_activation(unit, tensor, ranges.scale(tensor), readers)
+            if unit.weight is not None:
+                rw.qdq_weight(unit, main)
+        elif precision is Precision.FP16:
+            rw.cast_fp16(unit)
+    return rw.finish()
+
+
+def trt_rule_violations(model: onnx.ModelProto) -> list[str]:
+    """Check the Q/DQ rules of TensorRT's explicit quantization; an empty list means the model obeys them."""
+    g = model.graph
+    inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    consts = constant_names(g)
+    problems = []
+    for node in g.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        scale = inits.get(node.input[1])
+        zp = inits.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if scale is None:
+            problems.append(f"{node.name}: scale is not a constant")
+        elif not np.all(scale > 0):
+            problems.append(f"{node.name}: scale must be positive")
+        if zp is not None and (np.any(zp != 0) or zp.dtype != np.int8):
+            problems.append(f"{node.name}: zero point must be int8 zero (symmetric)")
+        per_channel = scale is not None and scale.ndim > 0 and scale.size > 1
+        if per_channel and node.input[0] not in consts:
+            problems.append(f"{node.name}: per-channel scales are only allowed for weights")
+    return problems

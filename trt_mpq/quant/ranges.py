@@ -1,0 +1,196 @@
+"""Activation ranges from streaming collectors, and symmetric INT8 scales for activations and weights.
+
+Collectors are running reducers fed batch by batch, so memory does not depend on the number of samples.
+``max`` needs one pass; ``percentile``, ``entropy`` and ``mse`` build a 2048-bin histogram of |x| over
+[0, max] in a second pass (the range must be known before binning), as TensorRT's calibrators did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import ConfigError
+
+CALIBRATORS = ("max", "percentile", "entropy", "mse")
+HIST_BINS = 2048
+INT8_MAX = 127
+FP16_MAX = 65504.0
+PERCENTILE = 99.99
+
+
+class AbsMax:
+    """Running max(|x|)."""
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def update(self, x: np.ndarray) -> None:
+        if x.size:  # max and -min avoid an |x| temporary the size of the tensor
+            self.value = max(self.value, float(x.max()), -float(x.min()))
+
+
+class AbsHistogram:
+    """Running histogram of |x| over [0, amax] with a fixed number of bins."""
+
+    def __init__(self, amax: float, bins: int = HIST_BINS) -> None:
+        self.amax = float(amax)
+        self.counts = np.zeros(bins, dtype=np.int64)
+
+    def update(self, x: np.ndarray) -> None:
+        if self.amax <= 0 or not x.size:
+            self.counts[0] += x.size
+            return
+        bins = len(self.counts)
+        # float64: a float16 tensor with a small range would overflow when scaled to bin indices
+        idx = np.minimum((np.abs(x.ravel()).astype(np.float64) * (bins / self.amax)).astype(np.int64), bins - 1)
+        self.counts += np.bincount(idx, minlength=bins)
+
+    @property
+    def edges(self) -> np.ndarray:
+        return np.linspace(0.0, self.amax, len(self.counts) + 1)
+
+
+def percentile_threshold(hist: AbsHistogram, percentile: float = PERCENTILE) -> float:
+    """Smallest upper bin edge below which ``percentile`` % of the values fall."""
+    total = hist.counts.sum()
+    if total == 0 or hist.amax == 0:
+        return hist.amax
+    cdf = np.cumsum(hist.counts) / total
+    k = int(np.searchsorted(cdf, percentile / 100.0))
+    return float(hist.edges[min(k, len(hist.counts) - 1) + 1])
+
+
+def _kl(p: np.ndarray, q: np.ndarray) -> float:
+    p = p / p.sum()
+    q = q / q.sum()
+    mask = p > 0
+    return float(np.sum(p[mask] * np.log(p[mask] / q[mask])))
+
+
+def entropy_threshold(hist: AbsHistogram, levels: int = INT8_MAX + 1) -> float:
+    """TensorRT's entropy calibration: the threshold whose 128-level quantization minimises KL(P || Q)."""
+    counts = hist.counts.astype(np.float64)
+    if counts.sum() == 0 or hist.amax == 0:
+        return hist.amax
+    nonzero = np.nonzero(counts)[0]
+    last = int(nonzero[-1]) + 1
+    if last <= levels:
+        return float(hist.edges[last])
+    best_i, best_kl = last, np.inf
+    for i in range(levels, last + 1):
+        p = counts[:i].copy()
+        p[i - 1] += counts[i:].sum()  # outliers are clipped into the last bin
+        if p.sum() == 0:
+            continue
+        # Merge the i reference bins into `levels` quantized bins, then spread each back over its
+        # non-empty source bins (empty bins stay empty in Q, as in the reference algorithm).
+        ref = counts[:i]
+        groups = np.minimum((np.arange(i) * levels) // i, levels - 1)
+        sums = np.bincount(groups, weights=ref, minlength=levels)
+        nonempty = np.bincount(groups, weights=(ref > 0).astype(np.float64), minlength=levels)
+        q = np.where(ref > 0, sums[groups] / np.maximum(nonempty[groups], 1), 0.0)
+        q_mask = (p > 0) & (q == 0)
+        if q_mask.any():
+            q = q + q_mask * 1e-12  # a value in P that Q cannot represent: keep KL finite but large
+        kl = _kl(p, q)
+        if kl < best_kl:
+            best_i, best_kl = i, kl
+    return float(hist.edges[best_i])
+
+
+def mse_threshold(hist: AbsHistogram, candidates: int = 256) -> float:
+    """The threshold that minimises the expected squared error of symmetric INT8 quantization."""
+    counts = hist.counts.astype(np.float64)
+    if counts.sum() == 0 or hist.amax == 0:
+        return hist.amax
+    centers = (hist.edges[:-1] + hist.edges[1:]) / 2
+    thresholds = hist.amax * np.linspace(1.0 / candidates, 1.0, candidates)
+    scale = thresholds[:, None] / INT8_MAX
+    q = np.minimum(np.round(centers[None, :] / scale), INT8_MAX) * scale
+    err = ((centers[None, :] - q) ** 2 * counts[None, :]).sum(axis=1)
+    return float(thresholds[int(np.argmin(err))])
+
+
+THRESHOLDS = {"percentile": percentile_threshold, "entropy": entropy_threshold, "mse": mse_threshold}
+
+
+def check_calibrator(name: str) -> str:
+    if name not in CALIBRATORS:
+        raise ConfigError(f"--calibrator '{name}' is not one of {', '.join(CALIBRATORS)}.")
+    return name
+
+
+def int8_scale(amax: float) -> float:
+    """Symmetric INT8 scale; TensorRT requires a positive scale, so an all-zero tensor gets 1."""
+    return float(amax) / INT8_MAX if amax > 0 else 1.0
+
+
+def weight_scales(w: np.ndarray, axis: int | None) -> np.ndarray:
+    """Symmetric per-channel (or per-tensor when ``axis`` is None) max scales for a weight."""
+    a = np.abs(w.astype(np.float32))
+    if axis is None:
+        amax = np.array(a.max() if a.size else 0.0, dtype=np.float32)
+    else:
+        amax = a.max(axis=tuple(k for k in range(a.ndim) if k != axis)) if a.size else np.zeros(w.shape[axis])
+    return np.where(amax > 0, amax / INT8_MAX, 1.0).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Ranges:
+    """Calibrated INT8 thresholds for quantized activations, and raw |x| maxima for every observed tensor."""
+
+    calibrator: str
+    amax: Mapping[str, float] = field(default_factory=dict)
+    absmax: Mapping[str, float] = field(default_factory=dict)
+
+    def scale(self, tensor: str) -> float:
+        return int8_scale(self.amax[tensor])
+
+    def exceeds_fp16(self, tensors: Iterable[str]) -> list[str]:
+        return [t for t in tensors if self.absmax.get(t, 0.0) > FP16_MAX]
+
+    def to_json(self) -> dict:
+        return {"calibrator": self.calibrator, "amax": dict(self.amax), "absmax": dict(self.absmax)}
+
+    @classmethod
+    def from_json(cls, d: Mapping) -> Ranges:
+        return cls(d["calibrator"], dict(d["amax"]), dict(d["absmax"]))
+
+
+class RangeCollector:
+    """Feeds batches to the collectors; call ``needs_histograms`` / ``start_histograms`` between passes."""
+
+    def __init__(self, calibrator: str, observed: Iterable[str], quantized: Iterable[str]) -> None:
+        self.calibrator = check_calibrator(calibrator)
+        self.maxima = {n: AbsMax() for n in dict.fromkeys(observed)}
+        self.quantized = list(dict.fromkeys(quantized))
+        self.hists: dict[str, AbsHistogram] = {}
+
+    @property
+    def needs_histograms(self) -> bool:
+        return self.calibrator != "max"
+
+    def update_max(self, tensors: Mapping[str, np.ndarray]) -> None:
+        for name, m in self.maxima.items():
+            if name in tensors and np.issubdtype(tensors[name].dtype, np.floating):
+                m.update(tensors[name])
+
+    def start_histograms(self) -> None:
+        self.hists = {n: AbsHistogram(self.maxima[n].value) for n in self.quantized}
+
+    def update_histograms(self, tensors: Mapping[str, np.ndarray]) -> None:
+        for name, h in self.hists.items():
+            if name in tensors:
+                h.update(tensors[name])
+
+    def result(self) -> Ranges:
+        absmax = {n: m.value for n, m in self.maxima.items()}
+        if self.calibrator == "max":
+            amax = {n: absmax[n] for n in self.quantized}
+        else:
+            fn = THRESHOLDS[self.calibrator]
+            amax = {n: fn(h) for n, h in self.hists.items()}
+        return Ranges(self.calibrator, amax, absmax)

@@ -1,0 +1,196 @@
+"""Terminal output: progress for long work, the ranked sensitivity table, the model inspection."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ..artifacts import Analysis, CheckRow, PlanReport
+from ..network.model import LoadedModel
+from ..network.shapes import format_dims
+from ..network.units import UnitTable
+from ..precision import Precision
+from ..progress import Progress as ProgressSink
+
+
+class ConsoleProgress(ProgressSink):
+    """A progress bar on a terminal; plain, rate-limited lines in logs and CI; nothing with --quiet."""
+
+    def __init__(self, quiet: bool = False, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True, soft_wrap=True)
+        self.quiet = quiet
+        self.bar: Progress | None = None
+        self.task = None
+        self.label, self.total, self.done, self.last = "", 0, 0, 0.0
+
+    def start(self, label: str, total: int) -> None:
+        self.stop()
+        self.label, self.total, self.done, self.last = label, total, 0, time.monotonic()
+        if self.quiet or total == 0:
+            return
+        if self.console.is_terminal:
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=self.console)
+            self.bar.start()
+            self.task = self.bar.add_task(label, total=total)
+        else:
+            self.console.print(f"{label}: 0/{total}")
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.advance(self.task, n)
+            if self.done >= self.total:
+                self.stop()
+        elif not self.quiet and (time.monotonic() - self.last > 10 or self.done >= self.total):
+            self.last = time.monotonic()
+            self.console.print(f"{self.label}: {self.done}/{self.total}")
+
+    def log(self, message: str) -> None:
+        if not self.quiet:
+            (self.bar.console if self.bar else self.console).print(message, highlight=False)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+def _fmt(value, digits: int) -> str:
+    if value is None:
+        return "inf" if digits == 1 else "-"
+    return f"{value:.{digits}f}"
+
+
+def sensitivity_table(analysis: Analysis, top: int | None = None) -> Table:
+    """Units ranked by sensitivity: largest normalised MSE at the first precision first."""
+    precisions = analysis.precisions
+    key = precisions[0] if precisions else None
+    units = sorted((u for u in analysis.units if key in u.results), key=lambda u: -u.results[key].severity)
+    has_top1 = any(r.top1_agreement is not None for u in units for r in u.results.values())
+    title = key.value.upper() if key else "-"
+    table = Table(title=f"Units ranked by sensitivity to {title} (most sensitive first)", title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("unit", no_wrap=True)
+    table.add_column("ops", no_wrap=True, max_width=24, overflow="ellipsis")
+    for p in precisions:
+        table.add_column(f"{p.value.upper()}\nSQNR dB", justify="right")
+        table.add_column(f"{p.value.upper()}\ncosine", justify="right")
+        if has_top1:
+            table.add_column(f"{p.value.upper()}\ntop-1", justify="right")
+    table.add_column("notes")
+    for rank, u in enumerate(units[:top] if top else units, 1):
+        row = [str(rank), escape(u.name), "+".join(u.op_types)]
+        notes = []
+        for p in precisions:
+            r = u.results.get(p)
+            row += [_fmt(r.sqnr_db if r else None, 1), _fmt(r.cosine if r else None, 5)]
+            if has_top1:
+                row.append(_fmt(r.top1_agreement if r else None, 3))
+            if r and r.nonfinite:
+                notes.append(f"{p.value.upper()} output has NaN/Inf")
+            if r and r.fp16_overflow:
+                notes.append(f"exceeds FP16 range: {', '.join(r.fp16_overflow[:2])}")
+        row.append(escape("; ".join(notes)))
+        table.add_row(*row)
+    return table
+
+
+def _stdout() -> Console:
+    probe = Console(file=sys.stdout)
+    return probe if probe.is_terminal else Console(file=sys.stdout, width=160)
+
+
+def print_analysis(analysis: Analysis, out_path: str, console: Console | None = None, top: int | None = None) -> None:
+    console = console or _stdout()
+    if analysis.units:
+        console.print(sensitivity_table(analysis, top))
+    else:
+        console.print("No units were analysed.")
+    if analysis.skipped:
+        console.print(f"Skipped {len(analysis.skipped)} layers:")
+        for s in analysis.skipped[:10]:
+            console.print(f"  {s.node} ({s.op_type}): {s.reason}", highlight=False, markup=False)
+        if len(analysis.skipped) > 10:
+            console.print(f"  ... and {len(analysis.skipped) - 10} more (see sensitivity.json)")
+    cal = analysis.calibration.data
+    console.print(f"{len(analysis.units)} units x {len(analysis.precisions)} precisions on {cal.samples} samples "
+                  f"({cal.source}), {analysis.backend.description}, {analysis.elapsed_s:.1f} s. Wrote {out_path}",
+                  highlight=False, markup=False)
+
+
+def print_inspection(model: LoadedModel, table: UnitTable, console: Console | None = None) -> None:
+    console = console or _stdout()
+    console.print(f"[bold]{escape(str(model.path))}[/bold]  sha256 {model.sha256[:16]}")
+    for note in model.notes:
+        console.print(f"  note: {note}", highlight=False, markup=False)
+    io = Table(title="Inputs and outputs", title_justify="left")
+    for col in ("kind", "name", "dtype", "shape"):
+        io.add_column(col)
+    for kind, specs in (("input", model.inputs), ("output", model.outputs)):
+        for s in specs:
+            io.add_row(kind, escape(s.name), s.dtype.name, escape(format_dims(s.shape)))
+    console.print(io)
+    units = Table(title=f"{len(table.units)} units", title_justify="left")
+    for col in ("#", "unit", "ops", "ONNX nodes", "INT8 inputs", "weight axis"):
+        units.add_column(col)
+    for i, u in enumerate(table.units, 1):
+        axis = "-" if u.weight is None else ("per-tensor" if u.weight_axis is None else str(u.weight_axis))
+        units.add_row(str(i), escape(u.name), "+".join(u.op_types), escape(", ".join(u.nodes)),
+                      escape(", ".join(u.activations)), axis)
+    console.print(units)
+    if table.skipped:
+        skipped = Table(title=f"{len(table.skipped)} skipped", title_justify="left")
+        for col in ("node", "op", "reason"):
+            skipped.add_column(col)
+        for s in table.skipped:
+            skipped.add_row(escape(s.node), s.op_type, escape(s.reason))
+        console.print(skipped)
+
+
+def print_plan(report: PlanReport, run_dir: str, console: Console | None = None) -> None:
+    """Summary of a plan: precisions chosen, measured result against the budget, estimated latencies."""
+    console = console or _stdout()
+    res, lat = report.result, report.latency
+    table = Table(title="Chosen precision per unit, in graph order", title_justify="left")
+    for col in ("#", "unit", "precision", "alone: NMSE", "alone: top-1"):
+        table.add_column(col, justify="right" if col not in ("unit", "precision") else "left")
+    for i, u in enumerate(report.units, 1):
+        alone = u.measured_alone
+        fp32 = u.precision is Precision.FP32
+        top1 = alone.top1_agreement if alone else None
+        table.add_row(str(i), escape(u.name), u.precision.value.upper(),
+                      "-" if fp32 else f"{(alone.nmse if alone else None) or 0:.2e}",
+                      "-" if top1 is None or fp32 else f"{top1:.3f}")
+    console.print(table)
+    n = res.units
+    console.print(f"units: {n[Precision.INT8]} INT8, {n[Precision.FP16]} FP16, {n[Precision.FP32]} FP32 "
+                  f"(of {sum(n.values())})")
+    budget = f" (allowed {res.allowed_drop:.4f})" if res.allowed_drop is not None else ""
+    console.print(f"measured {report.evaluation.metric} on {report.evaluation.data.samples} held-out samples: "
+                  f"FP32 {res.fp32_score:.4f}, mix {res.score:.4f}, drop {res.drop:.4f}{budget}", highlight=False)
+    all_ms = ", ".join(f"all-{k.value.upper()} {v:.3f}" for k, v in lat.all_ms.items())
+    console.print(f"latency on {lat.target} at batch {lat.batch} ({lat.kind}): mix {lat.mix_ms:.3f} ms; "
+                  f"{all_ms} ms", highlight=False)
+    console.print(f"{res.message}. {len(report.verification)} verification runs. Wrote {run_dir}/plan.json, "
+                  "model.mixed.onnx, trtexec.txt, report.json, report.html", highlight=False, markup=False)
+
+
+def print_check(rows: list[CheckRow] | tuple[CheckRow, ...], console: Console | None = None) -> None:
+    """Planned vs realised precision; differing units first."""
+    console = console or _stdout()
+    differ = [r for r in rows if not r.matches]
+    table = Table(title="Units whose realised precision differs from the plan", title_justify="left")
+    for col in ("unit", "planned", "realised in the engine"):
+        table.add_column(col)
+    for r in differ:
+        table.add_row(escape(r.unit), r.planned.value.upper(), escape(str(r.realized or "not found").upper()))
+    if differ:
+        console.print(table)
+    console.print(f"{len(rows) - len(differ)} of {len(rows)} units run in their planned precision; "
+                  f"{len(differ)} differ.", highlight=False)

@@ -1,0 +1,184 @@
+"""report.html: one self-contained file (charts inlined as PNG data URIs, no scripts, no network)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from collections.abc import Mapping
+
+from ..artifacts import AnalysedUnit, Analysis, BuildResult, UnitResult
+from ..precision import Precision
+
+COLORS = {"int8": "#2e7d32", "fp16": "#1565c0", "fp32": "#9e9e9e"}
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _sqnr(result: UnitResult | None) -> float:
+    if not result or result.nonfinite:
+        return 0.0
+    return result.sqnr_db if result.sqnr_db is not None else 100.0
+
+
+def why(unit: Mapping, sens: AnalysedUnit, rank: dict[str, int], n: int) -> str:
+    """Why a unit runs in the precision the plan gave it, in a sentence."""
+    p = unit["precision"]
+    est = unit["latency_ms"]
+    if p == "int8":
+        return "INT8: the budget allows it and it is the fastest option"
+    int8 = sens.results.get(Precision.INT8)
+    if p == "fp16":
+        if "int8" in est and est["int8"] >= est["fp16"]:
+            return "INT8 is not estimated faster than FP16 here"
+        if int8:
+            return (f"INT8 alone: SQNR {_sqnr(int8):.1f} dB, rank {rank[unit['name']]} of {n} by sensitivity; "
+                    "lowering it further did not fit the measured budget")
+        return "FP16 was the lowest precision analysed"
+    fp16 = sens.results.get(Precision.FP16)
+    if fp16 and fp16.fp16_overflow:
+        return f"values exceed the FP16 range ({', '.join(fp16.fp16_overflow[:2])})"
+    if fp16 and fp16.nonfinite:
+        return "FP16 produces NaN/Inf"
+    return "lowering it does not pay (estimate, precision boundaries included) or does not fit the budget"
+
+
+def render(report: Mapping, analysis: Analysis, build: BuildResult | None = None) -> str:
+    """The page for a plan: ``report`` is report.json's document (``PlanReport.to_json``), ``build`` what
+    ``build`` realised when an engine was built."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    units = report["units"]
+    by_name = {u.name: u for u in analysis.units}
+    none = UnitResult(None, None, None, None)
+    ranked = sorted(analysis.units, key=lambda u: -u.results.get(Precision.INT8, none).severity)
+    rank = {u.name: i + 1 for i, u in enumerate(ranked)}
+    n = len(units)
+    height = max(3.0, 0.18 * n + 1)
+
+    fig, ax = plt.subplots(figsize=(9, height))
+    names = [u.name for u in ranked]
+    for p, offset in ((Precision.INT8, -0.2), (Precision.FP16, 0.2)):
+        vals = [_sqnr(u.results.get(p)) for u in ranked]
+        ax.barh([i + offset for i in range(len(names))], vals, height=0.4, color=COLORS[p.value],
+                label=p.value.upper())
+    ax.set_yticks(range(len(names)), names, fontsize=6)
+    ax.invert_yaxis()
+    ax.set_xlabel("SQNR of the outputs with only this unit lowered (dB, higher = less sensitive)")
+    ax.set_title("Sensitivity ranking (most sensitive first)")
+    ax.legend()
+    chart_sens = _png(fig)
+
+    lat_kind = report["latency"]["label"]
+    fig, ax = plt.subplots(figsize=(9, height))
+    chosen = [u["precision"] for u in units]
+    ms = [u["latency_ms"][u["precision"]] for u in units]
+    ax.barh(range(n), ms, color=[COLORS[p] for p in chosen])
+    ax.set_yticks(range(n), [u["name"] for u in units], fontsize=6)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"time per unit at its chosen precision (ms, {lat_kind}, {report['latency']['target']})")
+    ax.set_title("Chosen precision per unit, in graph order (green INT8, blue FP16, grey FP32)")
+    chart_units = _png(fig)
+
+    lat = report["latency"]
+    fig, ax = plt.subplots(figsize=(6, 2.6))
+    labels = [f"all-{k.upper()}" for k in lat["all_ms"]] + ["mix"]
+    values = list(lat["all_ms"].values()) + [lat["mix_ms"]]
+    ax.barh(labels, values, color=[COLORS.get(k, "#555") for k in lat["all_ms"]] + ["#ef6c00"])
+    ax.set_xlabel(f"latency (ms, {lat_kind}) on {lat['target']}, batch {lat['batch']}")
+    chart_total = _png(fig)
+
+    steps = report["verification"]
+    allowed = report["result"]["allowed_drop"]
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for s in steps:
+        ax.scatter(s["latency_ms"], s["score"], color="#2e7d32" if s["passed"] else "#c62828")
+    if allowed is not None:
+        ax.axhline(report["result"]["fp32_score"] - allowed, color="#555", linestyle="--", label="budget")
+        ax.legend()
+    ax.set_xlabel(f"latency (ms, {lat_kind})")
+    ax.set_ylabel(f"measured {report['evaluation']['metric']}")
+    ax.set_title("Verification runs (green: meets the budget)")
+    chart_steps = _png(fig)
+
+    chart_pareto = ""
+    if report.get("pareto"):
+        pts = report["pareto"]
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+        for ax, key, label in ((axes[0], "latency_ms", f"latency (ms, {lat_kind})"),
+                               (axes[1], "size_mb", "weights (MB)")):
+            ax.scatter([q[key] for q in pts], [q["score"] for q in pts], color="#9e9e9e", label="measured mix")
+            front = [q for q in pts if q["on_front"]]
+            ax.plot([q[key] for q in front], [q["score"] for q in front], "o-", color="#ef6c00",
+                    label="front (latency)")
+            ax.set_xlabel(label)
+            ax.set_ylabel(f"measured {report['evaluation']['metric']}")
+        axes[0].legend()
+        fig.suptitle("Pareto sweep: every point measured on the evaluation data")
+        chart_pareto = f'<h2>Pareto front</h2><img alt="pareto front" src="{_png(fig)}">'
+
+    esc = html.escape
+    rows = "".join(
+        f"<tr><td>{i}</td><td>{esc(u['name'])}</td><td class='{u['precision']}'>{u['precision'].upper()}</td>"
+        f"<td>{esc(', '.join(u['nodes']))}</td><td>{esc(why(u, by_name[u['name']], rank, n))}</td></tr>"
+        for i, u in enumerate(units, 1))
+    log_rows = "".join(
+        f"<tr><td>{i}</td><td>{s['int8']}</td><td>{s['fp16']}</td><td>{s['predicted_noise']:.3g}</td>"
+        f"<td>{s['latency_ms']:.4f}</td><td>{s['score']:.4f}</td><td>{'yes' if s['passed'] else 'no'}</td>"
+        f"<td>{esc(s['note'])}</td></tr>" for i, s in enumerate(steps, 1))
+    realized_html = ""
+    if build is not None:
+        differ = sum(1 for r in build.units if not r.matches)
+        realized_rows = "".join(
+            f"<tr><td>{esc(r.unit)}</td><td class='{r.planned.value}'>{r.planned.value.upper()}</td>"
+            f"<td>{esc(str(r.realized or 'not found').upper())}</td><td>{'yes' if r.matches else 'NO'}</td></tr>"
+            for r in build.units)
+        realized_html = (f"<h2>Planned vs realised in the TensorRT engine</h2><p>{esc(build.engine)}: "
+                         f"{len(build.units) - differ} of {len(build.units)} units run in their planned "
+                         f"precision, {differ} differ.</p><table><tr><th>unit</th><th>planned</th><th>realised</th>"
+                         f"<th>matches</th></tr>{realized_rows}</table>")
+    res = report["result"]
+    drop_line = "" if allowed is None or math.isnan(allowed) else f" (allowed {allowed:.4f})"
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>trt-mpq plan: {esc(report['model']['path'])}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; max-width: 1100px; color: #222; }}
+table {{ border-collapse: collapse; font-size: 13px; margin: 1em 0; }}
+td, th {{ border: 1px solid #ddd; padding: 3px 6px; text-align: left; vertical-align: top; }}
+th {{ background: #f5f5f5; }}
+.int8 {{ color: {COLORS['int8']}; font-weight: bold; }} .fp16 {{ color: {COLORS['fp16']}; font-weight: bold; }}
+.fp32 {{ color: #616161; }} .note {{ color: #555; font-size: 13px; }}
+</style></head><body>
+<h1>Mixed-precision plan</h1>
+<p><b>Model</b> {esc(report['model']['path'])} (sha256 {report['model']['sha256'][:16]})<br>
+<b>Result</b> {esc(res['message'])}: {res['units']['int8']} INT8, {res['units']['fp16']} FP16,
+{res['units']['fp32']} FP32 units.<br>
+<b>Measured</b> {esc(report['evaluation']['metric'])} on {report['evaluation']['samples']} held-out samples
+({esc(report['evaluation']['source'])}): FP32 {res['fp32_score']:.4f}, mix {res['score']:.4f},
+drop {res['drop']:.4f}{drop_line}.<br>
+<b>Latency</b> {esc(lat['kind'])}, {esc(lat['target'])} at batch {lat['batch']}: mix
+{lat['mix_ms']:.3f} ms; {', '.join(f"all-{k.upper()} {v:.3f} ms" for k, v in lat['all_ms'].items())}.</p>
+<p class="note">Backend: {esc(report['backend'])}. Calibration: {esc(str(report['calibration'].get('source')))},
+{report['calibration'].get('samples')} samples.</p>
+<h2>Sensitivity ranking</h2><img alt="sensitivity ranking" src="{chart_sens}">
+<h2>Precision per unit</h2><img alt="precision per unit" src="{chart_units}">
+<table><tr><th>#</th><th>unit</th><th>precision</th><th>ONNX nodes</th><th>why</th></tr>{rows}</table>
+<h2>Latency</h2><img alt="latency totals" src="{chart_total}">
+<h2>Verification log</h2><img alt="verification runs" src="{chart_steps}">
+<table><tr><th>#</th><th>INT8</th><th>FP16</th><th>predicted noise</th><th>ms ({esc(lat_kind)})</th><th>measured</th>
+<th>meets budget</th><th>note</th></tr>{log_rows}</table>
+{chart_pareto}
+{realized_html}
+</body></html>
+"""

@@ -1,0 +1,45 @@
+"""The plan report: what the search chose, per unit, with the measured result and the latency summary."""
+
+from __future__ import annotations
+
+import onnx
+
+from .. import __version__
+from ..artifacts import (
+    Analysis,
+    Budget,
+    DataInfo,
+    Evaluation,
+    LatencySummary,
+    ParetoPoint,
+    PlannedUnit,
+    PlanReport,
+    PlanResult,
+)
+from ..precision import Precision
+from ..search.space import DecisionSpace
+from ..search.verify import SearchResult
+
+
+def plan_report(analysis: Analysis, evaluation: DataInfo, metric: str, budget: Budget, result: SearchResult,
+                space: DecisionSpace, backend: str, elapsed_s: float,
+                front: list[ParetoPoint] | tuple[ParetoPoint, ...] = ()) -> PlanReport:
+    """Everything ``plan`` decided and measured, as one record."""
+    units = []
+    for name in space.units:
+        p = result.plan.precision(name)
+        analysed = analysis.unit(name)
+        units.append(PlannedUnit(
+            name, p, analysed.nodes, space.noise[(name, p)], analysed.results.get(p),
+            {q: round(space.cost.unit_seconds(name, q) * 1e3, 5) for q in space.choices[name]}))
+    analysed_precisions = [Precision.FP32, *analysis.precisions]
+    totals = {q: space.seconds(space.uniform(q)) * 1e3 for q in Precision if q in analysed_precisions}
+    counts = {q: sum(1 for u in units if u.precision is q) for q in Precision}
+    cost = space.cost
+    latency = LatencySummary(cost.kind, cost.label, cost.device, cost.target.source, cost.batch, totals,
+                             space.seconds(result.plan) * 1e3)
+    outcome = PlanResult(result.outcome, result.fp32_score, result.score, result.allowed_drop, counts,
+                         result.message)
+    return PlanReport(analysis.model.path, analysis.model.sha256, Evaluation(evaluation, metric),
+                      analysis.calibration, budget, outcome, latency, tuple(units), tuple(result.steps), backend,
+                      {"trt_mpq": __version__, "onnx": onnx.__version__}, elapsed_s, tuple(front))

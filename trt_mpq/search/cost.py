@@ -1,0 +1,212 @@
+"""Estimated latency per unit and precision on a named GPU, and the cost of precision boundaries.
+
+A roofline estimate: a unit at precision p takes max(FLOPs / (peak_p * COMPUTE_EFF), bytes_p / (bandwidth *
+MEMORY_EFF)) plus a fixed kernel overhead, where bytes_p counts its input and output activations and its
+weights at p's element size (FP32 4, FP16 2, INT8 1 byte). A tensor that crosses between units of different
+precisions (or between a lowered unit and an FP32 op) pays a reformat: one read and one write plus a kernel
+overhead. These are estimates, labelled so everywhere; they rank mixes, they do not replace a measurement.
+
+Peak rates are the dense (non-sparse) figures of NVIDIA's public datasheets; FP32 is the CUDA-core rate
+(TF32 is off for the FP32 reference), FP16 and INT8 the Tensor Core rates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import onnx
+
+from ..errors import ConfigError
+from ..network.graph import consumers, producers
+from ..network.shapes import TensorTable, infer_tensors
+from ..network.units import Unit
+from ..precision import Precision
+
+COMPUTE_EFF = 0.6  # share of peak a good fused kernel reaches
+MEMORY_EFF = 0.7
+KERNEL_US = 3.0  # launch and tail of one fused kernel
+REFORMAT_US = 2.0
+# Ops TensorRT moves Q/DQ (and casts) across, so a precision flows through them without a reformat.
+TRANSPARENT = {"MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Slice"}
+ELEMENT_BYTES = {Precision.FP32: 4, Precision.FP16: 2, Precision.INT8: 1}
+
+
+@dataclass(frozen=True)
+class Gpu:
+    name: str
+    fp32_tflops: float
+    fp16_tflops: float
+    int8_tops: float
+    bandwidth_gbs: float
+    source: str
+
+    def peak(self, p: Precision) -> float:
+        """Operations per second at precision p."""
+        return 1e12 * {Precision.FP32: self.fp32_tflops, Precision.FP16: self.fp16_tflops,
+                       Precision.INT8: self.int8_tops}[p]
+
+
+GPUS = {
+    "h100": Gpu("NVIDIA H100 SXM5 80GB", 67.0, 989.0, 1979.0, 3350.0, "NVIDIA H100 Tensor Core GPU datasheet"),
+    "a100": Gpu("NVIDIA A100 SXM4 80GB", 19.5, 312.0, 624.0, 2039.0, "NVIDIA A100 Tensor Core GPU datasheet"),
+    "l40s": Gpu("NVIDIA L40S", 91.6, 362.0, 733.0, 864.0, "NVIDIA L40S datasheet"),
+    "l4": Gpu("NVIDIA L4", 30.3, 121.0, 242.0, 300.0, "NVIDIA L4 Tensor Core GPU datasheet"),
+    "t4": Gpu("NVIDIA T4", 8.1, 65.0, 130.0, 320.0, "NVIDIA T4 Tensor Core GPU datasheet"),
+    "orin": Gpu("NVIDIA Jetson AGX Orin 64GB (GPU only)", 5.3, 42.5, 85.0, 204.8, "NVIDIA Jetson AGX Orin datasheet"),
+}
+
+
+def gpu(name: str) -> Gpu:
+    if name not in GPUS:
+        raise ConfigError(f"--target '{name}' is not one of {', '.join(GPUS)}.")
+    return GPUS[name]
+
+
+def _flops(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]]) -> float:
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    out = shapes.get(node.output[0])
+    w = shapes.get(node.input[1]) if len(node.input) > 1 else None
+    if out is None or w is None:
+        return 0.0
+    if node.op_type == "Conv":
+        return 2.0 * float(np.prod(out)) * float(np.prod(w[1:]))
+    if node.op_type == "ConvTranspose":
+        x = shapes.get(node.input[0])
+        return 2.0 * float(np.prod(x)) * float(np.prod(w[1:])) if x else 0.0
+    if node.op_type == "Gemm":
+        k = w[1] if attrs.get("transB", 0) else w[0]
+        return 2.0 * float(np.prod(out)) * k
+    if node.op_type == "MatMul":
+        a = shapes.get(node.input[0])
+        return 2.0 * float(np.prod(out)) * a[-1] if a else 0.0
+    return 0.0
+
+
+@dataclass(frozen=True)
+class UnitCost:
+    flops: float
+    activation_elems: float  # inputs + outputs of the unit
+    weight_elems: float
+    boundary_elems: dict[str, float]  # tensor -> elements, for every tensor entering or leaving the unit
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Estimated seconds per (unit, precision) and per precision boundary on one GPU; measured unit times,
+    where there are some, replace the estimate (``with_measured``)."""
+
+    target: Gpu
+    costs: Mapping[str, UnitCost]
+    edges: tuple[tuple[str, str, float], ...]  # (producer unit, consumer unit, elements) between units
+    loose: Mapping[str, float]  # unit -> elements it exchanges with FP32 ops / graph inputs / outputs
+    batch: int = 1
+    measured: Mapping[tuple[str, Precision], float] = field(default_factory=dict)  # seconds per (unit, precision)
+    measured_by: str = ""  # where ``measured`` comes from, e.g. "trtexec profiles"
+    where: str = ""  # the device the latencies describe when it is not ``target`` (a profiled CPU)
+
+    def with_measured(self, seconds: Mapping[tuple[str, Precision], float], by: str, where: str = "") -> CostModel:
+        """The same model with measured unit times (seconds per (unit, precision)) from ``by``."""
+        return replace(self, measured=dict(seconds), measured_by=by, where=where)
+
+    @property
+    def device(self) -> str:
+        return self.where or self.target.name
+
+    @property
+    def resolution(self) -> float:
+        """Seconds below which two mixes' latencies are not told apart: one kernel's launch overhead, the
+        granularity the estimate itself assumes (and about the run-to-run spread of a per-layer profile)."""
+        return KERNEL_US * 1e-6
+
+    @property
+    def label(self) -> str:
+        """estimated, measured or partly measured."""
+        if not self.measured:
+            return "estimated"
+        return "measured" if all((u, p) in self.measured for u in self.costs for p in Precision) else "partly measured"
+
+    @property
+    def kind(self) -> str:
+        """The label with where measured figures come from, for reports."""
+        if not self.measured:
+            return self.label
+        return f"{self.label} ({self.measured_by}), precision boundaries estimated"
+
+    def unit_seconds(self, unit: str, p: Precision) -> float:
+        if (unit, p) in self.measured:
+            return self.measured[(unit, p)]
+        c = self.costs[unit]
+        size = ELEMENT_BYTES[p]
+        compute = c.flops / (self.target.peak(p) * COMPUTE_EFF)
+        memory = (c.activation_elems * size + c.weight_elems * size) / (self.target.bandwidth_gbs * 1e9 * MEMORY_EFF)
+        return max(compute, memory) + KERNEL_US * 1e-6
+
+    def reformat_seconds(self, elems: float) -> float:
+        # one read and one write, bounded by the widest format (FP32) so the estimate never flatters a boundary
+        return elems * 8 / (self.target.bandwidth_gbs * 1e9 * MEMORY_EFF) + REFORMAT_US * 1e-6
+
+    def plan_seconds(self, precisions: Mapping[str, Precision]) -> float:
+        total = sum(self.unit_seconds(u, precisions.get(u, Precision.FP32)) for u in self.costs)
+        for a, b, elems in self.edges:
+            if precisions.get(a, Precision.FP32) != precisions.get(b, Precision.FP32):
+                total += self.reformat_seconds(elems)
+        for u, elems in self.loose.items():
+            if precisions.get(u, Precision.FP32) != Precision.FP32:
+                total += self.reformat_seconds(elems)
+        return total
+
+
+def cost_model(model: onnx.ModelProto, units: list[Unit], target: str, batch: int = 1,
+               tensors: TensorTable | None = None) -> CostModel:
+    """Costs at ``batch`` samples per run (activations and FLOPs scale with it, weights do not); ``tensors``:
+    the model's inferred tensors when already known (``LoadedModel.tensors``)."""
+    shapes = (tensors or infer_tensors(model)).shapes
+    by_name = {n.name: n for n in model.graph.node}
+    inits = {t.name for t in model.graph.initializer}
+    producer_unit = {o: u.name for u in units for o in u.outputs}
+    prod = producers(model.graph)
+
+    def source(t: str) -> str:
+        """Follow a tensor back through precision-transparent ops to where it was computed."""
+        while t in prod and model.graph.node[prod[t]].op_type in TRANSPARENT and model.graph.node[prod[t]].input:
+            t = model.graph.node[prod[t]].input[0]
+        return t
+
+    costs, edges, loose = {}, [], {}
+    for u in units:
+        main = by_name[u.name]
+        missing = [t for t in (*u.inputs, *u.outputs) if t not in shapes]
+        if missing:
+            raise ConfigError(f"the cost model needs static shapes, but '{missing[0]}' (unit {u.name}) has none; "
+                              "pass --shape for the dynamic inputs when analysing.")
+        elems = {t: batch * float(np.prod(shapes[t])) for t in (*u.inputs, *u.outputs)}
+        weights = sum(float(np.prod(shapes[n])) for node in u.nodes for n in by_name[node].input if n in inits)
+        costs[u.name] = UnitCost(batch * _flops(main, shapes), sum(elems.values()), weights, elems)
+        for t in u.inputs:
+            if source(t) in producer_unit:
+                edges.append((producer_unit[source(t)], u.name, elems[t]))
+            else:
+                loose[u.name] = loose.get(u.name, 0.0) + elems[t]
+    members = {m for v in units for m in v.nodes}
+    outputs = {o.name for o in model.graph.output}
+    cons = consumers(model.graph)
+
+    def reaches_fp32_op(t: str) -> bool:
+        """Does the tensor (through transparent ops) reach an op outside every unit, or a graph output?"""
+        if t in outputs:
+            return True
+        for i in cons.get(t, []):
+            node = model.graph.node[i]
+            if node.name in members:
+                continue
+            if node.op_type not in TRANSPARENT or any(reaches_fp32_op(o) for o in node.output):
+                return True
+        return False
+
+    for u in units:
+        for t in u.outputs:
+            if reaches_fp32_op(t):
+                loose[u.name] = loose.get(u.name, 0.0) + costs[u.name].boundary_elems[t]
+    return CostModel(gpu(target), costs, tuple(edges), loose, batch)
