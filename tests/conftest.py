@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TRT_MPQ_SHARED_MODELS", ROOT.parent / "shared" / "models"))
-sys.path.insert(0, str(Path(__file__).parent))
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..precision import Precision
@@ -85,7 +85,7 @@ class SkippedLayer:
     reason: str
 
     def to_json(self) -> dict:
-        return {"node": self.node, "op_type": self.op_type, "reason": self.reason}
+        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -40,9 +40,6 @@ class Unit:
     inputs: tuple[str, ...]  # non-constant tensors the unit reads
     outputs: tuple[str, ...]  # tensors the unit hands to the rest of the graph
 
-    def to_json(self) -> dict:
-        return {"name": self.name, "main_op": self.main_op, "nodes": list(self.nodes), "op_types": list(self.op_types)}
-
 
 @dataclass
 class UnitTable:

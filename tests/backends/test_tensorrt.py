@@ -27,7 +27,7 @@ from trt_mpq.errors import BackendError
 from trt_mpq.network.units import find_units
 from trt_mpq.precision import Precision as P
 
-FIXTURES = Path(__file__).parent / "fixtures" / "tensorrt"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "tensorrt"
 
 
 class CudaError(enum.IntEnum):

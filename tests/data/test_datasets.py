@@ -1,100 +1,29 @@
-"""Calibration / evaluation data (trt_mpq.data) and image folders with their preprocessing (trt_mpq.images).
-
-Every model here is a tiny ONNX graph built in code and saved under tmp_path; every image is drawn with PIL.
-"""
+"""Calibration and evaluation data from array files, limits and batching, and generated data (trt_mpq.data.datasets)."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
+from data_models import (
+    BOOL,
+    FLOAT,
+    INT64,
+    collect,
+    gather_model,
+    identity_model,
+    random_x,
+    save_npz,
+)
 from trt_mpq.data.datasets import DEFAULT_GENERATED_SAMPLES, generated_dataset, load_dataset
-from trt_mpq.data.images import Preprocess, load_image, load_preprocess
-from trt_mpq.errors import ConfigError, DataError
-from trt_mpq.network.model import load_model
-
-FLOAT, INT64, BOOL = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
-
-
-# ----------------------------------------------------------------------------------------------- helpers
-
-
-def _save(tmp_path, nodes, inputs, outputs, inits=(), name="model.onnx"):
-    graph = helper.make_graph(nodes, "tiny", inputs, outputs, list(inits))
-    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    onnx.checker.check_model(m)
-    path = tmp_path / name
-    onnx.save(m, str(path))
-    return load_model(path)
-
-
-def identity_model(tmp_path, *inputs, shapes=None, name="model.onnx"):
-    """A model passing each (name, elem_type, shape) input through an Identity to '<name>_out'."""
-    vis = [helper.make_tensor_value_info(n, t, s) for n, t, s in inputs]
-    outs = [helper.make_tensor_value_info(f"{n}_out", t, s) for n, t, s in inputs]
-    nodes = [helper.make_node("Identity", [n], [f"{n}_out"], name=f"id_{n}") for n, _, _ in inputs]
-    graph = helper.make_graph(nodes, "tiny", vis, outs)
-    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    onnx.checker.check_model(m)
-    path = tmp_path / name
-    onnx.save(m, str(path))
-    return load_model(path, shapes)
-
-
-def image_model(tmp_path, shape=("batch", 3, 8, 8)):
-    return identity_model(tmp_path, ("image", FLOAT, list(shape)), name="image_model.onnx")
-
-
-def gather_model(tmp_path, table_rows=7, through_cast=False):
-    """ids int64[batch,50] -> (Cast to int32) -> Gather on a constant [table_rows, 4] table."""
-    table = numpy_helper.from_array(np.arange(table_rows * 4, dtype=np.float32).reshape(table_rows, 4), "table")
-    nodes, idx = [], "ids"
-    if through_cast:
-        nodes.append(helper.make_node("Cast", ["ids"], ["ids32"], to=TensorProto.INT32))
-        idx = "ids32"
-    nodes.append(helper.make_node("Gather", ["table", idx], ["emb"], axis=0))
-    return _save(tmp_path, nodes, [helper.make_tensor_value_info("ids", INT64, ["batch", 50])],
-                 [helper.make_tensor_value_info("emb", FLOAT, ["batch", 50, 4])], [table], name="gather.onnx")
-
-
-def save_npz(path, **arrays):
-    np.savez(path, **arrays)
-    return path
-
-
-def collect(ds, batch):
-    """All batches, concatenated per input, plus the list of batch sizes along axis 0."""
-    parts = list(ds.batches(batch))
-    sizes = [next(iter(p.values())).shape[0] for p in parts]
-    return {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}, sizes
-
-
-@pytest.fixture
-def x_model(tmp_path):
-    """One float input x[batch,3,4,4]."""
-    return identity_model(tmp_path, ("x", FLOAT, ["batch", 3, 4, 4]))
-
-
-@pytest.fixture
-def ab_model(tmp_path):
-    """Two float inputs a[batch,4] and b[batch,2]."""
-    return identity_model(tmp_path, ("a", FLOAT, ["batch", 4]), ("b", FLOAT, ["batch", 2]))
-
-
-def _x(n, seed=0):
-    return np.random.default_rng(seed).standard_normal((n, 3, 4, 4)).astype(np.float32)
-
+from trt_mpq.errors import DataError
 
 # ----------------------------------------------------------------------------------------------- array files
 
 
 def test_npz_samples_along_axis0(tmp_path, x_model):
-    data = _x(5)
+    data = random_x(5)
     ds = load_dataset(x_model, save_npz(tmp_path / "d.npz", x=data))
     assert ds.num_samples == 5
     assert ds.info["samples"] == 5 and ds.info["kind"] == "npz"
@@ -130,7 +59,7 @@ def test_npz_one_more_axis_stacks_along_dynamic_batch(tmp_path):
 
 
 def test_npy_file(tmp_path, x_model):
-    data = _x(4)
+    data = random_x(4)
     np.save(tmp_path / "d.npy", data)
     ds = load_dataset(x_model, tmp_path / "d.npy")
     assert ds.num_samples == 4 and ds.info["kind"] == "npy"
@@ -140,7 +69,7 @@ def test_npy_file(tmp_path, x_model):
 def test_folder_of_npy_files_concatenated_in_name_order(tmp_path, x_model):
     folder = tmp_path / "calib"
     folder.mkdir()
-    first, second = _x(3, seed=1), _x(2, seed=2)
+    first, second = random_x(3, seed=1), random_x(2, seed=2)
     np.save(folder / "b.npy", second)
     np.save(folder / "a.npy", first)
     ds = load_dataset(x_model, folder)
@@ -168,7 +97,7 @@ def test_folder_of_npz_files_with_labels(tmp_path, ab_model):
 def test_npy_folder_with_shapes_that_cannot_stack(tmp_path, x_model):
     folder = tmp_path / "calib"
     folder.mkdir()
-    np.save(folder / "a.npy", _x(2))
+    np.save(folder / "a.npy", random_x(2))
     np.save(folder / "b.npy", np.zeros((2, 3, 5, 5), np.float32))
     with pytest.raises(DataError, match="different shapes"):
         load_dataset(x_model, folder)
@@ -233,20 +162,20 @@ def test_extra_unknown_array(tmp_path, ab_model):
 
 def test_labels_kept_and_not_fed(tmp_path, x_model):
     labels = np.array([4, 0, 9, 1, 1])
-    ds = load_dataset(x_model, save_npz(tmp_path / "d.npz", x=_x(5), labels=labels))
+    ds = load_dataset(x_model, save_npz(tmp_path / "d.npz", x=random_x(5), labels=labels))
     np.testing.assert_array_equal(ds.labels, labels)
     for feeds in ds.batches(2):
         assert set(feeds) == {"x"}
 
 
 def test_npz_arrays_picked_by_name(tmp_path, x_model):
-    f = save_npz(tmp_path / "split.npz", x_train=_x(5), x_test=_x(3, seed=1), y_test=np.array([1, 2, 3]))
+    f = save_npz(tmp_path / "split.npz", x_train=random_x(5), x_test=random_x(3, seed=1), y_test=np.array([1, 2, 3]))
     with pytest.raises(DataError, match="no array for input 'x'.*split.npz:x=ARRAY"):
         load_dataset(x_model, f)
     train = load_dataset(x_model, f"{f}:x=x_train")
     test = load_dataset(x_model, f"{f}:x=x_test,labels=y_test")
     assert train.num_samples == 5 and train.labels is None
-    np.testing.assert_array_equal(test.take(0, 3)["x"], _x(3, seed=1))
+    np.testing.assert_array_equal(test.take(0, 3)["x"], random_x(3, seed=1))
     np.testing.assert_array_equal(test.labels, [1, 2, 3])
     # the same inputs with and without labels are the same data (so eval == calib is caught)
     assert load_dataset(x_model, f"{f}:x=x_test").fingerprint == test.fingerprint != train.fingerprint
@@ -259,7 +188,7 @@ def test_npz_arrays_picked_by_name(tmp_path, x_model):
     ("y=x_train", "no array for input 'x'"),
 ])
 def test_npz_pick_errors(tmp_path, x_model, spec, words):
-    f = save_npz(tmp_path / "split.npz", x_train=_x(5), x_test=_x(3))
+    f = save_npz(tmp_path / "split.npz", x_train=random_x(5), x_test=random_x(3))
     with pytest.raises(DataError, match=words):
         load_dataset(x_model, f"{f}:{spec}")
     with pytest.raises(DataError, match="does not exist"):
@@ -268,13 +197,13 @@ def test_npz_pick_errors(tmp_path, x_model, spec, words):
 
 def test_labels_are_cut_with_the_limit(tmp_path, x_model):
     labels = np.array([4, 0, 9, 1, 1])
-    ds = load_dataset(x_model, save_npz(tmp_path / "d.npz", x=_x(5), labels=labels), limit=2)
+    ds = load_dataset(x_model, save_npz(tmp_path / "d.npz", x=random_x(5), labels=labels), limit=2)
     np.testing.assert_array_equal(ds.labels, [4, 0])
 
 
 def test_labels_count_must_match_samples(tmp_path, x_model):
     with pytest.raises(DataError, match="3 labels for 5 samples"):
-        load_dataset(x_model, save_npz(tmp_path / "d.npz", x=_x(5), labels=np.arange(3)))
+        load_dataset(x_model, save_npz(tmp_path / "d.npz", x=random_x(5), labels=np.arange(3)))
 
 
 def test_a_model_input_named_labels_is_fed(tmp_path):
@@ -319,7 +248,7 @@ def test_wrong_rank_is_refused(tmp_path, x_model):
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_non_finite_values_refused_naming_the_sample(tmp_path, x_model, bad):
-    data = _x(8)
+    data = random_x(8)
     data[5, 1, 2, 3] = bad
     with pytest.raises(DataError) as err:  # refused when loading or, at the latest, when its batch is taken
         list(load_dataset(x_model, save_npz(tmp_path / "d.npz", x=data)).batches(4))
@@ -328,7 +257,7 @@ def test_non_finite_values_refused_naming_the_sample(tmp_path, x_model, bad):
 
 
 def test_non_finite_first_sample_refused_at_load(tmp_path, x_model):
-    data = _x(3)
+    data = random_x(3)
     data[0, 0, 0, 0] = np.nan
     with pytest.raises(DataError, match=r"NaN or Inf \(sample 0\)"):
         load_dataset(x_model, save_npz(tmp_path / "d.npz", x=data))
@@ -353,7 +282,7 @@ def test_empty_folder(tmp_path, x_model):
 def test_folder_mixing_images_and_arrays(tmp_path, x_model):
     folder = tmp_path / "mixed"
     folder.mkdir()
-    np.save(folder / "a.npy", _x(2))
+    np.save(folder / "a.npy", random_x(2))
     Image.new("RGB", (4, 4)).save(folder / "b.png")
     with pytest.raises(DataError, match="mixes array files and images"):
         load_dataset(x_model, folder)
@@ -385,7 +314,7 @@ def test_npz_without_samples(tmp_path, x_model):
 
 
 def test_limit_takes_the_first_samples(tmp_path, x_model):
-    data = _x(10)
+    data = random_x(10)
     ds = load_dataset(x_model, save_npz(tmp_path / "d.npz", x=data), limit=3)
     assert ds.num_samples == 3 and ds.info["samples"] == 3
     assert ds.spans(8) == [(0, 3)]
@@ -393,18 +322,18 @@ def test_limit_takes_the_first_samples(tmp_path, x_model):
 
 
 def test_limit_larger_than_the_data(tmp_path, x_model):
-    ds = load_dataset(x_model, save_npz(tmp_path / "d.npz", x=_x(4)), limit=100)
+    ds = load_dataset(x_model, save_npz(tmp_path / "d.npz", x=random_x(4)), limit=100)
     assert ds.num_samples == 4
 
 
 def test_limit_below_one_refused(tmp_path, x_model):
     with pytest.raises(DataError, match="--samples must be at least 1"):
-        load_dataset(x_model, save_npz(tmp_path / "d.npz", x=_x(4)), limit=0)
+        load_dataset(x_model, save_npz(tmp_path / "d.npz", x=random_x(4)), limit=0)
 
 
 def test_fingerprint_depends_on_data_and_limit(tmp_path, x_model):
-    p1 = save_npz(tmp_path / "d1.npz", x=_x(6, seed=1))
-    p2 = save_npz(tmp_path / "d2.npz", x=_x(6, seed=2))
+    p1 = save_npz(tmp_path / "d1.npz", x=random_x(6, seed=1))
+    p2 = save_npz(tmp_path / "d2.npz", x=random_x(6, seed=2))
     fp = load_dataset(x_model, p1).fingerprint
     assert fp == load_dataset(x_model, p1).fingerprint
     assert fp != load_dataset(x_model, p2).fingerprint
@@ -412,7 +341,7 @@ def test_fingerprint_depends_on_data_and_limit(tmp_path, x_model):
 
 
 def test_spans_and_batches(tmp_path, x_model):
-    data = _x(10)
+    data = random_x(10)
     ds = load_dataset(x_model, save_npz(tmp_path / "d.npz", x=data))
     assert ds.batchable
     assert ds.spans(4) == [(0, 4), (4, 8), (8, 10)]
@@ -427,7 +356,7 @@ def test_spans_and_batches(tmp_path, x_model):
 
 def test_static_batch_one_model_runs_one_sample_at_a_time(tmp_path):
     model = identity_model(tmp_path, ("x", FLOAT, [1, 3, 4, 4]))
-    data = _x(5)
+    data = random_x(5)
     ds = load_dataset(model, save_npz(tmp_path / "d.npz", x=data))
     assert not ds.batchable
     assert ds.effective_batch(4) == 1
@@ -534,229 +463,3 @@ def test_generated_static_batch_model(tmp_path):
     ds = generated_dataset(model, samples=4)
     feeds = list(ds.batches(4))
     assert [f["x"].shape for f in feeds] == [(1, 3)] * 4
-
-
-# ----------------------------------------------------------------------------------------------- preprocessing files
-
-
-def test_load_preprocess_none_gives_the_defaults():
-    pre = load_preprocess(None)
-    assert pre == Preprocess()
-    assert pre.layout == "nchw" and pre.color == "rgb" and pre.scale == pytest.approx(1 / 255)
-
-
-def test_load_preprocess_json(tmp_path):
-    path = tmp_path / "pre.json"
-    path.write_text(json.dumps({"resize": 256, "crop": [224, 200], "scale": 0.5, "mean": [0.485, 0.456, 0.406],
-                                "std": [0.229, 0.224, 0.225], "layout": "NHWC", "color": "BGR"}))
-    pre = load_preprocess(path)
-    assert pre.resize == 256 and pre.crop == (224, 200) and pre.scale == 0.5
-    assert pre.mean == pytest.approx((0.485, 0.456, 0.406)) and pre.std == pytest.approx((0.229, 0.224, 0.225))
-    assert pre.layout == "nhwc" and pre.color == "bgr"
-    assert pre.to_json()["crop"] == (224, 200)
-
-
-@pytest.mark.parametrize("suffix", [".yaml", ".yml"])
-def test_load_preprocess_yaml(tmp_path, suffix):
-    path = tmp_path / f"pre{suffix}"
-    path.write_text("resize: [10, 12]\ncrop: 8\nmean: 0.5\nstd: 0.25\ncolor: gray\n")
-    pre = load_preprocess(path)
-    assert pre.resize == (10, 12) and pre.crop == 8
-    assert pre.mean == (0.5,) and pre.std == (0.25,)
-    assert pre.color == "gray" and pre.layout == "nchw" and pre.scale == pytest.approx(1 / 255)
-
-
-def _pre_file(tmp_path, content: dict):
-    path = tmp_path / "pre.json"
-    path.write_text(json.dumps(content))
-    return path
-
-
-def test_load_preprocess_unknown_key(tmp_path):
-    with pytest.raises(ConfigError) as err:
-        load_preprocess(_pre_file(tmp_path, {"means": [0.5], "resize": 4}))
-    msg = str(err.value)
-    assert "unknown keys means" in msg and "allowed:" in msg and "mean" in msg
-
-
-@pytest.mark.parametrize("content, words", [
-    ({"layout": "chw"}, ["layout", "nchw or nhwc", "chw"]),
-    ({"color": "hsv"}, ["color", "rgb, bgr or gray", "hsv"]),
-    ({"std": [0.5, 0, 0.5]}, ["std", "must not contain 0"]),
-    ({"std": 0}, ["std", "must not contain 0"]),
-    ({"resize": -3}, ["resize", "positive integer"]),
-    ({"crop": [1, 2, 3]}, ["crop", "[height, width]"]),
-    ({"mean": ["a"]}, ["mean", "number"]),
-    ({"mean": []}, ["mean", "empty"]),
-])
-def test_load_preprocess_bad_values(tmp_path, content, words):
-    with pytest.raises(ConfigError) as err:
-        load_preprocess(_pre_file(tmp_path, content))
-    for w in words:
-        assert w in str(err.value)
-
-
-def test_load_preprocess_missing_unparsable_or_not_a_mapping(tmp_path):
-    with pytest.raises(ConfigError, match="does not exist"):
-        load_preprocess(tmp_path / "absent.json")
-    (tmp_path / "broken.json").write_text("{resize: ")
-    with pytest.raises(ConfigError, match="could not be parsed"):
-        load_preprocess(tmp_path / "broken.json")
-    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
-    with pytest.raises(ConfigError, match="mapping"):
-        load_preprocess(tmp_path / "list.yaml")
-
-
-# ----------------------------------------------------------------------------------------------- image folders
-
-
-def _up2(n: int) -> np.ndarray:
-    """The [2n, n] matrix of a 2x bilinear upscale with half-pixel centres and clamped edges (PIL BILINEAR)."""
-    u = np.zeros((2 * n, n))
-    for m in range(n):
-        u[2 * m, m] += 0.75
-        u[2 * m, max(m - 1, 0)] += 0.25
-        u[2 * m + 1, m] += 0.75
-        u[2 * m + 1, min(m + 1, n - 1)] += 0.25
-    return u
-
-
-def _pixels(h, w, seed=0):
-    """An RGB image whose values are multiples of 16, so a 2x bilinear upscale stays exact in uint8."""
-    return (np.random.default_rng(seed).integers(0, 16, size=(h, w, 3)) * 16).astype(np.uint8)
-
-
-def _upscale2(px: np.ndarray) -> np.ndarray:
-    h, w, _ = px.shape
-    uh, uw = _up2(h), _up2(w)
-    return np.stack([uh @ px[:, :, c].astype(np.float64) @ uw.T for c in range(3)], axis=-1)
-
-
-def _image_folder(tmp_path, images: dict, name="images"):
-    folder = tmp_path / name
-    folder.mkdir()
-    for fname, px in images.items():
-        Image.fromarray(px).save(folder / fname)
-    return folder
-
-
-def _pre(tmp_path, content):
-    return load_preprocess(_pre_file(tmp_path, content))
-
-
-def test_image_folder_nchw_resize_crop_mean_std_bgr(tmp_path):
-    model = image_model(tmp_path)
-    px = _pixels(4, 6)  # h=4, w=6; resize 8 (short side) -> 8x12; centre crop 8 -> columns 2..9
-    folder = _image_folder(tmp_path, {"a.png": px})
-    mean, std, scale = [0.1, 0.2, 0.3], [0.5, 0.25, 2.0], 1 / 255
-    pre = _pre(tmp_path, {"resize": 8, "crop": 8, "mean": mean, "std": std, "color": "bgr"})
-    ds = load_dataset(model, folder, pre)
-    assert ds.num_samples == 1 and ds.info["kind"] == "images" and ds.info["preprocess"]["color"] == "bgr"
-    got = ds.take(0, 1)["image"]
-    assert got.shape == (1, 3, 8, 8) and got.dtype == np.float32
-
-    resized = _upscale2(px)
-    assert resized.shape == (8, 12, 3)
-    crop = resized[:, 2:10, ::-1]  # bgr: channel order reversed before mean/std
-    expected = ((crop * scale - np.array(mean)) / np.array(std)).transpose(2, 0, 1)[None]
-    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
-
-
-def test_image_folder_nhwc_crop(tmp_path):
-    model = image_model(tmp_path, shape=("batch", 4, 5, 3))
-    px = _pixels(7, 8, seed=1)  # crop [4, 5]: top (7-4)//2=1, left (8-5)//2=1
-    folder = _image_folder(tmp_path, {"a.png": px, "b.png": _pixels(7, 8, seed=2)})
-    pre = _pre(tmp_path, {"crop": [4, 5], "scale": 1.0, "mean": 100.0, "std": 50.0, "layout": "nhwc"})
-    ds = load_dataset(model, folder, pre)
-    got = ds.take(0, 2)["image"]
-    assert got.shape == (2, 4, 5, 3)
-    expected_a = (px[1:5, 1:6, :].astype(np.float64) - 100.0) / 50.0
-    np.testing.assert_allclose(got[0], expected_a, atol=1e-6)
-
-
-def test_image_is_resized_to_the_model_size_without_resize_or_crop(tmp_path):
-    model = image_model(tmp_path)  # [batch,3,8,8]
-    px = _pixels(4, 4, seed=3)
-    folder = _image_folder(tmp_path, {"a.png": px})
-    got = load_dataset(model, folder).take(0, 1)["image"]  # default preprocessing: v / 255, rgb, nchw
-    expected = (_upscale2(px) / 255.0).transpose(2, 0, 1)[None]
-    np.testing.assert_allclose(got, expected, atol=1e-6)
-
-
-def test_gray_images(tmp_path):
-    model = image_model(tmp_path, shape=("batch", 1, 3, 3))
-    px = np.arange(9, dtype=np.uint8).reshape(3, 3) * 20
-    folder = tmp_path / "gray"
-    folder.mkdir()
-    Image.fromarray(px, mode="L").save(folder / "g.png")
-    got = load_dataset(model, folder, Preprocess(color="gray", scale=1.0)).take(0, 1)["image"]
-    np.testing.assert_allclose(got, px[None, None].astype(np.float32))
-
-
-def test_image_batches_follow_file_order(tmp_path):
-    model = image_model(tmp_path, shape=("batch", 3, 2, 2))
-    imgs = {f"{i}.png": np.full((2, 2, 3), 10 * i, np.uint8) for i in range(5)}
-    ds = load_dataset(model, _image_folder(tmp_path, imgs), Preprocess(scale=1.0), limit=4)
-    assert ds.num_samples == 4
-    got, sizes = collect(ds, 3)
-    assert sizes == [3, 1]
-    np.testing.assert_allclose(got["image"][:, 0, 0, 0], [0, 10, 20, 30])
-
-
-def test_mean_std_with_the_wrong_number_of_values(tmp_path):
-    model = image_model(tmp_path)
-    folder = _image_folder(tmp_path, {"a.png": _pixels(8, 8)})
-    with pytest.raises(ConfigError, match="3 values"):
-        load_dataset(model, folder, Preprocess(mean=(0.1, 0.2)))
-
-
-def test_crop_larger_than_the_image(tmp_path):
-    model = image_model(tmp_path)
-    folder = _image_folder(tmp_path, {"small.png": _pixels(6, 6)})
-    with pytest.raises(DataError, match=r"'.*small\.png' is 6x6 .* smaller than the crop 8x8"):
-        load_dataset(model, folder, Preprocess(crop=8))
-
-
-@pytest.mark.parametrize("content", [b"not an image", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00"])
-def test_corrupt_image_names_the_file(tmp_path, content):
-    model = image_model(tmp_path)
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    (folder / "broken.png").write_bytes(content)
-    with pytest.raises(DataError) as err:
-        load_dataset(model, folder)
-    assert "cannot read image" in str(err.value) and "broken.png" in str(err.value)
-
-
-def test_corrupt_image_later_in_the_folder(tmp_path):
-    model = image_model(tmp_path)
-    folder = _image_folder(tmp_path, {"a.png": _pixels(8, 8)})
-    (folder / "b.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
-    ds = load_dataset(model, folder)
-    with pytest.raises(DataError, match=r"cannot read image '.*b\.jpg'"):
-        list(ds.batches(2))
-
-
-def test_images_of_different_sizes_into_a_dynamic_size_model(tmp_path):
-    model = image_model(tmp_path, shape=("batch", 3, "h", "w"))
-    folder = _image_folder(tmp_path, {"a.png": _pixels(8, 8), "b.png": _pixels(6, 10)})
-    ds = load_dataset(model, folder)
-    assert [f["image"].shape for f in ds.batches(1)] == [(1, 3, 8, 8), (1, 3, 6, 10)]
-    with pytest.raises(DataError) as err:
-        list(ds.batches(2))
-    msg = str(err.value)
-    assert "different sizes" in msg and "'resize'" in msg and "'crop'" in msg
-
-
-def test_image_folder_needs_one_4d_float_input(tmp_path, ab_model):
-    folder = _image_folder(tmp_path, {"a.png": _pixels(4, 4)})
-    with pytest.raises(DataError, match="one 4-D float input.*a float32.*b float32.*npz"):
-        load_dataset(ab_model, folder)
-
-
-def test_load_image_returns_float32_nchw(tmp_path):
-    px = _pixels(3, 5)
-    Image.fromarray(px).save(tmp_path / "a.bmp")
-    a = load_image(tmp_path / "a.bmp", Preprocess(scale=2.0, mean=(1.0,), std=(4.0,)), None)
-    assert a.dtype == np.float32 and a.shape == (1, 3, 3, 5) and a.flags["C_CONTIGUOUS"]
-    np.testing.assert_allclose(a[0], ((px * 2.0 - 1.0) / 4.0).transpose(2, 0, 1))

@@ -2,9 +2,9 @@ import json
 
 import numpy as np
 import pytest
-from fakes import CountingBackend
 
 import builders
+from fakes import CountingBackend
 from trt_mpq.artifacts import SENSITIVITY_SCHEMA as SCHEMA
 from trt_mpq.data.datasets import generated_dataset
 from trt_mpq.measure.journal import Journal
