@@ -60,10 +60,10 @@ class UnitResult:
 class AnalysedUnit:
     """A unit as analysed: its ONNX nodes and its result at each precision measured."""
 
-    name: str
-    main_op: str
-    nodes: tuple[str, ...]
-    op_types: tuple[str, ...]
+    name: str  # the unit's main ONNX node
+    main_op: str  # Conv, Gemm, MatMul, ...
+    nodes: tuple[str, ...]  # every ONNX node the decision covers, in graph order
+    op_types: tuple[str, ...]  # their op types, in the same order
     results: Mapping[Precision, UnitResult] = field(default_factory=dict)
 
     def to_json(self) -> dict:
@@ -83,9 +83,6 @@ class SkippedLayer:
     node: str
     op_type: str
     reason: str
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -112,6 +109,8 @@ class DataInfo:
 
 @dataclass(frozen=True)
 class Calibration:
+    """The calibration data, the range method and the batch the analysis measured with."""
+
     data: DataInfo
     calibrator: str
     batch: int
@@ -179,7 +178,7 @@ class Analysis:
             "precisions": [p.value for p in self.precisions],
             "calibration": self.calibration.to_json(),
             "units": [u.to_json() for u in self.units],
-            "skipped": [s.to_json() for s in self.skipped],
+            "skipped": [asdict(s) for s in self.skipped],
             "ranges": self.ranges_file,
             "versions": dict(self.versions),
             "elapsed_s": self.elapsed_s,
