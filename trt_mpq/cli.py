@@ -193,6 +193,11 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--measure-latency", action="store_true",
                    help="measure per-unit latency by profiling each node on the backend in use (on a CPU that "
                    "is the emulation's speed, not a GPU's; labelled so)")
+    p.add_argument("--replicas", type=int, default=d["replicas"], metavar="K",
+                   help=f"jittered copies of the confirm samples (inputs moved at float32 rounding scale, standing in "
+                   f"for another backend's arithmetic) that a mix must also pass (default {d['replicas']}; 0: none)")
+    p.add_argument("--confidence", type=float, metavar="C", help="meet the budget at the one-sided confidence bound "
+                   "C (e.g. 0.9) of the confirm score, not at its point value (needs enough samples; says so)")
     p.add_argument("--pareto", action="store_true", help="also sweep the budget and measure the front (metric vs "
                    "latency and size), with the plan of each point, in report.json/report.html")
 
@@ -216,7 +221,8 @@ def _plan_options(args: argparse.Namespace) -> PlanOptions:
                        batch=args.batch, pareto=args.pareto,
                        latency_from=precision_files(args.latency_from, "--latency-from"),
                        layer_info=precision_files(args.layer_info, "--layer-info"),
-                       measure_latency=args.measure_latency, backend=args.backend if args.command == "plan" else None)
+                       measure_latency=args.measure_latency, backend=args.backend if args.command == "plan" else None,
+                       replicas=args.replicas, confidence=args.confidence)
 
 
 def _checked(rows: list[CheckRow] | tuple[CheckRow, ...], progress) -> int:

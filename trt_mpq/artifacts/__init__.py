@@ -16,8 +16,10 @@ from .folder import RunFolder, read_json
 from .plan import (
     PLAN_SCHEMA,
     Budget,
+    Confirmation,
     Evaluation,
     LatencySummary,
+    Look,
     Outcome,
     ParetoPoint,
     PlannedUnit,
@@ -29,7 +31,7 @@ from .plan import (
 
 __all__ = [
     "BUILD_SCHEMA", "PLAN_SCHEMA", "SENSITIVITY_SCHEMA", "AnalysedUnit", "Analysis", "BackendRecord", "Budget",
-    "BuildResult", "Calibration", "CheckRow", "DataInfo", "Evaluation", "LatencySummary", "ModelInfo", "Outcome",
-    "ParetoPoint", "PlanReport", "PlanResult", "PlannedUnit", "RunFolder", "SkippedLayer", "StepKind", "UnitResult",
-    "VerificationStep", "read_json",
+    "BuildResult", "Calibration", "CheckRow", "Confirmation", "DataInfo", "Evaluation", "LatencySummary", "Look",
+    "ModelInfo", "Outcome", "ParetoPoint", "PlanReport", "PlanResult", "PlannedUnit", "RunFolder", "SkippedLayer",
+    "StepKind", "UnitResult", "VerificationStep", "read_json",
 ]

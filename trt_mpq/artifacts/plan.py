@@ -72,6 +72,7 @@ class StepKind(str, Enum):
     FASTEST = "fastest mix allowed"
     BISECTION = ""  # a step of the noise-budget bisection
     LATENCY = "least predicted noise within the latency budget"
+    REPAIR = "between a mix the confirm check rejected and a safer one"
 
 
 def _counts(plan: Plan) -> dict[str, int]:
@@ -88,8 +89,9 @@ class VerificationStep:
     noise_budget: float | None
     predicted_noise: float
     estimated_ms: float  # latency of the mix under the cost model (estimated, or measured per unit)
-    score: float
+    score: float  # what the search decided on (the smooth surrogate of a top-1 metric)
     passed: bool
+    exact: float | None = None  # the exact metric on the same samples, where it differs from ``score``
 
     @property
     def note(self) -> str:
@@ -97,7 +99,8 @@ class VerificationStep:
 
     def to_json(self) -> dict:
         return {"noise_budget": self.noise_budget, "predicted_noise": self.predicted_noise,
-                "latency_ms": round(self.estimated_ms, 4), "score": self.score, "passed": self.passed,
+                "latency_ms": round(self.estimated_ms, 4), "score": self.score, "exact": self.exact,
+                "passed": self.passed,
                 **_counts(self.plan), "note": self.kind.value, "plan_digest": self.plan.digest()}
 
 
@@ -116,10 +119,74 @@ class ParetoPoint:
                 "on_front": self.on_front, **_counts(self.plan), "plan": self.plan.to_json()}
 
 
+@dataclass(frozen=True)
+class Look:
+    """One candidate checked on the confirm part of the evaluation data."""
+
+    plan: Plan
+    estimated_ms: float
+    score: float  # on the confirm part as given
+    low: float  # its interval (one-sided: the lower bound, high is +inf)
+    high: float
+    replicas: tuple[float, ...]  # on each jittered replica
+    bound: float | None  # with a confidence level: the worst lower bound, which decides
+    passed: bool
+    changed: tuple[int, ...] = ()  # confirm samples whose top-1 decision differs from FP32's
+
+    @property
+    def worst(self) -> float:
+        return min((self.score, *self.replicas))
+
+    @property
+    def decision(self) -> float:
+        """The figure held against the budget: the worst replica, or the worst lower bound."""
+        return self.bound if self.bound is not None else self.worst
+
+    def to_json(self) -> dict:
+        return {**_counts(self.plan), "latency_ms": round(self.estimated_ms, 4), "score": self.score,
+                "interval": [self.low, None if math.isinf(self.high) else self.high],
+                "replicas": list(self.replicas), "bound": self.bound, "decision": self.decision,
+                "passed": self.passed, "plan_digest": self.plan.digest()}
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """How the result was proven: the split, the replicas, the interval, every look, what changed."""
+
+    search_samples: int
+    confirm_samples: int
+    replicas: int
+    jitter: float  # relative to each input's RMS
+    confidence: float | None  # asked for (None: the budget is met by the worst replica's point score)
+    look_confidence: float | None  # each look's level (Bonferroni over the looks)
+    interval_confidence: float  # of the reported interval
+    fp32_score: float  # FP32 on the confirm part
+    threshold: float | None  # the score the decision must reach: FP32 on the confirm part - allowed drop
+    chosen: Look | None  # the look that decided (None: no mix with lowered units was confirmed)
+    looks: tuple[Look, ...] = ()
+    changed: tuple[str, ...] = ()  # evaluation samples whose top-1 the chosen mix changes (both parts)
+    limits: tuple[str, ...] = ()  # what the evaluation data can and cannot resolve
+
+    @property
+    def margin(self) -> float | None:
+        if self.chosen is None or self.threshold is None:
+            return None
+        return self.chosen.decision - self.threshold
+
+    def to_json(self) -> dict:
+        return {"search_samples": self.search_samples, "confirm_samples": self.confirm_samples,
+                "replicas": self.replicas, "jitter": self.jitter, "confidence": self.confidence,
+                "look_confidence": self.look_confidence, "interval_confidence": self.interval_confidence,
+                "fp32_score": self.fp32_score, "threshold": self.threshold, "margin": self.margin,
+                "chosen": self.chosen.to_json() if self.chosen else None, "looks": [x.to_json() for x in self.looks],
+                "changed": list(self.changed), "limits": list(self.limits)}
+
+
 class Outcome(str, Enum):
     """How the search ended."""
 
     LOWERED = "lowered"  # a verified mix with lowered units
+    NOT_CONFIRMED = "not-confirmed"  # mixes passed the search but none the confirm check
     FP32_FASTEST = "fp32-fastest"  # all-FP32 is the fastest mix under the latency source
     ONLY_FP32 = "only-fp32"  # only all-FP32 meets the accuracy budget
     LATENCY = "latency"  # a latency budget alone: the least predicted noise within it
@@ -128,20 +195,26 @@ class Outcome(str, Enum):
 @dataclass(frozen=True)
 class PlanResult:
     outcome: Outcome
-    fp32_score: float
-    score: float
+    fp32_score: float  # FP32 on all evaluation samples
+    score: float  # the mix, on the confirm part (data the search did not select on)
     allowed_drop: float | None
     units: Mapping[Precision, int]  # how many units run in each precision
     message: str
+    confirmation: Confirmation | None = None
 
     @property
     def drop(self) -> float:
-        return self.fp32_score - self.score
+        """On the samples ``score`` was measured on (the confirm part, when there is one)."""
+        reference = self.confirmation.fp32_score if self.confirmation else self.fp32_score
+        return reference - self.score
 
     def to_json(self) -> dict:
-        return {"fp32_score": self.fp32_score, "score": self.score, "drop": self.drop,
-                "allowed_drop": self.allowed_drop, "units": {p.value: n for p, n in self.units.items()},
-                "message": self.message, "outcome": self.outcome.value}
+        out = {"fp32_score": self.fp32_score, "score": self.score, "drop": self.drop,
+               "allowed_drop": self.allowed_drop, "units": {p.value: n for p, n in self.units.items()},
+               "message": self.message, "outcome": self.outcome.value}
+        if self.confirmation is not None:
+            out["confirmation"] = self.confirmation.to_json()
+        return out
 
 
 @dataclass(frozen=True)

@@ -7,23 +7,25 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..artifacts import Budget, Outcome, PlanReport
+from ..artifacts import Budget, Look, Outcome, PlanReport
 from ..backends import Backend, BackendContext, restore_backend
 from ..backends.trt_layers import ImportedLatency, attribute, read_layer_nodes, read_profile
 from ..data.datasets import load_dataset
 from ..data.images import load_preprocess
 from ..errors import ConfigError
 from ..files import atomic_write_bytes, atomic_write_json, atomic_write_text
-from ..measure.task_metric import TASK_METRICS, Evaluator, TaskMetric, load_metric_fn
+from ..measure.task_metric import TASK_METRICS, TaskMetric, load_metric_fn
 from ..precision import Plan, Precision, precision_files
 from ..progress import Progress
 from ..quant.lower import lower, trt_rule_violations
 from ..report.html import render
 from ..report.summary import plan_report
+from ..search.confirm import confirm
 from ..search.cost import CostModel, cost_model, gpu
 from ..search.space import DecisionSpace
-from ..search.verify import pareto, search
+from ..search.verify import SearchResult, pareto, search
 from .opened import OpenedAnalysis, open_analysis
+from .proof import Proof
 
 TRTEXEC = """# Build the planned mix with TensorRT (10.x or 11.x). Precision lives in the ONNX (Q/DQ and Cast):
 # strongly typed networks honour it exactly (--stronglyTyped is needed on 10.x, a no-op on 11.x).
@@ -52,6 +54,8 @@ class PlanOptions:
     layer_info: PrecisionFiles = field(default_factory=dict)  # trtexec --exportLayerInfo of the same builds
     measure_latency: bool = False  # profile per node on the backend in use (always on where it is the target)
     backend: str | None = None  # None: the backend the analysis measured with
+    replicas: int = 4  # jittered copies of the confirm part each confirmed mix must also pass (0: none)
+    confidence: float | None = None  # meet the budget at this one-sided confidence (None: at the worst replica)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -67,6 +71,10 @@ class PlanOptions:
         for name in ("latency_batch", "batch"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1.")
+        if self.replicas < 0:
+            raise ConfigError(f"--replicas must be zero or more, not {self.replicas}.")
+        if self.confidence is not None and not 0 < self.confidence < 1:
+            raise ConfigError(f"--confidence must be between 0 and 1 (e.g. 0.9), not {self.confidence}.")
 
 
 def plan(run_dir: str | Path, options: PlanOptions, progress: Progress | None = None) -> PlanReport:
@@ -84,31 +92,47 @@ def plan(run_dir: str | Path, options: PlanOptions, progress: Progress | None = 
     context = BackendContext(opened.folder.root, max(options.batch, options.latency_batch), final=True)
     chosen = restore_backend(analysis.backend, options.backend, context)
     backend = chosen.backend
-    evaluator = Evaluator(data, backend, options.metric, options.batch, metric_fn)
-    fp32_score = evaluator.fp32_score(model.proto)
+    proof = Proof(data, backend, options.metric, options.batch, metric_fn, options.replicas, options.confidence)
+    fp32_score, fp32_search, fp32_confirm = proof.fp32(model.proto)
     progress.log(f"verifying on: {backend.describe()}{chosen.log_line(options.backend or '')}")
-    progress.log(f"FP32 {evaluator.name} on {data.num_samples} evaluation samples: {fp32_score:.4f}")
+    progress.log(f"FP32 {proof.name} on {data.num_samples} evaluation samples: {fp32_score:.4f}")
+    allowed = options.budget.allowed_drop(fp32_confirm)
+    limits = proof.limits(allowed)
+    for line in limits:
+        progress.log(line)
     cost = latency_model(opened, options, backend, data, progress)
     space = DecisionSpace.from_analysis(analysis, cost)
-    measured: dict[str, float] = {}  # plan digest -> score, shared by the search and the sweep
+    scores: dict[str, float] = {}  # plan digest -> what the search decided on
 
     def measure(p: Plan) -> float:
-        if p.digest() not in measured:
-            measured[p.digest()] = evaluator.score(lower(model.proto, units, p, opened.ranges))
-        return measured[p.digest()]
+        if p.digest() not in scores:
+            scores[p.digest()] = proof.search_score(p, lower(model.proto, units, p, opened.ranges))
+        return scores[p.digest()]
 
-    result = search(space, options.budget, fp32_score, measure, progress.log)
+    result = search(space, options.budget, fp32_search, measure, progress.log)
+    threshold = None if allowed is None else fp32_confirm - allowed
+
+    def check(p: Plan, ms: float) -> Look:
+        return proof.look(p, ms, lower(model.proto, units, p, opened.ranges), threshold)
+
+    result, look, looks = confirmed(result, check, fp32_confirm, allowed, len(units), progress)
     if result.outcome is Outcome.FP32_FASTEST and not cost.measured:
         result = replace(result, message=result.message + (
             f" (at batch {options.latency_batch} the quantize/reformat kernels are estimated to cost more than "
             "lowering saves on this model; --latency-batch sets the deployment batch)"))
-    front = pareto(space, measure, log=progress.log) if options.pareto else []
+    result = replace(result, steps=[replace(s, exact=proof.measured[s.plan.digest()].value) for s in result.steps])
+    confirmation = proof.confirmation(fp32_confirm, threshold, look, looks, result.plan, limits)
+
+    def exact_on_confirm(p: Plan) -> float:
+        return proof.confirmer.base.score(lower(model.proto, units, p, opened.ranges))
+
+    front = pareto(space, exact_on_confirm, log=progress.log) if options.pareto else []
     mixed = lower(model.proto, units, result.plan, opened.ranges)
     problems = trt_rule_violations(mixed)
     if problems:  # a bug in the lowering, never the user's input
         raise RuntimeError(f"the lowered mix breaks TensorRT's Q/DQ rules: {problems[0]}")
-    report = plan_report(analysis, data.record(), evaluator.name, options.budget, result, space,
-                         backend.describe(), time.perf_counter() - start, front)
+    report = plan_report(analysis, data.record(), proof.name, options.budget, result, space,
+                         backend.describe(), time.perf_counter() - start, front, fp32_score, confirmation)
     folder = opened.folder
     atomic_write_bytes(folder.mixed_onnx, mixed.SerializeToString())
     atomic_write_text(folder.trtexec, TRTEXEC.format(onnx=folder.mixed_onnx.name))
@@ -116,6 +140,30 @@ def plan(run_dir: str | Path, options: PlanOptions, progress: Progress | None = 
     atomic_write_json(folder.plan, report.plan_json())
     atomic_write_text(folder.report_html, render(report.to_json(), analysis))
     return report
+
+
+def confirmed(result: SearchResult, check, fp32_confirm: float, allowed: float | None, total_units: int,
+              progress: Progress) -> tuple[SearchResult, Look | None, list[Look]]:
+    """The search's result after the confirm check: the fastest candidate that holds there, or all-FP32."""
+    if result.outcome is Outcome.LATENCY:  # no accuracy budget: the chosen mix's unbiased score, nothing to hold
+        look = check(result.plan, result.steps[-1].estimated_ms)
+        return replace(result, score=look.score), look, [look]
+    if result.outcome is not Outcome.LOWERED:
+        return replace(result, score=fp32_confirm), None, []
+    look, looks = confirm(result.steps, check, result.refine, log=progress.log)
+    if look is None:
+        return replace(result, plan=Plan(), score=fp32_confirm, outcome=Outcome.NOT_CONFIRMED, message=(
+            f"{len(looks)} mixes met the budget on the search part but none on the confirm part and its replicas; "
+            "nothing was lowered")), None, looks
+    message = (f"{len(look.plan)} of {total_units} units lowered; "
+               f"measured drop {fp32_confirm - look.score:.4f} on the confirm part, worst replica "
+               f"{fp32_confirm - look.worst:.4f}, within {allowed:.4f}")
+    missed = sum(1 for x in looks if not x.passed)
+    if missed:
+        message += f" ({missed} faster candidate(s) missed on the confirm part)"
+    elif len(looks) == 1 and "; the strictly fastest" in result.message:
+        message += result.message[result.message.index("; the strictly fastest"):]
+    return replace(result, plan=look.plan, score=look.score, message=message), look, looks
 
 
 def latency_model(opened: OpenedAnalysis, options: PlanOptions, backend: Backend, data,

@@ -39,6 +39,11 @@ class Dataset:
     info: dict  # source, kind, samples, seed, ... as written to JSON
     fingerprint: str
     labels: np.ndarray | None = None
+    names: list[str] | None = None  # per sample, where the source has them (image file names)
+
+    def name(self, i: int) -> str:
+        """What to call sample ``i`` in a report: its file name, or its index in the source."""
+        return self.names[i] if self.names is not None else f"sample {i}"
 
     @property
     def batchable(self) -> bool:
@@ -154,7 +159,7 @@ def _from_arrays(model: LoadedModel, arrays: dict[str, np.ndarray], source: str,
                    {"source": source, "kind": kind}, fingerprint, limit, labels)
 
 
-def _finish(model, n, take, info, fingerprint, limit, labels=None) -> Dataset:
+def _finish(model, n, take, info, fingerprint, limit, labels=None, names=None) -> Dataset:
     if n == 0:
         raise DataError(f"{info['source']} holds no samples.")
     if limit is not None:
@@ -164,7 +169,7 @@ def _finish(model, n, take, info, fingerprint, limit, labels=None) -> Dataset:
         labels = labels[:n] if labels is not None else None
     info = {**info, "samples": n}
     fp = hashlib.sha256(json.dumps([fingerprint, n], sort_keys=True).encode()).hexdigest()
-    ds = Dataset(model.inputs, n, take, info, fp, labels)
+    ds = Dataset(model.inputs, n, take, info, fp, labels, names[:n] if names is not None else None)
     ds.take(0, 1)  # fail now, with one sentence, rather than in the middle of a long run
     return ds
 
@@ -222,7 +227,7 @@ def _image_dataset(model: LoadedModel, folder: Path, images: list[Path], pre: Pr
 
     fp = [str(folder), file_sha256(*images), pre.to_json()]
     info = {"source": str(folder), "kind": "images", "preprocess": pre.to_json()}
-    return _finish(model, n, take, info, fp, limit)
+    return _finish(model, n, take, info, fp, limit, names=[p.name for p in images])
 
 
 def data_file(path: str | Path) -> Path:

@@ -12,20 +12,19 @@
 from __future__ import annotations
 
 import importlib
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 import numpy as np
 import onnx
 
-from ..backends import Backend
+from ..backends import Backend, Session
 from ..data.datasets import Dataset
 from ..errors import ConfigError, TrtMpqError
+from .intervals import DISPLAY_CONFIDENCE
 from .output_delta import OutputDelta
-
-SQNR_CEILING = 100.0
+from .per_sample import SQNR_CEILING, Measured, smooth_metric, top1, user_metric
 
 
 class TaskMetric(str, Enum):
@@ -52,6 +51,32 @@ def load_metric_fn(spec: str) -> Callable:
     return fn
 
 
+def merge_outputs(parts: list[dict[str, np.ndarray]], indices: list[list[int]], n: int) -> dict[str, np.ndarray]:
+    """Outputs of disjoint parts of a dataset (part k holds the samples ``indices[k]``) in the original order."""
+    merged = {}
+    for name, first in parts[0].items():
+        if not first.ndim:
+            merged[name] = first
+            continue
+        out = np.empty((n, *first.shape[1:]), first.dtype)
+        for part, idx in zip(parts, indices, strict=True):
+            out[idx] = part[name]
+        merged[name] = out
+    return merged
+
+
+def _call_user(fn: Callable, outputs, labels):
+    """The user's metric: a finite number, or one finite value per sample (an array); errors in one line."""
+    try:
+        value = fn(outputs, labels)
+        value = np.asarray(value, dtype=np.float64) if np.ndim(value) else float(value)
+    except Exception as exc:  # the user's code: report it in one line
+        raise TrtMpqError(f"the metric function raised {type(exc).__name__}: {exc}") from None
+    if not np.all(np.isfinite(value)):
+        raise TrtMpqError(f"the metric function returned {value}; it must return a finite number.")
+    return value
+
+
 @dataclass
 class Evaluator:
     """Scores models on evaluation data against the FP32 reference, whose outputs are computed once."""
@@ -76,34 +101,61 @@ class Evaluator:
     def name(self) -> str:
         return "custom" if self.metric_fn is not None else self.metric.value
 
-    def _outputs(self, model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    def outputs(self, session: Session) -> dict[str, np.ndarray]:
+        """Every output of every sample, from a compiled session (one may serve several evaluators)."""
         parts: dict[str, list[np.ndarray]] = {}
-        with self.backend.compile(model) as session:
-            for batch in self.data.batches(self.batch):
-                for k, v in session.run(batch).items():
-                    parts.setdefault(k, []).append(v)
+        for batch in self.data.batches(self.batch):
+            for k, v in session.run(batch).items():
+                parts.setdefault(k, []).append(v)
         self.runs += 1
         return {k: np.concatenate(v, axis=0) if v[0].ndim else v[0] for k, v in parts.items()}
 
-    def fp32_score(self, fp32: onnx.ModelProto) -> float:
-        self.reference = self._outputs(fp32)
+    def _outputs(self, model: onnx.ModelProto) -> dict[str, np.ndarray]:
+        with self.backend.compile(model) as session:
+            return self.outputs(session)
+
+    def fp32_score(self, fp32: onnx.ModelProto, session: Session | None = None) -> float:
+        self.reference = self.outputs(session) if session is not None else self._outputs(fp32)
         return self._score(self.reference)
+
+    def score_outputs(self, outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> float:
+        """The metric of outputs already computed (all samples of ``data``), against ``reference``."""
+        self.reference = reference
+        return self._score(outputs)
 
     def score(self, model: onnx.ModelProto) -> float:
         if self.reference is None:
             raise RuntimeError("call fp32_score first")
         return self._score(self._outputs(model))
 
+    def measure(self, model: onnx.ModelProto, confidence: float = DISPLAY_CONFIDENCE,
+                one_sided: bool = False, session: Session | None = None) -> Measured:
+        """The score with its interval, the search's smooth surrogate, and the samples whose top-1 changed
+        (``session``: ``model`` already compiled)."""
+        if self.reference is None:
+            raise RuntimeError("call fp32_score first")
+        outputs = self.outputs(session) if session is not None else self._outputs(model)
+        n = self.data.num_samples
+        if self.metric_fn is not None:
+            return user_metric(self.metric_fn, outputs, self.data.labels, n, confidence, one_sided, _call_user)
+        if self.metric in (TaskMetric.COSINE, TaskMetric.SQNR):
+            if any(not np.all(np.isfinite(v)) for v in outputs.values() if np.issubdtype(v.dtype, np.floating)):
+                worst = -1.0 if self.metric is TaskMetric.COSINE else -SQNR_CEILING
+                return Measured(worst, worst, worst, worst, n)
+            return smooth_metric(self.metric.value, outputs, self.reference, n, confidence, one_sided)
+        first = next(iter(outputs))
+        got, ref = outputs[first], self.reference[first]
+        labels = self.data.labels if self.metric is TaskMetric.ACCURACY else None
+        measured, correct = top1(got, ref, labels, confidence, one_sided)
+        _, fp32_correct = top1(ref, ref, labels, confidence, one_sided)
+        changed = tuple(int(i) for i in np.nonzero(correct != fp32_correct)[0])
+        return replace(measured, changed=changed)
+
     def _score(self, outputs: dict[str, np.ndarray]) -> float:
         first = next(iter(outputs))
         if self.metric_fn is not None:
-            try:
-                value = float(self.metric_fn(outputs, self.data.labels))
-            except Exception as exc:  # the user's code: report it in one line
-                raise TrtMpqError(f"the metric function raised {type(exc).__name__}: {exc}") from None
-            if not math.isfinite(value):
-                raise TrtMpqError(f"the metric function returned {value}; it must return a finite number.")
-            return value
+            values = _call_user(self.metric_fn, outputs, self.data.labels)
+            return float(np.mean(values)) if isinstance(values, np.ndarray) else values
         if self.metric is TaskMetric.ACCURACY:
             return float(np.mean(np.argmax(outputs[first], axis=-1) == self.data.labels))
         if self.metric is TaskMetric.AGREEMENT:

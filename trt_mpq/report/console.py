@@ -171,14 +171,44 @@ def print_plan(report: PlanReport, run_dir: str, console: Console | None = None)
     n = res.units
     console.print(f"units: {n[Precision.INT8]} INT8, {n[Precision.FP16]} FP16, {n[Precision.FP32]} FP32 "
                   f"(of {sum(n.values())})")
-    budget = f" (allowed {res.allowed_drop:.4f})" if res.allowed_drop is not None else ""
-    console.print(f"measured {report.evaluation.metric} on {report.evaluation.data.samples} held-out samples: "
-                  f"FP32 {res.fp32_score:.4f}, mix {res.score:.4f}, drop {res.drop:.4f}{budget}", highlight=False)
+    console.print(measured_line(report), highlight=False, markup=False)
+    conf = res.confirmation
+    if conf is not None:
+        if conf.changed:
+            more = f" and {len(conf.changed) - 8} more" if len(conf.changed) > 8 else ""
+            console.print(f"top-1 changed on {len(conf.changed)} of {report.evaluation.data.samples} evaluation "
+                          f"samples: {', '.join(conf.changed[:8])}{more}", highlight=False, markup=False)
+        for note in conf.limits[1:]:
+            console.print(f"note: {note}", highlight=False, markup=False)
     all_ms = ", ".join(f"all-{k.value.upper()} {v:.3f}" for k, v in lat.all_ms.items())
     console.print(f"latency on {lat.target} at batch {lat.batch} ({lat.kind}): mix {lat.mix_ms:.3f} ms; "
                   f"{all_ms} ms", highlight=False)
-    console.print(f"{res.message}. {len(report.verification)} verification runs. Wrote {run_dir}/plan.json, "
+    looks = f", {len(res.confirmation.looks)} confirm looks" if res.confirmation is not None else ""
+    console.print(f"{res.message}. {len(report.verification)} search verifications{looks}. Wrote {run_dir}/plan.json, "
                   "model.mixed.onnx, trtexec.txt, report.json, report.html", highlight=False, markup=False)
+
+
+def measured_line(report: PlanReport) -> str:
+    """The measured result in one line: where it was measured, its interval, the replicas, the margin."""
+    res, metric, n = report.result, report.evaluation.metric, report.evaluation.data.samples
+    conf = res.confirmation
+    allowed = f"allowed {res.allowed_drop:.4f}" if res.allowed_drop is not None else ""
+    if conf is None:
+        return (f"measured {metric} on {n} held-out samples: FP32 {res.fp32_score:.4f}, mix {res.score:.4f}, "
+                f"drop {res.drop:.4f}{f' ({allowed})' if allowed else ''}")
+    look = conf.chosen
+    where = (f"measured {metric} on the {conf.confirm_samples} confirm samples (of {n}; the search selected on the "
+             f"other {conf.search_samples}): FP32 {conf.fp32_score:.4f}, mix {res.score:.4f}")
+    if look is None:
+        return f"{where} (all-FP32: nothing lowered)"
+    high = "" if look.high == float("inf") else f"-{look.high:.4f}"
+    kind = f"{conf.interval_confidence:.0%} interval" if conf.confidence is None else \
+        f"one-sided {conf.look_confidence:.4g} bound"
+    spread = f", {len(look.replicas)} replicas {min(look.replicas):.4f}-{max(look.replicas):.4f}" if look.replicas \
+        else ""
+    margin = f", margin {conf.margin:.4f}" if conf.margin is not None else ""
+    return (f"{where} ({kind} {look.low:.4f}{high}){spread}, drop {res.drop:.4f}"
+            f"{f' ({allowed}{margin})' if allowed else ''}")
 
 
 def print_check(rows: list[CheckRow] | tuple[CheckRow, ...], console: Console | None = None) -> None:

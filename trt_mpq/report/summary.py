@@ -8,6 +8,7 @@ from .. import __version__
 from ..artifacts import (
     Analysis,
     Budget,
+    Confirmation,
     DataInfo,
     Evaluation,
     LatencySummary,
@@ -23,7 +24,8 @@ from ..search.verify import SearchResult
 
 def plan_report(analysis: Analysis, evaluation: DataInfo, metric: str, budget: Budget, result: SearchResult,
                 space: DecisionSpace, backend: str, elapsed_s: float,
-                front: list[ParetoPoint] | tuple[ParetoPoint, ...] = ()) -> PlanReport:
+                front: list[ParetoPoint] | tuple[ParetoPoint, ...] = (), fp32_score: float | None = None,
+                confirmation: Confirmation | None = None) -> PlanReport:
     """Everything ``plan`` decided and measured, as one record."""
     units = []
     for name in space.units:
@@ -38,8 +40,10 @@ def plan_report(analysis: Analysis, evaluation: DataInfo, metric: str, budget: B
     cost = space.cost
     latency = LatencySummary(cost.kind, cost.label, cost.device, cost.target.source, cost.batch, totals,
                              space.seconds(result.plan) * 1e3)
-    outcome = PlanResult(result.outcome, result.fp32_score, result.score, result.allowed_drop, counts,
-                         result.message)
+    fp32 = result.fp32_score if fp32_score is None else fp32_score
+    allowed = result.allowed_drop if confirmation is None else (
+        None if confirmation.threshold is None else confirmation.fp32_score - confirmation.threshold)
+    outcome = PlanResult(result.outcome, fp32, result.score, allowed, counts, result.message, confirmation)
     return PlanReport(analysis.model.path, analysis.model.sha256, Evaluation(evaluation, metric),
                       analysis.calibration, budget, outcome, latency, tuple(units), tuple(result.steps), backend,
                       {"trt_mpq": __version__, "onnx": onnx.__version__}, elapsed_s, tuple(front))

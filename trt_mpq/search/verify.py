@@ -24,6 +24,9 @@ from .space import DecisionSpace
 Measure = Callable[[Plan], float]  # a mix -> its measured task metric (higher is better)
 
 
+Refine = Callable[[VerificationStep, "VerificationStep | None"], "VerificationStep | None"]
+
+
 @dataclass(frozen=True)
 class SearchResult:
     plan: Plan
@@ -33,6 +36,7 @@ class SearchResult:
     steps: list[VerificationStep]
     message: str
     outcome: Outcome
+    refine: Refine | None = None  # a passing mix between a rejected candidate and a safer one (see ``between``)
 
 
 def _latency_budget(space: DecisionSpace, budget: Budget) -> float | None:
@@ -66,8 +70,11 @@ def search(space: DecisionSpace, budget: Budget, fp32_score: float, measure: Mea
                 f"({'meets' if passed else 'misses'} the budget) {kind.value}".rstrip())
         return cache[key]
 
+    def refine(rejected: VerificationStep, safer: VerificationStep | None) -> VerificationStep | None:
+        return _between(space, budget, seconds, verify, rejected, safer)
+
     def result(plan: Plan, score: float, message: str, outcome: Outcome) -> SearchResult:
-        return SearchResult(plan, score, fp32_score, allowed, steps, message, outcome)
+        return SearchResult(plan, score, fp32_score, allowed, steps, message, outcome, refine)
 
     if allowed is None:  # latency budget only: least predicted noise within the latency, then measured
         plan = solve(space, seconds_budget=seconds, size_budget_mb=budget.max_size_mb, minimise=Objective.NOISE)
@@ -127,6 +134,33 @@ def _bisect(space: DecisionSpace, budget: Budget, seconds: float | None,
         if hi - lo < 0.05:
             break
     return best
+
+
+def _between(space: DecisionSpace, budget: Budget, seconds: float | None, verify, rejected: VerificationStep,
+             safer: VerificationStep | None, tries: int = 3) -> VerificationStep | None:
+    """A mix strictly between a candidate rejected later (by the confirm check) and the next safer passing one
+    (all-FP32 when None), that passes here: the noise budget bisected between theirs, at most ``tries`` solves."""
+    positive = [v for v in space.noise.values() if v > 0]
+    if not positive or rejected.predicted_noise <= 0:
+        return None
+    lo = math.log(safer.predicted_noise) if safer is not None and safer.predicted_noise > 0 else \
+        math.log(min(positive)) - 1
+    hi = math.log(rejected.predicted_noise)
+    floor = safer.plan if safer is not None else Plan()
+    for _ in range(tries):
+        mid = math.exp((lo + hi) / 2)
+        plan = solve(space, noise_budget=mid, seconds_budget=seconds, size_budget_mb=budget.max_size_mb)
+        if plan is not None and plan == rejected.plan:  # not below it yet: lower
+            hi = math.log(mid)
+            continue
+        if plan is None or plan == floor or not plan:  # at or below the safer one: higher
+            lo = math.log(mid)
+            continue
+        step = verify(plan, mid, StepKind.REPAIR)
+        if step.passed:
+            return step
+        hi = math.log(mid)
+    return None
 
 
 def pareto(space: DecisionSpace, measure: Measure, points: int = 10,

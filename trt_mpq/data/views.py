@@ -1,0 +1,86 @@
+"""Views of a dataset: a subset, a seeded split into two disjoint parts, and jittered replicas.
+
+Replicas stand in for another backend's arithmetic: every float input gets independent uniform noise of
+``relative`` times the tensor's RMS (about eight float32 rounding steps at the default 2^-20), reproducible
+per sample and replica, so the same sample is jittered the same way whatever the batch size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from .datasets import Dataset
+
+CACHE_BYTES = 1 << 30  # a confirm part up to this size is decoded once and kept
+JITTER = 2.0 ** -20  # relative to a tensor's RMS: float32 rounding scale (one ULP is 2^-23 relative)
+
+
+def _gather(ds: Dataset, indices: Sequence[int]):
+    def take(lo: int, hi: int) -> dict[str, np.ndarray]:
+        parts = [ds.take_fn(i, i + 1) for i in indices[lo:hi]]
+        if len(parts) == 1:
+            return parts[0]
+        return {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
+
+    return take
+
+
+def subset(ds: Dataset, indices: Sequence[int], label: str) -> Dataset:
+    """The samples ``indices`` of ``ds``, in that order; ``label`` names the part in logs and reports."""
+    indices = [int(i) for i in indices]
+    fp = hashlib.sha256(json.dumps([ds.fingerprint, indices]).encode()).hexdigest()
+    info = {**ds.info, "source": f"{ds.info['source']} ({label})", "samples": len(indices)}
+    return Dataset(ds.model_inputs, len(indices), _gather(ds, indices), info, fp,
+                   ds.labels[indices] if ds.labels is not None else None, [ds.name(i) for i in indices])
+
+
+def split(ds: Dataset, share: float = 0.5, seed: int = 0) -> tuple[Dataset, Dataset, list[int], list[int]]:
+    """Two disjoint parts of a seeded permutation: (first, second, their indices); ``share`` goes to the first."""
+    order = np.random.default_rng(seed).permutation(ds.num_samples)
+    cut = min(max(1, round(ds.num_samples * share)), ds.num_samples - 1)
+    first, second = sorted(order[:cut].tolist()), sorted(order[cut:].tolist())
+    return subset(ds, first, "search part"), subset(ds, second, "confirm part"), first, second
+
+
+def cached(ds: Dataset, max_bytes: int = CACHE_BYTES) -> Dataset:
+    """The same samples kept in memory once read (decoded images, sliced arrays) when they fit in
+    ``max_bytes``; otherwise ``ds`` itself, read again on every pass."""
+    first = ds.take_fn(0, 1)
+    if sum(v.nbytes for v in first.values()) * ds.num_samples > max_bytes:
+        return ds
+    samples = [first] + [ds.take_fn(i, i + 1) for i in range(1, ds.num_samples)]
+
+    def take(lo: int, hi: int) -> dict[str, np.ndarray]:
+        if hi - lo == 1:
+            return samples[lo]
+        return {k: np.concatenate([p[k] for p in samples[lo:hi]], axis=0) for k in samples[lo]}
+
+    return replace(ds, take_fn=take)
+
+
+def jittered(ds: Dataset, replica: int, relative: float = JITTER) -> Dataset:
+    """The same samples with every float input perturbed at rounding scale (replica ``replica``)."""
+
+    def take(lo: int, hi: int) -> dict[str, np.ndarray]:
+        parts = []
+        for i in range(lo, hi):
+            feeds = dict(ds.take_fn(i, i + 1))
+            rng = np.random.default_rng([replica, i])
+            for k, v in feeds.items():
+                if np.issubdtype(v.dtype, np.floating) and v.size:
+                    rms = float(np.sqrt(np.mean(np.square(v, dtype=np.float64))))
+                    noise = rng.uniform(-1.0, 1.0, v.shape) * relative * (rms or 1.0)
+                    feeds[k] = (v + noise).astype(v.dtype)
+            parts.append(feeds)
+        if len(parts) == 1:
+            return parts[0]
+        return {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
+
+    fp = hashlib.sha256(json.dumps([ds.fingerprint, "jitter", replica, relative]).encode()).hexdigest()
+    return replace(ds, take_fn=take, fingerprint=fp, info={**ds.info, "source": f"{ds.info['source']} "
+                                                                             f"(replica {replica})"})
