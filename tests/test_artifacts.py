@@ -48,6 +48,12 @@ def test_plan_report_record_matches_its_files(analysed):
     assert report.plan == {u["name"]: P(u["precision"]) for u in plan_json["units"] if u["precision"] != "fp32"}
     assert report.result.outcome.value == plan_json["result"]["outcome"]
     assert [s.kind.value for s in report.verification] == [s["note"] for s in plan_json["verification"]]
+    conf = plan_json["result"]["confirmation"]  # the proof: split, interval, replicas, margin, every look
+    assert conf["search_samples"] + conf["confirm_samples"] == 40 and conf["replicas"] == 4
+    chosen = conf["chosen"]
+    assert chosen is None or (chosen["interval"][0] <= chosen["score"] and len(chosen["replicas"]) == 4)
+    assert conf["looks"] == [] or conf["looks"][-1]["passed"] == (chosen is not None)
+    assert "Proof on held-out samples" in folder.report_html.read_text()
 
 
 def test_unit_result_json_keeps_only_what_was_measured():

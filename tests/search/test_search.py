@@ -4,6 +4,8 @@ import json
 import pytest
 
 import builders
+from spaces import NOISE
+from spaces import toy_space as _options
 from trt_mpq import PlanOptions
 from trt_mpq import plan as plan_from_analysis
 from trt_mpq.artifacts import Budget
@@ -13,24 +15,7 @@ from trt_mpq.network.units import find_units
 from trt_mpq.precision import Precision as P
 from trt_mpq.search.cost import GPUS, cost_model
 from trt_mpq.search.milp import solve
-from trt_mpq.search.space import DecisionSpace as Options
 from trt_mpq.search.verify import search
-
-
-def _options(noise):
-    m = builders.conv_bn_relu_residual()
-    units = find_units(m).units
-    # Measured-style unit times where lowering pays (the toy itself is memory-bound: FP32 would win), so the
-    # search has a real trade-off; boundary costs stay the cost model's (microseconds, small against these).
-    measured = {(u.name, p): t for u in units for p, t in ((P.FP32, 1e-3), (P.FP16, 5e-4), (P.INT8, 2.5e-4))}
-    cost = cost_model(m, units, "t4", batch=64).with_measured(measured, "test")
-    choices = {u.name: [P.FP32, P.FP16, P.INT8] for u in units}
-    full = {(u, p): (0.0 if p is P.FP32 else noise[(u, p)]) for u in choices for p in choices[u]}
-    return Options([u.name for u in units], choices, full, cost, {u: cost.costs[u].weight_elems for u in choices})
-
-
-NOISE = {("conv1", P.FP16): 1e-6, ("conv1", P.INT8): 1e-2, ("conv2", P.FP16): 1e-6, ("conv2", P.INT8): 1e-4,
-         ("fc", P.FP16): 1e-7, ("fc", P.INT8): 1e-5}
 
 
 def test_milp_matches_brute_force():
@@ -225,3 +210,18 @@ def test_summary_explains_an_all_fp32_plan(analysed, monkeypatch):
                                 budget=Budget(max_drop=0.5), latency_batch=1)).to_json()
     assert report["result"]["units"]["fp32"] == 3  # the memory-bound toy: lowering never pays at batch 1
     assert "--latency-batch" in report["result"]["message"]
+
+
+def test_plan_cli_replicas_and_confidence(analysed, capsys):
+    code, out = _plan_cli(capsys, analysed / "run", "--eval", analysed / "eval.npz", "--max-drop", "0.5",
+                          "--replicas", "0")
+    assert code == 0 and "confirm samples" in out.out and "replicas" not in out.out.split("confirm samples")[1][:60]
+    report = json.loads((analysed / "run" / "report.json").read_text())
+    assert report["result"]["confirmation"]["replicas"] == 0
+    code, out = _plan_cli(capsys, analysed / "run", "--eval", analysed / "eval.npz", "--max-drop", "0.01",
+                          "--confidence", "0.9")
+    assert code == 0 and "nothing will be lowered" in out.out + out.err  # 20 confirm samples cannot bound 1 %
+    assert json.loads((analysed / "run" / "plan.json").read_text())["result"]["units"]["fp32"] == 3
+    for bad, words in ((["--confidence", "1.5"], "between 0 and 1"), (["--replicas", "-1"], "zero or more")):
+        code, out = _plan_cli(capsys, analysed / "run", "--eval", analysed / "eval.npz", "--max-drop", "0.1", *bad)
+        assert code == 2 and words in out.err

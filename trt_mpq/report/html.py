@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 from ..artifacts import AnalysedUnit, Analysis, BuildResult, UnitResult
 from ..precision import Precision
+from .proof_html import proof_section
 
 COLORS = {"int8": "#2e7d32", "fp16": "#1565c0", "fp32": "#9e9e9e"}
 
@@ -178,6 +179,7 @@ drop {res['drop']:.4f}{drop_line}.<br>
 <h2>Verification log</h2><img alt="verification runs" src="{chart_steps}">
 <table><tr><th>#</th><th>INT8</th><th>FP16</th><th>predicted noise</th><th>ms ({esc(lat_kind)})</th><th>measured</th>
 <th>meets budget</th><th>note</th></tr>{log_rows}</table>
+{proof_section(report)}
 {chart_pareto}
 {realized_html}
 </body></html>
