@@ -22,14 +22,24 @@ PERCENTILE = 99.99
 
 
 class AbsMax:
-    """Running max(|x|)."""
+    """Running max(|x|) over the finite values, and how many were not finite (an additive attention mask
+    holds -inf or -3.4e38: a mask, not a range to calibrate, and never an infinity in ranges.json)."""
 
     def __init__(self) -> None:
         self.value = 0.0
+        self.nonfinite = 0
 
     def update(self, x: np.ndarray) -> None:
-        if x.size:  # max and -min avoid an |x| temporary the size of the tensor
-            self.value = max(self.value, float(x.max()), -float(x.min()))
+        if not x.size:
+            return
+        hi, lo = float(x.max()), float(x.min())  # max and -min avoid an |x| temporary the size of the tensor
+        if not (np.isfinite(hi) and np.isfinite(lo)):
+            finite = np.isfinite(x)
+            self.nonfinite += int(x.size - np.count_nonzero(finite))
+            if not finite.any():
+                return
+            hi, lo = float(x[finite].max()), float(x[finite].min())
+        self.value = max(self.value, hi, -lo)
 
 
 class AbsHistogram:
@@ -45,7 +55,9 @@ class AbsHistogram:
             return
         bins = len(self.counts)
         # float64: a float16 tensor with a small range would overflow when scaled to bin indices
-        idx = np.minimum((np.abs(x.ravel()).astype(np.float64) * (bins / self.amax)).astype(np.int64), bins - 1)
+        a = np.abs(x.ravel()).astype(np.float64)
+        a = a[np.isfinite(a)] if not np.isfinite(a).all() else a  # infinities are not part of the range
+        idx = np.minimum((a * (bins / self.amax)).astype(np.int64), bins - 1)
         self.counts += np.bincount(idx, minlength=bins)
 
     @property

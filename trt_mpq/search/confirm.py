@@ -40,33 +40,46 @@ def confirm(steps: Sequence[VerificationStep], check: Callable[[Plan, float], Lo
             ) -> tuple[Look | None, list[Look]]:
     """The fastest candidate that passes on the confirm part (None: none of the looks did), and every look.
 
-    Candidates are looked at fastest first. After a rejected look, ``refine`` may offer a mix between it and
-    the next safer candidate (the search verifies it on its own part first), else the next safer candidate
-    is next; once one passes, the looks left go to mixes between it and the closest rejected one, so the
-    result gets as close to the rejected as the looks allow (a bisection on the confirm part)."""
+    The fastest candidate is looked at first. If it is rejected, the safest one is next: if even that fails,
+    nothing will, and the looks stop. Otherwise the looks left bisect between the fastest passing and the
+    slowest rejected mix: a candidate the search already verified between them, or one ``refine`` finds (the
+    search verifies it on its own part first), so the result gets as close to the rejected one as the looks
+    allow."""
     ordered = candidates(steps)
     looks: list[Look] = []
-    best: tuple[VerificationStep, Look] | None = None
-    rejected: VerificationStep | None = None
-    current = ordered[0] if ordered else None
-    while current is not None and len(looks) < max_looks:
-        look = check(current.plan, current.estimated_ms)
+
+    def look_at(step: VerificationStep) -> Look:
+        look = check(step.plan, step.estimated_ms)
         looks.append(look)
         spread = f", replicas {min(look.replicas):.4f}-{max(look.replicas):.4f}" if look.replicas else ""
         bound = f", lower bound {look.bound:.4f}" if look.bound is not None else ""
-        log(f"confirm: {current.plan.count(Precision.INT8)} INT8 + {current.plan.count(Precision.FP16)} FP16 units, "
+        log(f"confirm: {step.plan.count(Precision.INT8)} INT8 + {step.plan.count(Precision.FP16)} FP16 units, "
             f"{look.estimated_ms:.3f} ms -> {look.score:.4f} on the confirm part{spread}{bound} "
             f"({'meets' if look.passed else 'misses'} the budget)")
+        return look
+
+    if not ordered or max_looks < 1:
+        return None, looks
+    first = look_at(ordered[0])
+    if first.passed or len(ordered) == 1 and refine is None:
+        return (first if first.passed else None), looks
+    rejected, best = ordered[0], None
+    safest = ordered[-1] if len(ordered) > 1 else None
+    if safest is not None and len(looks) < max_looks:
+        look = look_at(safest)
+        if not look.passed:
+            return None, looks
+        best = (safest, look)
+    while len(looks) < max_looks:
+        floor = best[0] if best is not None else None
+        inside = [s for s in ordered if (floor is None or s.predicted_noise > floor.predicted_noise)
+                  and s.predicted_noise < rejected.predicted_noise and not any(s.plan == x.plan for x in looks)]
+        nxt = inside[len(inside) // 2] if inside else (refine(rejected, floor) if refine is not None else None)
+        if nxt is None:
+            break
+        look = look_at(nxt)
         if look.passed:
-            best = (current, look)
+            best = (nxt, look)
         else:
-            rejected = current
-        if rejected is None or len(looks) == max_looks or refine is None:
-            break
-        floor = best[0] if best is not None else \
-            next((s for s in ordered if s.predicted_noise < current.predicted_noise), None)
-        between = refine(rejected, floor)
-        if between is None and best is not None:
-            break
-        current = between if between is not None else floor
+            rejected = nxt
     return (best[1] if best is not None else None), looks
