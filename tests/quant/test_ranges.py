@@ -284,3 +284,24 @@ def test_exceeds_fp16():
     r = Ranges("max", {}, {"small": 10.0, "edge": FP16_MAX, "big": 1e5, "huge": 3e38})
     assert r.exceeds_fp16(["huge", "small", "edge", "big", "unknown"]) == ["huge", "big"]
     assert r.exceeds_fp16([]) == []
+
+
+@pytest.mark.parametrize("calibrator", ["max", "percentile", "entropy", "mse"])
+def test_masks_with_infinities_never_reach_the_ranges_or_json(calibrator):
+    """An additive attention mask: -inf and -3.4e38 where padded, 0 elsewhere (MiniLM's export builds one)."""
+    mask = np.zeros((4, 1, 1, 16), np.float32)
+    mask[..., 12:] = -np.inf
+    mask[0, ..., 10:12] = np.finfo(np.float32).min
+    scores = np.random.default_rng(0).normal(size=(4, 1, 16, 16)).astype(np.float32)
+    collector = RangeCollector(calibrator, ["mask", "scores"], ["mask", "scores"])
+    collector.update_max({"mask": mask, "scores": scores})
+    if collector.needs_histograms:
+        collector.start_histograms()
+        collector.update_histograms({"mask": mask, "scores": scores})
+    ranges = collector.result()
+    assert collector.maxima["mask"].nonfinite == 4 * 4
+    assert ranges.absmax["mask"] == pytest.approx(3.4028235e38, rel=1e-6)  # finite, and flagged for FP16
+    assert ranges.exceeds_fp16(["mask", "scores"]) == ["mask"]
+    assert all(np.isfinite(v) for v in (*ranges.amax.values(), *ranges.absmax.values()))
+    json.dumps(ranges.to_json(), allow_nan=False)  # what broke 'analyze' on MiniLM
+    assert ranges.amax["scores"] <= float(np.abs(scores).max())

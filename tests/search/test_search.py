@@ -225,3 +225,28 @@ def test_plan_cli_replicas_and_confidence(analysed, capsys):
     for bad, words in ((["--confidence", "1.5"], "between 0 and 1"), (["--replicas", "-1"], "zero or more")):
         code, out = _plan_cli(capsys, analysed / "run", "--eval", analysed / "eval.npz", "--max-drop", "0.1", *bad)
         assert code == 2 and words in out.err
+
+
+def test_plan_takes_shapes_from_the_data_when_static_inference_cannot(tmp_path):
+    """x [batch, seq, 4] with seq dynamic and no --shape: the cost model takes the shapes the FP32 pass saw."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    import trt_mpq
+
+    w = numpy_helper.from_array(np.random.default_rng(0).normal(size=(4, 6)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", 6])], [w])
+    path = tmp_path / "seq.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    rng = np.random.default_rng(1)
+    np.savez(tmp_path / "calib.npz", x=rng.normal(size=(16, 8, 4)).astype(np.float32))
+    np.savez(tmp_path / "eval.npz", x=rng.normal(size=(20, 8, 4)).astype(np.float32))
+    trt_mpq.analyze(path, tmp_path / "run", trt_mpq.AnalyzeOptions(calib=str(tmp_path / "calib.npz")))
+    ranges = json.loads((tmp_path / "run" / "ranges.json").read_text())
+    assert ranges["shapes"]["x"] == [1, 8, 4] and ranges["shapes"]["y"] == [1, 8, 6]  # per sample, as run
+    report = trt_mpq.plan(tmp_path / "run", trt_mpq.PlanOptions(eval=str(tmp_path / "eval.npz"), metric="cosine",
+                                                               budget=Budget(max_drop=0.01)))
+    assert report.latency.all_ms[P.FP32] > 0 and report.units[0].latency_ms[P.INT8] > 0

@@ -171,7 +171,8 @@ def latency_model(opened: OpenedAnalysis, options: PlanOptions, backend: Backend
     """The cost model at the deployment batch, with measured unit times where there are some: imported from
     trtexec profiles, or profiled on the backend (always where its latencies are the deployment's)."""
     model, units = opened.model, opened.units
-    cost = cost_model(model.proto, units, options.target, options.latency_batch, model.tensors)
+    cost = cost_model(model.proto, units, options.target, options.latency_batch, model.tensors,
+                      opened.ranges.shapes)
     if not (options.latency_from or options.measure_latency or backend.latency_is_deployment):
         return cost
     order = [n.name for n in model.proto.graph.node]

@@ -308,10 +308,17 @@ def generated_dataset(model: LoadedModel, samples: int | None = None, seed: int 
     # A symbolic dim shared with a batch axis ('batch' in input [batch,576] and state [2,batch,128]) is the
     # per-sample batch size too.
     per_sample = {s.shape[0]: 1 for s in model.inputs if s.batch_axis == 0 and isinstance(s.shape[0], str)}
-    plans = []
+    # An unnamed dynamic dim of an input whose first axis is fixed (Silero's state [2, ?, 128]) follows the
+    # batch the other inputs carry: one per sample.
+    batched = any(s.batch_axis == 0 for s in model.inputs)
+    plans, assumed = [], []
     for spec in model.inputs:
-        dims = [1 if k == spec.batch_axis else per_sample.get(d, d) if isinstance(d, str) else d
-                for k, d in enumerate(spec.shape)]
+        unnamed = [k for k, d in enumerate(spec.shape) if d is None and k != spec.batch_axis]
+        follows = batched and spec.batch_axis is None and len(unnamed) == 1
+        if follows:
+            assumed.append(f"{spec.name} axis {unnamed[0]}")
+        dims = [1 if k == spec.batch_axis or (follows and k in unnamed) else per_sample.get(d, d)
+                if isinstance(d, str) else d for k, d in enumerate(spec.shape)]
         dynamic = [k for k, d in enumerate(dims) if not isinstance(d, int)]
         if dynamic:
             example = "x".join(str(d) if isinstance(d, int) else "?" for d in dims)
@@ -342,5 +349,7 @@ def generated_dataset(model: LoadedModel, samples: int | None = None, seed: int 
 
     info = {"source": "generated", "kind": "generated", "seed": seed,
             "distribution": "float ~ N(0,1); integer indices uniform in [0, table size); other integers in {0,1}"}
+    if assumed:
+        info["assumed"] = f"unnamed dynamic dims taken as one sample's batch: {', '.join(assumed)}"
     fp = ["generated", seed, [(s.name, str(s.dtype), list(d), h) for s, d, h in plans]]
     return _finish(model, n, take, info, fp, None)

@@ -133,6 +133,7 @@ def collect(model: LoadedModel, table: UnitTable, regions: list[UnitRegion], dat
         for b, (lo, hi) in enumerate(spans):
             feeds = dataset.take(lo, hi)
             values = {**feeds, **session.run(feeds, outputs + extra)}
+            collector.update_shapes(values, hi - lo)
             collector.update_max(values)
             store.write(b, {n: values[n] for n in stored})
             progress.advance()

@@ -197,6 +197,18 @@ def _name_nodes(graph: onnx.GraphProto) -> int:
     return renamed
 
 
+def _negative_dims_to_dynamic(graph: onnx.GraphProto) -> int:
+    """Dims written as -1 (Paddle's exports) mean 'dynamic': give them a name of their own instead."""
+    fixed = 0
+    for vi in list(graph.input) + list(graph.output):
+        for axis, d in enumerate(vi.type.tensor_type.shape.dim):
+            if d.HasField("dim_value") and d.dim_value < 0:
+                d.Clear()
+                d.dim_param = f"{vi.name}_dim{axis}"
+                fixed += 1
+    return fixed
+
+
 def _apply_shapes(model: onnx.ModelProto, inputs: list[TensorSpec], shapes: dict[str, tuple[int, ...]]) -> None:
     known = {i.name: i for i in inputs}
     for name, dims in shapes.items():
@@ -240,6 +252,9 @@ def load_model(path: str | Path, shapes: dict[str, tuple[int, ...]] | None = Non
     moved = _constants_to_initializers(model.graph)
     if moved:
         notes.append(f"{moved} Constant nodes were turned into initializers")
+    dynamic = _negative_dims_to_dynamic(model.graph)
+    if dynamic:
+        notes.append(f"{dynamic} input/output dims written as -1 were read as dynamic")
     renamed = _name_nodes(model.graph)
     if renamed:
         notes.append(f"{renamed} nodes had no (unique) name and were named <OpType>_<index>")

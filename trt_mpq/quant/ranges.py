@@ -152,11 +152,14 @@ def weight_scales(w: np.ndarray, axis: int | None) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Ranges:
-    """Calibrated INT8 thresholds for quantized activations, and raw |x| maxima for every observed tensor."""
+    """What the FP32 pass observed: calibrated INT8 thresholds for quantized activations, raw |x| maxima and
+    per-sample shapes of every observed tensor (ONNX Runtime knows every shape once it has run, where static
+    shape inference may not)."""
 
     calibrator: str
     amax: Mapping[str, float] = field(default_factory=dict)
     absmax: Mapping[str, float] = field(default_factory=dict)
+    shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
 
     def scale(self, tensor: str) -> float:
         return int8_scale(self.amax[tensor])
@@ -165,11 +168,13 @@ class Ranges:
         return [t for t in tensors if self.absmax.get(t, 0.0) > FP16_MAX]
 
     def to_json(self) -> dict:
-        return {"calibrator": self.calibrator, "amax": dict(self.amax), "absmax": dict(self.absmax)}
+        return {"calibrator": self.calibrator, "amax": dict(self.amax), "absmax": dict(self.absmax),
+                "shapes": {k: list(v) for k, v in self.shapes.items()}}
 
     @classmethod
     def from_json(cls, d: Mapping) -> Ranges:
-        return cls(d["calibrator"], dict(d["amax"]), dict(d["absmax"]))
+        return cls(d["calibrator"], dict(d["amax"]), dict(d["absmax"]),
+                   {k: tuple(v) for k, v in d.get("shapes", {}).items()})
 
 
 class RangeCollector:
@@ -180,10 +185,20 @@ class RangeCollector:
         self.maxima = {n: AbsMax() for n in dict.fromkeys(observed)}
         self.quantized = list(dict.fromkeys(quantized))
         self.hists: dict[str, AbsHistogram] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}
 
     @property
     def needs_histograms(self) -> bool:
         return self.calibrator != "max"
+
+    def update_shapes(self, tensors: Mapping[str, np.ndarray], samples: int) -> None:
+        """Per-sample shapes from a batch of ``samples``: a leading axis that holds the batch is divided by it."""
+        for name, v in tensors.items():
+            if name not in self.shapes and np.issubdtype(v.dtype, np.floating):
+                dims = list(v.shape)
+                if dims and samples > 1 and dims[0] % samples == 0:
+                    dims[0] //= samples
+                self.shapes[name] = tuple(int(d) for d in dims)
 
     def update_max(self, tensors: Mapping[str, np.ndarray]) -> None:
         for name, m in self.maxima.items():
@@ -205,4 +220,4 @@ class RangeCollector:
         else:
             fn = THRESHOLDS[self.calibrator]
             amax = {n: fn(h) for n, h in self.hists.items()}
-        return Ranges(self.calibrator, amax, absmax)
+        return Ranges(self.calibrator, amax, absmax, dict(self.shapes))

@@ -159,10 +159,12 @@ class CostModel:
 
 
 def cost_model(model: onnx.ModelProto, units: list[Unit], target: str, batch: int = 1,
-               tensors: TensorTable | None = None) -> CostModel:
+               tensors: TensorTable | None = None, observed: Mapping[str, tuple[int, ...]] | None = None
+               ) -> CostModel:
     """Costs at ``batch`` samples per run (activations and FLOPs scale with it, weights do not); ``tensors``:
-    the model's inferred tensors when already known (``LoadedModel.tensors``)."""
-    shapes = (tensors or infer_tensors(model)).shapes
+    the model's inferred tensors when already known (``LoadedModel.tensors``); ``observed``: per-sample shapes
+    seen when the model ran (``Ranges.shapes``), for what static inference cannot follow."""
+    shapes = {**(observed or {}), **(tensors or infer_tensors(model)).shapes}
     by_name = {n.name: n for n in model.graph.node}
     inits = {t.name for t in model.graph.initializer}
     producer_unit = {o: u.name for u in units for o in u.outputs}
@@ -183,6 +185,8 @@ def cost_model(model: onnx.ModelProto, units: list[Unit], target: str, batch: in
                               "pass --shape for the dynamic inputs when analysing.")
         elems = {t: batch * float(np.prod(shapes[t])) for t in (*u.inputs, *u.outputs)}
         weights = sum(float(np.prod(shapes[n])) for node in u.nodes for n in by_name[node].input if n in inits)
+        if main.output[0] not in shapes:  # inside the unit: the epilogue keeps the main op's shape
+            shapes[main.output[0]] = shapes[u.outputs[0]]
         costs[u.name] = UnitCost(batch * _flops(main, shapes), sum(elems.values()), weights, elems)
         for t in u.inputs:
             if source(t) in producer_unit:
