@@ -48,3 +48,10 @@ def test_an_unnamed_dim_follows_the_batch_of_the_other_inputs(tmp_path):
     analysis = trt_mpq.analyze(path, tmp_path / "run", trt_mpq.AnalyzeOptions(samples=2))  # no --shape needed
     assert analysis.calibration.data.samples == 2
     assert np.isfinite(data.take(1, 2)["input"]).all()
+
+
+def test_a_named_dim_fixed_on_one_input_is_fixed_on_the_others(tmp_path):
+    path = _model(tmp_path, [("input_ids", ["batch", "seq"]), ("attention_mask", ["batch", "seq"])])
+    model = load_model(path, {"input_ids": (1, 64)})  # one --shape, as for a tokenised sentence pair
+    assert [s.shape[1] for s in model.inputs] == [64, 64]
+    assert generated_dataset(model, samples=2).take(0, 2)["attention_mask"].shape == (2, 64)

@@ -227,6 +227,7 @@ def _apply_shapes(model: onnx.ModelProto, inputs: list[TensorSpec], shapes: dict
                 raise ConfigError(
                     f"--shape gives {want} for axis {axis} of '{name}', but the model fixes it to {have}."
                 )
+    named: dict[str, int] = {}  # a symbolic dim fixed on one input is fixed on every input that names it
     for vi in model.graph.input:
         if vi.name not in shapes:
             continue
@@ -234,8 +235,18 @@ def _apply_shapes(model: onnx.ModelProto, inputs: list[TensorSpec], shapes: dict
             # Axis 0, when dynamic, stays the batch axis so samples can be stacked along it.
             if axis == 0 and not d.HasField("dim_value"):
                 continue
+            if d.HasField("dim_param"):
+                named[d.dim_param] = want
             d.Clear()
             d.dim_value = want
+    for vi in model.graph.input:
+        if vi.name in shapes:
+            continue
+        for axis, d in enumerate(vi.type.tensor_type.shape.dim):
+            if axis > 0 and d.HasField("dim_param") and d.dim_param in named:
+                want = named[d.dim_param]
+                d.Clear()
+                d.dim_value = want
 
 
 def load_model(path: str | Path, shapes: dict[str, tuple[int, ...]] | None = None) -> LoadedModel:
