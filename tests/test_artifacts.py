@@ -19,10 +19,12 @@ def test_analysis_reads_back_what_analyze_wrote(analysed):
     written = json.loads(folder.sensitivity.read_text())
     analysis = Analysis.from_json(written)
     assert analysis.to_json() == written
-    assert [u.name for u in analysis.units] == ["conv1", "conv2", "fc"]
+    assert [u.name for u in analysis.units] == ["conv1", "conv2", "gap", "fc"]
     assert analysis.backend.name == "onnxruntime" and analysis.backend.settings == {"ort_optimize": "none"}
     assert analysis.calibration.data.samples == 32 and analysis.calibration.calibrator == "max"
-    assert all(isinstance(r, UnitResult) and r.nmse > 0 for u in analysis.units for r in u.results.values())
+    assert all(isinstance(r, UnitResult) and r.nmse >= 0 for u in analysis.units for r in u.results.values())
+    assert all(r.nmse > 0 for u in analysis.units if u.kind == "gemm" for r in u.results.values())
+    assert [u.kind for u in analysis.units] == ["gemm", "gemm", "pool", "gemm"]
 
 
 def test_open_analysis_checks_that_model_and_units_still_match(analysed):

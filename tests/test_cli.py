@@ -37,11 +37,11 @@ def test_analyze_writes_json_and_prints_ranked_table(capsys, tmp_path, tiny):
     code, out, err = run(capsys, "analyze", tiny, "--out", out_dir, "--samples", 6, "--quiet")
     assert code == 0, err
     doc = json.loads((out_dir / "sensitivity.json").read_text())
-    assert [u["name"] for u in doc["units"]] == ["conv1", "conv2", "fc"]
+    assert [u["name"] for u in doc["units"]] == ["conv1", "conv2", "gap", "fc"]
     assert "ranked by sensitivity" in out and "conv2" in out
     assert err == ""  # --quiet: no progress, no log lines
     code, out, err = run(capsys, "analyze", tiny, "--out", out_dir, "--samples", 6)
-    assert code == 0 and "resuming: 6 of 6" in err
+    assert code == 0 and "resuming: 8 of 8" in err  # 4 units x 2 precisions
 
 
 def test_help_explains_commands(capsys):

@@ -165,7 +165,8 @@ PLANNED = {"node_Conv_25": P.INT8, "node_Conv_26": P.INT8, "node_Conv_27": P.FP1
 def test_inspector_json_gives_realised_precision_per_unit(digits_units, version):
     info = json.loads((FIXTURES / f"digits_inspector_{version}.json").read_text())
     got = realized(info, digits_units)
-    assert got == {**PLANNED, "node_linear": P.FP32}  # fc1's INT8 was declined in the fixture
+    # fc1's INT8 was declined in the fixture; its max pools (units of their own now) ran FP32
+    assert got == {**PLANNED, "node_linear": P.FP32, "node_max_pool2d": P.FP32, "node_max_pool2d_1": P.FP32}
     nodes = layer_nodes(info)
     assert nodes["node_Conv_27 + node_relu_2"] == ["node_Conv_27", "node_relu_2"]
     with pytest.raises(Exception, match="no 'Layers' list"):
@@ -181,11 +182,12 @@ def test_profiler_times_map_to_units_through_the_inspector(digits_units, version
     got = attribute({P.INT8: ms}, {P.INT8: layer_nodes(info)}, digits_units, order)
     assert {u for u, _ in got.ms} == {u.name for u in digits_units}
     assert all(v > 0 for v in got.ms.values())
-    # the input quantize belongs to conv1 (it exists because conv1 is INT8); max pooling belongs to no unit
+    # the input quantize belongs to conv1 (it exists because conv1 is INT8); each max pool is a unit
     assert got.ms[("node_Conv_25", P.INT8)] == pytest.approx(ms["input_QuantizeLinear"] + ms[
         "conv1.weight_DequantizeLinear + input_DequantizeLinear + node_Conv_25 + node_relu + relu_QuantizeLinear"])
-    assert got.unattributed_ms[P.INT8] == pytest.approx(ms["node_max_pool2d"] + ms["node_max_pool2d_1 + "
-                                                                                    "node_Reshape_30"])
+    assert got.ms[("node_max_pool2d", P.INT8)] == pytest.approx(ms["node_max_pool2d"])
+    assert got.ms[("node_max_pool2d_1", P.INT8)] == pytest.approx(ms["node_max_pool2d_1 + node_Reshape_30"])
+    assert got.unattributed_ms[P.INT8] == 0
     assert sum(got.ms.values()) + got.unattributed_ms[P.INT8] == pytest.approx(sum(ms.values()))
 
 

@@ -44,7 +44,8 @@ def test_profile_and_layer_info_map_to_units_10x(tmp_path):
     assert got.ms[("conv1", P.INT8)] == pytest.approx(0.010)
     assert got.ms[("conv2", P.INT8)] == pytest.approx(0.020)
     assert got.ms[("fc", P.INT8)] == pytest.approx(0.003)
-    assert got.unattributed_ms[P.INT8] == pytest.approx(0.003)  # the reformat and the pooling
+    assert got.ms[("gap", P.INT8)] == pytest.approx(0.001)  # the pooling is a unit of its own
+    assert got.unattributed_ms[P.INT8] == pytest.approx(0.002)  # the reformat
     assert got.total_ms[P.INT8] == pytest.approx(0.036)
 
 
@@ -95,12 +96,12 @@ def test_plan_uses_imported_latency(analysed, tmp_path):
     files = []
     for p, slow in (("fp32", 1.0), ("fp16", 0.5), ("int8", 0.1)):
         path = _profile(tmp_path, f"{p}.json", [("conv1 + bn1 + relu1", slow), ("conv2 + relu2 + add + relu3", slow),
-                                                ("fc", slow)])
+                                                ("gap", slow), ("fc", slow)])
         files.append(f"{p}={path}")
     report = plan_from_analysis(analysed / "run", PlanOptions(eval=str(analysed / "eval.npz"), metric="agreement",
                                 budget=Budget(max_drop=1.0), latency_from=tuple(files))).to_json()
     assert report["latency"]["kind"].startswith("measured (trtexec profiles)")
-    assert report["result"]["units"]["int8"] == 3  # measured INT8 is 10x faster and the budget allows it
+    assert report["result"]["units"]["int8"] == 4  # measured INT8 is 10x faster and the budget allows it
     assert report["units"][0]["latency_ms"]["int8"] == pytest.approx(0.1)
 
 
@@ -138,16 +139,16 @@ def test_check_reports_units_whose_realized_precision_differs(analysed, tmp_path
     files = []
     for p, t in (("fp32", 1.0), ("fp16", 0.5), ("int8", 0.1)):
         path = _profile(tmp_path, f"{p}.json", [("conv1 + bn1 + relu1", t), ("conv2 + relu2 + add + relu3", t),
-                                                ("fc", t)])
+                                                ("gap", t), ("fc", t)])
         files.append(f"{p}={path}")
     plan_from_analysis(analysed / "run", PlanOptions(eval=str(analysed / "eval.npz"), metric="agreement",
-                       budget=Budget(max_drop=1.0), latency_from=tuple(files)))  # all three units INT8
+                       budget=Budget(max_drop=1.0), latency_from=tuple(files)))  # all four units INT8
     info = tmp_path / "engine_layers.json"
     layers = [_layer("a", ["r1_QuantizeLinear", "conv2", "relu2"], "Int8" if not v11 else "INT8", v11),
               _layer("b", ["x_QuantizeLinear", "conv1", "bn1"], "FP32" if not v11 else "Float", v11),
-              _layer("c", ["fc"], "Int8", v11)]
+              _layer("c", ["fc"], "Int8", v11), _layer("d", ["gap"], "Int8", v11)]
     info.write_text(json.dumps({"Layers": layers, ("I/O Tensors" if v11 else "Bindings"): ["x", "y"]}))
     code = main(["check", str(analysed / "run"), "--layer-info", str(info)])
     out = capsys.readouterr().out
     assert code == 3
-    assert "conv1" in out and "FP32" in out and "2 of 3 units run in their planned precision; 1 differ" in out
+    assert "conv1" in out and "FP32" in out and "3 of 4 units run in their planned precision; 1 differ" in out

@@ -85,7 +85,7 @@ def test_killed_run_resumes_without_recomputing(tmp_path):
         f.write('{"unit": "conv2", "precis')  # a torn line from a kill mid-write
     second = CountingBackend()
     doc = analyze(model, data, second, out).to_json()
-    assert second.compiled == 6 - 4  # only the unfinished (unit, precision) pairs; no FP32 pass again
+    assert second.compiled == 8 - 4  # 4 units x 2 precisions: only the unfinished pairs; no FP32 pass again
     third = CountingBackend()
     again = analyze(model, data, third, out).to_json()
     assert third.compiled == 0
@@ -97,7 +97,7 @@ def test_changed_settings_do_not_reuse_results(tmp_path):
     analyze(model, data, CountingBackend(), tmp_path / "out", Settings(calibrator="max"))
     other = CountingBackend()
     analyze(model, data, other, tmp_path / "out", Settings(calibrator="percentile"))
-    assert other.compiled == 1 + 6
+    assert other.compiled == 1 + 8  # the FP32 pass, then 4 units x 2 precisions
 
 
 def test_fp16_overflow_is_flagged(tmp_path):

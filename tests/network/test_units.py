@@ -1,3 +1,5 @@
+import onnx
+
 import builders
 from trt_mpq.network.units import find_units
 
@@ -9,7 +11,7 @@ def _units(m):
 
 def test_conv_bn_relu_and_residual_fuse_into_units():
     units, table = _units(builders.conv_bn_relu_residual())
-    assert list(units) == ["conv1", "conv2", "fc"]
+    assert list(units) == ["conv1", "conv2", "gap", "fc"]
     assert units["conv1"].op_types == ("Conv", "BatchNormalization", "Relu")
     # conv1's output feeds conv2 and the residual Add: BN+Relu stop there, the Add belongs to conv2.
     assert units["conv2"].nodes == ("conv2", "relu2", "add", "relu3")
@@ -48,3 +50,80 @@ def test_layers_inside_if_branches_are_skipped_with_reason():
     assert units == {}
     assert {s.node for s in table.skipped} == {"conv_then", "conv_else"}
     assert all("control-flow" in s.reason for s in table.skipped)
+
+
+def _attention_head():
+    """x [batch,4,8] -> MatMul(q) -> scores (MatMul x^T) + mask -> Softmax -> LayerNorm -> Where(isnan) -> out."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(size=(8, 8)).astype(np.float32), "wq"),
+             numpy_helper.from_array(np.ones(4, np.float32), "ln_s"), numpy_helper.from_array(np.zeros(4, np.float32),
+                                                                                             "ln_b"),
+             numpy_helper.from_array(np.array(np.finfo(np.float32).min, np.float32), "neg"),
+             numpy_helper.from_array(np.array(0.0, np.float32), "zero")]
+    nodes = [
+        helper.make_node("MatMul", ["x", "wq"], ["q"], "q_proj"),
+        helper.make_node("Transpose", ["x"], ["xt"], "xt", perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["q", "xt"], ["s"], "scores"),
+        helper.make_node("Cast", ["mask"], ["maskf"], "mask_cast", to=TensorProto.FLOAT),
+        helper.make_node("Equal", ["maskf", "zero"], ["pad"], "is_pad"),
+        helper.make_node("Where", ["pad", "neg", "zero"], ["bias"], "mask_bias"),
+        helper.make_node("Add", ["s", "bias"], ["sm"], "add_mask"),
+        helper.make_node("Softmax", ["sm"], ["p"], "softmax", axis=-1),
+        helper.make_node("LayerNormalization", ["p", "ln_s", "ln_b"], ["n"], "ln", axis=-1),
+        helper.make_node("Mul", ["n", "n"], ["n2"], "square"),
+        helper.make_node("Sqrt", ["n2"], ["out"], "root"),
+    ]
+    graph = helper.make_graph(nodes, "attn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 4, 8]),
+                                              helper.make_tensor_value_info("mask", TensorProto.INT64, ["b", 1, 4])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["b", 4, 4])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_every_float_op_gets_a_unit_and_masks_are_never_cast():
+    import numpy as np
+    import onnxruntime as ort
+
+    from trt_mpq.precision import Plan, Precision
+    from trt_mpq.quant.lower import lower
+
+    model = _attention_head()
+    units, _ = _units(model)
+    kinds = {name: u.kind for name, u in units.items()}
+    assert kinds["softmax"] == "softmax" and kinds["ln"] == "norm" and kinds["mask_bias"] == "region"
+    assert units["square"].nodes == ("square", "root") and units["square"].allowed == (Precision.FP16,)
+    assert "mask_cast" not in {n for u in units.values() for n in u.nodes}  # shape/index/type ops: no decision
+    assert units["mask_bias"].casts == ()  # the Where's condition is boolean and its branches are constants
+    half = lower(model, list(units.values()), Plan.of({u: Precision.FP16 for u in units}), None)
+    casts = [n for n in half.graph.node if n.op_type == "Cast" and n.attribute[0].i == onnx.TensorProto.FLOAT16]
+    assert not any(n.input[0] in ("mask", "pad", "maskf") for n in casts)
+    feeds = {"x": np.random.default_rng(1).normal(size=(2, 4, 8)).astype(np.float32),
+             "mask": np.array([[[1, 1, 1, 0]], [[1, 1, 0, 0]]], np.int64)}
+    ref = ort.InferenceSession(model.SerializeToString()).run(None, feeds)[0]
+    got = ort.InferenceSession(half.SerializeToString()).run(None, feeds)[0]  # runs: every type lines up
+    assert got.dtype == np.float32 and np.allclose(got, ref, atol=2e-2)
+
+
+def test_an_lstm_is_a_unit_with_an_fp16_result(tmp_path):
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    import trt_mpq
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(scale=0.3, size=(1, 32, 6)).astype(np.float32), "W"),
+             numpy_helper.from_array(rng.normal(scale=0.3, size=(1, 32, 8)).astype(np.float32), "R")]
+    nodes = [helper.make_node("LSTM", ["x", "W", "R"], ["y", "h"], "lstm", hidden_size=8),
+             helper.make_node("Squeeze", ["h", "axes"], ["hs"], "sq")]
+    inits.append(numpy_helper.from_array(np.array([0], np.int64), "axes"))
+    graph = helper.make_graph(nodes, "rnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, "b", 6])],
+                              [helper.make_tensor_value_info("hs", TensorProto.FLOAT, ["b", 8])], inits)
+    path = tmp_path / "lstm.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    np.savez(tmp_path / "calib.npz", x=rng.normal(size=(4, 5, 1, 6)).astype(np.float32))  # one full input each
+    analysis = trt_mpq.analyze(path, tmp_path / "run", trt_mpq.AnalyzeOptions(calib=str(tmp_path / "calib.npz")))
+    (lstm,) = [u for u in analysis.units if u.kind == "recurrent"]
+    fp16 = lstm.results[trt_mpq.Precision.FP16]
+    assert set(lstm.results) == {trt_mpq.Precision.FP16} and 0 < fp16.nmse < 1e-4  # FP16 only: no INT8 LSTM

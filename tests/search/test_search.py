@@ -133,7 +133,7 @@ def test_plan_writes_verified_artifacts(analysed):
     run = analysed / "run"
     plan = json.loads((run / "plan.json").read_text())
     assert plan["result"]["drop"] <= 0.05 and plan["result"]["fp32_score"] == 1.0
-    assert [u["name"] for u in plan["units"]] == ["conv1", "conv2", "fc"] and plan["units"][0]["nodes"]
+    assert [u["name"] for u in plan["units"]] == ["conv1", "conv2", "gap", "fc"] and plan["units"][0]["nodes"]
     assert plan["verification"] and report["latency"]["kind"] == "estimated"
     import onnx
 
@@ -208,7 +208,7 @@ def test_summary_explains_an_all_fp32_plan(analysed, monkeypatch):
     monkeypatch.setattr("trt_mpq.search.cost.KERNEL_US", 0.5)
     report = plan_from_analysis(analysed / "run", PlanOptions(eval=str(analysed / "eval.npz"), metric="agreement",
                                 budget=Budget(max_drop=0.5), latency_batch=1)).to_json()
-    assert report["result"]["units"]["fp32"] == 3  # the memory-bound toy: lowering never pays at batch 1
+    assert report["result"]["units"]["fp32"] == 4  # the memory-bound toy: lowering never pays at batch 1
     assert "--latency-batch" in report["result"]["message"]
 
 
@@ -221,7 +221,7 @@ def test_plan_cli_replicas_and_confidence(analysed, capsys):
     code, out = _plan_cli(capsys, analysed / "run", "--eval", analysed / "eval.npz", "--max-drop", "0.01",
                           "--confidence", "0.9")
     assert code == 0 and "nothing will be lowered" in out.out + out.err  # 20 confirm samples cannot bound 1 %
-    assert json.loads((analysed / "run" / "plan.json").read_text())["result"]["units"]["fp32"] == 3
+    assert json.loads((analysed / "run" / "plan.json").read_text())["result"]["units"]["fp32"] == 4
     for bad, words in ((["--confidence", "1.5"], "between 0 and 1"), (["--replicas", "-1"], "zero or more")):
         code, out = _plan_cli(capsys, analysed / "run", "--eval", analysed / "eval.npz", "--max-drop", "0.1", *bad)
         assert code == 2 and words in out.err

@@ -65,15 +65,16 @@ class AnalysedUnit:
     nodes: tuple[str, ...]  # every ONNX node the decision covers, in graph order
     op_types: tuple[str, ...]  # their op types, in the same order
     results: Mapping[Precision, UnitResult] = field(default_factory=dict)
+    kind: str = "gemm"  # gemm, norm, softmax, pool, resize, recurrent, region
 
     def to_json(self) -> dict:
-        return {"name": self.name, "main_op": self.main_op, "nodes": list(self.nodes),
+        return {"name": self.name, "main_op": self.main_op, "kind": self.kind, "nodes": list(self.nodes),
                 "op_types": list(self.op_types), "results": {p.value: r.to_json() for p, r in self.results.items()}}
 
     @classmethod
     def from_json(cls, d: Mapping) -> AnalysedUnit:
         return cls(d["name"], d["main_op"], tuple(d["nodes"]), tuple(d["op_types"]),
-                   {Precision(p): UnitResult.from_json(r) for p, r in d["results"].items()})
+                   {Precision(p): UnitResult.from_json(r) for p, r in d["results"].items()}, d.get("kind", "gemm"))
 
 
 @dataclass(frozen=True)

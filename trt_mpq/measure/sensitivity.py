@@ -210,7 +210,8 @@ def analyze(model: LoadedModel, dataset: Dataset, backend: Backend, out_dir: str
     work = folder.work / _run_key(model, dataset, backend, settings)
     journal = Journal(work / "results.jsonl")
     done = {k: UnitResult.from_json(v) for k, v in journal.load().items()}
-    pairs = [(u, p) for u in table.units for p in settings.precisions if (u.name, p.value) not in done]
+    pairs = [(u, p) for u in table.units for p in settings.precisions
+             if p in u.allowed and (u.name, p.value) not in done]
     store = ActivationStore(work / "activations")
     ranges_path = work / "ranges.json"
     ranges = Ranges.from_json(json.loads(ranges_path.read_text())) if ranges_path.exists() else None
@@ -256,7 +257,8 @@ def _analysis(model: LoadedModel, table: UnitTable, dataset: Dataset, backend: B
               results: dict[tuple[str, str], UnitResult], elapsed: float) -> Analysis:
     units = tuple(
         AnalysedUnit(u.name, u.main_op, u.nodes, u.op_types,
-                     {p: results[(u.name, p.value)] for p in settings.precisions if (u.name, p.value) in results})
+                     {p: results[(u.name, p.value)] for p in settings.precisions if (u.name, p.value) in results},
+                     u.kind)
         for u in table.units)
     info = ModelInfo(str(model.path), model.sha256, tuple(i.describe() for i in model.inputs),
                      tuple(o.describe() for o in model.outputs), tuple(model.notes), dict(model.shapes))

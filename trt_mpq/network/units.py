@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import onnx
 
 from ..artifacts import SkippedLayer as Skipped
+from ..precision import Precision
 from .graph import constant_names, consumers, named_subgraphs
 from .shapes import TensorTable, infer_tensors
 
@@ -39,6 +40,14 @@ class Unit:
     weight_axis: int | None  # per-channel axis of ``weight``; None means per-tensor
     inputs: tuple[str, ...]  # non-constant tensors the unit reads
     outputs: tuple[str, ...]  # tensors the unit hands to the rest of the graph
+    kind: str = "gemm"  # gemm, norm, softmax, pool, resize, recurrent, region (see network.regions)
+    allowed: tuple[Precision, ...] = (Precision.INT8, Precision.FP16)  # what TensorRT can run it in
+    half_inputs: tuple[str, ...] | None = None  # inputs cast for FP16 (None: all of ``inputs``)
+
+    @property
+    def casts(self) -> tuple[str, ...]:
+        """The inputs an FP16 lowering casts: the float ones (never masks' booleans, shapes or indices)."""
+        return self.inputs if self.half_inputs is None else self.half_inputs
 
 
 @dataclass
@@ -188,12 +197,18 @@ def _skip_subgraph_layers(graph: onnx.GraphProto, where: str, table: UnitTable) 
 def find_units(model: onnx.ModelProto, tensors: TensorTable | None = None) -> UnitTable:
     """Units of the top-level graph in graph order, and what was skipped and why. ``tensors``: the model's
     inferred tensors when already known (``LoadedModel.tensors``)."""
-    finder = _Finder(model, tensors or infer_tensors(model))
+    from .regions import other_units  # it builds Units: imported here, not at the top, to avoid a cycle
+
+    tensors = tensors or infer_tensors(model)
+    finder = _Finder(model, tensors)
     table = UnitTable()
     for i, node in enumerate(model.graph.node):
         if node.op_type in MAIN_OPS:
             unit = finder.unit(i, table)
             if unit is not None:
                 table.units.append(unit)
+    index = {n.name: i for i, n in enumerate(model.graph.node)}
+    table.units += other_units(model, finder.taken, tensors)
+    table.units.sort(key=lambda u: index[u.nodes[0]])
     _skip_subgraph_layers(model.graph, "", table)
     return table

@@ -21,6 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import ConfigError
 from ..network.graph import constant_names, node_inputs, stable_toposort
+from ..network.regions import KEEP_TYPE
 from ..network.units import Unit
 from ..precision import Plan, Precision
 from .ranges import INT8_MAX, Ranges, weight_scales
@@ -88,9 +89,11 @@ class _Rewriter:
     def cast_fp16(self, unit: Unit) -> None:
         members = [self.node_by_name[n] for n in unit.nodes]
         made = {o for n in members for o in n.output}
+        casts = set(unit.casts)
         for node in members:
+            keep = KEEP_TYPE.get(node.op_type, ())
             for k, name in enumerate(node.input):
-                if not name or name in made:
+                if not name or name in made or k in keep:
                     continue
                 if name in self.inits:
                     t = self.inits[name]
@@ -98,6 +101,8 @@ class _Rewriter:
                         with np.errstate(over="ignore"):  # overflow is reported by the FP16 range check
                             half = numpy_helper.to_array(t).astype(np.float16)
                         node.input[k] = self._add_init(half, f"{name}_fp16")
+                    continue
+                if name not in casts:  # a mask's boolean, a shape, an index: not float, never cast
                     continue
                 key = f"cast16:{name}"
                 if key not in self.shared:
@@ -150,6 +155,9 @@ def lower(model: onnx.ModelProto, units: Sequence[Unit], plan: Plan, ranges: Ran
     rw = _Rewriter(model)
     for name, precision in plan.precisions:
         unit = by_name[name]
+        if precision not in unit.allowed:
+            raise ConfigError(f"the plan runs unit {name} ({unit.kind}) in {precision.value}, which TensorRT does not "
+                              f"run it in (it can: {', '.join(p.value for p in unit.allowed)}).")
         if precision is Precision.INT8:
             if ranges is None:
                 raise ConfigError("INT8 lowering needs activation ranges; run calibration first.")

@@ -29,7 +29,7 @@ MEMORY_EFF = 0.7
 KERNEL_US = 3.0  # launch and tail of one fused kernel
 REFORMAT_US = 2.0
 # Ops TensorRT moves Q/DQ (and casts) across, so a precision flows through them without a reformat.
-TRANSPARENT = {"MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Slice"}
+TRANSPARENT = {"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Slice"}
 ELEMENT_BYTES = {Precision.FP32: 4, Precision.FP16: 2, Precision.INT8: 1}
 
 
@@ -81,7 +81,10 @@ def _flops(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]]) -> float:
     if node.op_type == "MatMul":
         a = shapes.get(node.input[0])
         return 2.0 * float(np.prod(out)) * a[-1] if a else 0.0
-    return 0.0
+    if node.op_type in ("LSTM", "GRU", "RNN"):  # per step: the input and recurrent GEMMs, W [d,gH,I], R [d,gH,H]
+        x, r = shapes.get(node.input[0]), shapes.get(node.input[2])
+        return 2.0 * x[0] * (float(np.prod(w)) + float(np.prod(r))) if x and r else 0.0
+    return 0.0  # memory-bound (elementwise, reductions, normalisation, pooling, resize): the bytes decide
 
 
 @dataclass(frozen=True)
@@ -179,16 +182,17 @@ def cost_model(model: onnx.ModelProto, units: list[Unit], target: str, batch: in
     costs, edges, loose = {}, [], {}
     for u in units:
         main = by_name[u.name]
-        missing = [t for t in (*u.inputs, *u.outputs) if t not in shapes]
+        moved = (*u.casts, *u.outputs)  # the float tensors it reads and writes (not shapes or masks' booleans)
+        missing = [t for t in moved if t not in shapes]
         if missing:
             raise ConfigError(f"the cost model needs static shapes, but '{missing[0]}' (unit {u.name}) has none; "
                               "pass --shape for the dynamic inputs when analysing.")
-        elems = {t: batch * float(np.prod(shapes[t])) for t in (*u.inputs, *u.outputs)}
+        elems = {t: batch * float(np.prod(shapes[t])) for t in moved}
         weights = sum(float(np.prod(shapes[n])) for node in u.nodes for n in by_name[node].input if n in inits)
         if main.output[0] not in shapes:  # inside the unit: the epilogue keeps the main op's shape
             shapes[main.output[0]] = shapes[u.outputs[0]]
         costs[u.name] = UnitCost(batch * _flops(main, shapes), sum(elems.values()), weights, elems)
-        for t in u.inputs:
+        for t in u.casts:
             if source(t) in producer_unit:
                 edges.append((producer_unit[source(t)], u.name, elems[t]))
             else:

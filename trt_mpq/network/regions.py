@@ -1,0 +1,123 @@
+"""Units for the float ops no GEMM unit absorbed, grouped the way TensorRT runs them.
+
+- A LayerNormalization (and the other normalisations), a Softmax, a pooling layer, a Resize, an LSTM/GRU/RNN:
+  each a unit of its own (TensorRT runs each as one kernel, or one Myelin region). Pooling may run INT8 (Q/DQ on
+  its input, as TensorRT's INT8 pooling kernels read), the others FP16 or FP32.
+- The elementwise and reduction ops between units (bias and mask arithmetic, GELU pieces a GEMM did not absorb,
+  SE gates, pooling heads, an L2 normalisation): each connected group of them is one unit (a Myelin region),
+  FP16 or FP32.
+- Shape and index arithmetic (Shape, Gather on shapes, Range, Cast, comparisons, integer ops) and the ops
+  TensorRT moves precision across (Reshape, Transpose, Flatten, Squeeze, Unsqueeze, Identity, Slice) are no
+  decision: they stay as written and never get a Cast.
+"""
+
+from __future__ import annotations
+
+import onnx
+
+from ..precision import Precision
+from .graph import consumers
+from .shapes import TensorTable
+from .units import Unit
+
+FLOAT = onnx.TensorProto.FLOAT
+NORMS = {"LayerNormalization", "InstanceNormalization", "GroupNormalization"}
+SOFTMAX = {"Softmax", "LogSoftmax"}
+POOLS = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"}
+INT8_POOLS = {"MaxPool", "AveragePool", "GlobalAveragePool"}  # TensorRT's INT8 pooling kernels
+RESIZE = {"Resize", "Upsample"}
+RECURRENT = {"LSTM", "GRU", "RNN"}
+STANDALONE = NORMS | SOFTMAX | POOLS | RESIZE | RECURRENT
+ELEMENTWISE = {
+    "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Reciprocal", "Neg", "Abs", "Exp", "Log", "Erf", "Tanh", "Sigmoid",
+    "HardSigmoid", "HardSwish", "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Softplus", "Gelu", "Mish", "Clip",
+    "Min", "Max", "Mean", "Sum", "Where", "Expand", "Concat", "Tile", "BatchNormalization", "ReduceMean",
+    "ReduceSum", "ReduceMax", "ReduceMin", "ReduceL2", "ReduceSumSquare", "ReduceProd",
+}
+KEEP_TYPE = {"Resize": (1, 2), "Upsample": (1,)}  # roi and scales keep their own type
+
+
+def kind_of(op_type: str) -> str:
+    if op_type in NORMS:
+        return "norm"
+    if op_type in SOFTMAX:
+        return "softmax"
+    if op_type in POOLS:
+        return "pool"
+    if op_type in RESIZE:
+        return "resize"
+    if op_type in RECURRENT:
+        return "recurrent"
+    return "region"
+
+
+class _Regions:
+    def __init__(self, model: onnx.ModelProto, taken: set[int], tensors: TensorTable) -> None:
+        self.g = model.graph
+        self.types = tensors.types
+        self.consts = {t.name for t in self.g.initializer}
+        self.cons = consumers(self.g)
+        self.outputs = {o.name for o in self.g.output}
+        self.free = {i for i, n in enumerate(self.g.node) if i not in taken and self._float_op(n)}
+        self.prod = {o: i for i, n in enumerate(self.g.node) for o in n.output if o}
+
+    def _float_op(self, node: onnx.NodeProto) -> bool:
+        """An op that computes in float32 (a float output and a float data input): a precision decision."""
+        if node.op_type not in STANDALONE | ELEMENTWISE or not node.output or not node.output[0]:
+            return False
+        keep = KEEP_TYPE.get(node.op_type, ())
+        floats = [n for k, n in enumerate(node.input) if n and k not in keep and self.types.get(n) == FLOAT]
+        return self.types.get(node.output[0]) == FLOAT and bool(floats)
+
+    def _groups(self) -> list[list[int]]:
+        """Standalone ops one by one; connected elementwise ops together (graph order)."""
+        groups, seen = [], set()
+        for i in sorted(self.free):
+            if i in seen:
+                continue
+            if self.g.node[i].op_type in STANDALONE:
+                groups.append([i])
+                seen.add(i)
+                continue
+            group, stack = set(), [i]
+            while stack:
+                k = stack.pop()
+                if k in group:
+                    continue
+                group.add(k)
+                node = self.g.node[k]
+                near = [c for o in node.output for c in self.cons.get(o, [])]
+                near += [self.prod[x] for x in node.input if x in self.prod]
+                stack.extend(c for c in near if c in self.free and c not in seen and
+                             self.g.node[c].op_type not in STANDALONE)
+            seen |= group
+            groups.append(sorted(group))
+        return groups
+
+    def unit(self, members: list[int]) -> Unit:
+        nodes = [self.g.node[k] for k in members]
+        made = {o for n in nodes for o in n.output if o}
+        reads = list(dict.fromkeys(x for n in nodes for x in n.input if x and x not in made and x not in self.consts))
+        member_set = set(members)
+        outs = [o for n in nodes for o in n.output if o and (o in self.outputs or
+                                                            not set(self.cons.get(o, [])) <= member_set)]
+        half = []
+        for n in nodes:
+            keep = KEEP_TYPE.get(n.op_type, ())
+            half += [x for k, x in enumerate(n.input) if x in reads and k not in keep and self.types.get(x) == FLOAT]
+        first = nodes[0]
+        kind = kind_of(first.op_type) if len(nodes) == 1 else "region"
+        allowed = (Precision.INT8, Precision.FP16) if kind == "pool" and first.op_type in INT8_POOLS else \
+            (Precision.FP16,)
+        acts = tuple(x for x in first.input[:1] if x in reads) if Precision.INT8 in allowed else ()
+        return Unit(first.name, first.op_type if kind != "region" else "Region", tuple(n.name for n in nodes),
+                    tuple(n.op_type for n in nodes), acts, None, None, tuple(reads), tuple(dict.fromkeys(outs)),
+                    kind=kind, allowed=allowed, half_inputs=tuple(dict.fromkeys(half)))
+
+    def units(self) -> list[Unit]:
+        return [self.unit(g) for g in self._groups()]
+
+
+def other_units(model: onnx.ModelProto, taken: set[int], tensors: TensorTable) -> list[Unit]:
+    """Units for the float ops outside the GEMM units (``taken``: their node indices)."""
+    return _Regions(model, taken, tensors).units()
