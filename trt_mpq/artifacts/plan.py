@@ -243,9 +243,10 @@ class PlannedUnit:
     predicted_noise: float  # the unit's NMSE measured alone; a mix is predicted to add them up
     measured_alone: UnitResult | None
     latency_ms: Mapping[Precision, float]
+    kind: str = "gemm"
 
     def to_json(self) -> dict:
-        return {"name": self.name, "precision": self.precision.value, "nodes": list(self.nodes),
+        return {"name": self.name, "kind": self.kind, "precision": self.precision.value, "nodes": list(self.nodes),
                 "predicted_noise": self.predicted_noise,
                 "measured_alone": self.measured_alone.to_json() if self.measured_alone else None,
                 "latency_ms": {p.value: v for p, v in self.latency_ms.items()}}

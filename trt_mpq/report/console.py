@@ -137,12 +137,12 @@ def print_inspection(model: LoadedModel, table: UnitTable, console: Console | No
             io.add_row(kind, escape(s.name), s.dtype.name, escape(format_dims(s.shape)))
     console.print(io)
     units = Table(title=f"{len(table.units)} units", title_justify="left")
-    for col in ("#", "unit", "ops", "ONNX nodes", "INT8 inputs", "weight axis"):
+    for col in ("#", "unit", "kind", "may run in", "ops", "ONNX nodes", "INT8 inputs", "weight axis"):
         units.add_column(col)
     for i, u in enumerate(table.units, 1):
         axis = "-" if u.weight is None else ("per-tensor" if u.weight_axis is None else str(u.weight_axis))
-        units.add_row(str(i), escape(u.name), "+".join(u.op_types), escape(", ".join(u.nodes)),
-                      escape(", ".join(u.activations)), axis)
+        units.add_row(str(i), escape(u.name), u.kind, ", ".join(p.value for p in u.allowed), "+".join(u.op_types),
+                      escape(", ".join(u.nodes)), escape(", ".join(u.activations)), axis)
     console.print(units)
     if table.skipped:
         skipped = Table(title=f"{len(table.skipped)} skipped", title_justify="left")
@@ -171,6 +171,13 @@ def print_plan(report: PlanReport, run_dir: str, console: Console | None = None)
     n = res.units
     console.print(f"units: {n[Precision.INT8]} INT8, {n[Precision.FP16]} FP16, {n[Precision.FP32]} FP32 "
                   f"(of {sum(n.values())})")
+    kinds: dict[str, list[Precision]] = {}
+    for u in report.units:
+        kinds.setdefault(u.kind, []).append(u.precision)
+    if len(kinds) > 1:
+        console.print("by kind: " + "; ".join(
+            f"{k} {len(v)} (" + ", ".join(f"{v.count(p)} {p.value.upper()}" for p in Precision if v.count(p)) + ")"
+            for k, v in kinds.items()), highlight=False)
     console.print(measured_line(report), highlight=False, markup=False)
     conf = res.confirmation
     if conf is not None:
