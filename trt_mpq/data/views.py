@@ -20,12 +20,16 @@ CACHE_BYTES = 1 << 30  # a confirm part up to this size is decoded once and kept
 JITTER = 2.0 ** -20  # relative to a tensor's RMS: float32 rounding scale (one ULP is 2^-23 relative)
 
 
+def _stack(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Samples' feeds as one batch along axis 0 (one sample: as it is)."""
+    if len(parts) == 1:
+        return parts[0]
+    return {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
+
+
 def _gather(ds: Dataset, indices: Sequence[int]):
     def take(lo: int, hi: int) -> dict[str, np.ndarray]:
-        parts = [ds.take_fn(i, i + 1) for i in indices[lo:hi]]
-        if len(parts) == 1:
-            return parts[0]
-        return {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
+        return _stack([ds.take_fn(i, i + 1) for i in indices[lo:hi]])
 
     return take
 
@@ -56,9 +60,7 @@ def cached(ds: Dataset, max_bytes: int = CACHE_BYTES) -> Dataset:
     samples = [first] + [ds.take_fn(i, i + 1) for i in range(1, ds.num_samples)]
 
     def take(lo: int, hi: int) -> dict[str, np.ndarray]:
-        if hi - lo == 1:
-            return samples[lo]
-        return {k: np.concatenate([p[k] for p in samples[lo:hi]], axis=0) for k in samples[lo]}
+        return _stack(samples[lo:hi])
 
     return replace(ds, take_fn=take)
 
@@ -77,9 +79,7 @@ def jittered(ds: Dataset, replica: int, relative: float = JITTER) -> Dataset:
                     noise = rng.uniform(-1.0, 1.0, v.shape) * relative * (rms or 1.0)
                     feeds[k] = (v + noise).astype(v.dtype)
             parts.append(feeds)
-        if len(parts) == 1:
-            return parts[0]
-        return {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
+        return _stack(parts)
 
     fp = hashlib.sha256(json.dumps([ds.fingerprint, "jitter", replica, relative]).encode()).hexdigest()
     return replace(ds, take_fn=take, fingerprint=fp, info={**ds.info, "source": f"{ds.info['source']} "
