@@ -103,7 +103,7 @@ def main() -> int:
     backend = open_backend("onnxruntime", (OnnxRuntimeOptions(optimize=args.ort_opt),)).backend
     precisions = Precision.parse_list(args.precisions)
     units = find_units(model.proto).units
-    pairs = [(u, p) for u in units for p in precisions]
+    pairs = [(u, p) for u in units for p in precisions if p in u.allowed]
     print(f"model {Path(args.model).name}: {len(units)} units x {len(precisions)} precisions = {len(pairs)} "
           f"configured models; {data.num_samples} samples from {data.info['source']}, batch {args.batch}")
     print(f"backend {backend.describe()}")
