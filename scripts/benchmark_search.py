@@ -94,7 +94,8 @@ def main() -> int:
         t_plan = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        order = sorted(opened.analysis.units, key=lambda u: u.results[Precision.INT8].severity)
+        order = sorted((u for u in opened.analysis.units if Precision.INT8 in u.results),
+                       key=lambda u: u.results[Precision.INT8].severity)
         plan = {u.name: Precision.FP16 for u in units}
         score = evaluator.score(lower(model.proto, units, Plan.of(plan), ranges))
         validations = 1
