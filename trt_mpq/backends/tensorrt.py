@@ -78,7 +78,7 @@ def probe(importer: Callable[[str], object] = importlib.import_module) -> str | 
         return (f"TensorRT {version} is too old: strongly typed networks need 10.0 or newer; "
                 "pip install 'tensorrt>=10' or use docker/Dockerfile.")
     if _import("polygraphy.backend.trt", importer) is None:
-        return "the TensorRT backend needs Polygraphy, which is not installed; pip install 'polygraphy>=0.49'."
+        return "the TensorRT backend needs Polygraphy, which is not installed; pip install 'polygraphy>=0.50.3'."
     return None
 
 
@@ -295,7 +295,7 @@ class TensorRTBackend(Backend):
 
         from .trt_layers import layer_nodes
 
-        batch = max(int(np.shape(v)[0]) for v in feeds.values()) if feeds else 1
+        batch = max((int(np.shape(v)[0]) for v in feeds.values() if np.ndim(v)), default=1)  # 0-d: no batch
         settings = BuildSettings(FINAL_OPT_LEVEL, self.settings.timing_cache, True, batch)
         engine = self.build(model, settings)
         nodes = layer_nodes(self.inspect(engine))
