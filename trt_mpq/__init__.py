@@ -17,17 +17,28 @@ Errors the user can fix are ``trt_mpq.errors.TrtMpqError`` with a one-sentence m
 
 __version__ = "0.1.0"
 
-from .artifacts import Analysis, Budget, BuildResult, CheckRow, PlanReport  # noqa: E402
-from .commands.analyze import AnalyzeOptions, analyze, inspect_model  # noqa: E402
-from .commands.build import BuildOptions, build  # noqa: E402
-from .commands.check import check  # noqa: E402
-from .commands.plan import PlanOptions, plan  # noqa: E402
-from .commands.run import RunResult, run  # noqa: E402
-from .errors import TrtMpqError  # noqa: E402
-from .precision import Plan, Precision  # noqa: E402
+import importlib
 
-__all__ = [
-    "Analysis", "AnalyzeOptions", "Budget", "BuildOptions", "BuildResult", "CheckRow", "Plan", "PlanOptions",
-    "PlanReport", "Precision", "RunResult", "TrtMpqError", "__version__", "analyze", "build", "check",
-    "inspect_model", "plan", "run",
-]
+# The public API, imported on first use: `import trt_mpq` stays instant and needs nothing installed, and the
+# CLI's --help does not pay for onnx, scipy and onnxruntime.
+_API = {
+    "Analysis": "artifacts", "Budget": "artifacts", "BuildResult": "artifacts", "CheckRow": "artifacts",
+    "PlanReport": "artifacts", "AnalyzeOptions": "commands.analyze", "analyze": "commands.analyze",
+    "inspect_model": "commands.analyze", "BuildOptions": "commands.build", "build": "commands.build",
+    "check": "commands.check", "PlanOptions": "commands.plan", "plan": "commands.plan",
+    "RunResult": "commands.run", "run": "commands.run", "TrtMpqError": "errors", "Plan": "precision",
+    "Precision": "precision",
+}
+__all__ = ["__version__", *sorted(_API)]
+
+
+def __getattr__(name: str):
+    if name not in _API:
+        raise AttributeError(f"module 'trt_mpq' has no attribute '{name}'")
+    value = getattr(importlib.import_module(f".{_API[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_API})
