@@ -69,9 +69,6 @@ class Plan(Mapping[str, Precision]):
     def precision(self, unit: str) -> Precision:
         return self.get(unit, Precision.FP32)
 
-    def lowered(self) -> dict[str, Precision]:
-        return dict(self.precisions)
-
     def count(self, precision: Precision) -> int:
         return sum(1 for _, p in self.precisions if p is precision)
 

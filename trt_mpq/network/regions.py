@@ -34,6 +34,7 @@ ELEMENTWISE = {
     "Min", "Max", "Mean", "Sum", "Where", "Expand", "Concat", "Tile", "BatchNormalization", "ReduceMean",
     "ReduceSum", "ReduceMax", "ReduceMin", "ReduceL2", "ReduceSumSquare", "ReduceProd",
 }
+DECISION_OPS = STANDALONE | ELEMENTWISE
 KEEP_TYPE = {"Resize": (1, 2), "Upsample": (1,)}  # roi and scales keep their own type
 
 
@@ -63,7 +64,7 @@ class _Regions:
 
     def _float_op(self, node: onnx.NodeProto) -> bool:
         """An op that computes in float32 (a float output and a float data input): a precision decision."""
-        if node.op_type not in STANDALONE | ELEMENTWISE or not node.output or not node.output[0]:
+        if node.op_type not in DECISION_OPS or not node.output or not node.output[0]:
             return False
         keep = KEEP_TYPE.get(node.op_type, ())
         floats = [n for k, n in enumerate(node.input) if n and k not in keep and self.types.get(n) == FLOAT]

@@ -149,7 +149,7 @@ class _Rewriter:
 def lower(model: onnx.ModelProto, units: Sequence[Unit], plan: Plan, ranges: Ranges | None) -> onnx.ModelProto:
     """Return a new model in which every unit of ``plan`` runs in its precision; ``model`` is not modified."""
     by_name = {u.name: u for u in units}
-    unknown = [u for u in plan.lowered() if u not in by_name]
+    unknown = [u for u in plan if u not in by_name]
     if unknown:
         raise ConfigError(f"the plan names units the model does not have: {', '.join(unknown[:5])}.")
     rw = _Rewriter(model)
