@@ -30,6 +30,9 @@ def test_inspect_lists_io_units_and_skips(capsys, tmp_path, tiny, example_dir):
     assert "conv1" in out and "Conv+BatchNormalization+Relu" in out and "input" in out and "[N, 3, 8, 8]" in out
     code, out, _ = run(capsys, "inspect", builders.save(builders.if_subgraph(), tmp_path, "if.onnx"))
     assert code == 0 and "0 units" in out and "control-flow" in out
+    code, out, _ = run(capsys, "inspect", example_dir / "digits" / "digits_cnn.onnx", "--ops")
+    assert code == 0 and "12 in the 5 units, 1 outside" in out and "Every op" in out
+    assert "moves data: runs in the precision its input arrives in: Flatten x1" in out
 
 
 def test_analyze_writes_json_and_prints_ranked_table(capsys, tmp_path, tiny):

@@ -72,9 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("inspect", help="list inputs, outputs and the units (fusable layer groups) of a model",
                        description="Show a model's inputs and outputs, the units trt-mpq found (each with the ONNX "
-                       "nodes it covers) and the layers it skipped, with the reason.")
+                       "nodes it covers), where every other op stands and why it is no precision decision, and the layers it "
+                       "skipped, with the reason.")
     p.add_argument("model", help="FP32 ONNX model (external weight files next to it are found)")
     p.add_argument("--shape", action="append", default=[], metavar="NAME:DIMS", help=SHAPE_HELP)
+    p.add_argument("--ops", action="store_true", help="also list every op with the unit that holds it")
 
     p = sub.add_parser("analyze", help="measure per-unit sensitivity to INT8/FP16; writes DIR/sensitivity.json",
                        description="For every unit and precision, run the calibration data through the FP32 model "
@@ -238,7 +240,7 @@ def _run(args: argparse.Namespace) -> int:
     from .report.console import ConsoleProgress, print_analysis, print_inspection, print_plan
 
     if args.command == "inspect":
-        print_inspection(*inspect_model(args.model, parse_shapes(args.shape)))
+        print_inspection(*inspect_model(args.model, parse_shapes(args.shape)), every_op=args.ops)
         return 0
     progress = ConsoleProgress(quiet=getattr(args, "quiet", False))
     try:

@@ -96,6 +96,12 @@ def test_every_float_op_gets_a_unit_and_masks_are_never_cast():
     assert units["square"].nodes == ("square", "root") and units["square"].allowed == (Precision.FP16,)
     assert "mask_cast" not in {n for u in units.values() for n in u.nodes}  # shape/index/type ops: no decision
     assert units["mask_bias"].casts == ()  # the Where's condition is boolean and its branches are constants
+    from trt_mpq.network.placement import placements
+    from trt_mpq.network.shapes import infer_tensors
+
+    places = placements(model, find_units(model), infer_tensors(model))
+    assert len(places) == len(model.graph.node) and not [p for p in places if "runs FP32" in p.why]
+    assert {p.node: p.unit for p in places}["root"] == "square"
     half = lower(model, list(units.values()), Plan.of({u: Precision.FP16 for u in units}), None)
     casts = [n for n in half.graph.node if n.op_type == "Cast" and n.attribute[0].i == onnx.TensorProto.FLOAT16]
     assert not any(n.input[0] in ("mask", "pad", "maskf") for n in casts)
@@ -127,3 +133,42 @@ def test_an_lstm_is_a_unit_with_an_fp16_result(tmp_path):
     (lstm,) = [u for u in analysis.units if u.kind == "recurrent"]
     fp16 = lstm.results[trt_mpq.Precision.FP16]
     assert set(lstm.results) == {trt_mpq.Precision.FP16} and 0 < fp16.nmse < 1e-4  # FP16 only: no INT8 LSTM
+
+
+def test_embedding_lookup_runs_fp16_and_a_lone_residual_add_may_run_int8():
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from trt_mpq.precision import Plan, Precision
+    from trt_mpq.quant.lower import lower
+    from trt_mpq.quant.ranges import Ranges
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(size=(50, 8)).astype(np.float32), "table"),
+             numpy_helper.from_array(np.array([0], np.int64), "zero")]
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["emb"], "embed"),
+             helper.make_node("Shape", ["emb"], ["shape"], "shape"),  # index arithmetic: no decision
+             helper.make_node("Gather", ["shape", "zero"], ["first"], "pick"),
+             helper.make_node("Softmax", ["x"], ["rx"], "soft"),
+             helper.make_node("Add", ["emb", "rx"], ["sum"], "residual")]
+    graph = helper.make_graph(
+        nodes, "emb", [helper.make_tensor_value_info("ids", TensorProto.INT64, [2, 4]),
+                       helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4, 8])],
+        [helper.make_tensor_value_info("sum", TensorProto.FLOAT, [2, 4, 8]),
+         helper.make_tensor_value_info("first", TensorProto.INT64, [1])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    units, _ = _units(model)
+    assert units["embed"].kind == "embedding" and units["embed"].allowed == (Precision.FP16,)
+    assert "pick" not in {n for u in units.values() for n in u.nodes}  # a Gather on a shape is no decision
+    add = units["residual"]
+    assert add.allowed == (Precision.INT8, Precision.FP16) and set(add.activations) == {"emb", "rx"}
+    feeds = {"ids": rng.integers(0, 50, size=(2, 4)), "x": rng.normal(size=(2, 4, 8)).astype(np.float32)}
+    ref = ort.InferenceSession(model.SerializeToString()).run(None, feeds)[0]
+    ranges = Ranges("max", {"emb": 6.0, "rx": 1.0})
+    plan = Plan.of({"embed": Precision.FP16, "residual": Precision.INT8})
+    mixed = lower(model, list(units.values()), plan, ranges)
+    assert "table_fp16" in {t.name for t in mixed.graph.initializer}  # the table itself is stored FP16
+    assert sum(n.op_type == "QuantizeLinear" for n in mixed.graph.node) == 2
+    got = ort.InferenceSession(mixed.SerializeToString()).run(None, feeds)[0]
+    assert got.dtype == np.float32 and np.abs(got - ref).max() < 7.0 / 254  # half an INT8 step on each input

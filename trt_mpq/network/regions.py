@@ -1,11 +1,15 @@
 """Units for the float ops no GEMM unit absorbed, grouped the way TensorRT runs them.
 
-- A LayerNormalization (and the other normalisations), a Softmax, a pooling layer, a Resize, an LSTM/GRU/RNN:
-  each a unit of its own (TensorRT runs each as one kernel, or one Myelin region). Pooling may run INT8 (Q/DQ on
-  its input, as TensorRT's INT8 pooling kernels read), the others FP16 or FP32.
+- A LayerNormalization (and the other normalisations), a Softmax, a pooling layer, a Resize, an LSTM/GRU/RNN,
+  an embedding lookup (a Gather from a weight table): each a unit of its own (TensorRT runs each as one kernel,
+  or one Myelin region). Pooling may run INT8 (Q/DQ on its input, as TensorRT's INT8 pooling kernels read), the
+  others FP16 or FP32. TensorRT has no INT8 LSTM/GRU/RNN layer in explicit quantization: recurrent units are
+  FP16 or FP32.
 - The elementwise and reduction ops between units (bias and mask arithmetic, GELU pieces a GEMM did not absorb,
   SE gates, pooling heads, an L2 normalisation): each connected group of them is one unit (a Myelin region),
-  FP16 or FP32.
+  FP16 or FP32. A region that is one Add or Mul of activations (a residual Add no GEMM absorbed, a gate) may also
+  run INT8, Q/DQ on its activation inputs (TensorRT's INT8 elementwise kernels). Concat stays FP16/FP32: TensorRT
+  removes it by writing its inputs in place, so its precision is its producers'.
 - Shape and index arithmetic (Shape, Gather on shapes, Range, Cast, comparisons, integer ops) and the ops
   TensorRT moves precision across (Reshape, Transpose, Flatten, Squeeze, Unsqueeze, Identity, Slice) are no
   decision: they stay as written and never get a Cast.
@@ -27,7 +31,9 @@ POOLS = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"}
 INT8_POOLS = {"MaxPool", "AveragePool", "GlobalAveragePool"}  # TensorRT's INT8 pooling kernels
 RESIZE = {"Resize", "Upsample"}
 RECURRENT = {"LSTM", "GRU", "RNN"}
-STANDALONE = NORMS | SOFTMAX | POOLS | RESIZE | RECURRENT
+EMBEDDING = {"Gather"}  # only a Gather from a float weight table (see _float_op)
+INT8_ELEMENTWISE = {"Add", "Mul"}  # alone in a region, with activation inputs
+STANDALONE = NORMS | SOFTMAX | POOLS | RESIZE | RECURRENT | EMBEDDING
 ELEMENTWISE = {
     "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Reciprocal", "Neg", "Abs", "Exp", "Log", "Erf", "Tanh", "Sigmoid",
     "HardSigmoid", "HardSwish", "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Softplus", "Gelu", "Mish", "Clip",
@@ -49,6 +55,8 @@ def kind_of(op_type: str) -> str:
         return "resize"
     if op_type in RECURRENT:
         return "recurrent"
+    if op_type in EMBEDDING:
+        return "embedding"
     return "region"
 
 
@@ -66,6 +74,8 @@ class _Regions:
         """An op that computes in float32 (a float output and a float data input): a precision decision."""
         if node.op_type not in DECISION_OPS or not node.output or not node.output[0]:
             return False
+        if node.op_type in EMBEDDING:  # a table lookup; a Gather on an activation only moves data
+            return node.input[0] in self.consts and self.types.get(node.input[0]) == FLOAT
         keep = KEEP_TYPE.get(node.op_type, ())
         floats = [n for k, n in enumerate(node.input) if n and k not in keep and self.types.get(n) == FLOAT]
         return self.types.get(node.output[0]) == FLOAT and bool(floats)
@@ -108,9 +118,12 @@ class _Regions:
             half += [x for k, x in enumerate(n.input) if x in reads and k not in keep and self.types.get(x) == FLOAT]
         first = nodes[0]
         kind = kind_of(first.op_type) if len(nodes) == 1 else "region"
-        allowed = (Precision.INT8, Precision.FP16) if kind == "pool" and first.op_type in INT8_POOLS else \
-            (Precision.FP16,)
-        acts = tuple(x for x in first.input[:1] if x in reads) if Precision.INT8 in allowed else ()
+        acts: tuple[str, ...] = ()
+        if kind == "pool" and first.op_type in INT8_POOLS:
+            acts = tuple(x for x in first.input[:1] if x in reads)
+        elif kind == "region" and len(nodes) == 1 and first.op_type in INT8_ELEMENTWISE:
+            acts = tuple(x for x in first.input if x in half)
+        allowed = (Precision.INT8, Precision.FP16) if acts else (Precision.FP16,)
         return Unit(first.name, first.op_type if kind != "region" else "Region", tuple(n.name for n in nodes),
                     tuple(n.op_type for n in nodes), acts, None, None, tuple(reads), tuple(dict.fromkeys(outs)),
                     kind=kind, allowed=allowed, half_inputs=tuple(dict.fromkeys(half)))

@@ -124,7 +124,11 @@ def print_analysis(analysis: Analysis, out_path: str, console: Console | None = 
                   highlight=False, markup=False)
 
 
-def print_inspection(model: LoadedModel, table: UnitTable, console: Console | None = None) -> None:
+def print_inspection(model: LoadedModel, table: UnitTable, console: Console | None = None,
+                     every_op: bool = False) -> None:
+    """Inputs and outputs, the units, where every other op stands (``every_op``: one row per op) and the skips."""
+    from ..network.placement import outside_summary, placements
+
     console = console or _stdout()
     console.print(f"[bold]{escape(str(model.path))}[/bold]  sha256 {model.sha256[:16]}")
     for note in model.notes:
@@ -144,6 +148,20 @@ def print_inspection(model: LoadedModel, table: UnitTable, console: Console | No
         units.add_row(str(i), escape(u.name), u.kind, ", ".join(p.value for p in u.allowed), "+".join(u.op_types),
                       escape(", ".join(u.nodes)), escape(", ".join(u.activations)), axis)
     console.print(units)
+    places = placements(model.proto, table, model.tensors)
+    held = sum(p.unit is not None for p in places)
+    console.print(f"{len(places)} ops: {held} in the {len(table.units)} units, {len(places) - held} outside "
+                  f"(no precision decision){':' if held < len(places) else ''}", highlight=False)
+    for why, ops in outside_summary(places).items():
+        console.print(f"  {why}: " + ", ".join(f"{op} x{n}" for op, n in ops.most_common()),
+                      highlight=False, markup=False)
+    if every_op:
+        ops = Table(title="Every op", title_justify="left")
+        for col in ("#", "node", "op", "unit"):
+            ops.add_column(col)
+        for i, p in enumerate(places, 1):
+            ops.add_row(str(i), escape(p.node), p.op_type, escape(p.unit) if p.unit else f"- ({escape(p.why)})")
+        console.print(ops)
     if table.skipped:
         skipped = Table(title=f"{len(table.skipped)} skipped", title_justify="left")
         for col in ("node", "op", "reason"):
