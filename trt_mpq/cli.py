@@ -72,8 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("inspect", help="list inputs, outputs and the units (fusable layer groups) of a model",
                        description="Show a model's inputs and outputs, the units trt-mpq found (each with the ONNX "
-                       "nodes it covers), where every other op stands and why it is no precision decision, and the layers it "
-                       "skipped, with the reason.")
+                       "nodes it covers), where every other op stands and why it is no precision decision, "
+                       "and the layers it skipped, with the reason.")
     p.add_argument("model", help="FP32 ONNX model (external weight files next to it are found)")
     p.add_argument("--shape", action="append", default=[], metavar="NAME:DIMS", help=SHAPE_HELP)
     p.add_argument("--ops", action="store_true", help="also list every op with the unit that holds it")
