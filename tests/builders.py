@@ -176,3 +176,17 @@ def fp16_weights() -> onnx.ModelProto:
              helper.make_node("MatMul", ["xh", "w"], ["yh"], "mm"),
              helper.make_node("Cast", ["yh"], ["y"], "c2", to=TensorProto.FLOAT)]
     return model(nodes, [fvi("x", ["N", 4])], [fvi("y", ["N", 2])], [init("w", np.ones((4, 2), np.float16))])
+
+
+def embedding_residual(seed: int = 0) -> onnx.ModelProto:
+    """A Gather from a 50 x 8 table (an embedding), index arithmetic on its shape, and a residual Add of it
+    with a Softmax of ``x``: ids [2, 4] int64, x [2, 4, 8] -> sum [2, 4, 8], first [1] int64."""
+    rng = _rng(seed)
+    inits = [init("table", rng.normal(size=(50, 8)).astype(np.float32)), init("zero", np.array([0], np.int64))]
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["emb"], "embed"),
+             helper.make_node("Shape", ["emb"], ["shape"], "shape"),  # index arithmetic: no decision
+             helper.make_node("Gather", ["shape", "zero"], ["first"], "pick"),
+             helper.make_node("Softmax", ["x"], ["rx"], "soft"),
+             helper.make_node("Add", ["emb", "rx"], ["sum"], "residual")]
+    return model(nodes, [helper.make_tensor_value_info("ids", TensorProto.INT64, [2, 4]), fvi("x", [2, 4, 8])],
+                 [fvi("sum", [2, 4, 8]), helper.make_tensor_value_info("first", TensorProto.INT64, [1])], inits)

@@ -138,26 +138,13 @@ def test_an_lstm_is_a_unit_with_an_fp16_result(tmp_path):
 def test_embedding_lookup_runs_fp16_and_a_lone_residual_add_may_run_int8():
     import numpy as np
     import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
 
     from trt_mpq.precision import Plan, Precision
     from trt_mpq.quant.lower import lower
     from trt_mpq.quant.ranges import Ranges
 
     rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.normal(size=(50, 8)).astype(np.float32), "table"),
-             numpy_helper.from_array(np.array([0], np.int64), "zero")]
-    nodes = [helper.make_node("Gather", ["table", "ids"], ["emb"], "embed"),
-             helper.make_node("Shape", ["emb"], ["shape"], "shape"),  # index arithmetic: no decision
-             helper.make_node("Gather", ["shape", "zero"], ["first"], "pick"),
-             helper.make_node("Softmax", ["x"], ["rx"], "soft"),
-             helper.make_node("Add", ["emb", "rx"], ["sum"], "residual")]
-    graph = helper.make_graph(
-        nodes, "emb", [helper.make_tensor_value_info("ids", TensorProto.INT64, [2, 4]),
-                       helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4, 8])],
-        [helper.make_tensor_value_info("sum", TensorProto.FLOAT, [2, 4, 8]),
-         helper.make_tensor_value_info("first", TensorProto.INT64, [1])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    model = builders.embedding_residual()
     units, _ = _units(model)
     assert units["embed"].kind == "embedding" and units["embed"].allowed == (Precision.FP16,)
     assert "pick" not in {n for u in units.values() for n in u.nodes}  # a Gather on a shape is no decision

@@ -1,6 +1,7 @@
 import itertools
 import json
 
+import numpy as np
 import pytest
 
 import builders
@@ -49,6 +50,15 @@ def test_latency_budget_minimises_noise_and_infeasible_is_none():
     assert solve(opts, seconds_budget=fastest / 10) is None
 
 
+def test_a_tie_never_hands_back_a_mix_slower_than_all_fp16():
+    # INT8 a hair slower than FP16 (well within the 3 us resolution): smaller weights must not win over speed
+    space = _options(NOISE, {P.FP32: 1e-3, P.FP16: 5e-4, P.INT8: 5e-4 + 2e-7})
+    fp16 = space.seconds(space.uniform(P.FP16))
+    chosen = solve(space, noise_budget=1.0)
+    assert space.seconds(chosen) <= fp16 + 1e-12
+    assert space.seconds(space.uniform(P.INT8)) > fp16  # the tie the old rule broke towards INT8
+
+
 def test_cost_model_targets_and_boundaries():
     m = builders.conv_bn_relu_residual()
     units = find_units(m).units
@@ -63,6 +73,18 @@ def test_cost_model_targets_and_boundaries():
     assert set(GPUS) == {"h100", "a100", "l40s", "l4", "t4", "orin"}
     with pytest.raises(ConfigError, match="--target"):
         cost_model(m, units, "v100")
+
+
+def test_an_embedding_lookup_costs_the_rows_it_reads_not_its_table():
+    m = builders.embedding_residual()
+    units = find_units(m).units
+    cost = cost_model(m, units, "t4", 1)
+    lookup = cost.costs["embed"]
+    assert lookup.weight_elems == 2 * 4 * 8  # 8 of the 50 rows, per id: what the Gather returns
+    big = builders.embedding_residual()
+    table = next(t for t in big.graph.initializer if t.name == "table")
+    table.CopyFrom(builders.init("table", np.zeros((50_000, 8), np.float32)))
+    assert cost_model(big, find_units(big).units, "t4", 1).costs["embed"].weight_elems == lookup.weight_elems
 
 
 def test_search_returns_a_measured_passing_mix_and_logs_every_step():

@@ -2,19 +2,22 @@
 
 Collectors are running reducers fed batch by batch, so memory does not depend on the number of samples.
 ``max`` needs one pass; ``percentile``, ``entropy`` and ``mse`` build a 2048-bin histogram of |x| over
-[0, max] in a second pass (the range must be known before binning), as TensorRT's calibrators did.
+[0, max] in a second pass (the range must be known before binning), as TensorRT's calibrators did. Once a
+histogram exists every method's threshold is computed from it, so a tensor's candidates cost one pass:
+``auto`` lets the analysis keep, per unit, the candidate with the least measured output delta.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from ..errors import ConfigError
 
-CALIBRATORS = ("max", "percentile", "entropy", "mse")
+METHODS = ("max", "percentile", "entropy", "mse")  # the thresholds a tensor can take
+CALIBRATORS = (*METHODS, "auto")
 HIST_BINS = 2048
 INT8_MAX = 127
 FP16_MAX = 65504.0
@@ -75,39 +78,49 @@ def percentile_threshold(hist: AbsHistogram, percentile: float = PERCENTILE) -> 
     return float(hist.edges[min(k, len(hist.counts) - 1) + 1])
 
 
-def _kl(p: np.ndarray, q: np.ndarray) -> float:
-    p = p / p.sum()
-    q = q / q.sum()
-    mask = p > 0
-    return float(np.sum(p[mask] * np.log(p[mask] / q[mask])))
+def _smooth(counts: np.ndarray, eps: float = 1e-4) -> np.ndarray:
+    """Move ``eps`` counts into every empty bin, taken evenly from the others, so that KL stays finite (on raw
+    counts, as the reference implementations do: a populated bin holds at least one value, far more than eps)."""
+    empty = counts == 0
+    n_empty = int(empty.sum())
+    if n_empty == 0 or n_empty == counts.size:
+        return counts
+    taken = eps * n_empty / (counts.size - n_empty)
+    return np.where(empty, eps, np.maximum(counts - taken, eps))
 
 
 def entropy_threshold(hist: AbsHistogram, levels: int = INT8_MAX + 1) -> float:
-    """TensorRT's entropy calibration: the threshold whose 128-level quantization minimises KL(P || Q)."""
+    """TensorRT's entropy calibration (Migacz, GTC 2017): the threshold whose ``levels``-level quantization
+    minimises KL(P || Q). P: the histogram up to the threshold, values beyond it clipped into the last bin;
+    Q: the same bins merged into ``levels`` groups, each group's count spread evenly over the bins that P
+    populates. Exact zeros (the spike a ReLU makes) are left out: bin 0 gets its neighbour's count, since a
+    zero is exact at any scale and counting it would only pull the threshold down. Tensors are treated as
+    |x| with 128 levels whether signed or not: TensorRT's INT8 is symmetric, so a post-ReLU tensor uses the
+    positive half of the grid."""
     counts = hist.counts.astype(np.float64)
+    if len(counts) > 1:
+        counts[0] = counts[1]
     if counts.sum() == 0 or hist.amax == 0:
         return hist.amax
-    nonzero = np.nonzero(counts)[0]
-    last = int(nonzero[-1]) + 1
+    last = int(np.nonzero(counts)[0][-1]) + 1
     if last <= levels:
         return float(hist.edges[last])
+    tail = np.cumsum(counts[::-1])[::-1]  # tail[i]: count at or beyond bin i
     best_i, best_kl = last, np.inf
     for i in range(levels, last + 1):
-        p = counts[:i].copy()
-        p[i - 1] += counts[i:].sum()  # outliers are clipped into the last bin
-        if p.sum() == 0:
-            continue
-        # Merge the i reference bins into `levels` quantized bins, then spread each back over its
-        # non-empty source bins (empty bins stay empty in Q, as in the reference algorithm).
         ref = counts[:i]
-        groups = np.minimum((np.arange(i) * levels) // i, levels - 1)
+        p = ref.copy()
+        if i < len(counts):
+            p[i - 1] += tail[i]
+        groups = (np.arange(i) * levels) // i
         sums = np.bincount(groups, weights=ref, minlength=levels)
-        nonempty = np.bincount(groups, weights=(ref > 0).astype(np.float64), minlength=levels)
-        q = np.where(ref > 0, sums[groups] / np.maximum(nonempty[groups], 1), 0.0)
-        q_mask = (p > 0) & (q == 0)
-        if q_mask.any():
-            q = q + q_mask * 1e-12  # a value in P that Q cannot represent: keep KL finite but large
-        kl = _kl(p, q)
+        filled = np.bincount(groups, weights=(p > 0).astype(np.float64), minlength=levels)
+        q = np.where(p > 0, sums[groups] / np.maximum(filled[groups], 1), 0.0)
+        if q.sum() == 0:
+            continue
+        p, q = _smooth(p), _smooth(q)
+        p, q = p / p.sum(), q / q.sum()
+        kl = float(np.sum(p * np.log(p / q)))
         if kl < best_kl:
             best_i, best_kl = i, kl
     return float(hist.edges[best_i])
@@ -127,6 +140,7 @@ def mse_threshold(hist: AbsHistogram, candidates: int = 256) -> float:
 
 
 THRESHOLDS = {"percentile": percentile_threshold, "entropy": entropy_threshold, "mse": mse_threshold}
+AUTO_START = "percentile"  # ``auto``'s threshold for a tensor no unit chose for (the best single one measured)
 
 
 def check_calibrator(name: str) -> str:
@@ -152,7 +166,8 @@ def weight_scales(w: np.ndarray, axis: int | None) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Ranges:
-    """What the FP32 pass observed: calibrated INT8 thresholds for quantized activations, raw |x| maxima and
+    """What the FP32 pass observed: calibrated INT8 thresholds for quantized activations (``amax``, with the
+    method that set each one and every method's candidate when histograms were built), raw |x| maxima and
     per-sample shapes of every observed tensor (ONNX Runtime knows every shape once it has run, where static
     shape inference may not)."""
 
@@ -160,6 +175,8 @@ class Ranges:
     amax: Mapping[str, float] = field(default_factory=dict)
     absmax: Mapping[str, float] = field(default_factory=dict)
     shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    candidates: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # tensor -> method -> amax
+    methods: Mapping[str, str] = field(default_factory=dict)  # tensor -> the method its amax comes from
 
     def scale(self, tensor: str) -> float:
         return int8_scale(self.amax[tensor])
@@ -167,14 +184,41 @@ class Ranges:
     def exceeds_fp16(self, tensors: Iterable[str]) -> list[str]:
         return [t for t in tensors if self.absmax.get(t, 0.0) > FP16_MAX]
 
+    def options(self, tensors: Iterable[str]) -> dict[str, dict[str, float]]:
+        """For each method, the thresholds of ``tensors`` under it; methods that give the same thresholds
+        (within 1 %) are one option, named by the first of METHODS."""
+        tensors = list(tensors)
+        out: dict[str, dict[str, float]] = {}
+        for m in METHODS:
+            if not all(m in self.candidates.get(t, {}) for t in tensors):
+                continue
+            th = {t: self.candidates[t][m] for t in tensors}
+            if not any(all(abs(th[t] - o[t]) <= 0.01 * max(o[t], 1e-30) for t in tensors) for o in out.values()):
+                out[m] = th
+        return out
+
+    def choose(self, tensor_methods: Mapping[str, str]) -> Ranges:
+        """The same ranges with each named tensor set to its method's candidate."""
+        amax, methods = dict(self.amax), dict(self.methods)
+        for t, m in tensor_methods.items():
+            amax[t] = self.candidates[t][m]
+            methods[t] = m
+        return replace(self, amax=amax, methods=methods)
+
+    def using(self, method: str) -> Ranges:
+        """Every quantized tensor at ``method``'s threshold (what a single calibrator gives)."""
+        return self.choose({t: method for t in self.amax if method in self.candidates.get(t, {})})
+
     def to_json(self) -> dict:
-        return {"calibrator": self.calibrator, "amax": dict(self.amax), "absmax": dict(self.absmax),
-                "shapes": {k: list(v) for k, v in self.shapes.items()}}
+        return {"calibrator": self.calibrator, "amax": dict(self.amax), "methods": dict(self.methods),
+                "absmax": dict(self.absmax), "shapes": {k: list(v) for k, v in self.shapes.items()},
+                "candidates": {k: dict(v) for k, v in self.candidates.items()}}
 
     @classmethod
     def from_json(cls, d: Mapping) -> Ranges:
         return cls(d["calibrator"], dict(d["amax"]), dict(d["absmax"]),
-                   {k: tuple(v) for k, v in d.get("shapes", {}).items()})
+                   {k: tuple(v) for k, v in d.get("shapes", {}).items()},
+                   {k: dict(v) for k, v in d.get("candidates", {}).items()}, dict(d.get("methods", {})))
 
 
 class RangeCollector:
@@ -215,9 +259,9 @@ class RangeCollector:
 
     def result(self) -> Ranges:
         absmax = {n: m.value for n, m in self.maxima.items()}
-        if self.calibrator == "max":
-            amax = {n: absmax[n] for n in self.quantized}
-        else:
-            fn = THRESHOLDS[self.calibrator]
-            amax = {n: fn(h) for n, h in self.hists.items()}
-        return Ranges(self.calibrator, amax, absmax, dict(self.shapes))
+        candidates = {n: {"max": absmax[n], **{m: fn(h) for m, fn in THRESHOLDS.items()}}
+                      for n, h in self.hists.items()}
+        start = AUTO_START if self.calibrator == "auto" else self.calibrator
+        amax = {n: candidates[n][start] if n in candidates else absmax[n] for n in self.quantized}
+        methods = {n: start if n in candidates else "max" for n in self.quantized}
+        return Ranges(self.calibrator, amax, absmax, dict(self.shapes), candidates, methods)

@@ -189,6 +189,8 @@ def cost_model(model: onnx.ModelProto, units: list[Unit], target: str, batch: in
                               "pass --shape for the dynamic inputs when analysing.")
         elems = {t: batch * float(np.prod(shapes[t])) for t in moved}
         weights = sum(float(np.prod(shapes[n])) for node in u.nodes for n in by_name[node].input if n in inits)
+        if main.op_type == "Gather":  # a table lookup reads the rows it returns, not the whole table
+            weights = elems[u.outputs[0]]
         if main.output[0] not in shapes:  # inside the unit: the epilogue keeps the main op's shape
             shapes[main.output[0]] = shapes[u.outputs[0]]
         costs[u.name] = UnitCost(batch * _flops(main, shapes), sum(elems.values()), weights, elems)

@@ -4,7 +4,8 @@ tensor e between units a and b (1 when their precisions differ, which costs a re
 
 Ties: mixes whose latencies differ by less than the latency source's resolution (one kernel launch) are not
 told apart by it, so among them the one with the smallest weights wins (lower precision, smaller engine). On
-a tiny network at batch 1 every mix is launch-bound and this is what decides.
+a tiny network at batch 1 every mix is launch-bound and this is what decides. A tie never chooses a mix
+estimated slower than the whole graph in FP16 when the fastest one is not.
 """
 
 from __future__ import annotations
@@ -83,7 +84,11 @@ def solve(opts: DecisionSpace, noise_budget: float | None = None, seconds_budget
         size = np.zeros(n)
         for (u, p), i in index.items():
             size[i] = opts.weight_elems.get(u, 0.0) * ELEMENT_BYTES[p]
-        rows.append(lat), lo.append(-np.inf), hi.append(float(lat @ res.x) + opts.cost.resolution)
+        ceiling = float(lat @ res.x) + opts.cost.resolution
+        fp16 = opts.seconds(opts.uniform(Precision.FP16))  # the whole graph in FP16, what --fp16 builds
+        if float(lat @ res.x) <= fp16:  # a tie never hands back a mix slower than that reference
+            ceiling = min(ceiling, fp16)
+        rows.append(lat), lo.append(-np.inf), hi.append(ceiling)
         objective = size / max(float(size.max()), 1e-300) + 1e-6 * lat / max(float(lat.max()), 1e-300)
         tied = milp(objective, constraints=LinearConstraint(np.array(rows), lo, hi), integrality=integrality,
                     bounds=Bounds(0, 1))
