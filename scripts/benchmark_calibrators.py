@@ -19,6 +19,7 @@ import argparse
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -73,21 +74,28 @@ def run_case(name: str, with_auto: bool) -> None:
     int8 = [u for u in units if Precision.INT8 in u.allowed]
     plan = Plan.of({u.name: Precision.INT8 for u in int8})
     t = time.perf_counter()
-    ranges = calibrate(model, int8, cal, backend, "auto")
+    ranges = calibrate(model, int8, cal, backend, "auto", bias_correction=True)
     print(f"\n{name}: {len(int8)} of {len(units)} units INT8, the rest FP32; calibrated on {cal.num_samples}, "
           f"scored on {ev.num_samples} ({metric} with FP32); calibration {time.perf_counter() - t:.1f} s")
     ref = outputs(backend, model.proto, ev)
-    rows = [(m, ranges.using(m)) for m in METHODS]
+    plain = replace(ranges, bias_correction=False)
+    rows = [(m, plain.using(m)) for m in METHODS]
     if with_auto:
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
-            analysis = analyze(model, cal, backend, tmp, Settings((Precision.INT8,), "auto"))
+            analysis = analyze(model, cal, backend, tmp, Settings((Precision.INT8,), "auto", bias_correction=True))
             chosen = Ranges.from_json(read_json(RunFolder(tmp).ranges, "ranges"))
             print(f"  (auto: analysis of {len(analysis.units)} units in {time.perf_counter() - t:.0f} s)")
-        rows.append(("auto", chosen))
+    for label, r in list(rows):
+        if label == "percentile":
+            rows += [(f"{label} + bias correction", replace(r, bias_correction=True)),
+                     (f"{label} + MSE weights", replace(r, weight_scales="mse")),
+                     (f"{label} + both", replace(r, bias_correction=True, weight_scales="mse"))]
+    if with_auto:  # thresholds chosen per unit with bias correction on, as the analysis measures them
+        rows += [("auto + bias correction", chosen), ("auto + both", replace(chosen, weight_scales="mse"))]
     for label, r in rows:
         got = outputs(backend, lower(model.proto, units, plan, r), ev)
-        print(f"  {label:<11} {score(metric, got, ref):.4f}")
+        print(f"  {label:<28} {score(metric, got, ref):.4f}")
 
 
 def main() -> int:

@@ -21,7 +21,8 @@ def test_analysis_reads_back_what_analyze_wrote(analysed):
     assert analysis.to_json() == written
     assert [u.name for u in analysis.units] == ["conv1", "conv2", "gap", "fc"]
     assert analysis.backend.name == "onnxruntime" and analysis.backend.settings == {"ort_optimize": "none"}
-    assert analysis.calibration.data.samples == 32 and analysis.calibration.calibrator == "max"
+    assert analysis.calibration.data.samples == 32 and analysis.calibration.calibrator == "auto"
+    assert analysis.calibration.bias_correction and analysis.calibration.weight_scales == "mse"
     assert all(isinstance(r, UnitResult) and r.nmse >= 0 for u in analysis.units for r in u.results.values())
     assert all(r.nmse > 0 for u in analysis.units if u.kind == "gemm" for r in u.results.values())
     assert [u.kind for u in analysis.units] == ["gemm", "gemm", "pool", "gemm"]

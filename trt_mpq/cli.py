@@ -23,7 +23,7 @@ from .errors import TrtMpqError
 from .measure.task_metric import TASK_METRICS
 from .network.model import parse_shapes
 from .precision import Precision, precision_files
-from .quant.ranges import CALIBRATORS
+from .quant.ranges import CALIBRATORS, WEIGHT_SCALES
 from .search.cost import GPUS
 
 EPILOG = """examples:
@@ -148,7 +148,15 @@ def _analysis_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shape", action="append", default=[], metavar="NAME:DIMS", help=SHAPE_HELP)
     p.add_argument("--precisions", default=precisions, help=f"lower precisions to try (default {precisions})")
     p.add_argument("--calibrator", default=d.calibrator, choices=CALIBRATORS,
-                   help=f"INT8 activation range method (default {d.calibrator})")
+                   help="INT8 activation thresholds: max, percentile (99.99), entropy (TensorRT's KL method), mse, "
+                   f"or auto (per unit, whichever of them it measures the least output change with; default "
+                   f"{d.calibrator})")
+    p.add_argument("--weight-scales", default=d.weight_scales, choices=WEIGHT_SCALES,
+                   help="INT8 weight scales per output channel: max, or mse (clipped where the channel's error "
+                   f"is least; default {d.weight_scales})")
+    p.add_argument("--no-bias-correction", dest="bias_correction", action="store_false",
+                   help="do not correct INT8 Conv/Gemm/MatMul biases for the mean shift their quantized weights "
+                   "cause (on by default)")
     p.add_argument("--backend", default=d.backend, choices=backend_names(),
                    help="where models run: tensorrt (an NVIDIA GPU), onnxruntime (CPU emulation of the same "
                    "lowered ONNX), or auto (default: tensorrt when a GPU and TensorRT are present, else "
@@ -211,6 +219,7 @@ def _analyze_options(args: argparse.Namespace) -> AnalyzeOptions:
                        TensorRTOptions(probe_opt_level=args.probe_opt_level))
     return AnalyzeOptions(calib=args.calib, preprocess=preprocess, shapes=parse_shapes(args.shape),
                           precisions=Precision.parse_list(args.precisions), calibrator=args.calibrator,
+                          weight_scales=args.weight_scales, bias_correction=args.bias_correction,
                           backend=args.backend, backend_options=backend_options, samples=args.samples,
                           batch=args.batch, seed=args.seed)
 

@@ -142,3 +142,24 @@ def test_emulated_int8_gemm_matches_hand_computed_quantization(tmp_path):
     for optimize in ("all", "none"):
         got = CountingBackend(optimize).compile(low).run({"x": x})["y"]
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-2)
+
+
+def test_auto_calibrator_never_keeps_a_threshold_worse_than_max(tmp_path):
+    """With outliers in the data, max wastes INT8 levels: auto tries every method's thresholds per unit and
+    keeps the one with the least measured delta, recording what max would have given."""
+    model, _ = _setup(tmp_path, builders.conv_bn_relu_residual)
+    from trt_mpq.data.datasets import load_dataset
+
+    x = np.random.default_rng(5).standard_normal((24, 3, 8, 8)).astype(np.float32)
+    x[0, 0, 0, 0], x[7, 1, 3, 3] = 40.0, -35.0  # two outliers stretch the max range of the input
+    np.savez(tmp_path / "calib.npz", **{model.inputs[0].name: x})
+    data = load_dataset(model, tmp_path / "calib.npz")
+    analysis = analyze(model, data, CountingBackend(), tmp_path / "auto", Settings(calibrator="auto", batch=4))
+    chosen = [u.results[Precision.INT8] for u in analysis.units if Precision.INT8 in u.results]
+    with_choice = [r for r in chosen if r.thresholds]
+    assert with_choice and all(r.nmse <= r.max_nmse for r in with_choice)
+    assert any(r.nmse < 0.9 * r.max_nmse and set(r.thresholds.values()) != {"max"} for r in with_choice)
+    ranges = Ranges.from_json(json.loads((tmp_path / "auto" / "ranges.json").read_text()))
+    for r in with_choice:  # ranges.json holds exactly the thresholds the analysis chose
+        for tensor, method in r.thresholds.items():
+            assert ranges.methods[tensor] == method and ranges.amax[tensor] == ranges.candidates[tensor][method]

@@ -27,6 +27,8 @@ class UnitResult:
     nonfinite: int = 0
     fp16_overflow: tuple[str, ...] = ()  # tensors and constants beyond the FP16 range
     outputs: Mapping[str, UnitResult] = field(default_factory=dict)  # per output, when the model has several
+    thresholds: Mapping[str, str] = field(default_factory=dict)  # INT8 with --calibrator auto: tensor -> method
+    max_nmse: float | None = None  # ... and the NMSE the plain max threshold gave, for comparison
 
     @property
     def severity(self) -> float:
@@ -35,6 +37,9 @@ class UnitResult:
 
     def with_fp16_overflow(self, tensors: list[str]) -> UnitResult:
         return UnitResult(**{**self.__dict__, "fp16_overflow": tuple(tensors)})
+
+    def with_thresholds(self, thresholds: Mapping[str, str], max_nmse: float | None) -> UnitResult:
+        return UnitResult(**{**self.__dict__, "thresholds": dict(thresholds), "max_nmse": max_nmse})
 
     def to_json(self) -> dict:
         out: dict[str, Any] = {"cosine": self.cosine, "sqnr_db": self.sqnr_db, "nmse": self.nmse,
@@ -47,13 +52,17 @@ class UnitResult:
             out["outputs"] = {k: v.to_json() for k, v in self.outputs.items()}
         if self.fp16_overflow:
             out["fp16_overflow"] = list(self.fp16_overflow)
+        if self.thresholds:
+            out["thresholds"] = dict(self.thresholds)
+            out["max_nmse"] = self.max_nmse
         return out
 
     @classmethod
     def from_json(cls, d: Mapping) -> UnitResult:
         return cls(d.get("cosine"), d.get("sqnr_db"), d.get("nmse"), d.get("max_abs"), d.get("top1_agreement"),
                    int(d.get("nonfinite") or 0), tuple(d.get("fp16_overflow", ())),
-                   {k: cls.from_json(v) for k, v in d.get("outputs", {}).items()})
+                   {k: cls.from_json(v) for k, v in d.get("outputs", {}).items()}, dict(d.get("thresholds", {})),
+                   d.get("max_nmse"))
 
 
 @dataclass(frozen=True)
@@ -110,18 +119,24 @@ class DataInfo:
 
 @dataclass(frozen=True)
 class Calibration:
-    """The calibration data, the range method and the batch the analysis measured with."""
+    """The calibration data, the range method, the weight scales, bias correction and the batch the analysis
+    measured with."""
 
     data: DataInfo
     calibrator: str
     batch: int
+    weight_scales: str = "max"
+    bias_correction: bool = False
 
     def to_json(self) -> dict:
-        return {**self.data.to_json(), "calibrator": self.calibrator, "batch": self.batch}
+        return {**self.data.to_json(), "calibrator": self.calibrator, "batch": self.batch,
+                "weight_scales": self.weight_scales, "bias_correction": self.bias_correction}
 
     @classmethod
     def from_json(cls, d: Mapping) -> Calibration:
-        return cls(DataInfo.from_json(d, ("calibrator", "batch")), d["calibrator"], int(d["batch"]))
+        extra = ("calibrator", "batch", "weight_scales", "bias_correction")
+        return cls(DataInfo.from_json(d, extra), d["calibrator"], int(d["batch"]), d.get("weight_scales", "max"),
+                   bool(d.get("bias_correction", False)))
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from ..network.model import LoadedModel, load_model, parse_shapes
 from ..network.units import UnitTable, find_units
 from ..precision import Precision
 from ..progress import Progress
-from ..quant.ranges import check_calibrator
+from ..quant.ranges import WEIGHT_SCALES, check_calibrator
 
 Shapes = Mapping[str, tuple[int, ...]]
 
@@ -36,7 +36,9 @@ class AnalyzeOptions:
     preprocess: str | None = None  # JSON/YAML preprocessing for image folders
     shapes: Shapes = field(default_factory=dict)  # fixed sizes of dynamic input dims (or "NAME:1x3x224x224")
     precisions: tuple[Precision, ...] = (Precision.INT8, Precision.FP16)  # (or "int8,fp16")
-    calibrator: str = "max"
+    calibrator: str = "auto"  # max, percentile, entropy, mse, or auto: per unit, the one it measures best with
+    weight_scales: str = "mse"  # INT8 weight scales: max, or mse (each channel clipped where its error is least)
+    bias_correction: bool = True  # INT8 weight units: fold the mean shift of the quantized weight into the bias
     backend: str = "auto"  # a registry name or auto
     backend_options: tuple[object, ...] = ()  # e.g. OnnxRuntimeOptions(...), TensorRTOptions(...)
     samples: int | None = None
@@ -50,6 +52,8 @@ class AnalyzeOptions:
             set_(self, "precisions", Precision.parse_list(self.precisions))
         set_(self, "precisions", tuple(Precision(p) for p in self.precisions))
         check_calibrator(self.calibrator)
+        if self.weight_scales not in WEIGHT_SCALES:
+            raise ConfigError(f"--weight-scales '{self.weight_scales}' is not one of {', '.join(WEIGHT_SCALES)}.")
         if self.samples is not None and self.samples < 1:
             raise ConfigError("--samples must be at least 1.")
         if self.batch < 1:
@@ -83,5 +87,6 @@ def analyze(model: str | Path, out: str | Path, options: AnalyzeOptions = Analyz
     data = calibration_data(loaded, options)
     progress.log(f"backend: {chosen.backend.describe()}{chosen.log_line(options.backend)}")
     progress.log(f"calibration: {data.info['source']}, {data.num_samples} samples")
-    settings = sensitivity.Settings(options.precisions, options.calibrator, options.batch)
+    settings = sensitivity.Settings(options.precisions, options.calibrator, options.batch, options.weight_scales,
+                                    options.bias_correction)
     return sensitivity.analyze(loaded, data, chosen.backend, folder.root, settings, progress)

@@ -16,12 +16,15 @@ from ..quant.ranges import RangeCollector, Ranges
 
 
 def calibrate(model: LoadedModel, units: Sequence[Unit], dataset: Dataset, backend: Backend,
-              calibrator: str = "auto", batch: int = 8, progress: Progress | None = None) -> Ranges:
-    """Ranges of the INT8 inputs of ``units``: one pass for the maxima, one for the histograms (the model runs
-    twice rather than keeping activations)."""
+              calibrator: str = "auto", batch: int = 8, weight_scales: str = "max", bias_correction: bool = False,
+              progress: Progress | None = None) -> Ranges:
+    """Ranges of the INT8 inputs of ``units``: one pass for the maxima (and channel means), one for the
+    histograms (the model runs twice rather than keeping activations)."""
+    from .sensitivity import channel_axes
+
     progress = progress or Progress()
     quantized = list(dict.fromkeys(a for u in units for a in u.activations))
-    collector = RangeCollector(calibrator, quantized, quantized)
+    collector = RangeCollector(calibrator, quantized, quantized, channel_axes(units), weight_scales, bias_correction)
     graph_inputs = {i.name for i in model.proto.graph.input}
     outputs = {o.name for o in model.proto.graph.output}
     probe = onnx.ModelProto()

@@ -18,7 +18,7 @@ import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -36,6 +36,7 @@ from ..network.model import LoadedModel
 from ..network.units import Unit, UnitTable, find_units
 from ..precision import Plan, Precision
 from ..progress import Progress
+from ..quant.bias import CHANNEL_AXIS
 from ..quant.lower import lower
 from ..quant.ranges import FP16_MAX, RangeCollector, Ranges
 from .journal import Journal
@@ -49,6 +50,8 @@ class Settings:
     precisions: tuple[Precision, ...] = (Precision.INT8, Precision.FP16)
     calibrator: str = "max"
     batch: int = 8
+    weight_scales: str = "max"
+    bias_correction: bool = False
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -110,6 +113,12 @@ def _run_key(model: LoadedModel, dataset: Dataset, backend: Backend, settings: S
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def channel_axes(units: Sequence[Unit]) -> dict[str, int]:
+    """The input of each weight unit bias correction covers, with the axis its weight contracts."""
+    return {u.activations[0]: CHANNEL_AXIS[u.main_op] for u in units
+            if u.weight is not None and u.activations and u.main_op in CHANNEL_AXIS}
+
+
 def collect(model: LoadedModel, table: UnitTable, regions: list[UnitRegion], dataset: Dataset, backend: Backend,
             settings: Settings, store: ActivationStore, progress: Progress) -> Ranges:
     """FP32 pass: fill the activation store (frontiers + reference outputs) and calibrate ranges."""
@@ -117,7 +126,8 @@ def collect(model: LoadedModel, table: UnitTable, regions: list[UnitRegion], dat
     stored = list(dict.fromkeys([n for r in regions for n in r.frontier] + outputs))
     observed = observed_tensors(model.proto, table.units)
     quantized = [a for u in table.units for a in u.activations]
-    collector = RangeCollector(settings.calibrator, observed, quantized)
+    collector = RangeCollector(settings.calibrator, observed, quantized, channel_axes(table.units),
+                               settings.weight_scales, settings.bias_correction)
     graph_inputs = {i.name for i in model.proto.graph.input}  # fed, not computed (TensorRT can't output them)
     extra = [n for n in dict.fromkeys(stored + observed) if n not in outputs and n not in graph_inputs]
     probe = onnx.ModelProto()
@@ -154,22 +164,45 @@ def downstream_model(model: onnx.ModelProto, region: UnitRegion, store: Activati
 
 def measure_unit(sub: onnx.ModelProto, unit: Unit, precisions: Sequence[Precision], ranges: Ranges,
                  backend: Backend, store: ActivationStore, outputs: Sequence[str],
-                 samples_per_batch: Sequence[int]) -> dict[Precision, UnitResult]:
+                 samples_per_batch: Sequence[int], int8_options: Mapping[str, Ranges] | None = None,
+                 deciding: Sequence[str] = ()) -> dict[Precision, UnitResult]:
     """Sensitivity of one unit at each precision: lower the unit inside its downstream model, run it from the
-    stored FP32 frontier (read once per batch for all precisions), compare with the stored reference."""
-    sessions, deltas = {}, {}
+    stored FP32 frontier (read once per batch for every variant), compare with the stored reference.
+
+    ``int8_options`` (method -> ranges, "max" among them): thresholds of the tensors in ``deciding`` to choose
+    between. All of them run on the first third of the batches; then only "max" and the best other go on, and
+    the one with the least NMSE on all batches is the INT8 result (so it is never worse than max, and costs
+    under two full runs); the result names the method per tensor."""
+    options = dict(int8_options or {}) if Precision.INT8 in precisions else {}
+    variants: dict[tuple[Precision, str], Ranges] = {
+        (p, ""): ranges for p in precisions if not (p is Precision.INT8 and len(options) > 1)}
+    if len(options) > 1:
+        variants.update({(Precision.INT8, m): r for m, r in options.items()})
+    screen = max(1, -(-len(samples_per_batch) // 3)) if len(options) > 2 else -1
     with contextlib.ExitStack() as stack:
-        for p in precisions:
-            lowered = lower(sub, [unit], Plan.of({unit.name: p}), ranges)
-            sessions[p] = (stack.enter_context(backend.compile(lowered)), [o.name for o in lowered.graph.output])
-            deltas[p] = OutputDelta()
+        sessions, deltas = {}, {}
+        for key, r in variants.items():
+            lowered = lower(sub, [unit], Plan.of({unit.name: key[0]}), r)
+            sessions[key] = (stack.enter_context(backend.compile(lowered)), [o.name for o in lowered.graph.output])
+            deltas[key] = OutputDelta()
         feeds_needed = [i.name for i in sub.graph.input]
         for b, count in enumerate(samples_per_batch):
+            if b == screen:
+                others = [k for k in sessions if k[0] is Precision.INT8 and k[1] not in ("", "max")]
+                best = min(others, key=lambda k: deltas[k].record().severity)
+                for k in others:
+                    if k != best:
+                        sessions.pop(k)[0].close()
             feeds = store.read(b, feeds_needed)
             ref = store.read(b, outputs)
-            for p, (session, produced) in sessions.items():
-                deltas[p].update(ref, {**ref, **session.run(feeds, produced)}, count)
-    return {p: d.record() for p, d in deltas.items()}
+            for key, (session, produced) in sessions.items():
+                deltas[key].update(ref, {**ref, **session.run(feeds, produced)}, count)
+    results = {p: deltas[(p, "")].record() for p, m in sessions if m == ""}
+    if len(options) > 1:
+        kept = {m: deltas[(Precision.INT8, m)].record() for p, m in sessions if p is Precision.INT8}
+        method = min(kept, key=lambda m: (kept[m].severity, m != "max"))
+        results[Precision.INT8] = kept[method].with_thresholds({t: method for t in deciding}, kept["max"].nmse)
+    return results
 
 
 def measure_naive(model: LoadedModel, units: Sequence[Unit], pairs: Sequence[tuple[Unit, Precision]],
@@ -226,11 +259,20 @@ def analyze(model: LoadedModel, dataset: Dataset, backend: Backend, out_dir: str
         ranges = Ranges(settings.calibrator)
     counts = [hi - lo for lo, hi in dataset.spans(settings.batch)]
     outputs = [o.name for o in model.proto.graph.output]
+    auto = settings.calibrator == "auto"
+    if auto:  # thresholds chosen before an interruption stay chosen
+        ranges = ranges.choose({t: m for r in done.values() for t, m in r.thresholds.items()})
+    decided = {t for r in done.values() for t in r.thresholds}
     progress.start("per-unit sensitivity", len(pairs))
     for unit in pending:
         todo = [p for q, p in pairs if q is unit]
         sub = downstream_model(model.proto, regions[unit.name], store)
-        results = measure_unit(sub, unit, todo, ranges, backend, store, outputs, counts)
+        deciding = [t for t in unit.activations if t not in decided] if auto and Precision.INT8 in todo else []
+        options = {m: ranges.choose({t: m for t in deciding}) for m in ranges.options(deciding)} if deciding else {}
+        results = measure_unit(sub, unit, todo, ranges, backend, store, outputs, counts, options, deciding)
+        chosen = results[Precision.INT8].thresholds if Precision.INT8 in results else {}
+        ranges = ranges.choose(chosen)
+        decided |= set(deciding)
         for precision, result in results.items():
             if precision is Precision.FP16:
                 flagged = fp16_overflow(model.proto, unit, ranges)
@@ -262,6 +304,7 @@ def _analysis(model: LoadedModel, table: UnitTable, dataset: Dataset, backend: B
         for u in table.units)
     info = ModelInfo(str(model.path), model.sha256, tuple(i.describe() for i in model.inputs),
                      tuple(o.describe() for o in model.outputs), tuple(model.notes), dict(model.shapes))
-    calibration = Calibration(dataset.record(), settings.calibrator, dataset.effective_batch(settings.batch))
+    calibration = Calibration(dataset.record(), settings.calibrator, dataset.effective_batch(settings.batch),
+                              settings.weight_scales, settings.bias_correction)
     return Analysis(info, backend.record(), settings.precisions, calibration, units, tuple(table.skipped),
                     _versions(), round(elapsed, 2))

@@ -6,7 +6,9 @@ pure function produces what both the CPU emulation and the GPU build consume:
 - INT8: QuantizeLinear -> DequantizeLinear on each activation input of the unit (per-tensor, symmetric,
   zero point 0) and on the residual input of a fused Add; the weight is stored as an int8 initializer with a
   per-channel DequantizeLinear on the axis TensorRT expects (Conv 0, ConvTranspose 1, Gemm/MatMul N).
-  Biases stay FP32 (TensorRT folds them in higher precision).
+  Biases stay FP32 (TensorRT folds them in higher precision); with ``ranges.bias_correction`` each one is
+  corrected for the mean shift its quantized weight causes (``quant.bias``), and ``ranges.weight_scales``
+  says how weight scales are set.
 - FP16: Cast to float16 on the unit's inputs, every float constant of the unit stored as float16, Cast back
   to float32 on what the unit hands on. Back-to-back Casts between islands are removed by TensorRT.
 """
@@ -24,6 +26,7 @@ from ..network.graph import constant_names, node_inputs, stable_toposort
 from ..network.regions import KEEP_TYPE
 from ..network.units import Unit
 from ..precision import Plan, Precision
+from .bias import output_shift
 from .ranges import INT8_MAX, Ranges, weight_scales
 
 
@@ -65,13 +68,18 @@ class _Rewriter:
             self.shared[key] = dq.output[0]
         self._rewire(readers, tensor, self.shared[key])
 
-    def qdq_weight(self, unit: Unit, main: onnx.NodeProto) -> None:
+    def qdq_weight(self, unit: Unit, main: onnx.NodeProto, ranges: Ranges) -> None:
         w = numpy_helper.to_array(self.inits[unit.weight])
-        scales = weight_scales(w, unit.weight_axis)
+        scales = weight_scales(w, unit.weight_axis, ranges.weight_scales)
         shape = [1] * w.ndim
         if unit.weight_axis is not None:
             shape[unit.weight_axis] = -1
         q = np.clip(np.round(w / scales.reshape(shape)), -INT8_MAX - 1, INT8_MAX).astype(np.int8)
+        mean = ranges.means.get(unit.activations[0]) if ranges.bias_correction and unit.activations else None
+        if mean:
+            shift = output_shift(main, q * scales.reshape(shape) - w, list(main.input).index(unit.weight), mean)
+            if shift is not None:
+                self.correct_bias(unit, main, shift)
         base = f"{unit.weight}__{unit.name}" if self._shared_weight(unit) else unit.weight
         wq = self._add_init(q, f"{base}_int8")
         s = self._add_init(scales, f"{base}_scale")
@@ -82,6 +90,32 @@ class _Rewriter:
         )
         self.before.setdefault(unit.nodes[0], []).append(dq)
         self._rewire([main], unit.weight, dq.output[0])
+
+    def correct_bias(self, unit: Unit, main: onnx.NodeProto, shift: np.ndarray) -> None:
+        """Subtract ``shift`` (per output channel) from the unit's FP32 bias, adding one where it has none."""
+        name = f"{unit.name}_corrected_bias"
+        if main.op_type in ("Conv", "Gemm"):
+            beta = next((a.f for a in main.attribute if a.name == "beta"), 1.0) if main.op_type == "Gemm" else 1.0
+            if len(main.input) > 2 and main.input[2]:
+                old = self.inits.get(main.input[2])
+                if old is None or beta == 0 or old.data_type != TensorProto.FLOAT:
+                    return
+                b = numpy_helper.to_array(old)
+                if b.size != shift.size:
+                    return
+                main.input[2] = self._add_init((b - (shift / beta).reshape(b.shape)).astype(np.float32), name)
+            else:
+                main.input.append(self._add_init((-shift / beta).astype(np.float32), name))
+            return
+        members = {self.node_by_name[n].name: self.node_by_name[n] for n in unit.nodes}
+        for node in members.values():  # MatMul: the bias Add right after it
+            if node.op_type == "Add" and main.output[0] in node.input:
+                k = 1 - list(node.input).index(main.output[0])
+                old = self.inits.get(node.input[k])
+                if old is not None and old.data_type == TensorProto.FLOAT and int(np.prod(old.dims)) == shift.size:
+                    b = numpy_helper.to_array(old)
+                    node.input[k] = self._add_init((b - shift.reshape(b.shape)).astype(np.float32), name)
+                return
 
     def _shared_weight(self, unit: Unit) -> bool:
         return sum(unit.weight in n.input for n in self.g.node) > 1
@@ -167,7 +201,7 @@ def lower(model: onnx.ModelProto, units: Sequence[Unit], plan: Plan, ranges: Ran
                 readers = [n for n in members if tensor in n.input]
                 rw.qdq_activation(unit, tensor, ranges.scale(tensor), readers)
             if unit.weight is not None:
-                rw.qdq_weight(unit, main)
+                rw.qdq_weight(unit, main, ranges)
         elif precision is Precision.FP16:
             rw.cast_fp16(unit)
     return rw.finish()

@@ -154,14 +154,51 @@ def int8_scale(amax: float) -> float:
     return float(amax) / INT8_MAX if amax > 0 else 1.0
 
 
-def weight_scales(w: np.ndarray, axis: int | None) -> np.ndarray:
-    """Symmetric per-channel (or per-tensor when ``axis`` is None) max scales for a weight."""
+WEIGHT_SCALES = ("max", "mse")
+
+
+def weight_scales(w: np.ndarray, axis: int | None, method: str = "max") -> np.ndarray:
+    """Symmetric per-channel (or per-tensor when ``axis`` is None) scales for a weight: ``max`` maps each
+    channel's largest |w| to 127; ``mse`` clips each channel where its quantization error is least (a grid of
+    clip ratios from 0.5 to 1)."""
     a = np.abs(w.astype(np.float32))
     if axis is None:
         amax = np.array(a.max() if a.size else 0.0, dtype=np.float32)
     else:
         amax = a.max(axis=tuple(k for k in range(a.ndim) if k != axis)) if a.size else np.zeros(w.shape[axis])
+    if method == "mse" and a.size:
+        rows = (np.moveaxis(w, axis, 0) if axis is not None else w.reshape(1, -1)).reshape(amax.size, -1)
+        rows = rows.astype(np.float64)
+        base = np.asarray(amax, np.float64).reshape(-1)
+        best_err, best = np.full(base.size, np.inf), base.copy()
+        for r in np.linspace(0.5, 1.0, 51):
+            s = np.where(base > 0, r * base / INT8_MAX, 1.0)[:, None]
+            err = ((rows - np.clip(np.round(rows / s), -INT8_MAX - 1, INT8_MAX) * s) ** 2).sum(axis=1)
+            better = err < best_err
+            best_err, best = np.where(better, err, best_err), np.where(better, r * base, best)
+        amax = best.reshape(np.shape(amax)).astype(np.float32)
     return np.where(amax > 0, amax / INT8_MAX, 1.0).astype(np.float32)
+
+
+class ChannelMean:
+    """Running mean of a tensor per channel (``axis``), over every other axis: what bias correction needs."""
+
+    def __init__(self, axis: int) -> None:
+        self.axis = axis
+        self.total: np.ndarray | None = None
+        self.count = 0
+
+    def update(self, x: np.ndarray) -> None:
+        if not x.size or not np.issubdtype(x.dtype, np.floating):
+            return
+        ax = self.axis % x.ndim
+        s = np.nan_to_num(x.astype(np.float64), posinf=0.0, neginf=0.0).sum(axis=tuple(
+            k for k in range(x.ndim) if k != ax))
+        self.total = s if self.total is None else self.total + s
+        self.count += x.size // x.shape[ax]
+
+    def value(self) -> tuple[float, ...]:
+        return () if self.total is None else tuple(float(v) for v in self.total / max(self.count, 1))
 
 
 @dataclass(frozen=True)
@@ -177,6 +214,9 @@ class Ranges:
     shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     candidates: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # tensor -> method -> amax
     methods: Mapping[str, str] = field(default_factory=dict)  # tensor -> the method its amax comes from
+    means: Mapping[str, tuple[float, ...]] = field(default_factory=dict)  # weight-unit inputs: per-channel mean
+    weight_scales: str = "max"  # how INT8 weight scales are set (see ``weight_scales``)
+    bias_correction: bool = False  # INT8 weight units fold the mean shift of their quantized weight into the bias
 
     def scale(self, tensor: str) -> float:
         return int8_scale(self.amax[tensor])
@@ -212,21 +252,29 @@ class Ranges:
     def to_json(self) -> dict:
         return {"calibrator": self.calibrator, "amax": dict(self.amax), "methods": dict(self.methods),
                 "absmax": dict(self.absmax), "shapes": {k: list(v) for k, v in self.shapes.items()},
-                "candidates": {k: dict(v) for k, v in self.candidates.items()}}
+                "candidates": {k: dict(v) for k, v in self.candidates.items()},
+                "means": {k: list(v) for k, v in self.means.items()}, "weight_scales": self.weight_scales,
+                "bias_correction": self.bias_correction}
 
     @classmethod
     def from_json(cls, d: Mapping) -> Ranges:
         return cls(d["calibrator"], dict(d["amax"]), dict(d["absmax"]),
                    {k: tuple(v) for k, v in d.get("shapes", {}).items()},
-                   {k: dict(v) for k, v in d.get("candidates", {}).items()}, dict(d.get("methods", {})))
+                   {k: dict(v) for k, v in d.get("candidates", {}).items()}, dict(d.get("methods", {})),
+                   {k: tuple(v) for k, v in d.get("means", {}).items()}, d.get("weight_scales", "max"),
+                   bool(d.get("bias_correction", False)))
 
 
 class RangeCollector:
     """Feeds batches to the collectors; call ``needs_histograms`` / ``start_histograms`` between passes."""
 
-    def __init__(self, calibrator: str, observed: Iterable[str], quantized: Iterable[str]) -> None:
+    def __init__(self, calibrator: str, observed: Iterable[str], quantized: Iterable[str],
+                 channel_axes: Mapping[str, int] | None = None, weight_scales: str = "max",
+                 bias_correction: bool = False) -> None:
         self.calibrator = check_calibrator(calibrator)
         self.maxima = {n: AbsMax() for n in dict.fromkeys(observed)}
+        self.means = {n: ChannelMean(a) for n, a in (channel_axes or {}).items()} if bias_correction else {}
+        self.weight_scales, self.bias_correction = weight_scales, bias_correction
         self.quantized = list(dict.fromkeys(quantized))
         self.hists: dict[str, AbsHistogram] = {}
         self.shapes: dict[str, tuple[int, ...]] = {}
@@ -245,9 +293,13 @@ class RangeCollector:
                 self.shapes[name] = tuple(int(d) for d in dims)
 
     def update_max(self, tensors: Mapping[str, np.ndarray]) -> None:
+        """The first pass: maxima (and channel means, for bias correction)."""
         for name, m in self.maxima.items():
             if name in tensors and np.issubdtype(tensors[name].dtype, np.floating):
                 m.update(tensors[name])
+        for name, c in self.means.items():
+            if name in tensors:
+                c.update(tensors[name])
 
     def start_histograms(self) -> None:
         self.hists = {n: AbsHistogram(self.maxima[n].value) for n in self.quantized}
@@ -264,4 +316,6 @@ class RangeCollector:
         start = AUTO_START if self.calibrator == "auto" else self.calibrator
         amax = {n: candidates[n][start] if n in candidates else absmax[n] for n in self.quantized}
         methods = {n: start if n in candidates else "max" for n in self.quantized}
-        return Ranges(self.calibrator, amax, absmax, dict(self.shapes), candidates, methods)
+        means = {n: c.value() for n, c in self.means.items() if c.count}
+        return Ranges(self.calibrator, amax, absmax, dict(self.shapes), candidates, methods, means,
+                      self.weight_scales, self.bias_correction)

@@ -16,6 +16,7 @@ from ..network.shapes import format_dims
 from ..network.units import UnitTable
 from ..precision import Precision
 from ..progress import Progress as ProgressSink
+from .summary import threshold_note
 
 
 class ConsoleProgress(ProgressSink):
@@ -96,6 +97,8 @@ def sensitivity_table(analysis: Analysis, top: int | None = None) -> Table:
                 notes.append(f"{p.value.upper()} output has NaN/Inf")
             if r and r.fp16_overflow:
                 notes.append(f"exceeds FP16 range: {', '.join(r.fp16_overflow[:2])}")
+            if r and r.thresholds:
+                notes.append(threshold_note(r))
         row.append(escape("; ".join(notes)))
         table.add_row(*row)
     return table
@@ -176,15 +179,16 @@ def print_plan(report: PlanReport, run_dir: str, console: Console | None = None)
     console = console or _stdout()
     res, lat = report.result, report.latency
     table = Table(title="Chosen precision per unit, in graph order", title_justify="left")
-    for col in ("#", "unit", "precision", "alone: NMSE", "alone: top-1"):
-        table.add_column(col, justify="right" if col not in ("unit", "precision") else "left")
+    for col in ("#", "unit", "precision", "alone: NMSE", "alone: top-1", "notes"):
+        table.add_column(col, justify="right" if col not in ("unit", "precision", "notes") else "left")
     for i, u in enumerate(report.units, 1):
         alone = u.measured_alone
         fp32 = u.precision is Precision.FP32
         top1 = alone.top1_agreement if alone else None
+        note = threshold_note(alone) if alone and alone.thresholds and u.precision is Precision.INT8 else ""
         table.add_row(str(i), escape(u.name), u.precision.value.upper(),
                       "-" if fp32 else f"{(alone.nmse if alone else None) or 0:.2e}",
-                      "-" if top1 is None or fp32 else f"{top1:.3f}")
+                      "-" if top1 is None or fp32 else f"{top1:.3f}", escape(note))
     console.print(table)
     n = res.units
     console.print(f"units: {n[Precision.INT8]} INT8, {n[Precision.FP16]} FP16, {n[Precision.FP32]} FP32 "

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from ..artifacts import AnalysedUnit, Analysis, BuildResult, UnitResult
 from ..precision import Precision
 from .proof_html import proof_section
+from .summary import threshold_note
 
 COLORS = {"int8": "#2e7d32", "fp16": "#1565c0", "fp32": "#9e9e9e"}
 
@@ -35,7 +36,9 @@ def why(unit: Mapping, sens: AnalysedUnit, rank: dict[str, int], n: int) -> str:
     p = unit["precision"]
     est = unit["latency_ms"]
     if p == "int8":
-        return "INT8: the budget allows it and it is the fastest option"
+        int8 = sens.results.get(Precision.INT8)
+        chosen = f" ({threshold_note(int8)})" if int8 and int8.thresholds else ""
+        return f"INT8{chosen}: the budget allows it and it is the fastest option"
     int8 = sens.results.get(Precision.INT8)
     if p == "fp16":
         if "int8" in est and est["int8"] >= est["fp16"]:
@@ -43,6 +46,8 @@ def why(unit: Mapping, sens: AnalysedUnit, rank: dict[str, int], n: int) -> str:
         if int8:
             return (f"INT8 alone: SQNR {_sqnr(int8):.1f} dB, rank {rank[unit['name']]} of {n} by sensitivity; "
                     "lowering it further did not fit the measured budget")
+        if sens.kind != "gemm":
+            return f"FP16: a {sens.kind} unit runs in FP16 or FP32 in TensorRT (no INT8 kernel for it)"
         return "FP16 was the lowest precision analysed"
     fp16 = sens.results.get(Precision.FP16)
     if fp16 and fp16.fp16_overflow:

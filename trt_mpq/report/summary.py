@@ -16,6 +16,7 @@ from ..artifacts import (
     PlannedUnit,
     PlanReport,
     PlanResult,
+    UnitResult,
 )
 from ..precision import Precision
 from ..search.space import DecisionSpace
@@ -47,3 +48,11 @@ def plan_report(analysis: Analysis, evaluation: DataInfo, metric: str, budget: B
     return PlanReport(analysis.model.path, analysis.model.sha256, Evaluation(evaluation, metric),
                       analysis.calibration, budget, outcome, latency, tuple(units), tuple(result.steps), backend,
                       {"trt_mpq": __version__, "onnx": onnx.__version__}, elapsed_s, tuple(front))
+
+
+def threshold_note(r: UnitResult) -> str:
+    """Which INT8 threshold ``--calibrator auto`` kept for a unit, and what it gained over max."""
+    method = "/".join(dict.fromkeys(r.thresholds.values()))
+    if method == "max" or not r.max_nmse or not r.nmse:
+        return f"INT8 threshold: {method}"
+    return f"INT8 threshold: {method} (NMSE {r.max_nmse / r.nmse:.1f}x lower than max)"
