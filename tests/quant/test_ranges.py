@@ -370,3 +370,4 @@ def test_masks_with_infinities_never_reach_the_ranges_or_json(calibrator):
     assert all(np.isfinite(v) for v in (*ranges.amax.values(), *ranges.absmax.values()))
     json.dumps(ranges.to_json(), allow_nan=False)  # what broke 'analyze' on MiniLM
     assert ranges.amax["scores"] <= float(np.abs(scores).max())
+

@@ -170,7 +170,7 @@ def measure_unit(sub: onnx.ModelProto, unit: Unit, precisions: Sequence[Precisio
     stored FP32 frontier (read once per batch for every variant), compare with the stored reference.
 
     ``int8_options`` (method -> ranges, "max" among them): thresholds of the tensors in ``deciding`` to choose
-    between. All of them run on the first third of the batches; then only "max" and the best other go on, and
+    between. All of them run on the first quarter of the batches; then only "max" and the best other go on, and
     the one with the least NMSE on all batches is the INT8 result (so it is never worse than max, and costs
     under two full runs); the result names the method per tensor."""
     options = dict(int8_options or {}) if Precision.INT8 in precisions else {}
@@ -178,7 +178,7 @@ def measure_unit(sub: onnx.ModelProto, unit: Unit, precisions: Sequence[Precisio
         (p, ""): ranges for p in precisions if not (p is Precision.INT8 and len(options) > 1)}
     if len(options) > 1:
         variants.update({(Precision.INT8, m): r for m, r in options.items()})
-    screen = max(1, -(-len(samples_per_batch) // 3)) if len(options) > 2 else -1
+    screen = max(1, round(len(samples_per_batch) / 4)) if len(options) > 2 else -1
     with contextlib.ExitStack() as stack:
         sessions, deltas = {}, {}
         for key, r in variants.items():

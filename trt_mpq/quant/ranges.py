@@ -106,8 +106,8 @@ def entropy_threshold(hist: AbsHistogram, levels: int = INT8_MAX + 1) -> float:
     if last <= levels:
         return float(hist.edges[last])
     tail = np.cumsum(counts[::-1])[::-1]  # tail[i]: count at or beyond bin i
-    best_i, best_kl = last, np.inf
-    for i in range(levels, last + 1):
+
+    def divergence(i: int) -> float:
         ref = counts[:i]
         p = ref.copy()
         if i < len(counts):
@@ -117,12 +117,13 @@ def entropy_threshold(hist: AbsHistogram, levels: int = INT8_MAX + 1) -> float:
         filled = np.bincount(groups, weights=(p > 0).astype(np.float64), minlength=levels)
         q = np.where(p > 0, sums[groups] / np.maximum(filled[groups], 1), 0.0)
         if q.sum() == 0:
-            continue
+            return np.inf
         p, q = _smooth(p), _smooth(q)
         p, q = p / p.sum(), q / q.sum()
-        kl = float(np.sum(p * np.log(p / q)))
-        if kl < best_kl:
-            best_i, best_kl = i, kl
+        return float(np.sum(p * np.log(p / q)))
+
+    kl = [divergence(i) for i in range(levels, last + 1)]  # every candidate: the divergence is not smooth in i
+    best_i = levels + int(np.argmin(kl))
     return float(hist.edges[best_i])
 
 
@@ -140,7 +141,7 @@ def mse_threshold(hist: AbsHistogram, candidates: int = 256) -> float:
 
 
 THRESHOLDS = {"percentile": percentile_threshold, "entropy": entropy_threshold, "mse": mse_threshold}
-AUTO_START = "percentile"  # ``auto``'s threshold for a tensor no unit chose for (the best single one measured)
+AUTO_START = "mse"  # auto: the threshold of a tensor no unit chose for (the most robust single one measured)
 
 
 def check_calibrator(name: str) -> str:
