@@ -45,6 +45,14 @@ def test_analyze_writes_json_and_prints_ranked_table(capsys, tmp_path, tiny):
     assert err == ""  # --quiet: no progress, no log lines
     code, out, err = run(capsys, "analyze", tiny, "--out", out_dir, "--samples", 6)
     assert code == 0 and "resuming: 8 of 8" in err  # 4 units x 2 precisions
+    assert doc["calibration"]["calibrator"] == "auto" and doc["calibration"]["bias_correction"] is True
+    plain = tmp_path / "plain"
+    code, _, err = run(capsys, "analyze", tiny, "--out", plain, "--samples", 6, "--quiet", "--calibrator", "max",
+                       "--weight-scales", "max", "--no-bias-correction")
+    cal = json.loads((plain / "sensitivity.json").read_text())["calibration"]
+    assert code == 0 and (cal["calibrator"], cal["weight_scales"], cal["bias_correction"]) == ("max", "max", False)
+    ranges = json.loads((plain / "ranges.json").read_text())
+    assert ranges["bias_correction"] is False and not ranges["means"] and not ranges["candidates"]
 
 
 def test_help_explains_commands(capsys):

@@ -152,3 +152,24 @@ def test_check_reports_units_whose_realized_precision_differs(analysed, tmp_path
     out = capsys.readouterr().out
     assert code == 3
     assert "conv1" in out and "FP32" in out and "3 of 4 units run in their planned precision; 1 differ" in out
+
+
+def test_measured_latency_profiles_units_that_have_no_int8(tmp_path):
+    """All-INT8 profiling lowers only the units TensorRT runs in INT8 (an embedding and a Softmax have none)."""
+    import numpy as np
+
+    import builders
+    import trt_mpq
+    from trt_mpq.artifacts import Budget
+
+    path = builders.save(builders.embedding_residual(), tmp_path)
+    rng = np.random.default_rng(0)
+    for name, n in (("calib", 8), ("eval", 8)):
+        np.savez(tmp_path / f"{name}.npz", ids=rng.integers(0, 50, size=(n, 2, 4)),  # the model fixes [2, 4]
+                 x=rng.normal(size=(n, 2, 4, 8)).astype(np.float32))
+    trt_mpq.analyze(path, tmp_path / "run", trt_mpq.AnalyzeOptions(calib=str(tmp_path / "calib.npz"), batch=2))
+    report = trt_mpq.plan(tmp_path / "run", trt_mpq.PlanOptions(
+        eval=str(tmp_path / "eval.npz"), metric="cosine", budget=Budget(max_drop=0.5), measure_latency=True,
+        batch=2)).to_json()
+    by_name = {u["name"]: u["latency_ms"] for u in report["units"]}
+    assert set(by_name["embed"]) == {"fp32", "fp16"} and set(by_name["residual"]) == {"fp32", "fp16", "int8"}

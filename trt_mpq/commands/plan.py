@@ -199,7 +199,7 @@ def profile_latency(opened: OpenedAnalysis, backend: Backend, data, batch: int,
     feeds = data.take(0, data.effective_batch(batch))
     profiles, nodes = {}, {}
     for p in Precision:
-        uniform = Plan.of({u.name: p for u in opened.units})
+        uniform = Plan.of({u.name: p for u in opened.units if p in u.allowed or p is Precision.FP32})
         measured = backend.profile(lower(opened.model.proto, opened.units, uniform, opened.ranges), feeds)
         profiles[p], nodes[p] = measured.ms, measured.nodes
     return attribute(profiles, nodes, opened.units, node_order)

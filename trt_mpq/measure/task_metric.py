@@ -108,6 +108,8 @@ class Evaluator:
             for k, v in session.run(batch).items():
                 parts.setdefault(k, []).append(v)
         self.runs += 1
+        if not self.data.batchable:  # one sample per run, its outputs without a sample axis: add one
+            return {k: np.stack(v) if v[0].ndim else v[0] for k, v in parts.items()}
         return {k: np.concatenate(v, axis=0) if v[0].ndim else v[0] for k, v in parts.items()}
 
     def _outputs(self, model: onnx.ModelProto) -> dict[str, np.ndarray]:
