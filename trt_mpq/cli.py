@@ -242,7 +242,7 @@ def _checked(rows: list[CheckRow] | tuple[CheckRow, ...], progress) -> int:
 
     progress.stop()
     print_check(rows)
-    return 0 if all(r.matches for r in rows) else 3
+    return 3 if any(r.differs for r in rows) else 0
 
 
 def _run(args: argparse.Namespace) -> int:

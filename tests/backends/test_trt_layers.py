@@ -173,3 +173,28 @@ def test_measured_latency_profiles_units_that_have_no_int8(tmp_path):
         batch=2)).to_json()
     by_name = {u["name"]: u["latency_ms"] for u in report["units"]}
     assert set(by_name["embed"]) == {"fp32", "fp16"} and set(by_name["residual"]) == {"fp32", "fp16", "int8"}
+
+
+def test_realised_precision_reads_each_units_own_input_and_admits_what_it_cannot_tell():
+    import builders
+    from trt_mpq.artifacts import CheckRow
+    from trt_mpq.backends.trt_layers import FUSED, UNKNOWN, realized
+    from trt_mpq.network.units import find_units
+
+    units = find_units(builders.conv_bn_relu_residual()).units  # conv1, conv2 (+ residual add), gap, fc
+
+    def tensor(name, dtype):
+        return {"Name": name, "Format/Datatype": f"Row major linear {dtype}"}
+
+    layers = {"Layers": [
+        # conv2's kernel lists the residual (FP32 here) first; its own input is the quantized r1
+        {"Name": "conv2 + relu2 + add + relu3",
+         "Inputs": [tensor("r1_residual", "FP32"), tensor("r1_quantized", "Int8")]},
+        {"Name": "{ForeignNode[gap...fc]}", "Inputs": [tensor("r3", "FP16")]},  # one Myelin region, two units
+        {"Name": "conv1 + bn1 + relu1", "Inputs": [{"Name": "x", "Format/Datatype": "N/A due to dynamic shapes"}]},
+    ]}
+    got = realized(layers, units)
+    assert got == {"conv1": UNKNOWN, "conv2": P.INT8, "gap": FUSED, "fc": FUSED}
+    rows = [CheckRow(u, P.INT8, v.value if isinstance(v, P) else v) for u, v in got.items()]
+    assert [r.differs for r in rows] == [False, False, False, False]  # unknown is not a mismatch
+    assert CheckRow("conv1", P.INT8, "fp32").differs

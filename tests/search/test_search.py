@@ -162,7 +162,37 @@ def test_plan_writes_verified_artifacts(analysed):
     m = onnx.load(str(run / "model.mixed.onnx"))
     lowered = {u["name"]: u["precision"] for u in plan["units"]}
     assert sum(n.op_type == "QuantizeLinear" for n in m.graph.node) >= (1 if "int8" in lowered.values() else 0)
-    assert "trtexec --onnx=model.mixed.onnx" in (run / "trtexec.txt").read_text()
+    text = (run / "trtexec.txt").read_text()
+    assert "trtexec --onnx=model.mixed.onnx" in text
+    assert plan["deployment"] == {"batch": 64, "target": "NVIDIA T4"}  # what build builds for
+    # a dynamic batch: trtexec builds batch 1 unless told, so the lines carry the deployment batch
+    assert "--minShapes=x:1x3x8x8 --optShapes=x:64x3x8x8 --maxShapes=x:64x3x8x8" in text
+    weak = text[text.index("weakly typed"):]
+    assert "--onnx=model.weak.onnx" in weak and "--precisionConstraints=obey" in weak
+    pinned = [f"{n}:{u['precision']}" for u in plan["units"] if u["precision"] != "int8" for n in u["nodes"]]
+    assert pinned  # FP32 units are pinned too: the builder must not lower them
+    assert f"--layerPrecisions={','.join(pinned)}" in weak and f"--layerOutputTypes={','.join(pinned)}" in weak
+    w = onnx.load(str(run / "model.weak.onnx"))  # Q/DQ of the INT8 units stay, FP16 Casts do not
+    assert not [n for n in w.graph.node if n.op_type == "Cast"]
+    assert sum(n.op_type == "QuantizeLinear" for n in w.graph.node) == sum(
+        n.op_type == "QuantizeLinear" for n in m.graph.node)
+
+
+def test_trtexec_lines_pin_fp16_and_fp32_units_and_leave_int8_to_its_qdq():
+    from trt_mpq.commands.trtexec import trtexec_text
+    from trt_mpq.network.model import TensorSpec
+    from trt_mpq.precision import Plan
+
+    units = find_units(builders.conv_bn_relu_residual()).units
+    plan = Plan.of({"conv1": P.INT8, "conv2": P.FP16})
+    x = TensorSpec("x", np.dtype(np.float32), ("N", 3, 8, 8))
+    text = trtexec_text("m.onnx", "w.onnx", [x], {"x": np.zeros((1, 3, 8, 8), np.float32)}, 8, units, plan)
+    pins = "conv2:fp16,relu2:fp16,add:fp16,relu3:fp16,gap:fp32,fc:fp32"  # conv1 (INT8): its Q/DQ decide
+    assert f"--layerPrecisions={pins} " in text and f"--layerOutputTypes={pins} " in text
+    assert text.count("--optShapes=x:8x3x8x8") == 2 and "--fp16 --int8" in text
+    static = TensorSpec("x", np.dtype(np.float32), (1, 3, 8, 8))
+    assert "Shapes=" not in trtexec_text("m.onnx", "w.onnx", [static], {"x": np.zeros((1, 3, 8, 8))}, 8, units,
+                                         plan)
 
 
 def _plan_cli(capsys, *argv):

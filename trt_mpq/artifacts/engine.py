@@ -22,6 +22,16 @@ class CheckRow:
     def matches(self) -> bool:
         return self.realized == self.planned.value
 
+    @property
+    def known(self) -> bool:
+        """Whether the engine said what the unit runs in (not fused with other units, not N/A, found)."""
+        return self.realized in {p.value for p in Precision}
+
+    @property
+    def differs(self) -> bool:
+        """The engine runs the unit in another precision than planned (unknown is not a difference)."""
+        return self.known and not self.matches
+
     def to_json(self) -> dict:
         return {"unit": self.unit, "planned": self.planned.value, "realized": self.realized, "matches": self.matches}
 

@@ -25,6 +25,7 @@ class RunFolder:
     report_json = property(lambda self: self.root / "report.json")
     report_html = property(lambda self: self.root / "report.html")
     mixed_onnx = property(lambda self: self.root / "model.mixed.onnx")
+    weak_onnx = property(lambda self: self.root / "model.weak.onnx")  # for TensorRT 10's weak typing
     trtexec = property(lambda self: self.root / "trtexec.txt")
     engine = property(lambda self: self.root / "model.engine")
     layers = property(lambda self: self.root / "layers.json")

@@ -304,4 +304,7 @@ class PlanReport:
         return out
 
     def plan_json(self) -> dict[str, Any]:
-        return {k: v for k, v in self.to_json().items() if k != "latency"}
+        """plan.json: the report less its latency figures, but with the deployment the plan was made for."""
+        out = {k: v for k, v in self.to_json().items() if k != "latency"}
+        out["deployment"] = {"batch": self.latency.batch, "target": self.latency.target}
+        return out

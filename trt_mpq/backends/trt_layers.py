@@ -136,13 +136,28 @@ _DTYPES = (("int8", Precision.INT8), ("fp16", Precision.FP16), ("half", Precisio
            ("fp32", Precision.FP32), ("float", Precision.FP32))
 
 
+FUSED = "fused, unknown"  # a layer that computes several units tells no unit's own precision
+UNKNOWN = "unknown"
+
+
 def _datatype(tensor: dict) -> Precision | str | None:
     """The data type of one layer input/output entry: 10.x "Format/Datatype" or 11.x "Datatype"."""
     text = str(tensor.get("Datatype") or tensor.get("Format/Datatype") or "").lower()
+    if "n/a" in text:  # the inspector without shapes: "Format not available"
+        return UNKNOWN
     for key, p in _DTYPES:
         if key in text:
             return p
     return text or None
+
+
+def _own_input(unit: Unit, inputs: list[dict]) -> dict:
+    """The layer input that is the unit's own lowered input (``t_quantized``, ``t_fp16`` or ``t`` itself), else
+    the first: a layer's first input may be a residual, a reformat or another unit's tensor."""
+    own = [f"{t}{suffix}" for t in (*unit.activations, *unit.inputs)
+           for suffix in ("_quantized", "_dequantized", "_fp16", "")]
+    by_name = {str(t.get("Name", "")): t for t in inputs}
+    return next((by_name[n] for n in own if n in by_name), inputs[0])
 
 
 def read_realized(path: str | Path, units: Iterable[Unit]) -> dict[str, Precision | str | None]:
@@ -162,7 +177,9 @@ def realized(data, units: Iterable[Unit], source: str = "the engine's layer info
             continue
         nodes = _ONNX_LAYER.findall(str(layer.get("Metadata", ""))) or nodes_in_name(str(layer.get("Name", "")), order)
         inputs = [t for t in layer.get("Inputs", []) if isinstance(t, dict)]
-        for u in units:
-            if u.name in nodes and inputs:
-                found[u.name] = _datatype(inputs[0])
+        covered = [u for u in units if u.name in nodes]
+        if not inputs or not covered:
+            continue
+        for u in covered:
+            found[u.name] = FUSED if len(covered) > 1 else _datatype(_own_input(u, inputs))
     return found

@@ -47,7 +47,8 @@ def build(run_dir: str | Path, options: BuildOptions = BuildOptions(), progress:
         raise ConfigError(f"'{folder.root}' holds no plan.json and model.mixed.onnx; run 'trt-mpq plan' (or run) "
                           "first.")
     report = read_json(folder.report_json, "the plan report")
-    batch = options.batch or int(report.get("latency", {}).get("batch") or 1)
+    planned = read_json(folder.plan, "the plan").get("deployment", {}).get("batch")
+    batch = options.batch or int(planned or report.get("latency", {}).get("batch") or 1)
     context = BackendContext(folder.root, batch, final=True)
     backend = open_backend(options.backend, (TensorRTOptions(final_opt_level=options.opt_level),), context).backend
     if not backend.builds_engines:

@@ -26,14 +26,8 @@ from ..search.space import DecisionSpace
 from ..search.verify import SearchResult, pareto, search
 from .opened import OpenedAnalysis, open_analysis
 from .proof import Proof
+from .trtexec import trtexec_text
 
-TRTEXEC = """# Build the planned mix with TensorRT (10.x or 11.x). Precision lives in the ONNX (Q/DQ and Cast):
-# strongly typed networks honour it exactly (--stronglyTyped is needed on 10.x, a no-op on 11.x).
-# --noTF32 keeps the FP32 units in true FP32, as they were verified on the CPU.
-trtexec --onnx={onnx} --stronglyTyped --noTF32 --saveEngine=model.engine \\
-        --timingCacheFile=timing.cache --profilingVerbosity=detailed \\
-        --exportLayerInfo=layers.json --exportProfile=profile.json
-"""
 PrecisionFiles = Mapping[Precision, Path]
 
 
@@ -135,7 +129,11 @@ def plan(run_dir: str | Path, options: PlanOptions, progress: Progress | None = 
                          backend.describe(), time.perf_counter() - start, front, fp32_score, confirmation)
     folder = opened.folder
     atomic_write_bytes(folder.mixed_onnx, mixed.SerializeToString())
-    atomic_write_text(folder.trtexec, TRTEXEC.format(onnx=folder.mixed_onnx.name))
+    weak = lower(model.proto, units, Plan.of({u: p for u, p in result.plan.items() if p is Precision.INT8}),
+                 opened.ranges)  # TensorRT 10 weak typing: Q/DQ stay, FP16 is pinned per layer instead of cast
+    atomic_write_bytes(folder.weak_onnx, weak.SerializeToString())
+    atomic_write_text(folder.trtexec, trtexec_text(folder.mixed_onnx.name, folder.weak_onnx.name, model.inputs,
+                                                   data.take(0, 1), options.latency_batch, units, result.plan))
     atomic_write_json(folder.report_json, report.to_json())
     atomic_write_json(folder.plan, report.plan_json())
     atomic_write_text(folder.report_html, render(report.to_json(), analysis))

@@ -214,7 +214,8 @@ def print_plan(report: PlanReport, run_dir: str, console: Console | None = None)
                   f"{all_ms} ms", highlight=False)
     looks = f", {len(res.confirmation.looks)} confirm looks" if res.confirmation is not None else ""
     console.print(f"{res.message}. {len(report.verification)} search verifications{looks}. Wrote {run_dir}/plan.json, "
-                  "model.mixed.onnx, trtexec.txt, report.json, report.html", highlight=False, markup=False)
+                  "model.mixed.onnx, model.weak.onnx, trtexec.txt, report.json, report.html",
+                  highlight=False, markup=False)
 
 
 def measured_line(report: PlanReport) -> str:
@@ -241,9 +242,10 @@ def measured_line(report: PlanReport) -> str:
 
 
 def print_check(rows: list[CheckRow] | tuple[CheckRow, ...], console: Console | None = None) -> None:
-    """Planned vs realised precision; differing units first."""
+    """Planned vs realised precision: the units that differ, then the count of those the engine does not tell."""
     console = console or _stdout()
-    differ = [r for r in rows if not r.matches]
+    differ = [r for r in rows if r.differs]
+    unknown = [r for r in rows if not r.known]
     table = Table(title="Units whose realised precision differs from the plan", title_justify="left")
     for col in ("unit", "planned", "realised in the engine"):
         table.add_column(col)
@@ -251,5 +253,9 @@ def print_check(rows: list[CheckRow] | tuple[CheckRow, ...], console: Console | 
         table.add_row(escape(r.unit), r.planned.value.upper(), escape(str(r.realized or "not found").upper()))
     if differ:
         console.print(table)
-    console.print(f"{len(rows) - len(differ)} of {len(rows)} units run in their planned precision; "
+    console.print(f"{sum(r.matches for r in rows)} of {len(rows)} units run in their planned precision; "
                   f"{len(differ)} differ.", highlight=False)
+    if unknown:
+        console.print(f"{len(unknown)} not told by the engine (fused with another unit, format N/A, or not "
+                      f"found): {', '.join(r.unit for r in unknown[:5])}{' ...' if len(unknown) > 5 else ''}",
+                      highlight=False, markup=False)

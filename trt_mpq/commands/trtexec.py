@@ -1,0 +1,78 @@
+"""trtexec.txt: the command lines that build the planned mix with TensorRT, at the deployment batch.
+
+- TensorRT 10.x/11.x, strongly typed: the mixed ONNX carries every precision (Q/DQ for INT8, Casts for FP16).
+- TensorRT 8.6-10.x, weakly typed: the INT8 units keep their Q/DQ (explicit quantization), the FP16 Casts are
+  left out (model.weak.onnx) and every FP16/FP32 unit's layers are pinned with --layerPrecisions and
+  --layerOutputTypes under --precisionConstraints=obey; TensorRT's ONNX parser names layers after the nodes.
+  Layers outside every unit are left to the builder. TensorRT 11 removed weak typing: that line is for 10.x.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from ..network.model import TensorSpec
+from ..network.units import Unit
+from ..precision import Plan, Precision
+
+STRONG = """# TensorRT 10.x or 11.x: precision lives in the ONNX (Q/DQ and Cast); strongly typed networks honour it
+# exactly (--stronglyTyped is needed on 10.x, a no-op on 11.x). --noTF32 keeps the FP32 units in true FP32,
+# as they were verified on the CPU.
+trtexec --onnx={onnx} --stronglyTyped --noTF32 --saveEngine=model.engine{shapes} \\
+        --timingCacheFile=timing.cache --profilingVerbosity=detailed \\
+        --exportLayerInfo=layers.json --exportProfile=profile.json
+"""
+WEAK = """
+# TensorRT 8.6-10.x, weakly typed (JetPack 6, many servers): INT8 from the Q/DQ in {weak_onnx}, FP16/FP32
+# units pinned layer by layer; the builder chooses for every layer outside a unit.
+trtexec --onnx={weak_onnx} --fp16 --int8 --noTF32 --precisionConstraints=obey --saveEngine=model.weak.engine{shapes} \\
+        --layerPrecisions={pins} \\
+        --layerOutputTypes={pins} \\
+        --timingCacheFile=timing.cache --profilingVerbosity=detailed --exportLayerInfo=layers.weak.json
+"""
+UNPINNABLE = ",:"  # trtexec splits its layer lists on these; such node names cannot be pinned
+
+
+def shape_flags(inputs: Sequence[TensorSpec], sample: Mapping[str, np.ndarray], batch: int) -> str:
+    """--minShapes/--optShapes/--maxShapes for inputs with dynamic dims: one sample's shape (from the
+    evaluation data), batch 1 to ``batch`` on a dynamic axis 0; empty when every input is static."""
+    dynamic = [s for s in inputs if any(not isinstance(d, int) for d in s.shape)]
+    if not dynamic:
+        return ""
+
+    def dims(spec: TensorSpec, b: int) -> str:
+        shape = list(np.shape(sample[spec.name]))
+        if spec.batch_axis == 0 and shape:
+            shape[0] = b
+        return f"{spec.name}:" + "x".join(str(d) for d in shape)
+
+    flags = [f"--{kind}Shapes=" + ",".join(dims(s, b) for s in dynamic)
+             for kind, b in (("min", 1), ("opt", batch), ("max", batch))]
+    return " \\\n        " + " ".join(flags)
+
+
+def weak_pins(units: Sequence[Unit], plan: Plan) -> tuple[str, list[str]]:
+    """``node:fp16,...`` for every node of the FP16 and FP32 units, and the nodes whose names cannot be pinned."""
+    pins, skipped = [], []
+    for u in units:
+        p = plan.get(u.name, Precision.FP32)
+        if p is Precision.INT8:
+            continue
+        for node in u.nodes:
+            (skipped if any(c in node for c in UNPINNABLE) else pins).append(f"{node}:{p.value}")
+    return ",".join(pins), skipped
+
+
+def trtexec_text(onnx_name: str, weak_onnx_name: str, inputs: Sequence[TensorSpec],
+                 sample: Mapping[str, np.ndarray], batch: int, units: Sequence[Unit], plan: Plan) -> str:
+    """The whole of trtexec.txt."""
+    shapes = shape_flags(inputs, sample, batch)
+    pins, skipped = weak_pins(units, plan)
+    text = STRONG.format(onnx=onnx_name, shapes=shapes)
+    text += WEAK.format(weak_onnx=weak_onnx_name, shapes=shapes, pins=pins or '""')
+    if skipped:
+        text += (f"# not pinned (a ',' or ':' in the name): {', '.join(s.rsplit(':', 1)[0] for s in skipped[:5])}"
+                 f"{' ...' if len(skipped) > 5 else ''}\n")
+    return text
