@@ -11,6 +11,16 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TRT_MPQ_SHARED_MODELS", ROOT.parent / "shared" / "models"))
 
 
+CAPTURES = SHARED.parent / "trt-captures" / "resnet18-a100"
+
+
+@pytest.fixture(scope="session")
+def trt_captures() -> Path:
+    if not (CAPTURES / "fp16.profile.json").exists():
+        pytest.skip(f"real TensorRT captures not available: {CAPTURES} is absent")
+    return CAPTURES
+
+
 @pytest.fixture
 def shared_models() -> Path:
     if not (SHARED / "MANIFEST.md").exists():

@@ -10,11 +10,11 @@ Formats (as trtexec writes them, 10.x and 11.x):
   (separated by the ASCII record separator). Without layer info, fused layer names are split on " + ".
 
 A layer's time goes to the unit whose main op (Conv, Gemm, ...) it computes, split evenly if it computes
-several; a layer without one (a standalone quantize, a cast) goes to the unit its nodes were inserted for;
-layers that map to no unit (reformats, pooling, the rest) are reported as unattributed. These formats are
-TensorRT's documented ones (trtexec's --exportProfile/--exportLayerInfo; the engine inspector's JSON is the
-same layer information) with the 11.x field names as recorded in the project's TensorRT notes; neither has
-been checked against a file from a real engine yet.
+several; a layer without one (a standalone quantize, a cast) goes to the unit its nodes were inserted for; a
+reformat to the layer it feeds or drains; what maps to no unit is reported as unattributed. Checked against
+real trtexec files of ResNet-18 on an A100 (../shared/trt-captures: the older ``Format/Datatype`` layout,
+fused names, reformats, Q/DQ builds; every layer of its FP32 and FP16 builds maps to a unit, tested); the
+11.x field names are as recorded in the project's TensorRT notes and only fixtures test them.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from ..errors import ConfigError
 from ..network.units import Unit
 from ..precision import Precision
 
-_ONNX_LAYER = re.compile(r"\[ONNX Layer: ([^\]]+)\]")
+# "[ONNX Layer: name]", or "[ONNX Layer: name | Local Function: f]" for a node inside an ONNX local function
+_ONNX_LAYER = re.compile(r"\[ONNX Layer: ([^\]|]+?)\s*(?:\|[^\]]*)?\]")
 _FOREIGN = re.compile(r"\{ForeignNode\[(.+?)\.\.\.(.+?)\]\}")
 
 
@@ -74,8 +75,16 @@ def layer_nodes(data, source: str = "the engine's layer information") -> dict[st
     return out
 
 
+_REFORMAT = re.compile(r"^Reformatting CopyNode for (?:Input|Output) Tensor \d+ to (.+)$")
+_ADDED = ("reshape_after_", "reshape_before_")  # layers TensorRT adds around a node, named after it
+
+
 def nodes_in_name(name: str, order: list[str]) -> list[str]:
-    """ONNX node names a fused TensorRT layer name mentions ("a + b", "PWN(a, b)", "{ForeignNode[a...b]}")."""
+    """ONNX node names a fused TensorRT layer name mentions ("a + b", "PWN(a, b)", "{ForeignNode[a...b]}");
+    a reformat belongs to the layer it feeds or drains ("Reformatting CopyNode for Input Tensor 0 to a")."""
+    reformat = _REFORMAT.match(name)
+    if reformat:
+        return nodes_in_name(reformat.group(1), order)
     known = set(order)
     found: list[str] = []
     for first, last in _FOREIGN.findall(name):
@@ -84,6 +93,9 @@ def nodes_in_name(name: str, order: list[str]) -> list[str]:
             found.extend(order[min(i, j):max(i, j) + 1])
     for part in re.split(r" \+ |[(),]\s*", name):
         part = part.strip().strip("{}[]")
+        for prefix in _ADDED:
+            if part.startswith(prefix) and part[len(prefix):] in known:
+                part = part[len(prefix):]
         if part in known:
             found.append(part)
     return list(dict.fromkeys(found))

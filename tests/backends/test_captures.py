@@ -1,0 +1,47 @@
+"""The layer-file parsers on real trtexec output: ResNet-18 built on an A100 (../shared/trt-captures)."""
+
+from __future__ import annotations
+
+import pytest
+
+from trt_mpq.backends.trt_layers import FUSED, attribute, read_layer_nodes, read_profile, read_realized
+from trt_mpq.network.model import load_model
+from trt_mpq.network.units import find_units
+from trt_mpq.precision import Precision as P
+
+BUILDS = ("fp32", "fp16", "qat", "qat-residual", "qat-residual-qgap")
+TOTAL_MS = {"fp32": 2.124, "fp16": 1.017, "qat-residual-qgap": 0.673}  # as the captures' README gives them
+
+
+@pytest.fixture(scope="module")
+def resnet(request):
+    captures = request.getfixturevalue("trt_captures")
+    model = load_model(captures / "resnet18_names.onnx")
+    return captures, model, find_units(model.proto, model.tensors).units
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_every_capture_parses(trt_captures, build):
+    profile = read_profile(trt_captures / f"{build}.profile.json")
+    layers = read_layer_nodes(trt_captures / f"{build}.graph.json")
+    assert profile and set(profile) == set(layers)  # the profile times exactly the layers the engine has
+    if build in TOTAL_MS:
+        assert sum(profile.values()) == pytest.approx(TOTAL_MS[build], abs=1e-3)
+
+
+@pytest.mark.parametrize("build", ["fp32", "fp16"])
+def test_every_layer_of_the_fp32_and_fp16_builds_is_attributed_to_a_unit(resnet, build):
+    captures, model, units = resnet
+    profile = read_profile(captures / f"{build}.profile.json")
+    got = attribute({P(build): profile}, {}, units, [n.name for n in model.proto.graph.node])
+    assert got.unattributed_ms[P(build)] == 0  # reformats go to the layer they feed, reshape_after_X to X
+    assert {u for u, _ in got.ms} == {u.name for u in units}  # every unit has a measured time
+    assert sum(got.ms.values()) == pytest.approx(sum(profile.values()))
+
+
+def test_realised_precisions_of_the_fp16_build(resnet):
+    captures, _, units = resnet
+    got = read_realized(captures / "fp16.graph.json", units)
+    convs = [u.name for u in units if u.main_op == "Conv"]
+    assert all(got[c] is P.FP16 for c in convs)  # weakly typed --fp16: every convolution ran FP16
+    assert FUSED not in got.values()
