@@ -45,3 +45,28 @@ def test_realised_precisions_of_the_fp16_build(resnet):
     convs = [u.name for u in units if u.main_op == "Conv"]
     assert all(got[c] is P.FP16 for c in convs)  # weakly typed --fp16: every convolution ran FP16
     assert FUSED not in got.values()
+
+
+def test_the_cost_model_against_the_a100_fp16_capture(resnet):
+    """Per-unit FP16 estimates against the measured A100 times (batch 32). Fitted on this capture: the kernel
+    overhead (8 us) and the Tensor Core channel padding; before them the figures were 0.46-1.04x (10th-90th
+    percentile), 78 % within 0.75-1.33x, rank correlation 0.79, the 7x7 first convolution 4x low."""
+    import numpy as np
+    from scipy import stats
+
+    from trt_mpq.search.cost import cost_model
+
+    captures, model, units = resnet
+    got = attribute({P.FP16: read_profile(captures / "fp16.profile.json")}, {}, units,
+                    [n.name for n in model.proto.graph.node])
+    cost = cost_model(model.proto, units, "a100", 32, model.tensors)
+    # a unit's measured time includes the reformats at the graph's edges; the estimate charges them apart
+    est = np.array([cost.unit_seconds(u.name, P.FP16) + cost.reformat_seconds(cost.loose.get(u.name, 0.0))
+                    * (u.name in cost.loose) for u in units]) * 1e3
+    measured = np.array([got.ms[(u.name, P.FP16)] for u in units])
+    ratio = est / measured
+    assert np.mean((ratio >= 0.75) & (ratio <= 1.33)) >= 0.8
+    assert stats.spearmanr(est, measured)[0] >= 0.85  # 0.90: ties among the 12 same-shape convolutions cap it
+    assert 0.8 <= est.sum() / measured.sum() <= 1.25
+    first = [u.name for u in units].index("Conv_0")
+    assert 0.6 <= ratio[first] <= 1.33  # the 3-channel 7x7 convolution, 4x low before the padding

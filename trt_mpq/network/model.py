@@ -182,6 +182,27 @@ def _constants_to_initializers(graph: onnx.GraphProto) -> int:
     return moved
 
 
+def _fold_constant_identities(graph: onnx.GraphProto) -> int:
+    """An Identity of an initializer (how exporters share a weight) becomes that initializer under the
+    Identity's output name: TensorRT folds it, and a weight must be a constant to be quantized or costed."""
+    inits = {t.name: t for t in graph.initializer}
+    outputs = {o.name for o in graph.output}
+    keep, folded = [], 0
+    for node in graph.node:
+        if node.op_type == "Identity" and node.input and node.input[0] in inits and node.output[0] not in outputs:
+            copy = onnx.TensorProto()
+            copy.CopyFrom(inits[node.input[0]])
+            copy.name = node.output[0]
+            graph.initializer.append(copy)
+            folded += 1
+            continue
+        keep.append(node)
+    if folded:
+        del graph.node[:]
+        graph.node.extend(keep)
+    return folded
+
+
 def _name_nodes(graph: onnx.GraphProto) -> int:
     seen: set[str] = set()
     renamed = 0
@@ -263,6 +284,9 @@ def load_model(path: str | Path, shapes: dict[str, tuple[int, ...]] | None = Non
     moved = _constants_to_initializers(model.graph)
     if moved:
         notes.append(f"{moved} Constant nodes were turned into initializers")
+    folded = _fold_constant_identities(model.graph)
+    if folded:
+        notes.append(f"{folded} Identity nodes of initializers were folded into initializers")
     dynamic = _negative_dims_to_dynamic(model.graph)
     if dynamic:
         notes.append(f"{dynamic} input/output dims written as -1 were read as dynamic")

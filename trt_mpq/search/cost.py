@@ -2,9 +2,12 @@
 
 A roofline estimate: a unit at precision p takes max(FLOPs / (peak_p * COMPUTE_EFF), bytes_p / (bandwidth *
 MEMORY_EFF)) plus a fixed kernel overhead, where bytes_p counts its input and output activations and its
-weights at p's element size (FP32 4, FP16 2, INT8 1 byte). A tensor that crosses between units of different
-precisions (or between a lowered unit and an FP32 op) pays a reformat: one read and one write plus a kernel
-overhead. These are estimates, labelled so everywhere; they rank mixes, they do not replace a measurement.
+weights at p's element size (FP32 4, FP16 2, INT8 1 byte). Tensor Core kernels pad channels to their tile (8
+for FP16, 32 for INT8, as TensorRT's vectorised formats), which a first convolution on 3 channels pays.
+A tensor that crosses between units of different precisions (or between a lowered unit and an FP32 op) pays a
+reformat: one read and one write plus a kernel overhead. The kernel overhead and the padding were fitted on
+the one GPU truth there is, TensorRT's own A100 profile of ResNet-18 in FP16 (tests/backends/test_captures.py
+checks the fit). These are estimates, labelled so everywhere; they rank mixes, they do not replace a measurement.
 
 Peak rates are the dense (non-sparse) figures of NVIDIA's public datasheets; FP32 is the CUDA-core rate
 (TF32 is off for the FP32 reference), FP16 and INT8 the Tensor Core rates.
@@ -26,7 +29,8 @@ from ..precision import Precision
 
 COMPUTE_EFF = 0.6  # share of peak a good fused kernel reaches
 MEMORY_EFF = 0.7
-KERNEL_US = 3.0  # launch and tail of one fused kernel
+KERNEL_US = 8.0  # launch and tail of one fused kernel, fitted on the A100 FP16 capture (see docs/results.md)
+CHANNEL_TILE = {Precision.FP16: 8, Precision.INT8: 32}  # Tensor Core channel granularity (TensorRT's formats)
 REFORMAT_US = 2.0
 # Ops TensorRT moves Q/DQ (and casts) across, so a precision flows through them without a reformat.
 TRANSPARENT = {"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Slice"}
@@ -87,12 +91,37 @@ def _flops(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]]) -> float:
     return 0.0  # memory-bound (elementwise, reductions, normalisation, pooling, resize): the bytes decide
 
 
+def _channels(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]]) -> tuple[int, int] | None:
+    """(input channels, output channels) a Tensor Core kernel tiles over: a dense Conv's, or a GEMM's K and N;
+    None for depthwise/grouped convolutions (CUDA-core kernels) and what has no weight."""
+    w = shapes.get(node.input[1]) if len(node.input) > 1 else None
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    if not w or len(w) < 2:
+        return None
+    if node.op_type == "Conv":
+        return (w[1], w[0]) if attrs.get("group", 1) == 1 else None
+    if node.op_type == "Gemm":
+        return (w[1], w[0]) if attrs.get("transB", 0) else (w[0], w[1])
+    if node.op_type == "MatMul" and len(w) == 2:
+        return w[0], w[1]
+    return None
+
+
+def _padding(channels: tuple[int, int] | None, p: Precision) -> float:
+    """How much work channel padding adds: Tensor Cores take channels in multiples of CHANNEL_TILE[p]."""
+    tile = CHANNEL_TILE.get(p, 1)
+    if channels is None or tile == 1:
+        return 1.0
+    return float(np.prod([-(-c // tile) * tile / c for c in channels if c > 0]))
+
+
 @dataclass(frozen=True)
 class UnitCost:
     flops: float
     activation_elems: float  # inputs + outputs of the unit
     weight_elems: float
     boundary_elems: dict[str, float]  # tensor -> elements, for every tensor entering or leaving the unit
+    channels: tuple[int, int] | None = None  # see _channels
 
 
 @dataclass(frozen=True)
@@ -142,7 +171,7 @@ class CostModel:
             return self.measured[(unit, p)]
         c = self.costs[unit]
         size = ELEMENT_BYTES[p]
-        compute = c.flops / (self.target.peak(p) * COMPUTE_EFF)
+        compute = c.flops * _padding(c.channels, p) / (self.target.peak(p) * COMPUTE_EFF)
         memory = (c.activation_elems * size + c.weight_elems * size) / (self.target.bandwidth_gbs * 1e9 * MEMORY_EFF)
         return max(compute, memory) + KERNEL_US * 1e-6
 
@@ -193,7 +222,8 @@ def cost_model(model: onnx.ModelProto, units: list[Unit], target: str, batch: in
             weights = elems[u.outputs[0]]
         if main.output[0] not in shapes:  # inside the unit: the epilogue keeps the main op's shape
             shapes[main.output[0]] = shapes[u.outputs[0]]
-        costs[u.name] = UnitCost(batch * _flops(main, shapes), sum(elems.values()), weights, elems)
+        costs[u.name] = UnitCost(batch * _flops(main, shapes), sum(elems.values()), weights, elems,
+                                 _channels(main, shapes))
         for t in u.casts:
             if source(t) in producer_unit:
                 edges.append((producer_unit[source(t)], u.name, elems[t]))
