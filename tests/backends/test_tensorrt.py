@@ -35,12 +35,21 @@ class CudaError(enum.IntEnum):
     cudaErrorNoDevice = 100
 
 
-def importer(cuda=(CudaError.cudaSuccess, 1), trt_version="11.2.0", polygraphy=True, missing=()):
+def importer(cuda=(CudaError.cudaSuccess, 1), trt_version="11.2.0", polygraphy=True, missing=(), driver=13000,
+             bindings="13.0.1", polygraphy_version="0.53.6", cudart_lib=True):
     """A stand-in for importlib.import_module over fake cuda-python / tensorrt / polygraphy modules."""
+    def wrapper():
+        if not cudart_lib:
+            raise OSError("libcudart.so: cannot open shared object file: No such file or directory")
+
     modules = {
-        "cuda.bindings.runtime": types.SimpleNamespace(cudaGetDeviceCount=lambda: cuda),
+        "cuda.bindings.runtime": types.SimpleNamespace(cudaGetDeviceCount=lambda: cuda,
+                                                       cudaDriverGetVersion=lambda: (CudaError.cudaSuccess, driver)),
+        "cuda.bindings": types.SimpleNamespace(__version__=bindings),
         "tensorrt": types.SimpleNamespace(__version__=trt_version),
         "polygraphy.backend.trt": types.SimpleNamespace(),
+        "polygraphy": types.SimpleNamespace(__version__=polygraphy_version),
+        "polygraphy.cuda": types.SimpleNamespace(wrapper=wrapper),
     }
     if not polygraphy:
         missing = (*missing, "polygraphy.backend.trt")
@@ -59,6 +68,10 @@ def importer(cuda=(CudaError.cudaSuccess, 1), trt_version="11.2.0", polygraphy=T
     (dict(missing=("tensorrt",)), "needs TensorRT, which is not installed"),
     (dict(trt_version="8.6.1"), "TensorRT 8.6.1 is too old: strongly typed networks need 10.0"),
     (dict(polygraphy=False), "needs Polygraphy"),
+    (dict(driver=12040), "cuda-python 13.0.1 is built for CUDA 13, but the NVIDIA driver supports CUDA 12.4"
+                         ".*tensorrt-cu12"),
+    (dict(polygraphy_version="0.49.26"), "Polygraphy 0.49.26 cannot build with TensorRT 11.2.0.*polygraphy>=0.50.3"),
+    (dict(cudart_lib=False), "could not load the CUDA runtime library \\(libcudart.so: .*nvidia-cuda-runtime"),
 ])
 def test_probe_says_what_is_missing_in_one_sentence(kwargs, words):
     message = trtb.probe(importer(**kwargs))
@@ -69,6 +82,8 @@ def test_probe_says_what_is_missing_in_one_sentence(kwargs, words):
 def test_probe_passes_with_everything_present_and_never_touches_tensorrt_without_a_gpu():
     assert trtb.probe(importer()) is None
     assert trtb.probe(importer(trt_version="10.13.3.9")) is None
+    assert trtb.probe(importer(trt_version="10.13.3.9", polygraphy_version="0.49.26")) is None  # fine on 10.x
+    assert trtb.probe(importer(driver=12040, bindings="12.9.0")) is None  # a CUDA 12 stack on a CUDA 12 driver
     # no GPU: TensorRT is not even imported (creating TensorRT objects without a GPU can crash the process)
     assert "GPU" in trtb.probe(importer(cuda=(CudaError.cudaErrorNoDevice, 0), missing=("tensorrt",)))
 
@@ -288,14 +303,20 @@ def test_build_hands_polygraphy_a_strongly_typed_network_config_and_profile(monk
 
     def fails(*args, **kwargs):
         print("[V] parsing node_Conv_25")
-        print("[E] [TRT] node_Conv_25: unsupported data type")  # Polygraphy's error prefix
-        print("[!] Invalid Engine. Please ensure the engine was built correctly")
+        print("\x1b[31m[E] [TRT] node_Conv_25: unsupported data type\x1b[0m")  # the cause, in colour
+        print("[E] [TRT] network creation failed")  # a follow-up
+        print("[!] Invalid Engine. Please ensure the engine was built correctly")  # Polygraphy's verdict
         raise RuntimeError("Polygraphy: critical")
 
     monkeypatch.setattr("polygraphy.backend.trt.engine_from_network", fails)
-    with pytest.raises(BackendError, match="could not build the model: \\[!\\] Invalid Engine"):
+    with pytest.raises(BackendError, match="could not build the model: \\[E\\] \\[TRT\\] node_Conv_25: "
+                       "unsupported data type \\(full log: .*failed-build.log\\)$"):
         backend.build(builders.conv_bn_relu_residual(), log=log)
     assert any("unsupported data type" in line for line in log)  # what build.log gets
+    kept = (tmp_path / ".trt-mpq" / "failed-build.log").read_text()  # a probe build's log is not lost either
+    assert "[V] parsing node_Conv_25" in kept and "\x1b" not in kept
+    verdict_only = trtb.build_error("[!] Invalid Engine", ValueError("x"))
+    assert verdict_only == "TensorRT could not build the model: [!] Invalid Engine"
     from polygraphy.logger import G_LOGGER
 
     assert G_LOGGER.module_severity.get() != G_LOGGER.VERBOSE  # the log level is restored after a build
@@ -334,3 +355,48 @@ def test_probe_survives_a_binding_that_raises():
             return types.SimpleNamespace(cudaGetDeviceCount=lambda: (_ for _ in ()).throw(RuntimeError("libcuda")))
         raise ImportError(name)
     assert "could not query the GPUs through cuda-python (libcuda); check the NVIDIA driver" in trtb.probe(broken)
+
+
+def test_the_inspector_sees_dynamic_inputs_at_their_opt_shape():
+    """Without an execution context with shapes, a dynamic-batch engine reports no formats (issue 12, item 4)."""
+    trt = types.SimpleNamespace(TensorIOMode=types.SimpleNamespace(INPUT="in", OUTPUT="out"),
+                                LayerInformationFormat=types.SimpleNamespace(JSON="json"))
+
+    class Context:
+        shapes: dict = {}
+
+        def set_input_shape(self, name, shape):
+            self.shapes[name] = shape
+
+    class Inspector:
+        execution_context = None
+
+        def get_engine_information(self, fmt):
+            ok = self.execution_context is not None and self.execution_context.shapes == {"x": (8, 3, 8, 8)}
+            return json.dumps({"Layers": [], "formats": "known" if ok else "N/A"})
+
+    class Engine:
+        num_io_tensors = 3
+        names = ["x", "scale", "y"]
+        shapes = {"x": (-1, 3, 8, 8), "scale": (1,), "y": (-1, 10)}
+
+        def get_tensor_name(self, i):
+            return self.names[i]
+
+        def get_tensor_mode(self, name):
+            return "out" if name == "y" else "in"
+
+        def get_tensor_shape(self, name):
+            return self.shapes[name]
+
+        def get_tensor_profile_shape(self, name, profile):
+            assert name == "x" and profile == 0  # only the dynamic input
+            return [(1, 3, 8, 8), (8, 3, 8, 8), (8, 3, 8, 8)]
+
+        def create_engine_inspector(self):
+            return Inspector()
+
+        def create_execution_context(self):
+            return Context()
+
+    assert trtb.inspect_engine(Engine(), trt)["formats"] == "known"

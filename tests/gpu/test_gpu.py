@@ -12,7 +12,7 @@ import pytest
 from trt_mpq import AnalyzeOptions
 from trt_mpq import analyze as analyze_model
 from trt_mpq.backends import BackendContext, open_backend
-from trt_mpq.backends.trt_layers import attribute, realized
+from trt_mpq.backends.trt_layers import FUSED, attribute, realized
 from trt_mpq.cli import main
 from trt_mpq.commands.opened import read_analysis as load_analysis
 from trt_mpq.measure.output_delta import OutputDelta
@@ -65,8 +65,10 @@ def test_profile_gives_positive_latency_for_every_unit(case):
     backend = open_backend("tensorrt").backend
     order = [n.name for n in model.proto.graph.node]
     for p in P:
-        measured = backend.profile(lower(model.proto, units, Plan.of({u.name: p for u in units}), ranges), feeds)
-        assert measured.ms and all(v > 0 for v in measured.ms.values())
+        uniform = Plan.of({u.name: p for u in units if p in u.allowed or p is P.FP32})
+        measured = backend.profile(lower(model.proto, units, uniform, ranges), feeds)
+        # TensorRT reports zero-time layers (a reshape, a no-op reformat): only units must take time
+        assert measured.ms and all(v >= 0 for v in measured.ms.values()) and sum(measured.ms.values()) > 0
         got = attribute({p: measured.ms}, {p: measured.nodes}, units, order)
         assert {u.name for u in units} == {u for u, _ in got.ms}, p
         assert all(v > 0 for v in got.ms.values())
@@ -78,10 +80,11 @@ def test_realised_precisions_match_a_uniform_plan(case):
     model, units, ranges, feeds = case
     backend = open_backend("tensorrt").backend
     for p in (P.INT8, P.FP16):
-        lowered = lower(model.proto, units, Plan.of({u.name: p for u in units}), ranges)
+        plan = Plan.of({u.name: p for u in units if p in u.allowed})
+        lowered = lower(model.proto, units, plan, ranges)
         engine = backend.build(lowered, BuildSettings(3, None, True, 8))
         got = realized(backend.inspect(engine), units)
-        assert got == {u.name: p for u in units}, p
+        assert all(got[u] in (q, FUSED) for u, q in plan.items()), (p, got)  # fused: not a unit's own type
 
 
 def test_full_run_on_the_gpu(shared_models, tmp_path):

@@ -79,6 +79,32 @@ def probe(importer: Callable[[str], object] = importlib.import_module) -> str | 
                 "pip install 'tensorrt>=10' or use docker/Dockerfile.")
     if _import("polygraphy.backend.trt", importer) is None:
         return "the TensorRT backend needs Polygraphy, which is not installed; pip install 'polygraphy>=0.50.3'."
+    return _stack_mismatch(cudart, trt, importer)
+
+
+def _stack_mismatch(cudart, trt, importer: Callable[[str], object]) -> str | None:
+    """What pip resolved against what the host runs: a CUDA 13 stack on a CUDA 12 driver, a Polygraphy that
+    predates TensorRT 11, no CUDA runtime library for Polygraphy's runner."""
+    with contextlib.suppress(Exception):
+        err, driver = cudart.cudaDriverGetVersion()  # e.g. 12040 for CUDA 12.4
+        bindings = _import("cuda.bindings", importer) or _import("cuda", importer)
+        major = version_tuple(getattr(bindings, "__version__", "0"))[:1]
+        if int(err) == 0 and major and major[0] * 1000 > int(driver):
+            return (f"cuda-python {bindings.__version__} is built for CUDA {major[0]}, but the NVIDIA driver supports "
+                    f"CUDA {int(driver) // 1000}.{int(driver) % 1000 // 10}; install the CUDA {int(driver) // 1000} "
+                    f"stack (see the README: pip install 'tensorrt-cu12' 'cuda-python>=12,<13') or update the driver.")
+    polygraphy = _import("polygraphy", importer)
+    pv = getattr(polygraphy, "__version__", None)
+    if pv and version_tuple(trt.__version__) >= (11,) and version_tuple(pv) < (0, 50, 3):
+        return (f"Polygraphy {pv} cannot build with TensorRT {trt.__version__} (it reads a layer property TensorRT 11 "
+                "removed); pip install 'polygraphy>=0.50.3'.")
+    cuda = _import("polygraphy.cuda", importer)
+    try:
+        if cuda is not None:
+            cuda.wrapper()  # Polygraphy's runner loads libcudart through ctypes here
+    except Exception as exc:
+        return (f"Polygraphy could not load the CUDA runtime library ({first_line(exc)}); pip install "
+                "'nvidia-cuda-runtime-cu12' (or -cu13, matching TensorRT) or put libcudart.so on LD_LIBRARY_PATH.")
     return None
 
 
@@ -168,10 +194,16 @@ def first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
 def build_error(output: str, exc: BaseException) -> str:
-    """The sentence for a failed build: the last error Polygraphy/TensorRT printed ([E] or [!] lines)."""
-    lines = [s.strip() for s in output.splitlines() if s.lstrip().startswith(("[E]", "[!]")) or " ERROR" in s]
-    return f"TensorRT could not build the model: {lines[-1] if lines else first_line(exc)}"
+    """The sentence for a failed build: the first error TensorRT or its parser printed ([E], ERROR: the cause),
+    else Polygraphy's last [!] line (its generic verdict), else the exception; colours removed."""
+    lines = [_ANSI.sub("", s).strip() for s in output.splitlines()]
+    causes = [s for s in lines if s.startswith("[E]") or s.startswith("ERROR") or " ERROR" in s]
+    verdicts = [s for s in lines if s.startswith("[!]")]
+    return f"TensorRT could not build the model: {(causes[:1] or verdicts[-1:] or [first_line(exc)])[0]}"
 
 
 class TensorRTSession(Session):
@@ -220,6 +252,7 @@ class TensorRTBackend(Backend):
         chosen = options.final_opt_level if context.final else options.probe_opt_level
         opt_level = chosen if chosen is not None else FINAL_OPT_LEVEL if context.final else PROBE_OPT_LEVEL
         cache = RunFolder(context.run_dir).timing_cache if context.run_dir is not None else None
+        self.log_dir = RunFolder(context.run_dir).work if context.run_dir is not None else None
         self.settings = BuildSettings(opt_level, cache, False, context.max_batch)
         self.settings.check()
 
@@ -261,12 +294,23 @@ class TensorRTBackend(Backend):
                     cache = str(settings.timing_cache) if settings.timing_cache else None
                     engine = engine_from_network(network, CreateConfig(**kwargs), save_timing_cache=cache)
             except Exception as exc:
-                raise BackendError(build_error(buffer.getvalue(), exc)) from None
+                raise BackendError(build_error(buffer.getvalue(), exc) + self._keep_log(buffer.getvalue())) from None
             finally:
                 G_LOGGER.module_severity = previous
                 if log is not None:
                     log.extend(buffer.getvalue().splitlines())
         return engine
+
+    def _keep_log(self, text: str) -> str:
+        """Keep a failed build's whole log in the run folder (probe and verification builds have no build.log)."""
+        if self.log_dir is None or not text.strip():
+            return ""
+        with contextlib.suppress(OSError):
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            path = self.log_dir / "failed-build.log"
+            path.write_text(_ANSI.sub("", text))
+            return f" (full log: {path})"
+        return ""
 
     def build_engine(self, model: onnx.ModelProto, log: list[str]):
         """The deployable engine: this backend's settings with detailed layer information."""
@@ -283,10 +327,7 @@ class TensorRTBackend(Backend):
 
     def inspect(self, engine) -> dict:
         """The engine inspector's layer information (JSON; detailed only for engines built with ``detailed``)."""
-        import json
-
-        inspector = engine.create_engine_inspector()
-        return json.loads(inspector.get_engine_information(self._trt.LayerInformationFormat.JSON))
+        return inspect_engine(engine, self._trt)
 
     def profile(self, model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], runs: int = 20) -> LayerProfile:
         """Median milliseconds per fused layer over ``runs`` timed inferences (after warm-up), with each
@@ -313,6 +354,21 @@ class TensorRTBackend(Backend):
         finally:
             session.close()
         return LayerProfile(layer_times(recorder.runs), nodes)
+
+
+def inspect_engine(engine, trt) -> dict:
+    """Layer information with an execution context whose dynamic inputs sit at their optimisation profile's
+    opt shape (as trtexec does): without one the inspector writes "Format not available" for every tensor."""
+    import json
+
+    inspector = engine.create_engine_inspector()
+    context = engine.create_execution_context()
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT and -1 in tuple(engine.get_tensor_shape(name)):
+            context.set_input_shape(name, tuple(engine.get_tensor_profile_shape(name, 0)[1]))
+    inspector.execution_context = context
+    return json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
 
 
 def make_profiler(trt):
