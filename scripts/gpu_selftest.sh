@@ -98,10 +98,15 @@ else
   echo "Python:       not found"
   echo "GPU, driver:  $gpu"
 fi
+if [ -n "$py" ] && "$py" -c 'pass' >/dev/null 2>&1; then
+  echo "probe:        $("$py" -c 'from trt_mpq.backends.tensorrt import probe; print(probe() or "ok")' 2>&1 | tail -n 1)"
+fi
 if [ -n "$setup_note" ]; then
   echo "tests:        not run"
 else
   echo "tests:        passed=$passed failed=$failed errors=$errors skipped=$skipped ($tests_note)"
+  # what differed: each failing test with its first assertion line
+  grep -E '^(FAILED|ERROR) ' "$log" | cut -c1-200 | sed 's/^/  /' || true
 fi
 
 if [ -n "$setup_note" ]; then
