@@ -62,7 +62,7 @@ rc=5  # pytest's "no tests collected"
 tests_note=""
 if [ -z "$setup_note" ] && [ -d tests/gpu ]; then
   set +e
-  "$py" -m pytest -m gpu tests/gpu -rs -q 2>&1 | tee "$log"
+  "$py" -m pytest -m gpu tests/gpu -rfEs -q 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
   set -e
   tests_note="pytest exit $rc"

@@ -164,4 +164,6 @@ def test_gpu_selftest_summary(tmp_path: Path, body: str, rc: int, result: str):
         (tmp_path / rel).write_text(text)
     r = bash(str(tmp_path / "scripts" / "s.sh"), path=str(Path(sys.executable).parent))
     assert r.returncode == rc and r.stdout.splitlines()[-1].startswith(f"RESULT: {result}"), r.stdout + r.stderr
-    assert all(f"\n{key}:" in r.stdout for key in ("date (UTC)", "Python", "GPU, driver", "TensorRT", "cuda-python"))
+    keys = ("date (UTC)", "Python", "GPU, driver", "TensorRT", "cuda-python", "probe")
+    assert all(f"\n{key}:" in r.stdout for key in keys)
+    assert ("  FAILED tests/gpu/test_x.py::test_a" in r.stdout) == (result == "FAIL")  # what differed
