@@ -120,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="builder optimisation level (default 3, TensorRT's default; 4-5 search longer)")
     p.add_argument("--batch", type=_positive, metavar="N",
                    help="largest batch the engine accepts (default: the plan's --latency-batch)")
+    p.add_argument("--typing", default="strong", choices=["strong", "weak"],
+                   help="strong (default): model.mixed.onnx, precision from its Q/DQ and Casts (TensorRT 10.x/11.x); "
+                   "weak (TensorRT 10.x only): model.weak.onnx, INT8 from its Q/DQ, the FP16/FP32 units' layers "
+                   "pinned under precision constraints 'obey'")
     p.add_argument("--quiet", action="store_true", help="no log lines, only the result")
 
     p = sub.add_parser("run", help="analyze, plan and verify in one command (resumes finished work)",
@@ -256,8 +260,8 @@ def _run(args: argparse.Namespace) -> int:
         if args.command == "check":
             return _checked(check(args.dir, args.layer_info), progress)
         if args.command == "build":
-            return _checked(build(args.dir, BuildOptions(args.backend, args.opt_level, args.batch), progress).units,
-                            progress)
+            options = BuildOptions(args.backend, args.opt_level, args.batch, args.typing)
+            return _checked(build(args.dir, options, progress).units, progress)
         if args.command == "plan":
             report = plan(args.dir, _plan_options(args), progress)
             progress.stop()

@@ -236,6 +236,13 @@ def test_cli_tensorrt_without_gpu(monkeypatch, tmp_path, capsys, analysed):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "needs TensorRT" in err[0]
     assert not (analysed / "run" / "model.engine").exists()
+    assert main(["build", str(analysed / "run"), "--typing", "weak"]) == 2  # the same sentence, weakly typed too
+    assert "needs TensorRT" in capsys.readouterr().err
+    from trt_mpq.commands.build import weak_pins
+
+    plan_doc = json.loads((analysed / "run" / "plan.json").read_text())
+    pins = weak_pins(plan_doc)
+    assert set(pins) == {n for u in plan_doc["units"] if u["precision"] != "int8" for n in u["nodes"]}
     # auto: the same run on ONNX Runtime, and the log says why
     code = main(["analyze", str(model), "--out", str(tmp_path / "auto"), "--calib", str(analysed / "calib.npz")])
     assert code == 0
@@ -400,3 +407,48 @@ def test_the_inspector_sees_dynamic_inputs_at_their_opt_shape():
             return Context()
 
     assert trtb.inspect_engine(Engine(), trt)["formats"] == "known"
+
+
+def test_weak_typing_pins_the_plans_fp16_and_fp32_layers_on_10x_and_is_refused_on_11x(monkeypatch, tmp_path):
+    """TensorRT 10.x weak typing through Polygraphy: fp16+int8 flags, constraints 'obey', a postprocess step
+    that pins every layer of the FP16/FP32 units (engine_from_network is replaced by a recorder)."""
+    import builders
+
+    monkeypatch.setattr(trtb, "probe", lambda: None)
+    fake = types.SimpleNamespace(__version__="10.13.3", ProfilingVerbosity=FAKE_TRT.ProfilingVerbosity,
+                                 float16="half", float32="float", int64="int64")
+    monkeypatch.setitem(__import__("sys").modules, "tensorrt", fake)
+    seen = {}
+
+    def engine_from_network(network, config, save_timing_cache=None):
+        seen.update(network=network, config=config)
+        return "engine"
+
+    monkeypatch.setattr("polygraphy.backend.trt.engine_from_network", engine_from_network)
+    backend = trtb.TensorRTBackend(trtb.TensorRTOptions(), BackendContext(tmp_path, max_batch=4))
+    pins = {"conv2": P.FP16, "relu2": P.FP16, "fc": P.FP32, "gone": P.FP16}
+    assert backend.build_engine(builders.conv_bn_relu_residual(), [], pins) == "engine"
+    config = seen["config"]
+    assert config.fp16 and config.int8 and config.precision_constraints == "obey"
+
+    class Layer:
+        def __init__(self, name, out_dtype):
+            self.name, self.precision, self.types = name, None, {}
+            self.num_outputs, self._out = 1, types.SimpleNamespace(dtype=out_dtype)
+
+        def get_output(self, k):
+            return self._out
+
+        def set_output_type(self, k, dtype):
+            self.types[k] = dtype
+
+    layers = [Layer("conv1", "float"), Layer("conv2", "float"), Layer("relu2", "float"), Layer("fc", "float"),
+              Layer("shape_of_x", "int64")]
+    network = types.SimpleNamespace(num_layers=len(layers), get_layer=lambda i: layers[i])
+    assert trtb.pin_layers(network, {**pins, "shape_of_x": P.FP16}, fake) == ["gone"]  # reported, not fatal
+    assert [(x.precision, x.types) for x in layers] == [
+        (None, {}), ("half", {0: "half"}), ("half", {0: "half"}), ("float", {0: "float"}), ("half", {})]
+    seen["network"]._func(network=network)  # the postprocess step Polygraphy runs is pin_layers with the pins
+    fake.__version__ = "11.2.0"
+    with pytest.raises(BackendError, match="11.x removed weak typing"):
+        backend.build_engine(builders.conv_bn_relu_residual(), [], pins)

@@ -16,6 +16,7 @@ import onnx
 
 from ..artifacts import BackendRecord
 from ..errors import BackendError
+from ..precision import Precision
 
 
 class Session(ABC):
@@ -83,8 +84,9 @@ class Backend(ABC):
         """Milliseconds per layer of one run of ``feeds``."""
         raise BackendError(f"{self.describe()} cannot profile per node; use --latency-from or the estimate.")
 
-    def build_engine(self, model: onnx.ModelProto, log: list[str]):
-        """A deployable engine of ``model`` (build output lines appended to ``log``)."""
+    def build_engine(self, model: onnx.ModelProto, log: list[str], pins: Mapping[str, Precision] | None = None):
+        """A deployable engine of ``model`` (build output lines appended to ``log``). ``pins`` (layer name ->
+        precision): a weakly typed build with those layers pinned (TensorRT 10.x), instead of strong typing."""
         raise BackendError(f"{self.describe()} does not build engines; 'build' needs --backend tensorrt.")
 
     def serialize(self, engine) -> bytes:

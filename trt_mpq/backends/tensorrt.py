@@ -33,6 +33,7 @@ import onnx
 
 from ..artifacts import RunFolder
 from ..errors import BackendError
+from ..precision import Precision
 from .base import Backend, BackendContext, LayerProfile, Session
 
 MIN_VERSION = (10, 0)
@@ -263,13 +264,25 @@ class TensorRTBackend(Backend):
         return (f"tensorrt {self._trt.__version__} ({gpu_name()}; strongly typed, TF32 off, "
                 f"optimisation level {self.settings.opt_level})")
 
-    def build(self, model: onnx.ModelProto, settings: BuildSettings | None = None, log: list[str] | None = None):
-        """A deserialised ICudaEngine of ``model``."""
-        from polygraphy.backend.trt import CreateConfig, NetworkFromOnnxPath, Profile, engine_from_network
+    def build(self, model: onnx.ModelProto, settings: BuildSettings | None = None, log: list[str] | None = None,
+              pins: Mapping[str, Precision] | None = None):
+        """A deserialised ICudaEngine of ``model``: strongly typed, or with ``pins`` weakly typed (10.x)."""
+        from polygraphy.backend.trt import (
+            CreateConfig,
+            NetworkFromOnnxPath,
+            PostprocessNetwork,
+            Profile,
+            engine_from_network,
+        )
         from polygraphy.logger import G_LOGGER
 
         settings = settings or self.settings
         kwargs = config_kwargs(settings, self._trt)
+        if pins is not None:
+            if version_tuple(self._trt.__version__) >= (11,):
+                raise BackendError(f"TensorRT {self._trt.__version__} builds strongly typed networks only (11.x "
+                                   "removed weak typing); build without --typing weak, or use TensorRT 10.x.")
+            kwargs.update(fp16=True, int8=True, precision_constraints="obey")
         inits = {t.name for t in model.graph.initializer}  # IR < 4 lists initializers among the inputs
         profile = shape_profile([i for i in model.graph.input if i.name not in inits], settings.max_batch)
         if profile:
@@ -290,7 +303,13 @@ class TensorRTBackend(Backend):
                 onnx.save(model, str(path))
             try:
                 with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
-                    network = NetworkFromOnnxPath(str(path), **network_kwargs(self._trt.__version__))
+                    if pins is None:
+                        network = NetworkFromOnnxPath(str(path), **network_kwargs(self._trt.__version__))
+                    else:
+                        trt = self._trt
+                        network = PostprocessNetwork(NetworkFromOnnxPath(str(path)),
+                                                     lambda network: pin_layers(network, pins, trt),
+                                                     "pin the FP16/FP32 units' layers")
                     cache = str(settings.timing_cache) if settings.timing_cache else None
                     engine = engine_from_network(network, CreateConfig(**kwargs), save_timing_cache=cache)
             except Exception as exc:
@@ -312,10 +331,10 @@ class TensorRTBackend(Backend):
             return f" (full log: {path})"
         return ""
 
-    def build_engine(self, model: onnx.ModelProto, log: list[str]):
+    def build_engine(self, model: onnx.ModelProto, log: list[str], pins: Mapping[str, Precision] | None = None):
         """The deployable engine: this backend's settings with detailed layer information."""
         return self.build(model, BuildSettings(self.settings.opt_level, self.settings.timing_cache, True,
-                                               self.settings.max_batch), log)
+                                               self.settings.max_batch), log, pins)
 
     def serialize(self, engine) -> bytes:
         return bytes(engine.serialize())
@@ -354,6 +373,24 @@ class TensorRTBackend(Backend):
         finally:
             session.close()
         return LayerProfile(layer_times(recorder.runs), nodes)
+
+
+def pin_layers(network, pins: Mapping[str, Precision], trt) -> list[str]:
+    """Weak typing: give each layer named in ``pins`` its precision and float output types (what trtexec's
+    --layerPrecisions/--layerOutputTypes do); return the pinned names no layer has."""
+    dtype = {Precision.FP16: trt.float16, Precision.FP32: trt.float32}
+    found = set()
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        p = pins.get(layer.name)
+        if p not in dtype:
+            continue
+        layer.precision = dtype[p]
+        for k in range(layer.num_outputs):
+            if layer.get_output(k).dtype in (trt.float32, trt.float16):  # shapes and indices keep their type
+                layer.set_output_type(k, dtype[p])
+        found.add(layer.name)
+    return [n for n in pins if n not in found]
 
 
 def inspect_engine(engine, trt) -> dict:

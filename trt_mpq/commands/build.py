@@ -17,10 +17,13 @@ from ..artifacts import BuildResult, RunFolder, read_json
 from ..backends import BackendContext, open_backend
 from ..errors import ConfigError
 from ..files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..precision import Precision
 from ..progress import Progress
 from ..report.html import render
 from .check import compare
 from .opened import read_analysis
+
+TYPINGS = ("strong", "weak")
 
 
 @dataclass(frozen=True)
@@ -28,12 +31,25 @@ class BuildOptions:
     backend: str = "tensorrt"  # an engine builder: a backend whose ``builds_engines`` is true
     opt_level: int | None = None  # builder optimisation level; None: TensorRT's default (3)
     batch: int | None = None  # largest batch of the engine; None: the plan's deployment batch
+    typing: str = "strong"  # strong: model.mixed.onnx as typed; weak (TensorRT 10.x): model.weak.onnx, pinned
 
     def __post_init__(self) -> None:
+        if self.typing not in TYPINGS:
+            raise ConfigError(f"--typing must be strong or weak, not '{self.typing}'.")
         if self.opt_level is not None and not 0 <= self.opt_level <= 5:
             raise ConfigError(f"--opt-level must be 0-5, not {self.opt_level}.")
         if self.batch is not None and self.batch < 1:
             raise ConfigError(f"--batch must be at least 1, not {self.batch}.")
+
+
+def weak_pins(plan_doc: dict) -> dict[str, Precision]:
+    """Layer name (= ONNX node name) -> precision for every node of the plan's FP16 and FP32 units; the INT8
+    units are left to their Q/DQ."""
+    try:
+        return {n: Precision(u["precision"]) for u in plan_doc["units"] if u["precision"] != "int8"
+                for n in u["nodes"]}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"the plan is damaged ({exc}); run plan again.") from None
 
 
 def build(run_dir: str | Path, options: BuildOptions = BuildOptions(), progress: Progress | None = None
@@ -53,10 +69,16 @@ def build(run_dir: str | Path, options: BuildOptions = BuildOptions(), progress:
     backend = open_backend(options.backend, (TensorRTOptions(final_opt_level=options.opt_level),), context).backend
     if not backend.builds_engines:
         raise ConfigError(f"'build' makes a TensorRT engine; --backend {options.backend} cannot (use tensorrt).")
-    progress.log(f"building {folder.mixed_onnx} on {backend.describe()}, batch 1..{batch}")
+    source, pins = folder.mixed_onnx, None
+    if options.typing == "weak":
+        source, pins = folder.weak_onnx, weak_pins(read_json(folder.plan, "the plan"))
+        if not source.is_file():
+            raise ConfigError(f"'{folder.root}' holds no model.weak.onnx (plans made before weak typing); run "
+                              "'trt-mpq plan' again.")
+    progress.log(f"building {source} ({options.typing}ly typed) on {backend.describe()}, batch 1..{batch}")
     start, log = time.perf_counter(), []
     try:
-        engine = backend.build_engine(onnx.load(str(folder.mixed_onnx)), log)
+        engine = backend.build_engine(onnx.load(str(source)), log, pins)
     finally:
         atomic_write_text(folder.build_log, "\n".join(log) + "\n")
     elapsed = time.perf_counter() - start
