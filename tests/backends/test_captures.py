@@ -70,3 +70,17 @@ def test_the_cost_model_against_the_a100_fp16_capture(resnet):
     assert 0.8 <= est.sum() / measured.sum() <= 1.25
     first = [u.name for u in units].index("Conv_0")
     assert 0.6 <= ratio[first] <= 1.33  # the 3-channel 7x7 convolution, 4x low before the padding
+
+
+@pytest.mark.parametrize("build", ["qat", "qat-residual", "qat-residual-qgap"])
+def test_the_realised_precision_reader_sees_int8_convolutions_in_the_qat_builds(trt_captures, build):
+    """The Q/DQ builds come from another export (no ONNX here), so no units: read each layer's input type
+    the way the realised-precision check does, from the older combined "Format/Datatype" strings."""
+    import json
+
+    from trt_mpq.backends.trt_layers import _datatype
+
+    layers = json.loads((trt_captures / f"{build}.graph.json").read_text())["Layers"]
+    convs = [layer for layer in layers if layer["LayerType"] == "CaskConvolution"]
+    assert len(convs) >= 20 and all(_datatype(c["Inputs"][0]) is P.INT8 for c in convs)  # 20 convs (+ the FC)
+    assert {_datatype(t) for layer in layers for t in layer["Inputs"]} <= {P.INT8, P.FP16, P.FP32}
