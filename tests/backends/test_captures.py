@@ -49,8 +49,9 @@ def test_realised_precisions_of_the_fp16_build(resnet):
 
 def test_the_cost_model_against_the_a100_fp16_capture(resnet):
     """Per-unit FP16 estimates against the measured A100 times (batch 32). Fitted on this capture: the kernel
-    overhead (8 us) and the Tensor Core channel padding; before them the figures were 0.46-1.04x (10th-90th
-    percentile), 78 % within 0.75-1.33x, rank correlation 0.79, the 7x7 first convolution 4x low."""
+    overhead (6 us), the overlap loss (0.2) and the Tensor Core channel padding; before them the figures were
+    0.46-1.04x (10th-90th percentile), 78 % within 0.75-1.33x, rank correlation 0.79, the 7x7 first
+    convolution 4x low. Now 0.78-1.16x, 96 %, 0.92, 0.75x."""
     import numpy as np
     from scipy import stats
 
@@ -66,7 +67,7 @@ def test_the_cost_model_against_the_a100_fp16_capture(resnet):
     measured = np.array([got.ms[(u.name, P.FP16)] for u in units])
     ratio = est / measured
     assert np.mean((ratio >= 0.75) & (ratio <= 1.33)) >= 0.8
-    assert stats.spearmanr(est, measured)[0] >= 0.85  # 0.90: ties among the 12 same-shape convolutions cap it
+    assert stats.spearmanr(est, measured)[0] >= 0.9
     assert 0.8 <= est.sum() / measured.sum() <= 1.25
     first = [u.name for u in units].index("Conv_0")
     assert 0.6 <= ratio[first] <= 1.33  # the 3-channel 7x7 convolution, 4x low before the padding

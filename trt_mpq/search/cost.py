@@ -1,11 +1,13 @@
 """Estimated latency per unit and precision on a named GPU, and the cost of precision boundaries.
 
 A roofline estimate: a unit at precision p takes max(FLOPs / (peak_p * COMPUTE_EFF), bytes_p / (bandwidth *
-MEMORY_EFF)) plus a fixed kernel overhead, where bytes_p counts its input and output activations and its
+MEMORY_EFF)), plus OVERLAP_LOSS of the smaller of the two (kernels do not hide all of it), plus a fixed kernel
+overhead, where bytes_p counts its input and output activations and its
 weights at p's element size (FP32 4, FP16 2, INT8 1 byte). Tensor Core kernels pad channels to their tile (8
 for FP16, 32 for INT8, as TensorRT's vectorised formats), which a first convolution on 3 channels pays.
 A tensor that crosses between units of different precisions (or between a lowered unit and an FP32 op) pays a
-reformat: one read and one write plus a kernel overhead. The kernel overhead and the padding were fitted on
+reformat: one read and one write plus a kernel overhead. The kernel overhead, the overlap loss and the padding
+were fitted on
 the one GPU truth there is, TensorRT's own A100 profile of ResNet-18 in FP16 (tests/backends/test_captures.py
 checks the fit). These are estimates, labelled so everywhere; they rank mixes, they do not replace a measurement.
 
@@ -29,7 +31,8 @@ from ..precision import Precision
 
 COMPUTE_EFF = 0.6  # share of peak a good fused kernel reaches
 MEMORY_EFF = 0.7
-KERNEL_US = 8.0  # launch and tail of one fused kernel, fitted on the A100 FP16 capture (see docs/results.md)
+KERNEL_US = 6.0  # launch and tail of one fused kernel, fitted on the A100 FP16 capture (docs/results.md)
+OVERLAP_LOSS = 0.2  # share of the shorter of compute and memory time a kernel does not hide (same fit)
 CHANNEL_TILE = {Precision.FP16: 8, Precision.INT8: 32}  # Tensor Core channel granularity (TensorRT's formats)
 REFORMAT_US = 2.0
 # Ops TensorRT moves Q/DQ (and casts) across, so a precision flows through them without a reformat.
@@ -173,7 +176,7 @@ class CostModel:
         size = ELEMENT_BYTES[p]
         compute = c.flops * _padding(c.channels, p) / (self.target.peak(p) * COMPUTE_EFF)
         memory = (c.activation_elems * size + c.weight_elems * size) / (self.target.bandwidth_gbs * 1e9 * MEMORY_EFF)
-        return max(compute, memory) + KERNEL_US * 1e-6
+        return max(compute, memory) + OVERLAP_LOSS * min(compute, memory) + KERNEL_US * 1e-6
 
     def reformat_seconds(self, elems: float) -> float:
         # one read and one write, bounded by the widest format (FP32) so the estimate never flatters a boundary
