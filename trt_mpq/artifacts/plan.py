@@ -228,11 +228,15 @@ class LatencySummary:
     batch: int
     all_ms: Mapping[Precision, float]
     mix_ms: float
+    note: str = ""  # why a faster uniform mix (all-FP16) was not the answer, when one is
 
     def to_json(self) -> dict:
-        return {"kind": self.kind, "label": self.label, "target": self.target, "source": self.source,
-                "batch": self.batch, "all_ms": {p.value: round(v, 4) for p, v in self.all_ms.items()},
-                "mix_ms": round(self.mix_ms, 4)}
+        out = {"kind": self.kind, "label": self.label, "target": self.target, "source": self.source,
+               "batch": self.batch, "all_ms": {p.value: round(v, 4) for p, v in self.all_ms.items()},
+               "mix_ms": round(self.mix_ms, 4)}
+        if self.note:
+            out["note"] = self.note
+        return out
 
 
 @dataclass(frozen=True)

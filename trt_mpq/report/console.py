@@ -212,6 +212,8 @@ def print_plan(report: PlanReport, run_dir: str, console: Console | None = None)
     all_ms = ", ".join(f"all-{k.value.upper()} {v:.3f}" for k, v in lat.all_ms.items())
     console.print(f"latency on {lat.target} at batch {lat.batch} ({lat.kind}): mix {lat.mix_ms:.3f} ms; "
                   f"{all_ms} ms", highlight=False)
+    if lat.note:
+        console.print(f"note: {lat.note}", highlight=False, markup=False)
     looks = f", {len(res.confirmation.looks)} confirm looks" if res.confirmation is not None else ""
     console.print(f"{res.message}. {len(report.verification)} search verifications{looks}. Wrote {run_dir}/plan.json, "
                   "model.mixed.onnx, model.weak.onnx, trtexec.txt, report.json, report.html",

@@ -174,7 +174,8 @@ th {{ background: #f5f5f5; }}
 ({esc(report['evaluation']['source'])}): FP32 {res['fp32_score']:.4f}, mix {res['score']:.4f},
 drop {res['drop']:.4f}{drop_line}.<br>
 <b>Latency</b> {esc(lat['kind'])}, {esc(lat['target'])} at batch {lat['batch']}: mix
-{lat['mix_ms']:.3f} ms; {', '.join(f"all-{k.upper()} {v:.3f} ms" for k, v in lat['all_ms'].items())}.</p>
+{lat['mix_ms']:.3f} ms; {', '.join(f"all-{k.upper()} {v:.3f} ms" for k, v in lat['all_ms'].items())}.
+{esc(lat['note'][:1].upper() + lat['note'][1:] + '.') if lat.get('note') else ''}</p>
 <p class="note">Backend: {esc(report['backend'])}. Calibration: {esc(str(report['calibration'].get('source')))},
 {report['calibration'].get('samples')} samples.</p>
 <h2>Sensitivity ranking</h2><img alt="sensitivity ranking" src="{chart_sens}">

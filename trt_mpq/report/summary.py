@@ -23,6 +23,18 @@ from ..search.space import DecisionSpace
 from ..search.verify import SearchResult
 
 
+def fp16_note(analysis: Analysis, fp16_ms: float | None, mix_ms: float) -> str:
+    """Why the mix is not the whole graph in FP16 when that is estimated faster: units FP16 cannot run."""
+    if fp16_ms is None or mix_ms <= fp16_ms + 1e-9:
+        return ""
+    broken = [u.name for u in analysis.units
+              if (r := u.results.get(Precision.FP16)) is not None and (r.fp16_overflow or r.nonfinite)]
+    if broken:
+        return (f"all-FP16 is estimated faster but cannot be used: {len(broken)} unit(s) exceed the FP16 range or "
+                f"produce NaN/Inf in FP16 ({', '.join(broken[:3])}{' ...' if len(broken) > 3 else ''})")
+    return "all-FP16 is estimated faster but its predicted error is beyond the accuracy budget"
+
+
 def plan_report(analysis: Analysis, evaluation: DataInfo, metric: str, budget: Budget, result: SearchResult,
                 space: DecisionSpace, backend: str, elapsed_s: float,
                 front: list[ParetoPoint] | tuple[ParetoPoint, ...] = (), fp32_score: float | None = None,
@@ -39,8 +51,9 @@ def plan_report(analysis: Analysis, evaluation: DataInfo, metric: str, budget: B
     totals = {q: space.seconds(space.uniform(q)) * 1e3 for q in Precision if q in analysed_precisions}
     counts = {q: sum(1 for u in units if u.precision is q) for q in Precision}
     cost = space.cost
-    latency = LatencySummary(cost.kind, cost.label, cost.device, cost.target.source, cost.batch, totals,
-                             space.seconds(result.plan) * 1e3)
+    mix_ms = space.seconds(result.plan) * 1e3
+    latency = LatencySummary(cost.kind, cost.label, cost.device, cost.target.source, cost.batch, totals, mix_ms,
+                             fp16_note(analysis, totals.get(Precision.FP16), mix_ms))
     fp32 = result.fp32_score if fp32_score is None else fp32_score
     allowed = result.allowed_drop if confirmation is None else (
         None if confirmation.threshold is None else confirmation.fp32_score - confirmation.threshold)

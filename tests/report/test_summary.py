@@ -1,0 +1,20 @@
+"""The plan summary's notes (report.summary)."""
+
+
+def test_a_mix_slower_than_all_fp16_says_why_all_fp16_was_not_the_answer():
+    import types
+
+    from trt_mpq.artifacts import UnitResult
+    from trt_mpq.precision import Precision
+    from trt_mpq.report.summary import fp16_note
+
+    ok = UnitResult(1.0, 80.0, 1e-8, 1e-3)
+    overflow = ok.with_fp16_overflow(["bn.var"])
+    units = [types.SimpleNamespace(name="a", results={Precision.FP16: ok}),
+             types.SimpleNamespace(name="bn", results={Precision.FP16: overflow})]
+    analysis = types.SimpleNamespace(units=units)
+    assert fp16_note(analysis, 0.7, 0.8).startswith("all-FP16 is estimated faster but cannot be used: 1 unit")
+    assert "(bn)" in fp16_note(analysis, 0.7, 0.8)
+    assert fp16_note(analysis, 0.8, 0.8) == ""  # not slower: nothing to explain
+    units.pop()
+    assert "predicted error is beyond the accuracy budget" in fp16_note(analysis, 0.7, 0.8)
