@@ -190,6 +190,9 @@ def test_trtexec_lines_pin_fp16_and_fp32_units_and_leave_int8_to_its_qdq():
     pins = "conv2:fp16,relu2:fp16,add:fp16,relu3:fp16,gap:fp32,fc:fp32"  # conv1 (INT8): its Q/DQ decide
     assert f"--layerPrecisions={pins} " in text and f"--layerOutputTypes={pins} " in text
     assert text.count("--optShapes=x:8x3x8x8") == 2 and "--fp16 --int8" in text
+    everything_int8 = Plan.of({u.name: P.INT8 for u in units})
+    text = trtexec_text("m.onnx", "w.onnx", [x], {"x": np.zeros((1, 3, 8, 8), np.float32)}, 8, units, everything_int8)
+    assert "--layerPrecisions" not in text and "--precisionConstraints=obey" in text  # no empty pin lists
     static = TensorSpec("x", np.dtype(np.float32), (1, 3, 8, 8))
     assert "Shapes=" not in trtexec_text("m.onnx", "w.onnx", [static], {"x": np.zeros((1, 3, 8, 8))}, 8, units,
                                          plan)

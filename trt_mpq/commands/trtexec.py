@@ -28,9 +28,7 @@ WEAK = """
 # TensorRT 8.6-10.x, weakly typed (JetPack 6, many servers): INT8 from the Q/DQ in {weak_onnx}, FP16/FP32
 # units pinned layer by layer; the builder chooses for every layer outside a unit.
 trtexec --onnx={weak_onnx} --fp16 --int8 --noTF32 --precisionConstraints=obey --saveEngine=model.weak.engine{shapes} \\
-        --layerPrecisions={pins} \\
-        --layerOutputTypes={pins} \\
-        --timingCacheFile=timing.cache --profilingVerbosity=detailed --exportLayerInfo=layers.weak.json
+{pin_lines}        --timingCacheFile=timing.cache --profilingVerbosity=detailed --exportLayerInfo=layers.weak.json
 """
 UNPINNABLE = ",:"  # trtexec splits its layer lists on these; such node names cannot be pinned
 
@@ -71,7 +69,8 @@ def trtexec_text(onnx_name: str, weak_onnx_name: str, inputs: Sequence[TensorSpe
     shapes = shape_flags(inputs, sample, batch)
     pins, skipped = weak_pins(units, plan)
     text = STRONG.format(onnx=onnx_name, shapes=shapes)
-    text += WEAK.format(weak_onnx=weak_onnx_name, shapes=shapes, pins=pins or '""')
+    pin_lines = f"        --layerPrecisions={pins} \\\n        --layerOutputTypes={pins} \\\n" if pins else ""
+    text += WEAK.format(weak_onnx=weak_onnx_name, shapes=shapes, pin_lines=pin_lines)
     if skipped:
         text += (f"# not pinned (a ',' or ':' in the name): {', '.join(s.rsplit(':', 1)[0] for s in skipped[:5])}"
                  f"{' ...' if len(skipped) > 5 else ''}\n")
