@@ -18,3 +18,14 @@ def test_a_mix_slower_than_all_fp16_says_why_all_fp16_was_not_the_answer():
     assert fp16_note(analysis, 0.8, 0.8) == ""  # not slower: nothing to explain
     units.pop()
     assert "predicted error is beyond the accuracy budget" in fp16_note(analysis, 0.7, 0.8)
+
+
+def test_threshold_note_names_the_method_and_what_it_gained():
+    from trt_mpq.artifacts import UnitResult
+    from trt_mpq.report.summary import threshold_note
+
+    r = UnitResult(1.0, 40.0, 1e-4, 0.1)
+    assert threshold_note(r.with_thresholds({"x": "entropy"}, 3e-4)) == "INT8 threshold: entropy (NMSE 3.0x lower " \
+        "than max)"
+    assert "within 5 % of max" in threshold_note(r.with_thresholds({"x": "mse"}, 1.02e-4))
+    assert threshold_note(r.with_thresholds({"x": "max"}, 1e-4)) == "INT8 threshold: max"

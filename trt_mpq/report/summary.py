@@ -68,4 +68,7 @@ def threshold_note(r: UnitResult) -> str:
     method = "/".join(dict.fromkeys(r.thresholds.values()))
     if method == "max" or not r.max_nmse or not r.nmse:
         return f"INT8 threshold: {method}"
-    return f"INT8 threshold: {method} (NMSE {r.max_nmse / r.nmse:.1f}x lower than max)"
+    gain = r.max_nmse / r.nmse
+    if gain < 1.05:
+        return f"INT8 threshold: {method} (NMSE within 5 % of max's)"
+    return f"INT8 threshold: {method} (NMSE {gain:.1f}x lower than max)"
