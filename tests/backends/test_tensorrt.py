@@ -4,7 +4,8 @@ per-layer times, the inspector's layer information (10.x and 11.x fixtures) mapp
 The fixtures in tests/fixtures/tensorrt/ are written in the formats TensorRT documents (engine inspector JSON
 at detailed verbosity; IProfiler's (layer name, ms) reports) for the digits CNN lowered with conv1/conv2/fc1 in
 INT8 and conv3 in FP16; in them TensorRT 'declined' fc1's INT8 (its Q/DQ stayed apart), which the check must
-report. They were not captured from a real engine (no GPU here)."""
+report. They were not captured from a real engine (no GPU here); the 10.x file's format strings are ones
+TensorRT really prints (as in the A100 captures of ../shared/trt-captures)."""
 
 from __future__ import annotations
 
