@@ -123,8 +123,10 @@ def test_ppocr_generated_data_analysis_flags_fp16_bn(shared_models, tmp_path):
     opts = AnalyzeOptions(shapes=("x:1x3x64x64",), samples=2, batch=2)
     doc = analyze_model(shared_models / "ppocrv4_det.onnx", tmp_path, opts).to_json()
     assert len(doc["units"]) == 90 and doc["calibration"]["kind"] == "generated"
-    for u in doc["units"]:  # INT8 where TensorRT runs it (GEMMs, pooling), FP16 everywhere
-        assert set(u["results"]) == ({"int8", "fp16"} if u["kind"] in ("gemm", "pool") else {"fp16"})
+    for u in doc["units"]:  # INT8 where TensorRT runs it (GEMMs, pooling, a lone Add/Mul), FP16 everywhere
+        int8 = u["kind"] in ("gemm", "pool") or u["op_types"] in (["Add"], ["Mul"])
+        assert set(u["results"]) == ({"int8", "fp16"} if int8 else {"fp16"})
+    assert any(u["kind"] == "region" and "int8" in u["results"] for u in doc["units"])  # SE gates / adds
     flagged = [u["name"] for u in doc["units"] if u["results"]["fp16"].get("fp16_overflow")]
     assert "p2o.Conv.61" in flagged  # its BatchNormalization variance (4.8e7) does not fit FP16
 
