@@ -70,7 +70,11 @@ def test_cost_model_targets_and_boundaries():
     mixed = {"conv1": P.INT8, "conv2": P.FP16, "fc": P.INT8}
     uniform_units = sum(t4.unit_seconds(u, p) for u, p in mixed.items())
     assert t4.plan_seconds(mixed) > uniform_units
-    assert set(GPUS) == {"h100", "a100", "l40s", "l4", "t4", "orin"}
+    assert set(GPUS) == {"h200", "h100", "b200", "a100", "l40s", "l4", "t4", "orin"}
+    # what each runs (datasheets): no FP8 before Ada/Hopper, no BF16/TF32 on Turing
+    assert GPUS["t4"].fp8_tflops is None and GPUS["t4"].bf16_tflops is None and GPUS["t4"].tf32_tflops is None
+    assert GPUS["a100"].fp8_tflops is None and GPUS["a100"].tf32_tflops == 156.0
+    assert all(GPUS[g].fp8_tflops for g in ("l4", "l40s", "h100", "h200", "b200"))
     with pytest.raises(ConfigError, match="--target"):
         cost_model(m, units, "v100")
 

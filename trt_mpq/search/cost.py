@@ -42,12 +42,18 @@ ELEMENT_BYTES = {Precision.FP32: 4, Precision.FP16: 2, Precision.INT8: 1}
 
 @dataclass(frozen=True)
 class Gpu:
+    """Dense (non-sparse) peak rates in TFLOPS/TOPS by precision, from the product's datasheet; None where the
+    GPU's Tensor Cores do not run that precision (a T4 has no BF16, TF32 or FP8; an A100 no FP8)."""
+
     name: str
-    fp32_tflops: float
+    fp32_tflops: float  # CUDA cores
     fp16_tflops: float
     int8_tops: float
     bandwidth_gbs: float
     source: str
+    tf32_tflops: float | None = None
+    bf16_tflops: float | None = None
+    fp8_tflops: float | None = None
 
     def peak(self, p: Precision) -> float:
         """Operations per second at precision p."""
@@ -56,12 +62,19 @@ class Gpu:
 
 
 GPUS = {
-    "h100": Gpu("NVIDIA H100 SXM5 80GB", 67.0, 989.0, 1979.0, 3350.0, "NVIDIA H100 Tensor Core GPU datasheet"),
-    "a100": Gpu("NVIDIA A100 SXM4 80GB", 19.5, 312.0, 624.0, 2039.0, "NVIDIA A100 Tensor Core GPU datasheet"),
-    "l40s": Gpu("NVIDIA L40S", 91.6, 362.0, 733.0, 864.0, "NVIDIA L40S datasheet"),
-    "l4": Gpu("NVIDIA L4", 30.3, 121.0, 242.0, 300.0, "NVIDIA L4 Tensor Core GPU datasheet"),
+    "h200": Gpu("NVIDIA H200 SXM 141GB", 67.0, 989.0, 1979.0, 4800.0, "NVIDIA H200 Tensor Core GPU datasheet",
+                494.0, 989.0, 1979.0),
+    "h100": Gpu("NVIDIA H100 SXM5 80GB", 67.0, 989.0, 1979.0, 3350.0, "NVIDIA H100 Tensor Core GPU datasheet",
+                494.0, 989.0, 1979.0),
+    "b200": Gpu("NVIDIA B200 (HGX, per GPU)", 75.0, 2250.0, 4500.0, 7700.0, "NVIDIA HGX B200 datasheet",
+                1100.0, 2250.0, 4500.0),
+    "a100": Gpu("NVIDIA A100 SXM4 80GB", 19.5, 312.0, 624.0, 2039.0, "NVIDIA A100 Tensor Core GPU datasheet",
+                156.0, 312.0),
+    "l40s": Gpu("NVIDIA L40S", 91.6, 362.0, 733.0, 864.0, "NVIDIA L40S datasheet", 183.0, 362.0, 733.0),
+    "l4": Gpu("NVIDIA L4", 30.3, 121.0, 242.0, 300.0, "NVIDIA L4 Tensor Core GPU datasheet", 60.0, 121.0, 242.0),
     "t4": Gpu("NVIDIA T4", 8.1, 65.0, 130.0, 320.0, "NVIDIA T4 Tensor Core GPU datasheet"),
-    "orin": Gpu("NVIDIA Jetson AGX Orin 64GB (GPU only)", 5.3, 42.5, 85.0, 204.8, "NVIDIA Jetson AGX Orin datasheet"),
+    "orin": Gpu("NVIDIA Jetson AGX Orin 64GB (GPU only)", 5.3, 42.5, 85.0, 204.8, "NVIDIA Jetson AGX Orin datasheet",
+                None, 42.5),
 }
 
 
