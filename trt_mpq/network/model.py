@@ -156,30 +156,43 @@ def _check_fp32(model: onnx.ModelProto, path: Path) -> None:
         raise ModelError(f"'{path}' stores weights in FP16/BF16; trt-mpq starts from the original FP32 model.")
 
 
-def _constants_to_initializers(graph: onnx.GraphProto) -> int:
-    """Turn tensor-valued Constant nodes into initializers, the form the lowering rewrites."""
+def _nodes_to_initializers(graph: onnx.GraphProto, value_of) -> int:
+    """Replace each node for which ``value_of(node)`` gives a tensor by that tensor, as an initializer named
+    after the node's output; return how many were replaced."""
     keep, moved = [], 0
     for node in graph.node:
-        if node.op_type == "Constant" and len(node.attribute) == 1:
-            attr = node.attribute[0]
-            value = None
-            if attr.name == "value":
-                value = numpy_helper.to_array(attr.t)
-            elif attr.name in ("value_float", "value_int"):
-                value = np.array(attr.f if attr.name == "value_float" else attr.i,
-                                 np.float32 if attr.name == "value_float" else np.int64)
-            elif attr.name in ("value_floats", "value_ints"):
-                value = np.array(list(attr.floats) if attr.name == "value_floats" else list(attr.ints),
-                                 np.float32 if attr.name == "value_floats" else np.int64)
-            if value is not None:
-                graph.initializer.append(numpy_helper.from_array(value, node.output[0]))
-                moved += 1
-                continue
-        keep.append(node)
+        tensor = value_of(node)
+        if tensor is None:
+            keep.append(node)
+            continue
+        tensor.name = node.output[0]
+        graph.initializer.append(tensor)
+        moved += 1
     if moved:
         del graph.node[:]
         graph.node.extend(keep)
     return moved
+
+
+def _constant_value(node: onnx.NodeProto) -> onnx.TensorProto | None:
+    """A tensor-valued Constant node's value (the form the lowering rewrites), else None."""
+    if node.op_type != "Constant" or len(node.attribute) != 1:
+        return None
+    attr = node.attribute[0]
+    if attr.name == "value":
+        return numpy_helper.from_array(numpy_helper.to_array(attr.t))
+    if attr.name in ("value_float", "value_int"):
+        return numpy_helper.from_array(np.array(attr.f if attr.name == "value_float" else attr.i,
+                                                np.float32 if attr.name == "value_float" else np.int64))
+    if attr.name in ("value_floats", "value_ints"):
+        return numpy_helper.from_array(np.array(list(attr.floats) if attr.name == "value_floats" else list(attr.ints),
+                                                np.float32 if attr.name == "value_floats" else np.int64))
+    return None
+
+
+def _constants_to_initializers(graph: onnx.GraphProto) -> int:
+    """Turn tensor-valued Constant nodes into initializers."""
+    return _nodes_to_initializers(graph, _constant_value)
 
 
 def _fold_constant_identities(graph: onnx.GraphProto) -> int:
@@ -187,20 +200,15 @@ def _fold_constant_identities(graph: onnx.GraphProto) -> int:
     Identity's output name: TensorRT folds it, and a weight must be a constant to be quantized or costed."""
     inits = {t.name: t for t in graph.initializer}
     outputs = {o.name for o in graph.output}
-    keep, folded = [], 0
-    for node in graph.node:
-        if node.op_type == "Identity" and node.input and node.input[0] in inits and node.output[0] not in outputs:
-            copy = onnx.TensorProto()
-            copy.CopyFrom(inits[node.input[0]])
-            copy.name = node.output[0]
-            graph.initializer.append(copy)
-            folded += 1
-            continue
-        keep.append(node)
-    if folded:
-        del graph.node[:]
-        graph.node.extend(keep)
-    return folded
+
+    def copied(node: onnx.NodeProto) -> onnx.TensorProto | None:
+        if node.op_type != "Identity" or not node.input or node.input[0] not in inits or node.output[0] in outputs:
+            return None
+        tensor = onnx.TensorProto()
+        tensor.CopyFrom(inits[node.input[0]])
+        return tensor
+
+    return _nodes_to_initializers(graph, copied)
 
 
 def _name_nodes(graph: onnx.GraphProto) -> int:
@@ -281,18 +289,13 @@ def load_model(path: str | Path, shapes: dict[str, tuple[int, ...]] | None = Non
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unknown reason"
         raise ModelError(f"'{path}' is not a valid ONNX model: {first}") from None
     notes: list[str] = []
-    moved = _constants_to_initializers(model.graph)
-    if moved:
-        notes.append(f"{moved} Constant nodes were turned into initializers")
-    folded = _fold_constant_identities(model.graph)
-    if folded:
-        notes.append(f"{folded} Identity nodes of initializers were folded into initializers")
-    dynamic = _negative_dims_to_dynamic(model.graph)
-    if dynamic:
-        notes.append(f"{dynamic} input/output dims written as -1 were read as dynamic")
-    renamed = _name_nodes(model.graph)
-    if renamed:
-        notes.append(f"{renamed} nodes had no (unique) name and were named <OpType>_<index>")
+    for step, said in ((_constants_to_initializers, "{} Constant nodes were turned into initializers"),
+                       (_fold_constant_identities, "{} Identity nodes of initializers were folded into initializers"),
+                       (_negative_dims_to_dynamic, "{} input/output dims written as -1 were read as dynamic"),
+                       (_name_nodes, "{} nodes had no (unique) name and were named <OpType>_<index>")):
+        changed = step(model.graph)
+        if changed:
+            notes.append(said.format(changed))
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < MIN_OPSET:
         try:
