@@ -163,3 +163,21 @@ def test_auto_calibrator_never_keeps_a_threshold_worse_than_max(tmp_path):
     for r in with_choice:  # ranges.json holds exactly the thresholds the analysis chose
         for tensor, method in r.thresholds.items():
             assert ranges.methods[tensor] == method and ranges.amax[tensor] == ranges.candidates[tensor][method]
+
+
+def test_an_interrupted_auto_analysis_resumes_with_the_thresholds_it_had_chosen(tmp_path):
+    model, _ = _setup(tmp_path, builders.conv_bn_relu_residual)
+    from trt_mpq.data.datasets import load_dataset
+
+    x = np.random.default_rng(5).standard_normal((24, 3, 8, 8)).astype(np.float32)
+    x[0, 0, 0, 0], x[7, 1, 3, 3] = 40.0, -35.0
+    np.savez(tmp_path / "calib.npz", **{model.inputs[0].name: x})
+    data = load_dataset(model, tmp_path / "calib.npz")
+    settings = Settings(calibrator="auto", batch=4)
+    whole = analyze(model, data, CountingBackend(), tmp_path / "whole", settings).to_json()
+    with pytest.raises(KeyboardInterrupt):
+        analyze(model, data, CountingBackend(), tmp_path / "cut", settings, progress=StopAfter(5))
+    resumed = analyze(model, data, CountingBackend(), tmp_path / "cut", settings).to_json()
+    assert resumed["units"] == whole["units"]  # the same thresholds, so the same INT8 results
+    ranges = [json.loads((tmp_path / d / "ranges.json").read_text()) for d in ("whole", "cut")]
+    assert ranges[0]["amax"] == ranges[1]["amax"] and ranges[0]["methods"] == ranges[1]["methods"]
