@@ -168,3 +168,20 @@ def test_run_with_generated_calibration_and_an_image_folder_to_verify_on(tmp_pat
     assert plan["evaluation"]["kind"] == "images" and plan["calibration"]["kind"] == "generated"
     # analyze alone still refuses --preprocess without --calib: there it can only be a mistake
     assert main(["analyze", str(model), "--out", str(tmp_path / "a"), "--preprocess", str(tmp_path / "pre.json")]) == 2
+
+
+def test_fix_specialises_the_model_for_analyze_and_plan(capsys, tmp_path):
+    import numpy as np
+
+    path = builders.save(builders.if_subgraph(), tmp_path, "if.onnx")
+    out = tmp_path / "run"
+    code, _, err = run(capsys, "analyze", path, "--out", out, "--fix", "sr=16000", "--samples", 8, "--quiet")
+    assert code == 0, err
+    doc = json.loads((out / "sensitivity.json").read_text())
+    assert [u["name"] for u in doc["units"]] == ["conv_then"] and doc["model"]["fixed"] == {"sr": 16000}
+    np.savez(tmp_path / "eval.npz", x=np.random.default_rng(2).standard_normal((8, 1, 4, 4)).astype(np.float32))
+    code, _, err = run(capsys, "plan", out, "--eval", tmp_path / "eval.npz", "--metric", "cosine",
+                       "--max-drop", "0.05", "--quiet")  # plan re-opens the model specialised the same way
+    assert code == 0, err
+    code, _, err = run(capsys, "analyze", path, "--out", tmp_path / "bad", "--fix", "rate=1", "--quiet")
+    assert code == 2 and "not an input of the model" in err

@@ -139,6 +139,17 @@ def test_silero_finishes_and_reports_skipped_branches(shared_models, tmp_path):
                         AnalyzeOptions(shapes=("input:1x576",), samples=2)).to_json()
     assert doc["units"] == []
     assert len(doc["skipped"]) == 16 and all("If" in s["reason"] for s in doc["skipped"])
+    # told the sample rate the deployment feeds, the model is specialised and its layers become units
+    fixed = AnalyzeOptions(shapes=("input:1x576",), fixed=("sr=16000",), samples=2)
+    doc = analyze_model(shared_models / "silero_vad_ifless.onnx", tmp_path / "fixed", fixed).to_json()
+    assert len(doc["units"]) == 13 and not doc["skipped"] and doc["model"]["fixed"] == {"sr": 16000}
+    assert sum(u["kind"] == "gemm" for u in doc["units"]) == 8
+    spec = load_model(shared_models / "silero_vad_ifless.onnx", {"input": (1, 576)}, {"sr": 16000})
+    feeds = {"input": np.random.default_rng(1).standard_normal((1, 576)).astype(np.float32) * 0.1,
+             "state": np.zeros((2, 1, 128), np.float32)}
+    want = _session(str(shared_models / "silero_vad_ifless.onnx")).run(None, {**feeds, "sr": np.array(16000)})
+    got = _session(spec.proto).run(None, feeds)
+    assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
 
 
 def test_digits_npz_with_other_names_says_which(shared_models):

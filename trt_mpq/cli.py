@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "and the layers it skipped, with the reason.")
     p.add_argument("model", help="FP32 ONNX model (external weight files next to it are found)")
     p.add_argument("--shape", action="append", default=[], metavar="NAME:DIMS", help=SHAPE_HELP)
+    p.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE", help=FIX_HELP)
     p.add_argument("--ops", action="store_true", help="also list every op with the unit that holds it")
 
     p = sub.add_parser("analyze", help="measure per-unit sensitivity to INT8/FP16; writes DIR/sensitivity.json",
@@ -138,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 SHAPE_HELP = "fix a dynamic input shape, trtexec syntax, e.g. x:1x3x640x640 (repeatable)"
+FIX_HELP = ("fix an input to the value the deployment always feeds, e.g. sr=16000 (repeatable): the model is "
+            "specialised, and an If on it becomes the branch it takes, so the layers inside get units; the "
+            "engine built from the plan has no such input")
 PLAN_DEFAULTS = {f.name: f.default for f in fields(PlanOptions)}
 
 
@@ -150,6 +154,7 @@ def _analysis_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preprocess", metavar="FILE", help="JSON/YAML for image folders: resize, crop, scale, mean, "
                    "std, layout (nchw|nhwc), color (rgb|bgr|gray)")
     p.add_argument("--shape", action="append", default=[], metavar="NAME:DIMS", help=SHAPE_HELP)
+    p.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE", help=FIX_HELP)
     p.add_argument("--precisions", default=precisions, help=f"lower precisions to try (default {precisions})")
     p.add_argument("--calibrator", default=d.calibrator, choices=CALIBRATORS,
                    help="INT8 activation thresholds: max, percentile (99.99), entropy (TensorRT's KL method), mse, "
@@ -221,7 +226,7 @@ def _analyze_options(args: argparse.Namespace) -> AnalyzeOptions:
     preprocess = None if args.command == "run" and args.calib is None else args.preprocess
     backend_options = (OnnxRuntimeOptions(optimize=args.ort_optimize),
                        TensorRTOptions(probe_opt_level=args.probe_opt_level))
-    return AnalyzeOptions(calib=args.calib, preprocess=preprocess, shapes=parse_shapes(args.shape),
+    return AnalyzeOptions(calib=args.calib, preprocess=preprocess, shapes=parse_shapes(args.shape), fixed=args.fix,
                           precisions=Precision.parse_list(args.precisions), calibrator=args.calibrator,
                           weight_scales=args.weight_scales, bias_correction=args.bias_correction,
                           backend=args.backend, backend_options=backend_options, samples=args.samples,
@@ -253,7 +258,7 @@ def _run(args: argparse.Namespace) -> int:
     from .report.console import ConsoleProgress, print_analysis, print_inspection, print_plan
 
     if args.command == "inspect":
-        print_inspection(*inspect_model(args.model, parse_shapes(args.shape)), every_op=args.ops)
+        print_inspection(*inspect_model(args.model, parse_shapes(args.shape), args.fix), every_op=args.ops)
         return 0
     progress = ConsoleProgress(quiet=getattr(args, "quiet", False))
     try:

@@ -156,16 +156,21 @@ class ModelInfo:
     outputs: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # the --shape overrides applied
+    fixed: Mapping[str, object] = field(default_factory=dict)  # the --fix input values applied
 
     def to_json(self) -> dict:
-        return {"path": self.path, "sha256": self.sha256, "inputs": list(self.inputs),
-                "outputs": list(self.outputs), "notes": list(self.notes),
-                "shapes": {k: list(v) for k, v in self.shapes.items()}}
+        out = {"path": self.path, "sha256": self.sha256, "inputs": list(self.inputs),
+               "outputs": list(self.outputs), "notes": list(self.notes),
+               "shapes": {k: list(v) for k, v in self.shapes.items()}}
+        if self.fixed:
+            out["fixed"] = dict(self.fixed)
+        return out
 
     @classmethod
     def from_json(cls, d: Mapping) -> ModelInfo:
         return cls(d["path"], d["sha256"], tuple(d.get("inputs", ())), tuple(d.get("outputs", ())),
-                   tuple(d.get("notes", ())), {k: tuple(v) for k, v in d.get("shapes", {}).items()})
+                   tuple(d.get("notes", ())), {k: tuple(v) for k, v in d.get("shapes", {}).items()},
+                   dict(d.get("fixed", {})))
 
 
 @dataclass(frozen=True)

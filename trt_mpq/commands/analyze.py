@@ -13,6 +13,7 @@ from ..data.images import load_preprocess
 from ..errors import ConfigError
 from ..measure import sensitivity
 from ..network.model import LoadedModel, load_model, parse_shapes
+from ..network.specialise import parse_fixed
 from ..network.units import UnitTable, find_units
 from ..precision import Precision
 from ..progress import Progress
@@ -35,6 +36,7 @@ class AnalyzeOptions:
     calib: str | None = None  # .npz/.npy file or folder, image folder, FILE.npz:input=x; None: generated data
     preprocess: str | None = None  # JSON/YAML preprocessing for image folders
     shapes: Shapes = field(default_factory=dict)  # fixed sizes of dynamic input dims (or "NAME:1x3x224x224")
+    fixed: Mapping[str, object] | Sequence[str] = field(default_factory=dict)  # input values ("sr=16000")
     precisions: tuple[Precision, ...] = (Precision.INT8, Precision.FP16)  # (or "int8,fp16")
     calibrator: str = "auto"  # max, percentile, entropy, mse, or auto: per unit, the one it measures best with
     weight_scales: str = "mse"  # INT8 weight scales: max, or mse (each channel clipped where its error is least)
@@ -48,6 +50,8 @@ class AnalyzeOptions:
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise the accepted forms once, here
         set_(self, "shapes", shapes_of(self.shapes))
+        items = self.fixed.items() if isinstance(self.fixed, Mapping) else self.fixed
+        set_(self, "fixed", {k: v.tolist() for k, v in parse_fixed(items).items()})
         if isinstance(self.precisions, str):
             set_(self, "precisions", Precision.parse_list(self.precisions))
         set_(self, "precisions", tuple(Precision(p) for p in self.precisions))
@@ -62,9 +66,10 @@ class AnalyzeOptions:
             raise ConfigError("--preprocess applies to an image folder given with --calib.")
 
 
-def inspect_model(model: str | Path, shapes: Shapes | Sequence[str] = ()) -> tuple[LoadedModel, UnitTable]:
+def inspect_model(model: str | Path, shapes: Shapes | Sequence[str] = (), fixed: Sequence[str] = ()
+                  ) -> tuple[LoadedModel, UnitTable]:
     """Load and normalise ``model``; return it with its units and the layers skipped (and why)."""
-    loaded = load_model(model, shapes_of(shapes))
+    loaded = load_model(model, shapes_of(shapes), parse_fixed(fixed))
     return loaded, find_units(loaded.proto, loaded.tensors)
 
 
@@ -83,7 +88,7 @@ def analyze(model: str | Path, out: str | Path, options: AnalyzeOptions = Analyz
     folder.check_writable()
     context = BackendContext(folder.root, options.batch, final=False)
     chosen = open_backend(options.backend, options.backend_options, context)
-    loaded = load_model(model, dict(options.shapes))
+    loaded = load_model(model, dict(options.shapes), dict(options.fixed))
     data = calibration_data(loaded, options)
     progress.log(f"backend: {chosen.backend.describe()}{chosen.log_line(options.backend)}")
     progress.log(f"calibration: {data.info['source']}, {data.num_samples} samples")

@@ -109,7 +109,7 @@ def fp16_overflow(model: onnx.ModelProto, unit: Unit, ranges: Ranges) -> list[st
 
 def _run_key(model: LoadedModel, dataset: Dataset, backend: Backend, settings: Settings) -> str:
     blob = json.dumps([__version__, METRICS_VERSION, model.sha256, dataset.fingerprint, backend.describe(),
-                       settings.to_json(), [i.describe() for i in model.inputs]], sort_keys=True)
+                       settings.to_json(), [i.describe() for i in model.inputs], model.fixed], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -303,7 +303,8 @@ def _analysis(model: LoadedModel, table: UnitTable, dataset: Dataset, backend: B
                      u.kind)
         for u in table.units)
     info = ModelInfo(str(model.path), model.sha256, tuple(i.describe() for i in model.inputs),
-                     tuple(o.describe() for o in model.outputs), tuple(model.notes), dict(model.shapes))
+                     tuple(o.describe() for o in model.outputs), tuple(model.notes), dict(model.shapes),
+                     dict(model.fixed))
     calibration = Calibration(dataset.record(), settings.calibrator, dataset.effective_batch(settings.batch),
                               settings.weight_scales, settings.bias_correction)
     return Analysis(info, backend.record(), settings.precisions, calibration, units, tuple(table.skipped),

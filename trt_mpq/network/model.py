@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from onnx import external_data_helper, numpy_helper
 from ..errors import ConfigError, ModelError
 from .graph import walk_nodes
 from .shapes import TensorTable, infer_tensors
+from .specialise import parse_fixed, specialise
 
 MIN_OPSET = 13
 QUANTIZED_OPS = {
@@ -67,6 +69,7 @@ class LoadedModel:
     outputs: list[TensorSpec]
     notes: list[str] = field(default_factory=list)
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # the --shape overrides applied
+    fixed: dict[str, list] = field(default_factory=dict)  # the --fix input values applied (see specialise)
 
     def input(self, name: str) -> TensorSpec:
         return next(i for i in self.inputs if i.name == name)
@@ -278,8 +281,10 @@ def _apply_shapes(model: onnx.ModelProto, inputs: list[TensorSpec], shapes: dict
                 d.dim_value = want
 
 
-def load_model(path: str | Path, shapes: dict[str, tuple[int, ...]] | None = None) -> LoadedModel:
-    """Load, validate and normalise an FP32 ONNX model; raise ModelError/ConfigError with a user message."""
+def load_model(path: str | Path, shapes: dict[str, tuple[int, ...]] | None = None,
+               fixed: Mapping[str, object] | None = None) -> LoadedModel:
+    """Load, validate and normalise an FP32 ONNX model; raise ModelError/ConfigError with a user message.
+    ``fixed``: input values the deployment always feeds; the model is specialised on them (network.specialise)."""
     path = Path(path)
     model, ext = _read(path)
     _check_fp32(model, path)
@@ -296,6 +301,11 @@ def load_model(path: str | Path, shapes: dict[str, tuple[int, ...]] | None = Non
         changed = step(model.graph)
         if changed:
             notes.append(said.format(changed))
+        if step is _constants_to_initializers and fixed:  # conditions may read Constant nodes: after them
+            values = parse_fixed(fixed.items())
+            inlined = specialise(model, values)
+            notes.append(f"inputs {', '.join(values)} fixed by --fix; {inlined} If node(s) replaced by the branch "
+                         "they take (the engine built from this model has no such inputs)")
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < MIN_OPSET:
         try:
@@ -312,4 +322,5 @@ def load_model(path: str | Path, shapes: dict[str, tuple[int, ...]] | None = Non
         _apply_shapes(model, inputs, shapes)
         inputs = [_spec(vi) for vi in model.graph.input if vi.name not in init_names]
     outputs = [_spec(vi) for vi in model.graph.output]
-    return LoadedModel(model, path, file_sha256(path, *ext), inputs, outputs, notes, dict(shapes or {}))
+    fixed_json = {k: np.asarray(v).tolist() for k, v in parse_fixed((fixed or {}).items()).items()}
+    return LoadedModel(model, path, file_sha256(path, *ext), inputs, outputs, notes, dict(shapes or {}), fixed_json)
