@@ -190,6 +190,10 @@ def test_realised_precision_reads_each_units_own_input_and_admits_what_it_cannot
         # conv2's kernel lists the residual (FP32 here) first; its own input is the quantized r1
         {"Name": "conv2 + relu2 + add + relu3",
          "Inputs": [tensor("r1_residual", "FP32"), tensor("r1_quantized", "Int8")]},
+        # what serves conv2's layer reads its output, not its input: it must not overwrite conv2's type
+        {"Name": "Reformatting CopyNode for Output Tensor 0 to conv2 + relu2 + add + relu3",
+         "Inputs": [tensor("r2", "FP16")]},
+        {"Name": "reshape_after_conv2", "Inputs": [tensor("r2", "FP32")]},
         {"Name": "{ForeignNode[gap...fc]}", "Inputs": [tensor("r3", "FP16")]},  # one Myelin region, two units
         {"Name": "conv1 + bn1 + relu1", "Inputs": [{"Name": "x", "Format/Datatype": "N/A due to dynamic shapes"}]},
     ]}

@@ -68,3 +68,31 @@ def test_mse_weight_scales_never_quantize_worse_than_max():
         q = np.clip(np.round(w / s), -INT8_MAX - 1, INT8_MAX) * s
         errs[method] = ((w - q) ** 2).reshape(16, -1).sum(1)
     assert np.all(errs["mse"] <= errs["max"] + 1e-12) and errs["mse"].sum() < errs["max"].sum()
+
+
+def test_bias_correction_fills_an_empty_bias_input_and_leaves_a_gemm_that_ignores_c():
+    import onnx
+
+    rng = np.random.default_rng(3)
+    w = rng.normal(size=(8, 4)).astype(np.float32)
+    for beta, c in ((1.0, ""), (0.0, "")):
+        node = helper.make_node("Gemm", ["x", "w", c], ["y"], "fc", beta=beta)
+        graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+                                  [numpy_helper.from_array(w, "w")])
+        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+        units = find_units(m).units
+        col = RangeCollector("max", ["x"], ["x"], {"x": -1}, bias_correction=True)
+        x = rng.uniform(0, 1, size=(16, 8)).astype(np.float32)
+        col.update_max({"x": x})
+        low = lower(m, units, Plan.of({"fc": Precision.INT8}), col.result())
+        onnx.checker.check_model(low)  # Gemm keeps 3 inputs at most
+        fc = next(n for n in low.graph.node if n.op_type == "Gemm")
+        assert len(fc.input) == 3 and (fc.input[2] != "") == (beta != 0)
+        assert np.all(np.isfinite(_run_xy(low, x[:2])))
+
+
+def _run_xy(m, x):
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(m.SerializeToString(), so).run(None, {"x": x})[0]

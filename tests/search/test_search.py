@@ -84,11 +84,13 @@ def test_an_embedding_lookup_costs_the_rows_it_reads_not_its_table():
     units = find_units(m).units
     cost = cost_model(m, units, "t4", 1)
     lookup = cost.costs["embed"]
-    assert lookup.weight_elems == 2 * 4 * 8  # 8 of the 50 rows, per id: what the Gather returns
+    assert lookup.weights_read == 2 * 4 * 8 and lookup.weight_elems == 50 * 8  # rows read; the table's size
     big = builders.embedding_residual()
     table = next(t for t in big.graph.initializer if t.name == "table")
     table.CopyFrom(builders.init("table", np.zeros((50_000, 8), np.float32)))
-    assert cost_model(big, find_units(big).units, "t4", 1).costs["embed"].weight_elems == lookup.weight_elems
+    big_cost = cost_model(big, find_units(big).units, "t4", 1)
+    assert big_cost.unit_seconds("embed", P.FP16) == cost.unit_seconds("embed", P.FP16)  # time: the rows read
+    assert big_cost.costs["embed"].weight_elems == 50_000 * 8  # size (--max-size-mb): the whole table
 
 
 def test_search_returns_a_measured_passing_mix_and_logs_every_step():

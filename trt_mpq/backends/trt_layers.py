@@ -187,7 +187,10 @@ def realized(data, units: Iterable[Unit], source: str = "the engine's layer info
     for layer in layers:
         if not isinstance(layer, dict):
             continue
-        nodes = _ONNX_LAYER.findall(str(layer.get("Metadata", ""))) or nodes_in_name(str(layer.get("Name", "")), order)
+        name = str(layer.get("Name", ""))
+        if _REFORMAT.match(name) or name.startswith(_ADDED):  # it serves a unit's layer; it reads that output
+            continue
+        nodes = _ONNX_LAYER.findall(str(layer.get("Metadata", ""))) or nodes_in_name(name, order)
         inputs = [t for t in layer.get("Inputs", []) if isinstance(t, dict)]
         covered = [u for u in units if u.name in nodes]
         if not inputs or not covered:

@@ -176,6 +176,8 @@ def measure_unit(sub: onnx.ModelProto, unit: Unit, precisions: Sequence[Precisio
     options = dict(int8_options or {}) if Precision.INT8 in precisions else {}
     variants: dict[tuple[Precision, str], Ranges] = {
         (p, ""): ranges for p in precisions if not (p is Precision.INT8 and len(options) > 1)}
+    if len(options) == 1:  # every method within 1 % of max: max it is, recorded like any choice
+        variants[(Precision.INT8, "")] = options["max"]
     if len(options) > 1:
         variants.update({(Precision.INT8, m): r for m, r in options.items()})
     screen = max(1, round(len(samples_per_batch) / 4)) if len(options) > 2 else -1
@@ -198,6 +200,9 @@ def measure_unit(sub: onnx.ModelProto, unit: Unit, precisions: Sequence[Precisio
             for key, (session, produced) in sessions.items():
                 deltas[key].update(ref, {**ref, **session.run(feeds, produced)}, count)
     results = {p: deltas[(p, "")].record() for p, m in sessions if m == ""}
+    if len(options) == 1:
+        results[Precision.INT8] = results[Precision.INT8].with_thresholds({t: "max" for t in deciding},
+                                                                          results[Precision.INT8].nmse)
     if len(options) > 1:
         kept = {m: deltas[(Precision.INT8, m)].record() for p, m in sessions if p is Precision.INT8}
         method = min(kept, key=lambda m: (kept[m].severity, m != "max"))

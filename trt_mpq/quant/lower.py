@@ -96,6 +96,8 @@ class _Rewriter:
         name = f"{unit.name}_corrected_bias"
         if main.op_type in ("Conv", "Gemm"):
             beta = next((a.f for a in main.attribute if a.name == "beta"), 1.0) if main.op_type == "Gemm" else 1.0
+            if beta == 0:  # Gemm ignores C: nothing to correct through it
+                return
             if len(main.input) > 2 and main.input[2]:
                 old = self.inits.get(main.input[2])
                 if old is None or beta == 0 or old.data_type != TensorProto.FLOAT:
@@ -105,7 +107,11 @@ class _Rewriter:
                     return
                 main.input[2] = self._add_init((b - (shift / beta).reshape(b.shape)).astype(np.float32), name)
             else:
-                main.input.append(self._add_init((-shift / beta).astype(np.float32), name))
+                bias = self._add_init((-shift / beta).astype(np.float32), name)
+                if len(main.input) > 2:  # an empty optional input: fill it
+                    main.input[2] = bias
+                else:
+                    main.input.append(bias)
             return
         members = {self.node_by_name[n].name: self.node_by_name[n] for n in unit.nodes}
         for node in members.values():  # MatMul: the bias Add right after it

@@ -9,6 +9,7 @@ histogram exists every method's threshold is computed from it, so a tensor's can
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
@@ -158,10 +159,24 @@ def int8_scale(amax: float) -> float:
 WEIGHT_SCALES = ("max", "mse")
 
 
+_MSE_SCALES: dict[tuple, np.ndarray] = {}  # (weight digest, axis) -> scales: lowering runs for every candidate
+
+
 def weight_scales(w: np.ndarray, axis: int | None, method: str = "max") -> np.ndarray:
     """Symmetric per-channel (or per-tensor when ``axis`` is None) scales for a weight: ``max`` maps each
     channel's largest |w| to 127; ``mse`` clips each channel where its quantization error is least (a grid of
-    clip ratios from 0.5 to 1)."""
+    clip ratios from 0.5 to 1; computed once per weight and cached)."""
+    if method == "mse" and w.size:
+        key = (hashlib.blake2b(np.ascontiguousarray(w).tobytes(), digest_size=16).digest(), w.shape, axis)
+        if key not in _MSE_SCALES:
+            if len(_MSE_SCALES) > 4096:
+                _MSE_SCALES.clear()
+            _MSE_SCALES[key] = _scales(w, axis, "mse")
+        return _MSE_SCALES[key].copy()
+    return _scales(w, axis, method)
+
+
+def _scales(w: np.ndarray, axis: int | None, method: str) -> np.ndarray:
     a = np.abs(w.astype(np.float32))
     if axis is None:
         amax = np.array(a.max() if a.size else 0.0, dtype=np.float32)
@@ -312,7 +327,10 @@ class RangeCollector:
 
     def result(self) -> Ranges:
         absmax = {n: m.value for n, m in self.maxima.items()}
-        candidates = {n: {"max": absmax[n], **{m: fn(h) for m, fn in THRESHOLDS.items()}}
+        # auto chooses among every method's threshold; a fixed calibrator needs only its own (and max)
+        fns = THRESHOLDS if self.calibrator == "auto" else \
+            {m: f for m, f in THRESHOLDS.items() if m == self.calibrator}
+        candidates = {n: {"max": absmax[n], **{m: fn(h) for m, fn in fns.items()}}
                       for n, h in self.hists.items()}
         start = AUTO_START if self.calibrator == "auto" else self.calibrator
         amax = {n: candidates[n][start] if n in candidates else absmax[n] for n in self.quantized}

@@ -138,6 +138,7 @@ class UnitCost:
     weight_elems: float
     boundary_elems: dict[str, float]  # tensor -> elements, for every tensor entering or leaving the unit
     channels: tuple[int, int] | None = None  # see _channels
+    weights_read: float | None = None  # weight elements a run reads, when not all of them (a table lookup)
 
 
 @dataclass(frozen=True)
@@ -188,7 +189,8 @@ class CostModel:
         c = self.costs[unit]
         size = ELEMENT_BYTES[p]
         compute = c.flops * _padding(c.channels, p) / (self.target.peak(p) * COMPUTE_EFF)
-        memory = (c.activation_elems * size + c.weight_elems * size) / (self.target.bandwidth_gbs * 1e9 * MEMORY_EFF)
+        read = c.weight_elems if c.weights_read is None else c.weights_read
+        memory = (c.activation_elems * size + read * size) / (self.target.bandwidth_gbs * 1e9 * MEMORY_EFF)
         return max(compute, memory) + OVERLAP_LOSS * min(compute, memory) + KERNEL_US * 1e-6
 
     def reformat_seconds(self, elems: float) -> float:
@@ -234,12 +236,12 @@ def cost_model(model: onnx.ModelProto, units: list[Unit], target: str, batch: in
                               "pass --shape for the dynamic inputs when analysing.")
         elems = {t: batch * float(np.prod(shapes[t])) for t in moved}
         weights = sum(float(np.prod(shapes[n])) for node in u.nodes for n in by_name[node].input if n in inits)
-        if main.op_type == "Gather":  # a table lookup reads the rows it returns, not the whole table
-            weights = elems[u.outputs[0]]
+        # a table lookup reads the rows it returns, not the whole table (which still counts for the size)
+        read = elems[u.outputs[0]] if main.op_type == "Gather" else None
         if main.output[0] not in shapes:  # inside the unit: the epilogue keeps the main op's shape
             shapes[main.output[0]] = shapes[u.outputs[0]]
         costs[u.name] = UnitCost(batch * _flops(main, shapes), sum(elems.values()), weights, elems,
-                                 _channels(main, shapes))
+                                 _channels(main, shapes), read)
         for t in u.casts:
             if source(t) in producer_unit:
                 edges.append((producer_unit[source(t)], u.name, elems[t]))
