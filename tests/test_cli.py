@@ -185,3 +185,14 @@ def test_fix_specialises_the_model_for_analyze_and_plan(capsys, tmp_path):
     assert code == 0, err
     code, _, err = run(capsys, "analyze", path, "--out", tmp_path / "bad", "--fix", "rate=1", "--quiet")
     assert code == 2 and "not an input of the model" in err
+
+
+def test_run_checks_its_typing_before_the_analysis(tmp_path):
+    import trt_mpq
+    from trt_mpq.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--typing must be strong or weak"):
+        trt_mpq.run(tmp_path / "m.onnx", tmp_path / "out", trt_mpq.AnalyzeOptions(),
+                    trt_mpq.PlanOptions(eval=str(tmp_path / "e.npz"), budget=trt_mpq.Budget(max_drop=0.1)),
+                    typing="wek")
+    assert not (tmp_path / "out").exists()

@@ -135,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created; resumable cache inside)")
     _analysis_args(p)
     _plan_args(p)
+    p.add_argument("--typing", default="strong", choices=["strong", "weak"],
+                   help="with --backend tensorrt, how the final engine is built (see 'build --help')")
     return parser
 
 
@@ -279,7 +281,7 @@ def _run(args: argparse.Namespace) -> int:
             print_analysis(analysis, out, top=args.top)
             return 0
         plan_options = _plan_options(args)  # bad plan inputs fail before the long analysis, not after it
-        result = run(args.model, args.out, _analyze_options(args), plan_options, progress)
+        result = run(args.model, args.out, _analyze_options(args), plan_options, progress, args.typing)
         progress.stop()
         print_analysis(result.analysis, out, top=10)
         print_plan(result.report, args.out)

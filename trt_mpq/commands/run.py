@@ -3,7 +3,7 @@ engines, the engine with its planned-vs-realised check. Finished work is resumed
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..artifacts import Analysis, BuildResult, PlanReport
@@ -24,10 +24,12 @@ class RunResult:
 
 
 def run(model: str | Path, out: str | Path, analyze_options: AnalyzeOptions, plan_options: PlanOptions,
-        progress: Progress | None = None) -> RunResult:
+        progress: Progress | None = None, typing: str = "strong") -> RunResult:
     """Analyse ``model`` into ``out``, plan the fastest mix that meets ``plan_options.budget`` on the evaluation
-    data, and build the engine where the backend can (then check what it realised)."""
+    data, and build the engine where the backend can (then check what it realised); ``typing``: how that
+    engine is built (strong, or weak for TensorRT 10.x, see ``BuildOptions``)."""
     progress = progress or Progress()
+    build_options = BuildOptions(typing=typing)  # checked now, not after the long analysis
     if not data_file(plan_options.eval).exists():  # bad plan inputs fail before the long analysis, not after it
         raise DataError(f"evaluation data '{plan_options.eval}' does not exist.")
     analysis = analyze(model, out, analyze_options, progress)
@@ -35,5 +37,5 @@ def run(model: str | Path, out: str | Path, analyze_options: AnalyzeOptions, pla
     report = plan(out, plan_options, progress)
     engine = None
     if backend_class(analysis.backend.name).builds_engines:
-        engine = build(out, BuildOptions(backend=analysis.backend.name), progress)
+        engine = build(out, replace(build_options, backend=analysis.backend.name), progress)
     return RunResult(analysis, report, engine)
