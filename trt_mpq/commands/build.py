@@ -22,6 +22,7 @@ from ..progress import Progress
 from ..report.html import render
 from .check import compare
 from .opened import read_analysis
+from .trtexec import layer_pins
 
 TYPINGS = ("strong", "weak")
 
@@ -43,11 +44,9 @@ class BuildOptions:
 
 
 def weak_pins(plan_doc: dict) -> dict[str, Precision]:
-    """Layer name (= ONNX node name) -> precision for every node of the plan's FP16 and FP32 units; the INT8
-    units are left to their Q/DQ."""
+    """``layer_pins`` of the units in plan.json."""
     try:
-        return {n: Precision(u["precision"]) for u in plan_doc["units"] if u["precision"] != "int8"
-                for n in u["nodes"]}
+        return layer_pins((u["nodes"], Precision(u["precision"])) for u in plan_doc["units"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"the plan is damaged ({exc}); run plan again.") from None
 

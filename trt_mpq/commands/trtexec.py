@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -51,16 +51,17 @@ def shape_flags(inputs: Sequence[TensorSpec], sample: Mapping[str, np.ndarray], 
     return " \\\n        " + " ".join(flags)
 
 
+def layer_pins(units: Iterable[tuple[Sequence[str], Precision]]) -> dict[str, Precision]:
+    """Layer (= ONNX node) name -> precision for every node of the FP16 and FP32 units, given as (nodes,
+    precision); the INT8 units are left to their Q/DQ. Weak typing pins these (trtexec and ``build``)."""
+    return {n: p for nodes, p in units if p is not Precision.INT8 for n in nodes}
+
+
 def weak_pins(units: Sequence[Unit], plan: Plan) -> tuple[str, list[str]]:
-    """``node:fp16,...`` for every node of the FP16 and FP32 units, and the nodes whose names cannot be pinned."""
-    pins, skipped = [], []
-    for u in units:
-        p = plan.get(u.name, Precision.FP32)
-        if p is Precision.INT8:
-            continue
-        for node in u.nodes:
-            (skipped if any(c in node for c in UNPINNABLE) else pins).append(f"{node}:{p.value}")
-    return ",".join(pins), skipped
+    """``node:fp16,...`` for trtexec, and the nodes whose names it cannot take."""
+    pins = layer_pins((u.nodes, plan.get(u.name, Precision.FP32)) for u in units)
+    ok = [f"{n}:{p.value}" for n, p in pins.items() if not any(c in n for c in UNPINNABLE)]
+    return ",".join(ok), [f"{n}:{p.value}" for n, p in pins.items() if any(c in n for c in UNPINNABLE)]
 
 
 def trtexec_text(onnx_name: str, weak_onnx_name: str, inputs: Sequence[TensorSpec],

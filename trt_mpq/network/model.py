@@ -294,6 +294,7 @@ def load_model(path: str | Path, shapes: dict[str, tuple[int, ...]] | None = Non
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unknown reason"
         raise ModelError(f"'{path}' is not a valid ONNX model: {first}") from None
     notes: list[str] = []
+    values = parse_fixed((fixed or {}).items())
     for step, said in ((_constants_to_initializers, "{} Constant nodes were turned into initializers"),
                        (_fold_constant_identities, "{} Identity nodes of initializers were folded into initializers"),
                        (_negative_dims_to_dynamic, "{} input/output dims written as -1 were read as dynamic"),
@@ -301,8 +302,7 @@ def load_model(path: str | Path, shapes: dict[str, tuple[int, ...]] | None = Non
         changed = step(model.graph)
         if changed:
             notes.append(said.format(changed))
-        if step is _constants_to_initializers and fixed:  # conditions may read Constant nodes: after them
-            values = parse_fixed(fixed.items())
+        if step is _constants_to_initializers and values:  # conditions may read Constant nodes: after them
             inlined = specialise(model, values)
             notes.append(f"inputs {', '.join(values)} fixed by --fix; {inlined} If node(s) replaced by the branch "
                          "they take (the engine built from this model has no such inputs)")
@@ -322,5 +322,5 @@ def load_model(path: str | Path, shapes: dict[str, tuple[int, ...]] | None = Non
         _apply_shapes(model, inputs, shapes)
         inputs = [_spec(vi) for vi in model.graph.input if vi.name not in init_names]
     outputs = [_spec(vi) for vi in model.graph.output]
-    fixed_json = {k: np.asarray(v).tolist() for k, v in parse_fixed((fixed or {}).items()).items()}
+    fixed_json = {k: v.tolist() for k, v in values.items()}
     return LoadedModel(model, path, file_sha256(path, *ext), inputs, outputs, notes, dict(shapes or {}), fixed_json)

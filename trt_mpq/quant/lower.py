@@ -113,8 +113,7 @@ class _Rewriter:
                 else:
                     main.input.append(bias)
             return
-        members = {self.node_by_name[n].name: self.node_by_name[n] for n in unit.nodes}
-        for node in members.values():  # MatMul: the bias Add right after it
+        for node in (self.node_by_name[n] for n in unit.nodes):  # MatMul: the bias Add right after it
             if node.op_type == "Add" and main.output[0] in node.input:
                 k = 1 - list(node.input).index(main.output[0])
                 old = self.inits.get(node.input[k])
