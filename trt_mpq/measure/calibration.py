@@ -12,7 +12,30 @@ from ..data.datasets import Dataset
 from ..network.model import LoadedModel
 from ..network.units import Unit
 from ..progress import Progress
+from ..quant.bias import CHANNEL_AXIS
 from ..quant.ranges import RangeCollector, Ranges
+
+
+def channel_axes(units: Sequence[Unit]) -> dict[str, int]:
+    """The input of each weight unit bias correction covers, with the axis its weight contracts."""
+    return {u.activations[0]: CHANNEL_AXIS[u.main_op] for u in units
+            if u.weight is not None and u.activations and u.main_op in CHANNEL_AXIS}
+
+
+def probe_model(model: LoadedModel, names: Sequence[str]) -> tuple[onnx.ModelProto, list[str]]:
+    """The model with ``names`` made outputs too (typed: TensorRT's parser wants them), and which of them a
+    run can return (graph inputs are fed, not computed)."""
+    graph_inputs = {i.name for i in model.proto.graph.input}
+    outputs = {o.name for o in model.proto.graph.output}
+    fetch = [n for n in dict.fromkeys(names) if n not in graph_inputs]
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model.proto)
+    elem = {k: v for k, v in model.tensors.types.items() if v}
+    for name in fetch:
+        if name not in outputs:
+            probe.graph.output.append(onnx.helper.make_tensor_value_info(name, elem[name], None) if name in elem
+                                      else onnx.ValueInfoProto(name=name))
+    return probe, fetch
 
 
 def calibrate(model: LoadedModel, units: Sequence[Unit], dataset: Dataset, backend: Backend,
@@ -20,19 +43,10 @@ def calibrate(model: LoadedModel, units: Sequence[Unit], dataset: Dataset, backe
               progress: Progress | None = None) -> Ranges:
     """Ranges of the INT8 inputs of ``units``: one pass for the maxima (and channel means), one for the
     histograms (the model runs twice rather than keeping activations)."""
-    from .sensitivity import channel_axes
-
     progress = progress or Progress()
     quantized = list(dict.fromkeys(a for u in units for a in u.activations))
     collector = RangeCollector(calibrator, quantized, quantized, channel_axes(units), weight_scales, bias_correction)
-    graph_inputs = {i.name for i in model.proto.graph.input}
-    outputs = {o.name for o in model.proto.graph.output}
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model.proto)
-    for name in quantized:
-        if name not in graph_inputs and name not in outputs:
-            probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    fetch = [n for n in quantized if n not in graph_inputs]
+    probe, fetch = probe_model(model, quantized)
     passes = 2 if collector.needs_histograms else 1
     spans = dataset.spans(batch)
     progress.start("calibration", passes * len(spans))

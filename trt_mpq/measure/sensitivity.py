@@ -36,9 +36,9 @@ from ..network.model import LoadedModel
 from ..network.units import Unit, UnitTable, find_units
 from ..precision import Plan, Precision
 from ..progress import Progress
-from ..quant.bias import CHANNEL_AXIS
 from ..quant.lower import lower
 from ..quant.ranges import FP16_MAX, RangeCollector, Ranges
+from .calibration import channel_axes, probe_model
 from .journal import Journal
 from .output_delta import OutputDelta
 from .store import ActivationStore
@@ -113,12 +113,6 @@ def _run_key(model: LoadedModel, dataset: Dataset, backend: Backend, settings: S
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def channel_axes(units: Sequence[Unit]) -> dict[str, int]:
-    """The input of each weight unit bias correction covers, with the axis its weight contracts."""
-    return {u.activations[0]: CHANNEL_AXIS[u.main_op] for u in units
-            if u.weight is not None and u.activations and u.main_op in CHANNEL_AXIS}
-
-
 def collect(model: LoadedModel, table: UnitTable, regions: list[UnitRegion], dataset: Dataset, backend: Backend,
             settings: Settings, store: ActivationStore, progress: Progress) -> Ranges:
     """FP32 pass: fill the activation store (frontiers + reference outputs) and calibrate ranges."""
@@ -128,14 +122,8 @@ def collect(model: LoadedModel, table: UnitTable, regions: list[UnitRegion], dat
     quantized = [a for u in table.units for a in u.activations]
     collector = RangeCollector(settings.calibrator, observed, quantized, channel_axes(table.units),
                                settings.weight_scales, settings.bias_correction)
-    graph_inputs = {i.name for i in model.proto.graph.input}  # fed, not computed (TensorRT can't output them)
-    extra = [n for n in dict.fromkeys(stored + observed) if n not in outputs and n not in graph_inputs]
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model.proto)
-    elem = {k: v for k, v in model.tensors.types.items() if v}  # typed outputs: TensorRT's parser wants them
-    for name in extra:
-        probe.graph.output.append(onnx.helper.make_tensor_value_info(name, elem[name], None) if name in elem
-                                  else onnx.ValueInfoProto(name=name))
+    probe, fetched = probe_model(model, stored + observed)
+    extra = [n for n in fetched if n not in outputs]
     spans = dataset.spans(settings.batch)
     progress.start("FP32 reference and ranges", len(spans) * (2 if collector.needs_histograms else 1))
     store.reset()
@@ -175,11 +163,8 @@ def measure_unit(sub: onnx.ModelProto, unit: Unit, precisions: Sequence[Precisio
     under two full runs); the result names the method per tensor."""
     options = dict(int8_options or {}) if Precision.INT8 in precisions else {}
     variants: dict[tuple[Precision, str], Ranges] = {
-        (p, ""): ranges for p in precisions if not (p is Precision.INT8 and len(options) > 1)}
-    if len(options) == 1:  # every method within 1 % of max: max it is, recorded like any choice
-        variants[(Precision.INT8, "")] = options["max"]
-    if len(options) > 1:
-        variants.update({(Precision.INT8, m): r for m, r in options.items()})
+        (p, ""): ranges for p in precisions if not (p is Precision.INT8 and options)}
+    variants.update({(Precision.INT8, m): r for m, r in options.items()})  # one: every method within 1 % of max
     screen = max(1, round(len(samples_per_batch) / 4)) if len(options) > 2 else -1
     with contextlib.ExitStack() as stack:
         sessions, deltas = {}, {}
@@ -200,10 +185,7 @@ def measure_unit(sub: onnx.ModelProto, unit: Unit, precisions: Sequence[Precisio
             for key, (session, produced) in sessions.items():
                 deltas[key].update(ref, {**ref, **session.run(feeds, produced)}, count)
     results = {p: deltas[(p, "")].record() for p, m in sessions if m == ""}
-    if len(options) == 1:
-        results[Precision.INT8] = results[Precision.INT8].with_thresholds({t: "max" for t in deciding},
-                                                                          results[Precision.INT8].nmse)
-    if len(options) > 1:
+    if options:
         kept = {m: deltas[(Precision.INT8, m)].record() for p, m in sessions if p is Precision.INT8}
         method = min(kept, key=lambda m: (kept[m].severity, m != "max"))
         results[Precision.INT8] = kept[method].with_thresholds({t: method for t in deciding}, kept["max"].nmse)

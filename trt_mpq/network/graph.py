@@ -9,6 +9,11 @@ import numpy as np
 import onnx
 
 
+def attributes(node: onnx.NodeProto) -> dict:
+    """A node's attributes by name, as Python values."""
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
 def named_subgraphs(node: onnx.NodeProto) -> list[tuple[str, onnx.GraphProto]]:
     """(attribute name, graph) for the graphs a node holds (If branches, Loop/Scan bodies)."""
     out = []

@@ -15,7 +15,7 @@ import onnx
 
 from ..artifacts import SkippedLayer as Skipped
 from ..precision import Precision
-from .graph import constant_names, consumers, named_subgraphs
+from .graph import attributes, constant_names, consumers, named_subgraphs
 from .shapes import TensorTable, infer_tensors
 
 MAIN_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -59,7 +59,7 @@ class UnitTable:
 def _weight_axis(node: onnx.NodeProto, weight: onnx.TensorProto, weight_pos: int) -> int | None:
     """The output-channel axis TensorRT accepts for per-channel weight scales, None for per-tensor."""
     rank = len(weight.dims)
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    attrs = attributes(node)
     if node.op_type == "Conv":
         return 0
     if node.op_type == "ConvTranspose":

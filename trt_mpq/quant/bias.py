@@ -9,18 +9,16 @@ from collections.abc import Sequence
 import numpy as np
 import onnx
 
+from ..network.graph import attributes
+
 CHANNEL_AXIS = {"Conv": 1, "Gemm": -1, "MatMul": -1}  # the input axis a weight contracts
-
-
-def _attrs(node: onnx.NodeProto) -> dict:
-    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
 
 def output_shift(node: onnx.NodeProto, delta: np.ndarray, weight_pos: int, mean: Sequence[float]) -> np.ndarray | None:
     """The expected change of each output channel when the weight at ``weight_pos`` changes by ``delta`` and the
     other input has per-channel ``mean``; None where the op or layout is not covered."""
     d, m = delta.astype(np.float64), np.asarray(mean, np.float64)
-    attrs = _attrs(node)
+    attrs = attributes(node)
     if node.op_type == "Conv" and weight_pos == 1 and d.ndim >= 3:
         group = int(attrs.get("group", 1))
         cout, cin_g = d.shape[:2]

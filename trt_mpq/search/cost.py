@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 
 from ..errors import ConfigError
-from ..network.graph import consumers, producers
+from ..network.graph import attributes, consumers, producers
 from ..network.shapes import TensorTable, infer_tensors
 from ..network.units import Unit
 from ..precision import Precision
@@ -85,7 +85,7 @@ def gpu(name: str) -> Gpu:
 
 
 def _flops(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]]) -> float:
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    attrs = attributes(node)
     out = shapes.get(node.output[0])
     w = shapes.get(node.input[1]) if len(node.input) > 1 else None
     if out is None or w is None:
@@ -111,7 +111,7 @@ def _channels(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]]) -> tuple
     """(input channels, output channels) a Tensor Core kernel tiles over: a dense Conv's, or a GEMM's K and N;
     None for depthwise/grouped convolutions (CUDA-core kernels) and what has no weight."""
     w = shapes.get(node.input[1]) if len(node.input) > 1 else None
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    attrs = attributes(node)
     if not w or len(w) < 2:
         return None
     if node.op_type == "Conv":
