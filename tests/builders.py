@@ -190,3 +190,18 @@ def embedding_residual(seed: int = 0) -> onnx.ModelProto:
              helper.make_node("Add", ["emb", "rx"], ["sum"], "residual")]
     return model(nodes, [helper.make_tensor_value_info("ids", TensorProto.INT64, [2, 4]), fvi("x", [2, 4, 8])],
                  [fvi("sum", [2, 4, 8]), helper.make_tensor_value_info("first", TensorProto.INT64, [1])], inits)
+
+
+def norm_fanout(seed: int = 0) -> onnx.ModelProto:
+    """A LayerNorm read by two weight MatMuls and a residual Add of both, then a ReLU-free Add with the norm:
+    x [2, 4, 8] -> y [2, 4, 8]; units: the norm, two GEMMs, the residual regions."""
+    r = _rng(seed)
+    nodes = [helper.make_node("LayerNormalization", ["x", "g", "b"], ["n"], "norm", axis=-1),
+             helper.make_node("MatMul", ["n", "wa"], ["a"], "proj_a"),
+             helper.make_node("MatMul", ["n", "wb"], ["bb"], "proj_b"),
+             helper.make_node("Add", ["a", "bb"], ["s"], "join"),
+             helper.make_node("Add", ["s", "n"], ["y"], "skip")]
+    inits = [init("g", np.ones(8, np.float32)), init("b", np.zeros(8, np.float32)),
+             init("wa", (r.standard_normal((8, 8)) / 3).astype(np.float32)),
+             init("wb", (r.standard_normal((8, 8)) / 3).astype(np.float32))]
+    return model(nodes, [fvi("x", [2, 4, 8])], [fvi("y", [2, 4, 8])], inits, opset=17)

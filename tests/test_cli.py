@@ -196,3 +196,27 @@ def test_run_checks_its_typing_before_the_analysis(tmp_path):
                     trt_mpq.PlanOptions(eval=str(tmp_path / "e.npz"), budget=trt_mpq.Budget(max_drop=0.1)),
                     typing="wek")
     assert not (tmp_path / "out").exists()
+
+
+def test_plan_preprocesses_evaluation_images_as_the_analysis_did(tmp_path, capsys):
+    """An image-folder analysis with --preprocess, then 'plan --eval folder' without it: the same pipeline."""
+    from PIL import Image
+
+    import builders
+
+    model = builders.save(builders.conv_bn_relu_residual(), tmp_path)
+    rng = np.random.default_rng(0)
+    for part, n in (("calib", 8), ("eval", 6)):
+        (tmp_path / part).mkdir()
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(tmp_path / part / f"{i}.png")
+    (tmp_path / "pre.json").write_text('{"resize": 8, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}')
+    out = tmp_path / "out"
+    assert main(["analyze", str(model), "--out", str(out), "--calib", str(tmp_path / "calib"), "--preprocess",
+                 str(tmp_path / "pre.json"), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["plan", str(out), "--eval", str(tmp_path / "eval"), "--metric", "cosine", "--max-drop", "0.5"]) == 0
+    assert "as the analysis did its calibration images" in capsys.readouterr().err
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["evaluation"]["preprocess"]["mean"] == [0.5, 0.5, 0.5]
+    assert plan["evaluation"]["preprocess"]["resize"] == 8

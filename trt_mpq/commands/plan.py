@@ -7,11 +7,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..artifacts import Budget, Look, Outcome, PlanReport
+from ..artifacts import Budget, DataInfo, Look, Outcome, PlanReport
 from ..backends import Backend, BackendContext, restore_backend
 from ..backends.trt_layers import ImportedLatency, attribute, read_layer_nodes, read_profile
 from ..data.datasets import load_dataset
-from ..data.images import load_preprocess
+from ..data.images import Preprocess, list_images, load_preprocess, parse_preprocess
 from ..errors import ConfigError
 from ..files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ..measure.task_metric import TASK_METRICS, TaskMetric, load_metric_fn
@@ -78,7 +78,7 @@ def plan(run_dir: str | Path, options: PlanOptions, progress: Progress | None = 
     start = time.perf_counter()
     opened = open_analysis(run_dir)
     analysis, model, units = opened.analysis, opened.model, opened.units
-    data = load_dataset(model, options.eval, load_preprocess(options.preprocess))
+    data = load_dataset(model, options.eval, _preprocess(options, analysis.calibration.data, progress))
     if data.fingerprint == analysis.calibration.data.fingerprint:
         raise ConfigError("the evaluation data is the calibration data; verify on held-out samples the analysis "
                           "did not see (the point is to prove the mix on data it was not tuned on).")
@@ -138,6 +138,17 @@ def plan(run_dir: str | Path, options: PlanOptions, progress: Progress | None = 
     atomic_write_json(folder.plan, report.plan_json())
     atomic_write_text(folder.report_html, render(report.to_json(), analysis))
     return report
+
+
+def _preprocess(options: PlanOptions, calibration: DataInfo, progress: Progress) -> Preprocess:
+    """--preprocess, or else the analysis's own for image folders: the same pipeline the ranges were taken with."""
+    images = Path(options.eval).is_dir() and list_images(Path(options.eval))
+    recorded = calibration.kind == "images" and "preprocess" in calibration.details
+    if options.preprocess is not None or not images or not recorded:
+        return load_preprocess(options.preprocess)
+    progress.log("preprocessing the evaluation images as the analysis did its calibration images "
+                 "(sensitivity.json); pass --preprocess to use another")
+    return parse_preprocess(dict(calibration.details["preprocess"]), "the analysis's recorded preprocessing")
 
 
 def confirmed(result: SearchResult, check, fp32_confirm: float, allowed: float | None, total_units: int,

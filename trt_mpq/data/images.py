@@ -68,14 +68,17 @@ def load_preprocess(path: str | Path | None) -> Preprocess:
             raw = json.loads(text)
     except Exception as exc:
         raise ConfigError(f"preprocessing file '{path}' could not be parsed: {str(exc).splitlines()[0]}") from None
+    return parse_preprocess(raw, f"preprocessing file '{path}'")
+
+
+def parse_preprocess(raw, where: str) -> Preprocess:
+    """Preprocessing from a mapping (a file's content, or what an analysis recorded); ``where`` names it."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"preprocessing file '{path}' must hold a mapping of keys to values.")
+        raise ConfigError(f"{where} must hold a mapping of keys to values.")
     allowed = {f.name for f in fields(Preprocess)}
     unknown = sorted(set(raw) - allowed)
     if unknown:
-        raise ConfigError(
-            f"preprocessing file '{path}' has unknown keys {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}."
-        )
+        raise ConfigError(f"{where} has unknown keys {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}.")
     layout = str(raw.get("layout", "nchw")).lower()
     color = str(raw.get("color", "rgb")).lower()
     if layout not in ("nchw", "nhwc"):

@@ -5,11 +5,12 @@ MEMORY_EFF)), plus OVERLAP_LOSS of the smaller of the two (kernels do not hide a
 overhead, where bytes_p counts its input and output activations and its
 weights at p's element size (FP32 4, FP16 2, INT8 1 byte). Tensor Core kernels pad channels to their tile (8
 for FP16, 32 for INT8, as TensorRT's vectorised formats), which a first convolution on 3 channels pays.
-A tensor that crosses between units of different precisions (or between a lowered unit and an FP32 op) pays a
-reformat: one read and one write plus a kernel overhead. The kernel overhead, the overlap loss and the padding
-were fitted on
-the one GPU truth there is, TensorRT's own A100 profile of ResNet-18 in FP16 (tests/backends/test_captures.py
-checks the fit). These are estimates, labelled so everywhere; they rank mixes, they do not replace a measurement.
+A tensor whose writer and readers run in different precisions pays a reformat kernel for each format the
+writer does not store (search.borders says which it can): it reads and writes the tensor at REFORMAT_EFF of the
+bandwidth, plus REFORMAT_US. The kernel overhead, the overlap loss and the padding were fitted on the one GPU
+truth there is, TensorRT's own A100 profile of ResNet-18 in FP16; the reformat cost on the 15 reformat and
+quantize kernels of its Q/DQ builds (tests/backends/test_captures.py checks both fits). These are estimates,
+labelled so everywhere; they rank mixes, they do not replace a measurement.
 
 Peak rates are the dense (non-sparse) figures of NVIDIA's public datasheets; FP32 is the CUDA-core rate
 (TF32 is off for the FP32 reference), FP16 and INT8 the Tensor Core rates.
@@ -28,15 +29,20 @@ from ..network.graph import attributes, consumers, producers
 from ..network.shapes import TensorTable, infer_tensors
 from ..network.units import Unit
 from ..precision import Precision
+from .borders import QUANTIZING_KINDS, Crossing, crossing_seconds
 
 COMPUTE_EFF = 0.6  # share of peak a good fused kernel reaches
 MEMORY_EFF = 0.7
 KERNEL_US = 6.0  # launch and tail of one fused kernel, fitted on the A100 FP16 capture (docs/results.md)
 OVERLAP_LOSS = 0.2  # share of the shorter of compute and memory time a kernel does not hide (same fit)
 CHANNEL_TILE = {Precision.FP16: 8, Precision.INT8: 32}  # Tensor Core channel granularity (TensorRT's formats)
-REFORMAT_US = 2.0
+REFORMAT_US = 8.0  # a reformat or quantize kernel's fixed cost, and the share of bandwidth it reaches: fitted on
+REFORMAT_EFF = 0.5  # the A100 Q/DQ captures' 15 reformats, 0.72-1.30x of the measured times (median 0.98)
 # Ops TensorRT moves Q/DQ (and casts) across, so a precision flows through them without a reformat.
 TRANSPARENT = {"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Slice"}
+# Readers outside every unit that need no format of their own: Shape and Size read only dimensions; a comparison
+# that makes a mask (IsNaN on a Softmax's output) joins the pointwise kernel of the cast before it.
+FORMAT_FREE = {"Shape", "Size", "IsNaN", "IsInf", "Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual"}
 ELEMENT_BYTES = {Precision.FP32: 4, Precision.FP16: 2, Precision.INT8: 1}
 
 
@@ -148,8 +154,7 @@ class CostModel:
 
     target: Gpu
     costs: Mapping[str, UnitCost]
-    edges: tuple[tuple[str, str, float], ...]  # (producer unit, consumer unit, elements) between units
-    loose: Mapping[str, float]  # unit -> elements it exchanges with FP32 ops / graph inputs / outputs
+    crossings: tuple[Crossing, ...]  # every tensor units read or hand to an FP32 reader
     batch: int = 1
     measured: Mapping[tuple[str, Precision], float] = field(default_factory=dict)  # seconds per (unit, precision)
     measured_by: str = ""  # where ``measured`` comes from, e.g. "trtexec profiles"
@@ -193,19 +198,17 @@ class CostModel:
         memory = (c.activation_elems * size + read * size) / (self.target.bandwidth_gbs * 1e9 * MEMORY_EFF)
         return max(compute, memory) + OVERLAP_LOSS * min(compute, memory) + KERNEL_US * 1e-6
 
-    def reformat_seconds(self, elems: float) -> float:
-        # one read and one write, bounded by the widest format (FP32) so the estimate never flatters a boundary
-        return elems * 8 / (self.target.bandwidth_gbs * 1e9 * MEMORY_EFF) + REFORMAT_US * 1e-6
+    def reformat_seconds(self, elems: float, written: Precision, needed: Precision) -> float:
+        """One kernel that reads ``elems`` in the written format and writes them in the needed one."""
+        moved = elems * (ELEMENT_BYTES[written] + ELEMENT_BYTES[needed])
+        return moved / (self.target.bandwidth_gbs * 1e9 * REFORMAT_EFF) + REFORMAT_US * 1e-6
+
+    def border_seconds(self, precisions: Mapping[str, Precision]) -> float:
+        return sum(crossing_seconds(c, precisions, self.reformat_seconds) for c in self.crossings)
 
     def plan_seconds(self, precisions: Mapping[str, Precision]) -> float:
-        total = sum(self.unit_seconds(u, precisions.get(u, Precision.FP32)) for u in self.costs)
-        for a, b, elems in self.edges:
-            if precisions.get(a, Precision.FP32) != precisions.get(b, Precision.FP32):
-                total += self.reformat_seconds(elems)
-        for u, elems in self.loose.items():
-            if precisions.get(u, Precision.FP32) != Precision.FP32:
-                total += self.reformat_seconds(elems)
-        return total
+        units = sum(self.unit_seconds(u, precisions.get(u, Precision.FP32)) for u in self.costs)
+        return units + self.border_seconds(precisions)
 
 
 def cost_model(model: onnx.ModelProto, units: list[Unit], target: str, batch: int = 1,
@@ -226,7 +229,8 @@ def cost_model(model: onnx.ModelProto, units: list[Unit], target: str, batch: in
             t = model.graph.node[prod[t]].input[0]
         return t
 
-    costs, edges, loose = {}, [], {}
+    costs: dict[str, UnitCost] = {}
+    read: dict[str, tuple[float, list[str]]] = {}  # source tensor -> (elements, reading units)
     for u in units:
         main = by_name[u.name]
         moved = (*u.casts, *u.outputs)  # the float tensors it reads and writes (not shapes or masks' booleans)
@@ -237,16 +241,13 @@ def cost_model(model: onnx.ModelProto, units: list[Unit], target: str, batch: in
         elems = {t: batch * float(np.prod(shapes[t])) for t in moved}
         weights = sum(float(np.prod(shapes[n])) for node in u.nodes for n in by_name[node].input if n in inits)
         # a table lookup reads the rows it returns, not the whole table (which still counts for the size)
-        read = elems[u.outputs[0]] if main.op_type == "Gather" else None
+        rows = elems[u.outputs[0]] if main.op_type == "Gather" else None
         if main.output[0] not in shapes:  # inside the unit: the epilogue keeps the main op's shape
             shapes[main.output[0]] = shapes[u.outputs[0]]
         costs[u.name] = UnitCost(batch * _flops(main, shapes), sum(elems.values()), weights, elems,
-                                 _channels(main, shapes), read)
+                                 _channels(main, shapes), rows)
         for t in u.casts:
-            if source(t) in producer_unit:
-                edges.append((producer_unit[source(t)], u.name, elems[t]))
-            else:
-                loose[u.name] = loose.get(u.name, 0.0) + elems[t]
+            read.setdefault(source(t), (elems[t], []))[1].append(u.name)
     members = {m for v in units for m in v.nodes}
     outputs = {o.name for o in model.graph.output}
     cons = consumers(model.graph)
@@ -257,14 +258,18 @@ def cost_model(model: onnx.ModelProto, units: list[Unit], target: str, batch: in
             return True
         for i in cons.get(t, []):
             node = model.graph.node[i]
-            if node.name in members:
+            if node.name in members or node.op_type in FORMAT_FREE:
                 continue
             if node.op_type not in TRANSPARENT or any(reaches_fp32_op(o) for o in node.output):
                 return True
         return False
 
-    for u in units:
-        for t in u.outputs:
-            if reaches_fp32_op(t):
-                loose[u.name] = loose.get(u.name, 0.0) + costs[u.name].boundary_elems[t]
-    return CostModel(gpu(target), costs, tuple(edges), loose, batch)
+    kind = {u.name: u.kind for u in units}
+    fp32_read = {t: costs[u.name].boundary_elems[t] for u in units for t in u.outputs if reaches_fp32_op(t)}
+    crossings = []
+    for t in dict.fromkeys([*read, *fp32_read]):
+        elems, readers = read.get(t, (fp32_read.get(t, 0.0), []))
+        writer = producer_unit.get(t)
+        crossings.append(Crossing(t, elems, writer, tuple(dict.fromkeys(readers)), t in fp32_read,
+                                  kind.get(writer) in QUANTIZING_KINDS))
+    return CostModel(gpu(target), costs, tuple(crossings), batch)

@@ -1,6 +1,7 @@
 """The exact choice: a multiple-choice knapsack with boundary costs, solved as an integer program (scipy's
-HiGHS ``milp``): binary x[u,p] (unit u runs in p, one p per unit), continuous y[e] >= x[a,p] - x[b,p] for every
-tensor e between units a and b (1 when their precisions differ, which costs a reformat).
+HiGHS ``milp``): binary x[u,p] (unit u runs in p, one p per unit) and, for every tensor between units
+(search.borders), need[f] >= x[r,p] for each reader r whose p reads format f, one binary written format w[f]
+that the writer's precision allows, and reformat[s,f] >= need[f] + w[s] - 1 at the cost of reformatting s to f.
 
 Ties: mixes whose latencies differ by less than the latency source's resolution (one kernel launch) are not
 told apart by it, so among them the one with the smallest weights wins (lower precision, smaller engine). On
@@ -16,8 +17,12 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
 from ..precision import Plan, Precision
+from .borders import Crossing, fmt
 from .cost import ELEMENT_BYTES
 from .space import DecisionSpace
+
+US = 1e6
+EXACT = {"mip_rel_gap": 1e-9}  # the optimum, not HiGHS's default 0.01 % of it
 
 
 class Objective(str, Enum):
@@ -32,39 +37,35 @@ def solve(opts: DecisionSpace, noise_budget: float | None = None, seconds_budget
     minimise = Objective(minimise)
     var = [(u, p) for u in opts.units for p in opts.choices[u]]
     index = {v: i for i, v in enumerate(var)}
-    edges = [(a, b, e) for a, b, e in opts.cost.edges if a in opts.choices and b in opts.choices]
-    n = len(var) + len(edges)
-    lat = np.zeros(n)
+    borders = _Borders(opts, index)
+    for c in opts.cost.crossings:
+        borders.add(c)
+    n = borders.n
+    lat = np.zeros(n)  # microseconds: HiGHS stops within an absolute gap of 1e-6, so seconds would hide 1 us
     for (u, p), i in index.items():
-        lat[i] = opts.cost.unit_seconds(u, p)
-        if p is not Precision.FP32 and u in opts.cost.loose:  # boundary with FP32 ops or graph inputs/outputs
-            lat[i] += opts.cost.reformat_seconds(opts.cost.loose[u])
-    for k, (_, _, elems) in enumerate(edges):
-        lat[len(var) + k] = opts.cost.reformat_seconds(elems)
+        lat[i] = opts.cost.unit_seconds(u, p) * US
+    for i, seconds in borders.cost.items():
+        lat[i] = seconds * US
     noise = np.zeros(n)
     for (u, p), i in index.items():
         noise[i] = opts.noise[(u, p)]
     rows, lo, hi = [], [], []
+    for terms, low, high in borders.rows:
+        row = np.zeros(n)
+        for i, a in terms.items():
+            row[i] += a
+        rows.append(row), lo.append(low), hi.append(high)
     for u in opts.units:  # exactly one precision per unit
         row = np.zeros(n)
         row[[index[(u, p)] for p in opts.choices[u]]] = 1
         rows.append(row), lo.append(1), hi.append(1)
-    for k, (a, b, _) in enumerate(edges):  # y_e >= x[a,p] - x[b,p]
-        for p in set(opts.choices[a]) | set(opts.choices[b]):
-            row = np.zeros(n)
-            row[len(var) + k] = 1
-            if (a, p) in index:
-                row[index[(a, p)]] -= 1
-            if (b, p) in index:
-                row[index[(b, p)]] += 1
-            rows.append(row), lo.append(0), hi.append(np.inf)
     if noise_budget is not None:
         # FP16 noise (~1e-8) is below the solver's feasibility tolerance (~1e-7): scale the row so the smallest
         # non-zero noise is 1, or "noise <= 0" would admit every FP16 unit.
         scale = float(noise[noise > 0].min()) if np.any(noise > 0) else 1.0
         rows.append(noise / scale), lo.append(-np.inf), hi.append(noise_budget / scale)
     if seconds_budget is not None:
-        rows.append(lat), lo.append(-np.inf), hi.append(seconds_budget)
+        rows.append(lat), lo.append(-np.inf), hi.append(seconds_budget * US)
     if size_budget_mb is not None:
         size = np.zeros(n)
         for (u, p), i in index.items():
@@ -75,23 +76,90 @@ def solve(opts: DecisionSpace, noise_budget: float | None = None, seconds_budget
     else:  # scaled like the constraint; ties on noise go to the faster mix
         objective = noise / max(float(noise[noise > 0].min()) if np.any(noise > 0) else 1.0, 1e-300)
         objective = objective + 1e-6 * lat / max(float(lat.max()), 1e-300)
-    integrality = np.r_[np.ones(len(var)), np.zeros(len(edges))]
+    integrality = np.zeros(n)
+    integrality[[*range(len(var)), *borders.binary]] = 1
     res = milp(objective, constraints=LinearConstraint(np.array(rows), lo, hi), integrality=integrality,
-               bounds=Bounds(0, 1))
+               bounds=Bounds(0, 1), options=EXACT)
     if not res.success or res.x is None:
         return None
     if minimise is Objective.LATENCY and tie_break:  # second pass: smallest weights within the latency resolution
         size = np.zeros(n)
         for (u, p), i in index.items():
             size[i] = opts.weight_elems.get(u, 0.0) * ELEMENT_BYTES[p]
-        ceiling = float(lat @ res.x) + opts.cost.resolution
-        fp16 = opts.seconds(opts.uniform(Precision.FP16))  # the whole graph in FP16, what --fp16 builds
+        ceiling = float(lat @ res.x) + opts.cost.resolution * US
+        fp16 = opts.seconds(opts.uniform(Precision.FP16)) * US  # the whole graph in FP16, what --fp16 builds
         if float(lat @ res.x) <= fp16:  # a tie never hands back a mix slower than that reference
             ceiling = min(ceiling, fp16)
         rows.append(lat), lo.append(-np.inf), hi.append(ceiling)
         objective = size / max(float(size.max()), 1e-300) + 1e-6 * lat / max(float(lat.max()), 1e-300)
         tied = milp(objective, constraints=LinearConstraint(np.array(rows), lo, hi), integrality=integrality,
-                    bounds=Bounds(0, 1))
+                    bounds=Bounds(0, 1), options=EXACT)
         if tied.success and tied.x is not None:
             res = tied
     return Plan.of({u: p for (u, p), i in index.items() if res.x[i] > 0.5})
+
+
+class _Borders:
+    """The variables and rows of search.borders' rule, for every crossing where a choice changes the cost."""
+
+    def __init__(self, opts: DecisionSpace, index: dict[tuple[str, Precision], int]):
+        self.opts, self.index, self.n = opts, index, len(index)
+        self.rows: list[tuple[dict[int, float], float, float]] = []  # (index -> coefficient, low, high)
+        self.cost: dict[int, float] = {}
+        self.binary: list[int] = []
+
+    def _new(self) -> int:
+        self.n += 1
+        return self.n - 1
+
+    def _at(self, unit: str | None, ps: set[Precision]) -> tuple[dict[int, float], float]:
+        """sum of x[unit, p] over ps as (terms, constant): a unit without a choice is FP32."""
+        choices = self.opts.choices.get(unit) if unit else None
+        if not choices:
+            return {}, float(Precision.FP32 in ps)
+        return {self.index[(unit, p)]: 1.0 for p in choices if p in ps}, 0.0
+
+    def add(self, c: Crossing) -> None:
+        choices = self.opts.choices
+        writer = list(choices.get(c.writer, [Precision.FP32])) if c.writer else []
+        readers = {fmt(p) for r in c.readers for p in choices.get(r, [Precision.FP32])}
+        formats = sorted(readers | ({Precision.FP32} if c.fp32_reader else set()), key=list(Precision).index)
+        written = {fmt(p) for p in writer} or {Precision.FP32}
+        if Precision.INT8 in writer:
+            written |= set(formats)
+        if c.quantizing and Precision.INT8 in formats:
+            written.add(Precision.INT8)
+        written = sorted(written, key=list(Precision).index)
+        if len(formats) == 1 and written == formats:
+            return  # every choice stores what every reader reads
+        need = {}
+        for f in formats:  # need[f] >= x[r, p] for each reader r at a p reading f; 1 for an FP32 reader
+            need[f] = self._new()
+            if c.fp32_reader and f is Precision.FP32:
+                self.rows.append(({need[f]: 1.0}, 1.0, 1.0))
+            for r in c.readers:
+                terms, const = self._at(r, {p for p in Precision if fmt(p) is f})
+                if terms or const:
+                    self.rows.append(({need[f]: 1.0, **{i: -a for i, a in terms.items()}}, const, np.inf))
+        w = {f: self._new() for f in written}
+        self.binary += w.values()
+        self.rows.append((dict.fromkeys(w.values(), 1.0), 1.0, 1.0))  # one written format
+        int8 = Precision.INT8
+        for f, i in w.items():  # w[f] <= the writer precisions that can store f
+            ps = {p for p in Precision if fmt(p) is f} | ({int8} if f in formats else set())
+            if f is int8 and c.quantizing:
+                ps = set(Precision)
+            terms, const = self._at(c.writer, ps) if c.writer else ({}, float(f is Precision.FP32))
+            self.rows.append(({i: 1.0, **{k: -a for k, a in terms.items()}}, -np.inf, const))
+        if c.quantizing and int8 in w:  # a float writer stores INT8 only when no reader needs a float format
+            terms, const = self._at(c.writer, {int8})
+            for f in formats:
+                if f is not int8:
+                    self.rows.append(({need[f]: 1.0, w[int8]: 1.0, **{k: -a for k, a in terms.items()}},
+                                      -np.inf, 1.0 + const))
+        for s, ws in w.items():  # reformat[s, f] >= need[f] + w[s] - 1
+            for f, nf in need.items():
+                if f is not s:
+                    r = self._new()
+                    self.cost[r] = self.opts.cost.reformat_seconds(c.elems, s, f)
+                    self.rows.append(({r: 1.0, nf: -1.0, ws: -1.0}, -1.0, np.inf))

@@ -1,0 +1,73 @@
+"""Precision borders (search.borders): what each tensor costs, and the integer program's exact agreement."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+import builders
+from trt_mpq.network.units import find_units
+from trt_mpq.precision import Precision as P
+from trt_mpq.search.borders import crossing_seconds
+from trt_mpq.search.cost import cost_model
+from trt_mpq.search.milp import solve
+from trt_mpq.search.space import DecisionSpace
+
+
+@pytest.fixture(scope="module")
+def fanout():
+    m = builders.norm_fanout()
+    units = find_units(m).units
+    return units, cost_model(m, units, "t4", 16)
+
+
+def _cost(cost, tensor, plan):
+    c = next(c for c in cost.crossings if c.tensor == tensor)
+    return crossing_seconds(c, plan, cost.reformat_seconds)
+
+
+def test_what_a_writer_can_store_decides_the_reformats(fanout):
+    units, cost = fanout
+    assert {u.name: u.kind for u in units} == {"norm": "norm", "proj_a": "gemm", "proj_b": "gemm", "skip": "region"}
+    q = cost.reformat_seconds(16 * 64, P.FP16, P.INT8)
+    # an INT8 GEMM writes its float reader's format itself (its dequantize fused): free
+    assert _cost(cost, "bb", {"proj_b": P.INT8, "proj_a": P.FP16}) == 0
+    assert _cost(cost, "bb", {"proj_b": P.FP16, "proj_a": P.INT8}) == pytest.approx(q)  # a float GEMM cannot quantize
+    # a LayerNorm whose readers are all INT8 ends in the quantize; one FP16 reader keeps it FP16 plus one Q kernel
+    every = {"norm": P.FP16, "proj_a": P.INT8, "proj_b": P.INT8, "skip": P.INT8}
+    assert _cost(cost, "n", every) == 0
+    assert _cost(cost, "n", {**every, "skip": P.FP16}) == pytest.approx(q)  # one kernel, however many INT8 readers
+    # a graph input is FP32: an FP16 reader pays one cast, an INT8 reader one quantize; the output is read FP32
+    assert _cost(cost, "x", {"norm": P.FP16}) == pytest.approx(cost.reformat_seconds(16 * 64, P.FP32, P.FP16))
+    assert _cost(cost, "y", {"skip": P.INT8}) == 0
+    assert _cost(cost, "y", {"skip": P.FP16}) == pytest.approx(cost.reformat_seconds(16 * 64, P.FP16, P.FP32))
+    assert cost.reformat_seconds(1, P.FP16, P.INT8) == pytest.approx(8e-6, rel=1e-3)  # the fitted fixed cost
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_integer_program_finds_the_brute_force_optimum_with_borders(fanout, seed):
+    """Random unit times make borders decide: the program's optimum equals the exhaustive one, with and
+    without a noise budget, including the quantize a LayerNorm absorbs and the dequantize an INT8 GEMM does."""
+    units, base = fanout
+    rng = np.random.default_rng(seed)
+    choices = {u.name: [P.FP32, *u.allowed] for u in units}
+    measured = {(u, p): float(rng.uniform(2e-6, 30e-6)) for u in choices for p in choices[u]}
+    noise = {(u, p): (0.0 if p is P.FP32 else float(rng.uniform(1e-6, 1e-3))) for u in choices for p in choices[u]}
+    space = DecisionSpace([u.name for u in units], choices, noise, base.with_measured(measured, "test"),
+                          {u: base.costs[u].weight_elems for u in choices})
+    for budget in (None, 1e-3, 3e-4):
+        best = min((space.seconds(dict(zip(choices, combo, strict=True))), combo)
+                   for combo in itertools.product(*choices.values())
+                   if budget is None or space.predicted_noise(dict(zip(choices, combo, strict=True))) <= budget)
+        got = solve(space, noise_budget=budget, tie_break=False)
+        assert space.seconds(got) == pytest.approx(best[0], rel=1e-9, abs=1e-12)
+
+
+def test_a_shape_read_needs_no_format():
+    """An embedding's output read by Shape (index arithmetic) and a unit: Shape reads dimensions, not data."""
+    m = builders.embedding_residual()
+    cost = cost_model(m, find_units(m).units, "t4", 1)
+    emb = next(c for c in cost.crossings if c.tensor == "emb")
+    assert emb.writer == "embed" and not emb.fp32_reader
