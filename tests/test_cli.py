@@ -112,7 +112,7 @@ def _bad_inputs(tmp_path, tiny):
         ("shape for unknown input", ["analyze", tiny, *good, "--shape", "img:1x3x8x8"], ["img", "inputs are: x"]),
         ("shape syntax", ["analyze", tiny, *good, "--shape", "x=1,3,8,8"], ["NAME:DIMS"]),
         ("shape conflicts", ["analyze", tiny, *good, "--shape", "x:1x3x9x8"], ["fixes it to 8"]),
-        ("bad precision", ["analyze", tiny, *good, "--precisions", "int4"], ["int4"]),
+        ("bad precision", ["analyze", tiny, *good, "--precisions", "int3"], ["int3"]),
         ("tensorrt backend", ["analyze", tiny, *good, "--backend", "tensorrt"], ["TensorRT", "onnxruntime"]),
         ("unknown preprocess key", ["analyze", tiny, *good, "--calib", tmp_path / "empty_dir",
                                     "--preprocess", tmp_path / "pre.json"], ["normalize"]),

@@ -157,7 +157,12 @@ def _analysis_args(p: argparse.ArgumentParser) -> None:
                    "std, layout (nchw|nhwc), color (rgb|bgr|gray)")
     p.add_argument("--shape", action="append", default=[], metavar="NAME:DIMS", help=SHAPE_HELP)
     p.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE", help=FIX_HELP)
-    p.add_argument("--precisions", default=precisions, help=f"lower precisions to try (default {precisions})")
+    p.add_argument("--precisions", default=precisions,
+                   help="lower precisions to try, any of int8, fp16, bf16, fp8 (E4M3; Ada, Hopper, Blackwell), int4 "
+                   f"(weight-only, MatMul/Gemm; Ampere and later) (default {precisions}); fp8 raises the model to "
+                   "ONNX opset 19 and int4 to 21")
+    p.add_argument("--int4-block", type=int, default=d.int4_block, metavar="N",
+                   help=f"INT4 weights per scale along K (default {d.int4_block})")
     p.add_argument("--calibrator", default=d.calibrator, choices=CALIBRATORS,
                    help="INT8 activation thresholds: max, percentile (99.99), entropy (TensorRT's KL method), mse, "
                    f"or auto (per unit, whichever of them it measures the least output change with; default "
@@ -231,8 +236,8 @@ def _analyze_options(args: argparse.Namespace) -> AnalyzeOptions:
     return AnalyzeOptions(calib=args.calib, preprocess=preprocess, shapes=parse_shapes(args.shape), fixed=args.fix,
                           precisions=Precision.parse_list(args.precisions), calibrator=args.calibrator,
                           weight_scales=args.weight_scales, bias_correction=args.bias_correction,
-                          backend=args.backend, backend_options=backend_options, samples=args.samples,
-                          batch=args.batch, seed=args.seed)
+                          int4_block=args.int4_block, backend=args.backend, backend_options=backend_options,
+                          samples=args.samples, batch=args.batch, seed=args.seed)
 
 
 def _plan_options(args: argparse.Namespace) -> PlanOptions:

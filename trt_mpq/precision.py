@@ -13,9 +13,30 @@ from .errors import ConfigError
 
 
 class Precision(str, Enum):
+    """How a unit runs. FP16/BF16: Cast islands; INT8/FP8: Q/DQ on activations and weights; INT4: weights
+    only (block-wise DequantizeLinear), activations in FP16."""
+
     FP32 = "fp32"
     FP16 = "fp16"
     INT8 = "int8"
+    BF16 = "bf16"
+    FP8 = "fp8"
+    INT4 = "int4"
+
+    @property
+    def opset(self) -> int:
+        """The lowest ONNX opset that can express it: FP8 types need 19, INT4 and block_size 21."""
+        return {Precision.FP8: 19, Precision.INT4: 21}.get(self, 13)
+
+    @property
+    def quantized(self) -> bool:
+        """Q/DQ on its activations: a quantized kernel, which writes any format (its DQ joins its output)."""
+        return self in (Precision.INT8, Precision.FP8)
+
+    @property
+    def activations(self) -> Precision:
+        """The format its activations are read and written in (INT4 is weight-only: FP16)."""
+        return Precision.FP16 if self is Precision.INT4 else self
 
     @classmethod
     def parse_list(cls, text: str) -> tuple[Precision, ...]:
@@ -31,6 +52,11 @@ class Precision(str, Enum):
         if Precision.FP32 in out:
             raise ConfigError("--precisions lists lower precisions to try; fp32 is always the reference.")
         return out
+
+
+def needs_opset(precisions: Iterable[Precision]) -> int:
+    """The ONNX opset a model must have for every precision of ``precisions`` (13 at least: per-channel Q/DQ)."""
+    return max((Precision(p).opset for p in precisions), default=13)
 
 
 @dataclass(frozen=True, eq=False)

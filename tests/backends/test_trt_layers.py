@@ -84,7 +84,7 @@ def test_bad_files_and_pairs(tmp_path):
     with pytest.raises(ConfigError, match="Layers"):
         read_layer_nodes(tmp_path / "dict.json")
     with pytest.raises(ConfigError, match="PRECISION=FILE"):
-        parse_pairs(["int4=x.json"], "--latency-from")
+        parse_pairs(["int3=x.json"], "--latency-from")
     assert parse_pairs(["INT8=p.json"], "--latency-from") == {P.INT8: Path("p.json")}
 
 

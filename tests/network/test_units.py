@@ -93,7 +93,7 @@ def test_every_float_op_gets_a_unit_and_masks_are_never_cast():
     units, _ = _units(model)
     kinds = {name: u.kind for name, u in units.items()}
     assert kinds["softmax"] == "softmax" and kinds["ln"] == "norm" and kinds["mask_bias"] == "region"
-    assert units["square"].nodes == ("square", "root") and units["square"].allowed == (Precision.FP16,)
+    assert units["square"].nodes == ("square", "root") and units["square"].allowed == (Precision.FP16, Precision.BF16)
     assert "mask_cast" not in {n for u in units.values() for n in u.nodes}  # shape/index/type ops: no decision
     assert units["mask_bias"].casts == ()  # the Where's condition is boolean and its branches are constants
     from trt_mpq.network.placement import placements
@@ -146,10 +146,10 @@ def test_embedding_lookup_runs_fp16_and_a_lone_residual_add_may_run_int8():
     rng = np.random.default_rng(0)
     model = builders.embedding_residual()
     units, _ = _units(model)
-    assert units["embed"].kind == "embedding" and units["embed"].allowed == (Precision.FP16,)
+    assert units["embed"].kind == "embedding" and units["embed"].allowed == (Precision.FP16, Precision.BF16)
     assert "pick" not in {n for u in units.values() for n in u.nodes}  # a Gather on a shape is no decision
     add = units["residual"]
-    assert add.allowed == (Precision.INT8, Precision.FP16) and set(add.activations) == {"emb", "rx"}
+    assert add.allowed == (Precision.INT8, Precision.FP16, Precision.BF16) and set(add.activations) == {"emb", "rx"}
     feeds = {"ids": rng.integers(0, 50, size=(2, 4)), "x": rng.normal(size=(2, 4, 8)).astype(np.float32)}
     ref = ort.InferenceSession(model.SerializeToString()).run(None, feeds)[0]
     ranges = Ranges("max", {"emb": 6.0, "rx": 1.0})

@@ -18,6 +18,7 @@ results are reproducible only to that level, not bit for bit.
 Intra-op threads do not spin while waiting: on small machines spinning threads of one session steal the cores
 of the next (two alternating MobileNetV2 sessions on 2 cores: 116 ms/batch spinning, 64 ms not).
 FP16 Cast islands may be computed in FP32 inside ONNX Runtime's CPU kernels, so FP16 error is a lower bound.
+BF16 islands are emulated (backends.emulation: bfloat16 roundings, float32 arithmetic).
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ import onnx
 
 from ..errors import BackendError
 from .base import Backend, BackendContext, LayerProfile, Session
+from .emulation import emulate_bf16, has_bf16
+
+
+def _runnable(model: onnx.ModelProto) -> bytes:
+    return (emulate_bf16(model) if has_bf16(model) else model).SerializeToString()
 
 ORT_OPTIMIZE = ("none", "all")
 
@@ -115,7 +121,7 @@ class OnnxRuntimeBackend(Backend):
             so.enable_profiling = True
             so.profile_file_prefix = str(Path(tmp) / "ort")
             try:
-                session = self._ort.InferenceSession(model.SerializeToString(), so, providers=self.providers)
+                session = self._ort.InferenceSession(_runnable(model), so, providers=self.providers)
                 session.run(None, dict(feeds))
                 for _ in range(runs):
                     session.run(None, dict(feeds))
@@ -134,7 +140,7 @@ class OnnxRuntimeBackend(Backend):
 
     def compile(self, model: onnx.ModelProto) -> OnnxRuntimeSession:
         try:
-            session = self._ort.InferenceSession(model.SerializeToString(), self.session_options(),
+            session = self._ort.InferenceSession(_runnable(model), self.session_options(),
                                                  providers=self.providers)
         except Exception as exc:
             raise BackendError(f"onnxruntime cannot load the model: {str(exc).splitlines()[0]}") from None

@@ -217,6 +217,8 @@ class TensorRTBackend(Backend):
                 raise BackendError(f"TensorRT {self._trt.__version__} builds strongly typed networks only (11.x "
                                    "removed weak typing); build without --typing weak, or use TensorRT 10.x.")
             kwargs.update(fp16=True, int8=True, precision_constraints="obey")
+            if Precision.BF16 in pins.values():
+                kwargs["bf16"] = True
         inits = {t.name for t in model.graph.initializer}  # IR < 4 lists initializers among the inputs
         profile = shape_profile([i for i in model.graph.input if i.name not in inits], settings.max_batch)
         if profile:
@@ -313,6 +315,8 @@ def pin_layers(network, pins: Mapping[str, Precision], trt) -> list[str]:
     """Weak typing: give each layer named in ``pins`` its precision and float output types (what trtexec's
     --layerPrecisions/--layerOutputTypes do); return the pinned names no layer has."""
     dtype = {Precision.FP16: trt.float16, Precision.FP32: trt.float32}
+    if getattr(trt, "bfloat16", None) is not None:  # TensorRT 9+
+        dtype[Precision.BF16] = trt.bfloat16
     found = set()
     for i in range(network.num_layers):
         layer = network.get_layer(i)
@@ -321,7 +325,7 @@ def pin_layers(network, pins: Mapping[str, Precision], trt) -> list[str]:
             continue
         layer.precision = dtype[p]
         for k in range(layer.num_outputs):
-            if layer.get_output(k).dtype in (trt.float32, trt.float16):  # shapes and indices keep their type
+            if layer.get_output(k).dtype in dtype.values():  # shapes and indices keep their type
                 layer.set_output_type(k, dtype[p])
         found.add(layer.name)
     return [n for n in pins if n not in found]

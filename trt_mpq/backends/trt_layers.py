@@ -118,10 +118,12 @@ def attribute(profiles: dict[Precision, dict[str, float]], layer_nodes: dict[Pre
     # Q/DQ and Cast nodes the lowering inserts are named after the tensor they act on; map them to its reader.
     for u in units:
         for t in (*u.inputs, *u.activations):
-            for suffix in ("_QuantizeLinear", "_DequantizeLinear", "_cast_fp16"):
+            for suffix in ("_QuantizeLinear", "_DequantizeLinear", "_fp8_QuantizeLinear", "_fp8_DequantizeLinear",
+                           "_cast_fp16", "_cast_bf16"):
                 unit_of.setdefault(f"{t}{suffix}", u.name)
         if u.weight:
-            unit_of.setdefault(f"{u.weight}_DequantizeLinear", u.name)
+            for suffix in ("_DequantizeLinear", "_fp8_DequantizeLinear", "_int4_DequantizeLinear"):
+                unit_of.setdefault(f"{u.weight}{suffix}", u.name)
         for t in u.outputs:
             unit_of.setdefault(f"{t}_cast_fp32", u.name)
     main = {u.name for u in units}

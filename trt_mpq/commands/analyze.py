@@ -15,9 +15,9 @@ from ..measure import sensitivity
 from ..network.model import LoadedModel, load_model, parse_shapes
 from ..network.specialise import parse_fixed
 from ..network.units import UnitTable, find_units
-from ..precision import Precision
+from ..precision import Precision, needs_opset
 from ..progress import Progress
-from ..quant.ranges import WEIGHT_SCALES, check_calibrator
+from ..quant.ranges import INT4_BLOCK, WEIGHT_SCALES, check_calibrator
 
 Shapes = Mapping[str, tuple[int, ...]]
 
@@ -41,6 +41,7 @@ class AnalyzeOptions:
     calibrator: str = "auto"  # max, percentile, entropy, mse, or auto: per unit, the one it measures best with
     weight_scales: str = "mse"  # INT8 weight scales: max, or mse (each channel clipped where its error is least)
     bias_correction: bool = True  # INT8 weight units: fold the mean shift of the quantized weight into the bias
+    int4_block: int = INT4_BLOCK  # INT4 weights per scale along K
     backend: str = "auto"  # a registry name or auto
     backend_options: tuple[object, ...] = ()  # e.g. OnnxRuntimeOptions(...), TensorRTOptions(...)
     samples: int | None = None
@@ -62,6 +63,8 @@ class AnalyzeOptions:
             raise ConfigError("--samples must be at least 1.")
         if self.batch < 1:
             raise ConfigError("--batch must be at least 1.")
+        if self.int4_block < 16 or self.int4_block & (self.int4_block - 1):
+            raise ConfigError(f"--int4-block must be a power of two of at least 16 (e.g. 128), not {self.int4_block}.")
         if self.calib is None and self.preprocess:
             raise ConfigError("--preprocess applies to an image folder given with --calib.")
 
@@ -88,10 +91,10 @@ def analyze(model: str | Path, out: str | Path, options: AnalyzeOptions = Analyz
     folder.check_writable()
     context = BackendContext(folder.root, options.batch, final=False)
     chosen = open_backend(options.backend, options.backend_options, context)
-    loaded = load_model(model, dict(options.shapes), dict(options.fixed))
+    loaded = load_model(model, dict(options.shapes), dict(options.fixed), needs_opset(options.precisions))
     data = calibration_data(loaded, options)
     progress.log(f"backend: {chosen.backend.describe()}{chosen.log_line(options.backend)}")
     progress.log(f"calibration: {data.info['source']}, {data.num_samples} samples")
     settings = sensitivity.Settings(options.precisions, options.calibrator, options.batch, options.weight_scales,
-                                    options.bias_correction)
+                                    options.bias_correction, options.int4_block)
     return sensitivity.analyze(loaded, data, chosen.backend, folder.root, settings, progress)

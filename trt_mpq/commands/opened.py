@@ -10,6 +10,7 @@ from ..artifacts import Analysis, RunFolder, read_json
 from ..errors import ConfigError
 from ..network.model import LoadedModel, load_model
 from ..network.units import Unit, find_units
+from ..precision import needs_opset
 from ..quant.ranges import Ranges
 
 
@@ -40,7 +41,8 @@ def read_analysis(run_dir: str | Path) -> tuple[Analysis, Ranges]:
 def open_analysis(run_dir: str | Path) -> OpenedAnalysis:
     """The finished analysis in ``run_dir`` with the model it measured (the same bytes) and its units."""
     analysis, ranges = read_analysis(run_dir)
-    model = load_model(analysis.model.path, dict(analysis.model.shapes), dict(analysis.model.fixed))
+    model = load_model(analysis.model.path, dict(analysis.model.shapes), dict(analysis.model.fixed),
+                       needs_opset(analysis.precisions))
     if model.sha256 != analysis.model.sha256:
         raise ConfigError(f"'{model.path}' changed since it was analysed (sha256 differs); run analyze again.")
     units = find_units(model.proto, model.tensors).units

@@ -96,6 +96,7 @@ def plan(run_dir: str | Path, options: PlanOptions, progress: Progress | None = 
         progress.log(line)
     cost = latency_model(opened, options, backend, data, progress)
     space = DecisionSpace.from_analysis(analysis, cost)
+    _say_what_the_target_cannot_run(analysis, cost.target, progress)
     scores: dict[str, float] = {}  # plan digest -> what the search decided on
 
     def measure(p: Plan) -> float:
@@ -129,7 +130,8 @@ def plan(run_dir: str | Path, options: PlanOptions, progress: Progress | None = 
                          backend.describe(), time.perf_counter() - start, front, fp32_score, confirmation)
     folder = opened.folder
     atomic_write_bytes(folder.mixed_onnx, mixed.SerializeToString())
-    weak = lower(model.proto, units, Plan.of({u: p for u, p in result.plan.items() if p is Precision.INT8}),
+    kept = {u: p for u, p in result.plan.items() if p.quantized or p is Precision.INT4}  # what Q/DQ carry
+    weak = lower(model.proto, units, Plan.of(kept),
                  opened.ranges)  # TensorRT 10 weak typing: Q/DQ stay, FP16 is pinned per layer instead of cast
     atomic_write_bytes(folder.weak_onnx, weak.SerializeToString())
     atomic_write_text(folder.trtexec, trtexec_text(folder.mixed_onnx.name, folder.weak_onnx.name, model.inputs,
@@ -138,6 +140,18 @@ def plan(run_dir: str | Path, options: PlanOptions, progress: Progress | None = 
     atomic_write_json(folder.plan, report.plan_json())
     atomic_write_text(folder.report_html, render(report.to_json(), analysis))
     return report
+
+
+def _say_what_the_target_cannot_run(analysis, target, progress: Progress) -> None:
+    """Once in the log: the analysed precisions the target GPU lacks; an error when it runs none of them."""
+    lacking = [p for p in analysis.precisions if not target.runs(p)]
+    if not lacking:
+        return
+    names = ", ".join(p.value.upper() for p in lacking)
+    if len(lacking) == len(analysis.precisions):
+        raise ConfigError(f"the analysis measured only {names}, which the {target.name} cannot run; analyse with "
+                          "--precisions int8,fp16 (or plan for a GPU that runs them, e.g. --target h100).")
+    progress.log(f"the {target.name} cannot run {names}: the plan does not use {'them' if len(lacking) > 1 else 'it'}")
 
 
 def _preprocess(options: PlanOptions, calibration: DataInfo, progress: Progress) -> Preprocess:
@@ -203,11 +217,11 @@ def _seconds(imported: ImportedLatency) -> dict[tuple[str, Precision], float]:
 
 def profile_latency(opened: OpenedAnalysis, backend: Backend, data, batch: int,
                     node_order: list[str]) -> ImportedLatency:
-    """Per-unit times of all-FP32, all-FP16 and all-INT8 lowered models, profiled node by node on the backend.
-    On a CPU this measures the emulation, not a GPU: it is labelled with the backend that produced it."""
+    """Per-unit times of the all-FP32 model and of each analysed precision's uniform one, profiled node by node
+    on the backend. On a CPU this measures the emulation, not a GPU: it is labelled with the backend."""
     feeds = data.take(0, data.effective_batch(batch))
     profiles, nodes = {}, {}
-    for p in Precision:
+    for p in (Precision.FP32, *opened.analysis.precisions):
         uniform = Plan.of({u.name: p for u in opened.units if p in u.allowed or p is Precision.FP32})
         measured = backend.profile(lower(opened.model.proto, opened.units, uniform, opened.ranges), feeds)
         profiles[p], nodes[p] = measured.ms, measured.nodes

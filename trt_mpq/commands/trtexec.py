@@ -27,7 +27,7 @@ trtexec --onnx={onnx} --stronglyTyped --noTF32 --saveEngine=model.engine{shapes}
 WEAK = """
 # TensorRT 8.6-10.x, weakly typed (JetPack 6, many servers): INT8 from the Q/DQ in {weak_onnx}, FP16/FP32
 # units pinned layer by layer; the builder chooses for every layer outside a unit.
-trtexec --onnx={weak_onnx} --fp16 --int8 --noTF32 --precisionConstraints=obey --saveEngine=model.weak.engine{shapes} \\
+trtexec --onnx={weak_onnx} {flags} --noTF32 --precisionConstraints=obey --saveEngine=model.weak.engine{shapes} \\
 {pin_lines}        --timingCacheFile=timing.cache --profilingVerbosity=detailed --exportLayerInfo=layers.weak.json
 """
 UNPINNABLE = ",:"  # trtexec splits its layer lists on these; such node names cannot be pinned
@@ -53,8 +53,9 @@ def shape_flags(inputs: Sequence[TensorSpec], sample: Mapping[str, np.ndarray], 
 
 def layer_pins(units: Iterable[tuple[Sequence[str], Precision]]) -> dict[str, Precision]:
     """Layer (= ONNX node) name -> precision for every node of the FP16 and FP32 units, given as (nodes,
-    precision); the INT8 units are left to their Q/DQ. Weak typing pins these (trtexec and ``build``)."""
-    return {n: p for nodes, p in units if p is not Precision.INT8 for n in nodes}
+    precision); the INT8/FP8 units are left to their Q/DQ, an INT4 unit's layers run FP16 on its dequantized
+    weights. Weak typing pins these (trtexec and ``build``)."""
+    return {n: p.activations for nodes, p in units if not p.quantized for n in nodes}
 
 
 def weak_pins(units: Sequence[Unit], plan: Plan) -> tuple[str, list[str]]:
@@ -71,7 +72,10 @@ def trtexec_text(onnx_name: str, weak_onnx_name: str, inputs: Sequence[TensorSpe
     pins, skipped = weak_pins(units, plan)
     text = STRONG.format(onnx=onnx_name, shapes=shapes)
     pin_lines = f"        --layerPrecisions={pins} \\\n        --layerOutputTypes={pins} \\\n" if pins else ""
-    text += WEAK.format(weak_onnx=weak_onnx_name, shapes=shapes, pin_lines=pin_lines)
+    used = {p for _, p in plan.precisions}
+    flags = " ".join(["--fp16", "--int8", *(f"--{p.value}" for p in (Precision.BF16, Precision.FP8, Precision.INT4)
+                                             if p in used)])
+    text += WEAK.format(weak_onnx=weak_onnx_name, shapes=shapes, pin_lines=pin_lines, flags=flags)
     if skipped:
         text += (f"# not pinned (a ',' or ':' in the name): {', '.join(s.rsplit(':', 1)[0] for s in skipped[:5])}"
                  f"{' ...' if len(skipped) > 5 else ''}\n")

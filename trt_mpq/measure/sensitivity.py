@@ -19,7 +19,7 @@ import hashlib
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +37,7 @@ from ..network.units import Unit, UnitTable, find_units
 from ..precision import Plan, Precision
 from ..progress import Progress
 from ..quant.lower import lower
-from ..quant.ranges import FP16_MAX, RangeCollector, Ranges
+from ..quant.ranges import FP16_MAX, INT4_BLOCK, RangeCollector, Ranges
 from .calibration import channel_axes, probe_model
 from .journal import Journal
 from .output_delta import OutputDelta
@@ -52,6 +52,7 @@ class Settings:
     batch: int = 8
     weight_scales: str = "max"
     bias_correction: bool = False
+    int4_block: int = INT4_BLOCK
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -119,7 +120,9 @@ def collect(model: LoadedModel, table: UnitTable, regions: list[UnitRegion], dat
     outputs = [o.name for o in model.proto.graph.output]
     stored = list(dict.fromkeys([n for r in regions for n in r.frontier] + outputs))
     observed = observed_tensors(model.proto, table.units)
-    quantized = [a for u in table.units for a in u.activations]
+    # thresholds for the activations a quantized precision will be measured on (FP8 needs only the maxima)
+    quantized = [a for u in table.units if Precision.INT8 in settings.precisions and Precision.INT8 in u.allowed
+                 for a in u.activations]
     collector = RangeCollector(settings.calibrator, observed, quantized, channel_axes(table.units),
                                settings.weight_scales, settings.bias_correction)
     probe, fetched = probe_model(model, stored + observed)
@@ -141,7 +144,7 @@ def collect(model: LoadedModel, table: UnitTable, regions: list[UnitRegion], dat
             collector.update_histograms(store.read(b, [q for q in collector.quantized]))
             progress.advance()
     store.finish()
-    return collector.result()
+    return replace(collector.result(), int4_block=settings.int4_block)
 
 
 def downstream_model(model: onnx.ModelProto, region: UnitRegion, store: ActivationStore) -> onnx.ModelProto:

@@ -282,9 +282,10 @@ def _apply_shapes(model: onnx.ModelProto, inputs: list[TensorSpec], shapes: dict
 
 
 def load_model(path: str | Path, shapes: dict[str, tuple[int, ...]] | None = None,
-               fixed: Mapping[str, object] | None = None) -> LoadedModel:
+               fixed: Mapping[str, object] | None = None, opset: int = MIN_OPSET) -> LoadedModel:
     """Load, validate and normalise an FP32 ONNX model; raise ModelError/ConfigError with a user message.
-    ``fixed``: input values the deployment always feeds; the model is specialised on them (network.specialise)."""
+    ``fixed``: input values the deployment always feeds; the model is specialised on them (network.specialise).
+    ``opset``: the lowest opset the precisions to analyse need (FP8 19, INT4 21); older models are converted."""
     path = Path(path)
     model, ext = _read(path)
     _check_fp32(model, path)
@@ -306,16 +307,18 @@ def load_model(path: str | Path, shapes: dict[str, tuple[int, ...]] | None = Non
             inlined = specialise(model, values)
             notes.append(f"inputs {', '.join(values)} fixed by --fix; {inlined} If node(s) replaced by the branch "
                          "they take (the engine built from this model has no such inputs)")
+    wanted = max(opset, MIN_OPSET)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    if opset < MIN_OPSET:
+    if opset < wanted:
+        why = "per-channel Q/DQ" if wanted == MIN_OPSET else "the FP8/INT4 Q/DQ types"
         try:
-            model = onnx.version_converter.convert_version(model, MIN_OPSET)
+            model = onnx.version_converter.convert_version(model, wanted)
         except Exception as exc:  # the converter raises bare RuntimeErrors from C++
             raise ModelError(
-                f"'{path}' uses opset {opset}; converting it to opset {MIN_OPSET} (needed for per-channel Q/DQ) "
+                f"'{path}' uses opset {opset}; converting it to opset {wanted} (needed for {why}) "
                 f"failed: {str(exc).splitlines()[0]}"
             ) from None
-        notes.append(f"opset {opset} converted to {MIN_OPSET}")
+        notes.append(f"opset {opset} converted to {wanted} (needed for {why}) with onnx.version_converter")
     init_names = {t.name for t in model.graph.initializer}
     inputs = [_spec(vi) for vi in model.graph.input if vi.name not in init_names]
     if shapes:

@@ -123,7 +123,8 @@ class _Regions:
             acts = tuple(x for x in first.input[:1] if x in reads)
         elif kind == "region" and len(nodes) == 1 and first.op_type in INT8_ELEMENTWISE:
             acts = tuple(x for x in first.input if x in half)
-        allowed = (Precision.INT8, Precision.FP16) if acts else (Precision.FP16,)
+        floats = (Precision.FP16,) if kind == "recurrent" else (Precision.FP16, Precision.BF16)
+        allowed = (Precision.INT8, *floats) if acts else floats
         return Unit(first.name, first.op_type if kind != "region" else "Region", tuple(n.name for n in nodes),
                     tuple(n.op_type for n in nodes), acts, None, None, tuple(reads), tuple(dict.fromkeys(outs)),
                     kind=kind, allowed=allowed, half_inputs=tuple(dict.fromkeys(half)))

@@ -41,7 +41,7 @@ class Unit:
     inputs: tuple[str, ...]  # non-constant tensors the unit reads
     outputs: tuple[str, ...]  # tensors the unit hands to the rest of the graph
     kind: str = "gemm"  # gemm, norm, softmax, pool, resize, recurrent, region (see network.regions)
-    allowed: tuple[Precision, ...] = (Precision.INT8, Precision.FP16)  # what TensorRT can run it in
+    allowed: tuple[Precision, ...] = (Precision.INT8, Precision.FP16, Precision.BF16)  # what TensorRT can run
     half_inputs: tuple[str, ...] | None = None  # inputs cast for FP16 (None: all of ``inputs``)
 
     @property
@@ -54,6 +54,20 @@ class Unit:
 class UnitTable:
     units: list[Unit] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+
+
+FP8_OPS = {"Conv", "Gemm", "MatMul"}  # TensorRT's FP8 kernels (not ConvTranspose)
+
+
+def gemm_precisions(op: str, weight: onnx.TensorProto | None, axis: int | None) -> tuple[Precision, ...]:
+    """INT8, FP16 and BF16 for every GEMM unit; FP8 for Conv, Gemm and MatMul; INT4 weights for a MatMul or Gemm
+    with a constant 2-D weight (weight-only: nothing to quantize on an activation x activation MatMul)."""
+    out = [Precision.INT8, Precision.FP16, Precision.BF16]
+    if op in FP8_OPS:
+        out.append(Precision.FP8)
+    if op in ("MatMul", "Gemm") and weight is not None and len(weight.dims) == 2 and axis is not None:
+        out.append(Precision.INT4)
+    return tuple(out)
 
 
 def _weight_axis(node: onnx.NodeProto, weight: onnx.TensorProto, weight_pos: int) -> int | None:
@@ -178,6 +192,7 @@ class _Finder:
             weight_axis=axis,
             inputs=tuple(reads),
             outputs=(out,),
+            allowed=gemm_precisions(node.op_type, self.inits.get(weight) if weight else None, axis),
         )
 
 

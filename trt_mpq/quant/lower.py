@@ -9,14 +9,21 @@ pure function produces what both the CPU emulation and the GPU build consume:
   Biases stay FP32 (TensorRT folds them in higher precision); with ``ranges.bias_correction`` each one is
   corrected for the mean shift its quantized weight causes (``quant.bias``), and ``ranges.weight_scales``
   says how weight scales are set.
-- FP16: Cast to float16 on the unit's inputs, every float constant of the unit stored as float16, Cast back
-  to float32 on what the unit hands on. Back-to-back Casts between islands are removed by TensorRT.
+- FP8 (E4M3): as INT8, with float8e4m3fn zero points: per-tensor activation scales max|x| / 448 (max
+  calibration, as ModelOpt's FP8 recipe), per-channel weight scales max|w| / 448, the weight stored as FP8.
+- FP16 / BF16: Cast to float16 / bfloat16 on the unit's inputs, every float constant of the unit stored in
+  that type, Cast back to float32 on what the unit hands on. Back-to-back Casts between islands are removed by
+  TensorRT.
+- INT4 (weights only): the FP16 island, with the weight of a MatMul/Gemm stored as int4 in blocks of
+  ``ranges.int4_block`` along K (symmetric, scale max|w| / 7 per block and output channel, FP16 scales) behind
+  a block-wise DequantizeLinear (opset 21).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import ml_dtypes
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -27,7 +34,12 @@ from ..network.regions import KEEP_TYPE
 from ..network.units import Unit
 from ..precision import Plan, Precision
 from .bias import output_shift
-from .ranges import INT8_MAX, Ranges, weight_scales
+from .ranges import FP8_MAX, INT4_BLOCK, INT4_MAX, INT8_MAX, Ranges, weight_scales
+
+HALF = {Precision.FP16: (TensorProto.FLOAT16, np.float16), Precision.BF16: (TensorProto.BFLOAT16, ml_dtypes.bfloat16),
+        Precision.INT4: (TensorProto.FLOAT16, np.float16)}  # an island's ONNX type and numpy type
+_ZERO = {Precision.INT8: np.int8, Precision.FP8: ml_dtypes.float8_e4m3fn}  # zero point types (their Q output types)
+_ZERO_TYPES = {np.dtype(np.int8), np.dtype(ml_dtypes.float8_e4m3fn), np.dtype(ml_dtypes.int4)}
 
 
 class _Rewriter:
@@ -55,35 +67,43 @@ class _Rewriter:
                 if name == old:
                     node.input[k] = new
 
-    def qdq_activation(self, unit: Unit, tensor: str, scale: float, readers: list[onnx.NodeProto]) -> None:
-        key = f"qdq:{tensor}"
+    def qdq_activation(self, unit: Unit, tensor: str, scale: float, readers: list[onnx.NodeProto],
+                       p: Precision = Precision.INT8) -> None:
+        key = f"qdq:{p.value}:{tensor}"
         if key not in self.shared:
-            s = self._add_init(np.array(scale, np.float32), f"{tensor}_scale")
-            z = self._add_init(np.array(0, np.int8), f"{tensor}_zero_point")
-            q = helper.make_node("QuantizeLinear", [tensor, s, z], [f"{tensor}_quantized"], f"{tensor}_QuantizeLinear")
+            base = tensor if p is Precision.INT8 else f"{tensor}_{p.value}"
+            s = self._add_init(np.array(scale, np.float32), f"{base}_scale")
+            z = self._add_init(np.array(0, _ZERO[p]), f"{base}_zero_point")
+            q = helper.make_node("QuantizeLinear", [tensor, s, z], [f"{base}_quantized"], f"{base}_QuantizeLinear")
             dq = helper.make_node(
-                "DequantizeLinear", [q.output[0], s, z], [f"{tensor}_dequantized"], f"{tensor}_DequantizeLinear"
+                "DequantizeLinear", [q.output[0], s, z], [f"{base}_dequantized"], f"{base}_DequantizeLinear"
             )
             self.before.setdefault(unit.nodes[0], []).extend([q, dq])
             self.shared[key] = dq.output[0]
         self._rewire(readers, tensor, self.shared[key])
 
-    def qdq_weight(self, unit: Unit, main: onnx.NodeProto, ranges: Ranges) -> None:
+    def qdq_weight(self, unit: Unit, main: onnx.NodeProto, ranges: Ranges, p: Precision = Precision.INT8) -> None:
         w = numpy_helper.to_array(self.inits[unit.weight])
-        scales = weight_scales(w, unit.weight_axis, ranges.weight_scales)
         shape = [1] * w.ndim
         if unit.weight_axis is not None:
             shape[unit.weight_axis] = -1
-        q = np.clip(np.round(w / scales.reshape(shape)), -INT8_MAX - 1, INT8_MAX).astype(np.int8)
-        mean = ranges.means.get(unit.activations[0]) if ranges.bias_correction and unit.activations else None
+        if p is Precision.FP8:
+            scales = weight_scales(w, unit.weight_axis, "max") * INT8_MAX / FP8_MAX
+            q = (w / scales.reshape(shape)).astype(ml_dtypes.float8_e4m3fn)
+        else:
+            scales = weight_scales(w, unit.weight_axis, ranges.weight_scales)
+            q = np.clip(np.round(w / scales.reshape(shape)), -INT8_MAX - 1, INT8_MAX).astype(np.int8)
+        use_mean = ranges.bias_correction and unit.activations and p is Precision.INT8
+        mean = ranges.means.get(unit.activations[0]) if use_mean else None
         if mean:
             shift = output_shift(main, q * scales.reshape(shape) - w, list(main.input).index(unit.weight), mean)
             if shift is not None:
                 self.correct_bias(unit, main, shift)
         base = f"{unit.weight}__{unit.name}" if self._shared_weight(unit) else unit.weight
-        wq = self._add_init(q, f"{base}_int8")
+        base = base if p is Precision.INT8 else f"{base}_{p.value}"
+        wq = self._add_init(q, f"{base}_{'int8' if p is Precision.INT8 else 'q'}")
         s = self._add_init(scales, f"{base}_scale")
-        z = self._add_init(np.zeros(scales.shape, np.int8), f"{base}_zero_point")
+        z = self._add_init(np.zeros(scales.shape, _ZERO[p]), f"{base}_zero_point")
         attrs = {"axis": unit.weight_axis} if unit.weight_axis is not None else {}
         dq = helper.make_node(
             "DequantizeLinear", [wq, s, z], [f"{base}_dequantized"], f"{base}_DequantizeLinear", **attrs
@@ -122,10 +142,33 @@ class _Rewriter:
                     node.input[k] = self._add_init((b - shift.reshape(b.shape)).astype(np.float32), name)
                 return
 
+    def int4_weight(self, unit: Unit, main: onnx.NodeProto, block: int) -> None:
+        """The weight as int4 in blocks of ``block`` along K, behind a block-wise DequantizeLinear (FP16 out)."""
+        w = numpy_helper.to_array(self.inits[unit.weight]).astype(np.float32)
+        axis = 1 - unit.weight_axis  # K: the axis that is not the output channel's
+        k = w.shape[axis]
+        pad = (-k) % block
+        wk = np.moveaxis(w, axis, 0)
+        blocks = np.pad(np.abs(wk), ((0, pad), (0, 0))).reshape(-1, block, wk.shape[1]).max(axis=1)
+        scales = np.where(blocks > 0, blocks / INT4_MAX, 1.0).astype(np.float16)
+        full = np.repeat(scales.astype(np.float32), block, axis=0)[:k]
+        q = np.clip(np.round(wk / full), -INT4_MAX - 1, INT4_MAX).astype(ml_dtypes.int4)
+        base = f"{unit.weight}__{unit.name}" if self._shared_weight(unit) else unit.weight
+        wq = self._add_init(np.moveaxis(q, 0, axis), f"{base}_int4")
+        s = self._add_init(np.moveaxis(scales, 0, axis), f"{base}_int4_scale")
+        z = self._add_init(np.zeros(np.moveaxis(scales, 0, axis).shape, ml_dtypes.int4), f"{base}_int4_zero_point")
+        dq = helper.make_node("DequantizeLinear", [wq, s, z], [f"{base}_int4_dequantized"],
+                              f"{base}_int4_DequantizeLinear", axis=axis, block_size=block)
+        self.before.setdefault(unit.nodes[0], []).append(dq)
+        self._rewire([main], unit.weight, dq.output[0])
+
     def _shared_weight(self, unit: Unit) -> bool:
         return sum(unit.weight in n.input for n in self.g.node) > 1
 
-    def cast_fp16(self, unit: Unit) -> None:
+    def cast_half(self, unit: Unit, p: Precision = Precision.FP16) -> None:
+        """The unit as an island in p's half type (FP16 for INT4's activations)."""
+        onnx_type, np_type = HALF[p]
+        tag = "bf16" if p is Precision.BF16 else "fp16"
         members = [self.node_by_name[n] for n in unit.nodes]
         made = {o for n in members for o in n.output}
         casts = set(unit.casts)
@@ -138,22 +181,20 @@ class _Rewriter:
                     t = self.inits[name]
                     if t.data_type == TensorProto.FLOAT:
                         with np.errstate(over="ignore"):  # overflow is reported by the FP16 range check
-                            half = numpy_helper.to_array(t).astype(np.float16)
-                        node.input[k] = self._add_init(half, f"{name}_fp16")
+                            half = numpy_helper.to_array(t).astype(np_type)
+                        node.input[k] = self._add_init(half, f"{name}_{tag}")
                     continue
                 if name not in casts:  # a mask's boolean, a shape, an index: not float, never cast
                     continue
-                key = f"cast16:{name}"
+                key = f"cast:{tag}:{name}"
                 if key not in self.shared:
-                    cast = helper.make_node(
-                        "Cast", [name], [f"{name}_fp16"], f"{name}_cast_fp16", to=TensorProto.FLOAT16
-                    )
+                    cast = helper.make_node("Cast", [name], [f"{name}_{tag}"], f"{name}_cast_{tag}", to=onnx_type)
                     self.before.setdefault(unit.nodes[0], []).append(cast)
                     self.shared[key] = cast.output[0]
                 node.input[k] = self.shared[key]
         self.retyped |= made
         for out in unit.outputs:
-            inner = f"{out}_fp16out"
+            inner = f"{out}_{tag}out"
             for node in members:
                 for k, name in enumerate(node.output):
                     if name == out:
@@ -191,24 +232,33 @@ def lower(model: onnx.ModelProto, units: Sequence[Unit], plan: Plan, ranges: Ran
     unknown = [u for u in plan if u not in by_name]
     if unknown:
         raise ConfigError(f"the plan names units the model does not have: {', '.join(unknown[:5])}.")
+    needed = max((p.opset for _, p in plan.precisions), default=13)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < needed:
+        raise ConfigError(f"the plan has {', '.join(sorted({p.value for _, p in plan.precisions if p.opset > opset}))}"
+                          f", which needs ONNX opset {needed}; the model is opset {opset} (analyse with those "
+                          "precisions, which converts it).")
     rw = _Rewriter(model)
     for name, precision in plan.precisions:
         unit = by_name[name]
         if precision not in unit.allowed:
             raise ConfigError(f"the plan runs unit {name} ({unit.kind}) in {precision.value}, which TensorRT does not "
                               f"run it in (it can: {', '.join(p.value for p in unit.allowed)}).")
-        if precision is Precision.INT8:
+        main = rw.node_by_name[unit.name]
+        if precision.quantized:
             if ranges is None:
-                raise ConfigError("INT8 lowering needs activation ranges; run calibration first.")
+                raise ConfigError(f"{precision.value.upper()} lowering needs activation ranges; run calibration first.")
             members = [rw.node_by_name[n] for n in unit.nodes]
-            main = rw.node_by_name[unit.name]
             for tensor in unit.activations:
                 readers = [n for n in members if tensor in n.input]
-                rw.qdq_activation(unit, tensor, ranges.scale(tensor), readers)
+                scale = ranges.scale(tensor) if precision is Precision.INT8 else ranges.fp8_scale(tensor)
+                rw.qdq_activation(unit, tensor, scale, readers, precision)
             if unit.weight is not None:
-                rw.qdq_weight(unit, main, ranges)
-        elif precision is Precision.FP16:
-            rw.cast_fp16(unit)
+                rw.qdq_weight(unit, main, ranges, precision)
+        else:
+            if precision is Precision.INT4:
+                rw.int4_weight(unit, main, ranges.int4_block if ranges else INT4_BLOCK)
+            rw.cast_half(unit, precision)
     return rw.finish()
 
 
@@ -227,9 +277,14 @@ def trt_rule_violations(model: onnx.ModelProto) -> list[str]:
             problems.append(f"{node.name}: scale is not a constant")
         elif not np.all(scale > 0):
             problems.append(f"{node.name}: scale must be positive")
-        if zp is not None and (np.any(zp != 0) or zp.dtype != np.int8):
-            problems.append(f"{node.name}: zero point must be int8 zero (symmetric)")
+        if zp is not None and (zp.dtype not in _ZERO_TYPES or np.any(zp.astype(np.float32) != 0)):
+            problems.append(f"{node.name}: zero point must be an int8, float8e4m3fn or int4 zero (symmetric)")
         per_channel = scale is not None and scale.ndim > 0 and scale.size > 1
         if per_channel and node.input[0] not in consts:
             problems.append(f"{node.name}: per-channel scales are only allowed for weights")
+        block = next((a.i for a in node.attribute if a.name == "block_size"), 0)
+        if block and (zp is None or zp.dtype == np.int8):
+            problems.append(f"{node.name}: block quantization is only for FP8/INT4 weights")
+        if zp is not None and zp.dtype == ml_dtypes.int4 and node.input[0] not in consts:
+            problems.append(f"{node.name}: INT4 is only for weights")
     return problems

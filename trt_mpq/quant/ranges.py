@@ -21,6 +21,9 @@ METHODS = ("max", "percentile", "entropy", "mse")  # the thresholds a tensor can
 CALIBRATORS = (*METHODS, "auto")
 HIST_BINS = 2048
 INT8_MAX = 127
+FP8_MAX = 448.0  # E4M3
+INT4_MAX = 7
+INT4_BLOCK = 128  # weights per INT4 scale along K (TensorRT's and ModelOpt's default)
 FP16_MAX = 65504.0
 PERCENTILE = 99.99
 
@@ -233,9 +236,16 @@ class Ranges:
     means: Mapping[str, tuple[float, ...]] = field(default_factory=dict)  # weight-unit inputs: per-channel mean
     weight_scales: str = "max"  # how INT8 weight scales are set (see ``weight_scales``)
     bias_correction: bool = False  # INT8 weight units fold the mean shift of their quantized weight into the bias
+    int4_block: int = INT4_BLOCK  # INT4 weights per scale along K
 
     def scale(self, tensor: str) -> float:
         return int8_scale(self.amax[tensor])
+
+    def fp8_scale(self, tensor: str) -> float:
+        """max|x| / 448: FP8 keeps the range (its floating spacing makes clipping rarely pay, and max is what
+        ModelOpt's FP8 recipe calibrates with)."""
+        amax = self.absmax.get(tensor, self.amax.get(tensor, 0.0))
+        return float(amax) / FP8_MAX if amax > 0 and np.isfinite(amax) else 1.0
 
     def exceeds_fp16(self, tensors: Iterable[str]) -> list[str]:
         return [t for t in tensors if self.absmax.get(t, 0.0) > FP16_MAX]
@@ -270,7 +280,7 @@ class Ranges:
                 "absmax": dict(self.absmax), "shapes": {k: list(v) for k, v in self.shapes.items()},
                 "candidates": {k: dict(v) for k, v in self.candidates.items()},
                 "means": {k: list(v) for k, v in self.means.items()}, "weight_scales": self.weight_scales,
-                "bias_correction": self.bias_correction}
+                "bias_correction": self.bias_correction, "int4_block": self.int4_block}
 
     @classmethod
     def from_json(cls, d: Mapping) -> Ranges:
@@ -278,7 +288,7 @@ class Ranges:
                    {k: tuple(v) for k, v in d.get("shapes", {}).items()},
                    {k: dict(v) for k, v in d.get("candidates", {}).items()}, dict(d.get("methods", {})),
                    {k: tuple(v) for k, v in d.get("means", {}).items()}, d.get("weight_scales", "max"),
-                   bool(d.get("bias_correction", False)))
+                   bool(d.get("bias_correction", False)), int(d.get("int4_block", INT4_BLOCK)))
 
 
 class RangeCollector:

@@ -48,7 +48,8 @@ def plan_report(analysis: Analysis, evaluation: DataInfo, metric: str, budget: B
             name, p, analysed.nodes, space.noise[(name, p)], analysed.results.get(p),
             {q: round(space.cost.unit_seconds(name, q) * 1e3, 5) for q in space.choices[name]}, analysed.kind))
     analysed_precisions = [Precision.FP32, *analysis.precisions]
-    totals = {q: space.seconds(space.uniform(q)) * 1e3 for q in Precision if q in analysed_precisions}
+    totals = {q: space.seconds(space.uniform(q)) * 1e3 for q in Precision
+              if q in analysed_precisions and space.cost.target.runs(q)}
     counts = {q: sum(1 for u in units if u.precision is q) for q in Precision}
     cost = space.cost
     mix_ms = space.seconds(result.plan) * 1e3

@@ -6,10 +6,11 @@ unit or a graph output). The writer stores one format; every other one costs a r
 tensor in the written format and writes it in the needed one. Which formats a writer can store is what
 TensorRT's fusions allow, as its real A100 ResNet-18 Q/DQ profiles show (tests/backends/test_captures.py):
 
-- an INT8 kernel writes any format: the DequantizeLinear after it fuses into its output (a quantized
-  convolution writes FP16 when its reader is FP16), and so does the next unit's QuantizeLinear;
-- a float unit writes its own precision, or INT8 when it is a pointwise, normalisation or softmax kernel and
-  every reader is INT8 (the QuantizeLinear joins its epilogue, as for a LayerNorm feeding quantized GEMMs);
+- a quantized (INT8, FP8) kernel writes any format: the DequantizeLinear after it fuses into its output (a
+  quantized convolution writes FP16 when its reader is FP16), and so does the next unit's QuantizeLinear;
+- a float unit writes its own precision, or a quantized one when it is a pointwise, normalisation or softmax
+  kernel and every reader reads that one (the QuantizeLinear joins its epilogue, as for a LayerNorm feeding
+  quantized GEMMs); INT4 is weight-only, so its activations are FP16;
   a float convolution or GEMM cannot (TensorRT fuses a trailing Q only into a quantized one) and neither can
   pooling (the capture has a separate Q after an FP16 GlobalAveragePool);
 - a graph input or an op outside every unit writes FP32.
@@ -43,7 +44,7 @@ class Crossing:
 
 def fmt(p: Precision) -> Precision:
     """The format a unit at precision p reads and writes its activations in."""
-    return p
+    return p.activations
 
 
 def needed(c: Crossing, plan: Mapping[str, Precision]) -> set[Precision]:
@@ -55,10 +56,10 @@ def writable(c: Crossing, p: Precision | None, need: set[Precision]) -> set[Prec
     """Formats the writer, running at p (None: fixed FP32), can store given the formats its readers need."""
     if c.writer is None or p is None:
         return {Precision.FP32}
-    if p is Precision.INT8:
-        return {fmt(Precision.INT8)} | need
-    if c.quantizing and need == {Precision.INT8}:
-        return {fmt(p), Precision.INT8}
+    if p.quantized:
+        return {fmt(p)} | need
+    if c.quantizing and len(need) == 1 and next(iter(need)).quantized:
+        return {fmt(p)} | need
     return {fmt(p)}
 
 

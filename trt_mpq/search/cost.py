@@ -35,7 +35,8 @@ COMPUTE_EFF = 0.6  # share of peak a good fused kernel reaches
 MEMORY_EFF = 0.7
 KERNEL_US = 6.0  # launch and tail of one fused kernel, fitted on the A100 FP16 capture (docs/results.md)
 OVERLAP_LOSS = 0.2  # share of the shorter of compute and memory time a kernel does not hide (same fit)
-CHANNEL_TILE = {Precision.FP16: 8, Precision.INT8: 32}  # Tensor Core channel granularity (TensorRT's formats)
+# Tensor Core channel granularity (TensorRT's vectorised formats: 16 bytes of 16-bit, 32 of 8-bit elements)
+CHANNEL_TILE = {Precision.FP16: 8, Precision.BF16: 8, Precision.INT4: 8, Precision.INT8: 32, Precision.FP8: 32}
 REFORMAT_US = 8.0  # a reformat or quantize kernel's fixed cost, and the share of bandwidth it reaches: fitted on
 REFORMAT_EFF = 0.5  # the A100 Q/DQ captures' 15 reformats, 0.72-1.30x of the measured times (median 0.98)
 # Ops TensorRT moves Q/DQ (and casts) across, so a precision flows through them without a reformat.
@@ -43,7 +44,11 @@ TRANSPARENT = {"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Ident
 # Readers outside every unit that need no format of their own: Shape and Size read only dimensions; a comparison
 # that makes a mask (IsNaN on a Softmax's output) joins the pointwise kernel of the cast before it.
 FORMAT_FREE = {"Shape", "Size", "IsNaN", "IsInf", "Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual"}
-ELEMENT_BYTES = {Precision.FP32: 4, Precision.FP16: 2, Precision.INT8: 1}
+# bytes per activation element, and per weight element (INT4 weights are packed two to a byte; their FP16
+# block scales add 2 bytes per 128 weights)
+ELEMENT_BYTES = {Precision.FP32: 4, Precision.FP16: 2, Precision.BF16: 2, Precision.INT8: 1, Precision.FP8: 1,
+                 Precision.INT4: 2}
+WEIGHT_BYTES = {**ELEMENT_BYTES, Precision.INT4: 0.5 + 2 / 128}
 
 
 @dataclass(frozen=True)
@@ -60,11 +65,25 @@ class Gpu:
     tf32_tflops: float | None = None
     bf16_tflops: float | None = None
     fp8_tflops: float | None = None
+    int4_weights: bool = True  # W4A16 GEMMs: Ampere and later (ModelOpt's support matrix)
+
+    def runs(self, p: Precision) -> bool:
+        """Whether TensorRT can run p on this GPU."""
+        if p is Precision.INT4:
+            return self.int4_weights
+        return self._rate(p) is not None
+
+    def _rate(self, p: Precision) -> float | None:
+        return {Precision.FP32: self.fp32_tflops, Precision.FP16: self.fp16_tflops, Precision.INT8: self.int8_tops,
+                Precision.BF16: self.bf16_tflops, Precision.FP8: self.fp8_tflops,
+                Precision.INT4: self.fp16_tflops}[p]  # INT4 weights are dequantized into an FP16 GEMM
 
     def peak(self, p: Precision) -> float:
-        """Operations per second at precision p."""
-        return 1e12 * {Precision.FP32: self.fp32_tflops, Precision.FP16: self.fp16_tflops,
-                       Precision.INT8: self.int8_tops}[p]
+        """Operations per second at precision p (raises for one it cannot run: check ``runs`` first)."""
+        rate = self._rate(p)
+        if rate is None or not self.runs(p):
+            raise ConfigError(f"the {self.name} cannot run {p.value}.")
+        return 1e12 * rate
 
 
 GPUS = {
@@ -78,7 +97,7 @@ GPUS = {
                 156.0, 312.0),
     "l40s": Gpu("NVIDIA L40S", 91.6, 362.0, 733.0, 864.0, "NVIDIA L40S datasheet", 183.0, 362.0, 733.0),
     "l4": Gpu("NVIDIA L4", 30.3, 121.0, 242.0, 300.0, "NVIDIA L4 Tensor Core GPU datasheet", 60.0, 121.0, 242.0),
-    "t4": Gpu("NVIDIA T4", 8.1, 65.0, 130.0, 320.0, "NVIDIA T4 Tensor Core GPU datasheet"),
+    "t4": Gpu("NVIDIA T4", 8.1, 65.0, 130.0, 320.0, "NVIDIA T4 Tensor Core GPU datasheet", int4_weights=False),
     "orin": Gpu("NVIDIA Jetson AGX Orin 64GB (GPU only)", 5.3, 42.5, 85.0, 204.8, "NVIDIA Jetson AGX Orin datasheet",
                 None, 42.5),
 }
@@ -179,7 +198,8 @@ class CostModel:
         """estimated, measured or partly measured."""
         if not self.measured:
             return "estimated"
-        return "measured" if all((u, p) in self.measured for u in self.costs for p in Precision) else "partly measured"
+        ps = {Precision.FP32, Precision.FP16, Precision.INT8} | {p for _, p in self.measured}
+        return "measured" if all((u, p) in self.measured for u in self.costs for p in ps) else "partly measured"
 
     @property
     def kind(self) -> str:
@@ -192,10 +212,10 @@ class CostModel:
         if (unit, p) in self.measured:
             return self.measured[(unit, p)]
         c = self.costs[unit]
-        size = ELEMENT_BYTES[p]
         compute = c.flops * _padding(c.channels, p) / (self.target.peak(p) * COMPUTE_EFF)
         read = c.weight_elems if c.weights_read is None else c.weights_read
-        memory = (c.activation_elems * size + read * size) / (self.target.bandwidth_gbs * 1e9 * MEMORY_EFF)
+        moved = c.activation_elems * ELEMENT_BYTES[p] + read * WEIGHT_BYTES[p]
+        memory = moved / (self.target.bandwidth_gbs * 1e9 * MEMORY_EFF)
         return max(compute, memory) + OVERLAP_LOSS * min(compute, memory) + KERNEL_US * 1e-6
 
     def reformat_seconds(self, elems: float, written: Precision, needed: Precision) -> float:

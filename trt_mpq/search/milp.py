@@ -18,7 +18,7 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 
 from ..precision import Plan, Precision
 from .borders import Crossing, fmt
-from .cost import ELEMENT_BYTES
+from .cost import WEIGHT_BYTES
 from .space import DecisionSpace
 
 US = 1e6
@@ -69,7 +69,7 @@ def solve(opts: DecisionSpace, noise_budget: float | None = None, seconds_budget
     if size_budget_mb is not None:
         size = np.zeros(n)
         for (u, p), i in index.items():
-            size[i] = opts.weight_elems[u] * ELEMENT_BYTES[p] / 1e6
+            size[i] = opts.weight_elems[u] * WEIGHT_BYTES[p] / 1e6
         rows.append(size), lo.append(-np.inf), hi.append(size_budget_mb)
     if minimise is Objective.LATENCY:
         objective = lat
@@ -85,7 +85,7 @@ def solve(opts: DecisionSpace, noise_budget: float | None = None, seconds_budget
     if minimise is Objective.LATENCY and tie_break:  # second pass: smallest weights within the latency resolution
         size = np.zeros(n)
         for (u, p), i in index.items():
-            size[i] = opts.weight_elems.get(u, 0.0) * ELEMENT_BYTES[p]
+            size[i] = opts.weight_elems.get(u, 0.0) * WEIGHT_BYTES[p]
         ceiling = float(lat @ res.x) + opts.cost.resolution * US
         fp16 = opts.seconds(opts.uniform(Precision.FP16)) * US  # the whole graph in FP16, what --fp16 builds
         if float(lat @ res.x) <= fp16:  # a tie never hands back a mix slower than that reference
@@ -125,10 +125,10 @@ class _Borders:
         readers = {fmt(p) for r in c.readers for p in choices.get(r, [Precision.FP32])}
         formats = sorted(readers | ({Precision.FP32} if c.fp32_reader else set()), key=list(Precision).index)
         written = {fmt(p) for p in writer} or {Precision.FP32}
-        if Precision.INT8 in writer:
+        if any(p.quantized for p in writer):
             written |= set(formats)
-        if c.quantizing and Precision.INT8 in formats:
-            written.add(Precision.INT8)
+        if c.quantizing:
+            written |= {f for f in formats if f.quantized}
         written = sorted(written, key=list(Precision).index)
         if len(formats) == 1 and written == formats:
             return  # every choice stores what every reader reads
@@ -144,19 +144,20 @@ class _Borders:
         w = {f: self._new() for f in written}
         self.binary += w.values()
         self.rows.append((dict.fromkeys(w.values(), 1.0), 1.0, 1.0))  # one written format
-        int8 = Precision.INT8
+        quantized = {p for p in Precision if p.quantized}
         for f, i in w.items():  # w[f] <= the writer precisions that can store f
-            ps = {p for p in Precision if fmt(p) is f} | ({int8} if f in formats else set())
-            if f is int8 and c.quantizing:
+            ps = {p for p in Precision if fmt(p) is f} | (quantized if f in formats else set())
+            if f.quantized and c.quantizing:
                 ps = set(Precision)
             terms, const = self._at(c.writer, ps) if c.writer else ({}, float(f is Precision.FP32))
             self.rows.append(({i: 1.0, **{k: -a for k, a in terms.items()}}, -np.inf, const))
-        if c.quantizing and int8 in w:  # a float writer stores INT8 only when no reader needs a float format
-            terms, const = self._at(c.writer, {int8})
-            for f in formats:
-                if f is not int8:
-                    self.rows.append(({need[f]: 1.0, w[int8]: 1.0, **{k: -a for k, a in terms.items()}},
-                                      -np.inf, 1.0 + const))
+        if c.quantizing:  # a float writer stores a quantized format only when every reader reads that one
+            terms, const = self._at(c.writer, quantized)
+            for f in (f for f in w if f.quantized):
+                for g in formats:
+                    if g is not f:
+                        self.rows.append(({need[g]: 1.0, w[f]: 1.0, **{k: -a for k, a in terms.items()}},
+                                          -np.inf, 1.0 + const))
         for s, ws in w.items():  # reformat[s, f] >= need[f] + w[s] - 1
             for f, nf in need.items():
                 if f is not s:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from ..artifacts import Analysis
 from ..precision import Precision
-from .cost import ELEMENT_BYTES, CostModel
+from .cost import WEIGHT_BYTES, CostModel
 
 
 @dataclass(frozen=True)
@@ -28,13 +28,15 @@ class DecisionSpace:
 
     @classmethod
     def from_analysis(cls, analysis: Analysis, cost: CostModel) -> DecisionSpace:
+        """Every finite measured result whose precision the cost model's GPU runs (a T4 has no FP8 or BF16)."""
         units, choices, noise, weights = [], {}, {}, {}
         for u in analysis.units:
             units.append(u.name)
             choices[u.name] = [Precision.FP32]
             noise[(u.name, Precision.FP32)] = 0.0
             for p, result in u.results.items():
-                if math.isfinite(result.severity):  # a unit whose lowering produced NaN/Inf never gets p
+                # a unit whose lowering produced NaN/Inf never gets p, nor one the target GPU cannot run
+                if math.isfinite(result.severity) and cost.target.runs(p):
                     choices[u.name].append(p)
                     noise[(u.name, p)] = result.severity
             weights[u.name] = cost.costs[u.name].weight_elems
@@ -48,7 +50,7 @@ class DecisionSpace:
         return {u: p for u in self.units if p in self.choices[u]}
 
     def size_mb(self, plan: Mapping[str, Precision]) -> float:
-        return sum(self.weight_elems[u] * ELEMENT_BYTES[plan.get(u, Precision.FP32)] for u in self.units) / 1e6
+        return sum(self.weight_elems[u] * WEIGHT_BYTES[plan.get(u, Precision.FP32)] for u in self.units) / 1e6
 
     def predicted_noise(self, plan: Mapping[str, Precision]) -> float:
         return sum(self.noise[(u, plan.get(u, Precision.FP32))] for u in self.units)

@@ -1,0 +1,67 @@
+"""What ONNX Runtime's CPU provider cannot run of a lowered model, rewritten into what it can (emulation).
+
+BF16: the CPU provider has no bfloat16 Conv, MatMul or most other kernels, but it casts to and from bfloat16.
+A BF16 island (inputs cast to bfloat16, weights stored as bfloat16, outputs cast back) becomes: inputs rounded
+to bfloat16 and back (two Casts), weights stored as the float32 values of their bfloat16 roundings, the ops
+computed in float32, and each output rounded to bfloat16 where it leaves the island. That is TensorRT's
+arithmetic for a fused kernel (bfloat16 operands, float32 accumulation, a bfloat16 result) except for the
+roundings between the ops inside one unit, which it leaves out: BF16 error is slightly under-estimated there.
+FP8 and INT4 Q/DQ run as they are (opset 19/21 kernels); FP16 islands run in FP16 kernels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def has_bf16(model: onnx.ModelProto) -> bool:
+    g = model.graph
+    return any(t.data_type == TensorProto.BFLOAT16 for t in g.initializer) or any(
+        n.op_type == "Cast" and any(a.name == "to" and a.i == TensorProto.BFLOAT16 for a in n.attribute)
+        for n in g.node)
+
+
+SHAPE_LIKE = {"Shape", "Size", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "IsNaN", "IsInf",
+              "ArgMax", "ArgMin", "NonZero", "Not"}  # what they make is not a bfloat16 value
+
+
+def _to(node: onnx.NodeProto) -> int | None:
+    return next((a.i for a in node.attribute if a.name == "to"), None) if node.op_type == "Cast" else None
+
+
+def emulate_bf16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with every BF16 island computed in float32 on bfloat16-rounded values (see module doc)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    bf16: set[str] = set()
+    for k, t in enumerate(g.initializer):
+        if t.data_type == TensorProto.BFLOAT16:
+            values = numpy_helper.to_array(t).astype(np.float32)
+            g.initializer[k].CopyFrom(numpy_helper.from_array(values, t.name))
+            bf16.add(t.name)
+    nodes = []
+    for node in g.node:
+        to = _to(node)
+        if to == TensorProto.BFLOAT16:  # x -> bf16: round, and carry the rounded value in float32
+            rounded = f"{node.output[0]}__bf16_rounded"
+            nodes.append(helper.make_node("Cast", list(node.input), [rounded], f"{node.name}__bf16", to=to))
+            nodes.append(helper.make_node("Cast", [rounded], list(node.output), node.name, to=TensorProto.FLOAT))
+            bf16.add(node.output[0])
+        elif to is not None and node.input[0] in bf16:  # leaves an island: the op's float32 result rounded
+            rounded = f"{node.output[0]}__bf16_rounded"
+            nodes.append(helper.make_node("Cast", [node.input[0]], [rounded], f"{node.name}__bf16",
+                                          to=TensorProto.BFLOAT16))
+            nodes.append(helper.make_node("Cast", [rounded], list(node.output), node.name, to=to))
+        else:
+            if node.op_type not in SHAPE_LIKE and any(i in bf16 for i in node.input):
+                bf16.update(o for o in node.output if o)
+            nodes.append(node)
+    del g.node[:]
+    g.node.extend(nodes)
+    keep = [v for v in g.value_info if v.name not in bf16]
+    del g.value_info[:]
+    g.value_info.extend(keep)
+    return out
