@@ -98,6 +98,15 @@ class Plan(Mapping[str, Precision]):
     def count(self, precision: Precision) -> int:
         return sum(1 for _, p in self.precisions if p is precision)
 
+    def counts(self) -> dict[Precision, int]:
+        """Lowered units per precision: INT8 and FP16 always, the others where used."""
+        return {p: self.count(p) for p in Precision if p in (Precision.INT8, Precision.FP16) or self.count(p)
+                and p is not Precision.FP32}
+
+    def describe(self) -> str:
+        """``3 INT8 + 2 FP8 + 40 FP16 units``"""
+        return " + ".join(f"{n} {p.value.upper()}" for p, n in self.counts().items()) + " units"
+
     def to_json(self) -> dict[str, str]:
         return {k: v.value for k, v in self.precisions}
 

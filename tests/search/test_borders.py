@@ -71,3 +71,40 @@ def test_a_shape_read_needs_no_format():
     cost = cost_model(m, find_units(m).units, "t4", 1)
     emb = next(c for c in cost.crossings if c.tensor == "emb")
     assert emb.writer == "embed" and not emb.fp32_reader
+
+
+def test_each_gpu_runs_what_its_datasheet_says_and_int4_weights_cost_half_a_byte():
+    from trt_mpq.search.cost import GPUS, WEIGHT_BYTES
+
+    assert not GPUS["t4"].runs(P.FP8) and not GPUS["t4"].runs(P.BF16) and not GPUS["t4"].runs(P.INT4)
+    assert GPUS["a100"].runs(P.BF16) and GPUS["a100"].runs(P.INT4) and not GPUS["a100"].runs(P.FP8)
+    assert all(GPUS[g].runs(p) for g in ("l4", "l40s", "h100", "h200", "b200") for p in P)
+    assert GPUS["orin"].runs(P.BF16) and not GPUS["orin"].runs(P.FP8)
+    with pytest.raises(Exception, match="cannot run fp8"):
+        GPUS["t4"].peak(P.FP8)
+    assert WEIGHT_BYTES[P.INT4] < 0.52 and WEIGHT_BYTES[P.FP8] == 1
+    m = builders.norm_fanout()
+    cost = cost_model(m, find_units(m).units, "h100", 1)
+    assert cost.unit_seconds("proj_a", P.FP8) <= cost.unit_seconds("proj_a", P.FP16)  # twice the rate, half the bytes
+
+
+def test_a_plan_for_a_gpu_without_fp8_or_bf16_never_uses_them():
+    """The decision space drops results the target cannot run: a T4 keeps FP16/INT8, an H100 keeps them all."""
+    from trt_mpq.artifacts import AnalysedUnit, UnitResult
+
+    m = builders.norm_fanout()
+    units = find_units(m).units
+    result = UnitResult(cosine=0.9999, sqnr_db=60.0, nmse=1e-6, max_abs=1e-3)
+    analysed = [AnalysedUnit(u.name, u.main_op, u.nodes, u.op_types, dict.fromkeys(u.allowed, result), u.kind)
+                for u in units]
+
+    class Analysis:
+        def __init__(self):
+            self.units = analysed
+
+    t4 = DecisionSpace.from_analysis(Analysis(), cost_model(m, units, "t4", 1))
+    h100 = DecisionSpace.from_analysis(Analysis(), cost_model(m, units, "h100", 1))
+    assert not any(p in (P.FP8, P.BF16, P.INT4) for c in t4.choices.values() for p in c)
+    assert P.FP8 in h100.choices["proj_a"] and P.INT4 in h100.choices["proj_a"] and P.BF16 in h100.choices["norm"]
+    chosen = solve(t4, noise_budget=1.0)
+    assert set(chosen.values()) <= {P.FP16, P.INT8}

@@ -76,8 +76,7 @@ class StepKind(str, Enum):
 
 
 def _counts(plan: Plan) -> dict[str, int]:
-    lowered = [p for _, p in plan.precisions]
-    return {"int8": lowered.count(Precision.INT8), "fp16": lowered.count(Precision.FP16)}
+    return {p.value: n for p, n in plan.counts().items()}
 
 
 @dataclass(frozen=True)
@@ -248,9 +247,11 @@ class PlannedUnit:
     measured_alone: UnitResult | None
     latency_ms: Mapping[Precision, float]
     kind: str = "gemm"
+    weight_mb: float = 0.0  # its weights at its precision
 
     def to_json(self) -> dict:
         return {"name": self.name, "kind": self.kind, "precision": self.precision.value, "nodes": list(self.nodes),
+                "weight_mb": self.weight_mb,
                 "predicted_noise": self.predicted_noise,
                 "measured_alone": self.measured_alone.to_json() if self.measured_alone else None,
                 "latency_ms": {p.value: v for p, v in self.latency_ms.items()}}

@@ -78,6 +78,7 @@ def plan(run_dir: str | Path, options: PlanOptions, progress: Progress | None = 
     start = time.perf_counter()
     opened = open_analysis(run_dir)
     analysis, model, units = opened.analysis, opened.model, opened.units
+    _say_what_the_target_cannot_run(analysis, gpu(options.target), progress)
     data = load_dataset(model, options.eval, _preprocess(options, analysis.calibration.data, progress))
     if data.fingerprint == analysis.calibration.data.fingerprint:
         raise ConfigError("the evaluation data is the calibration data; verify on held-out samples the analysis "
@@ -96,7 +97,6 @@ def plan(run_dir: str | Path, options: PlanOptions, progress: Progress | None = 
         progress.log(line)
     cost = latency_model(opened, options, backend, data, progress)
     space = DecisionSpace.from_analysis(analysis, cost)
-    _say_what_the_target_cannot_run(analysis, cost.target, progress)
     scores: dict[str, float] = {}  # plan digest -> what the search decided on
 
     def measure(p: Plan) -> float:

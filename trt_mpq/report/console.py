@@ -191,8 +191,10 @@ def print_plan(report: PlanReport, run_dir: str, console: Console | None = None)
                       "-" if top1 is None or fp32 else f"{top1:.3f}", escape(note))
     console.print(table)
     n = res.units
-    console.print(f"units: {n[Precision.INT8]} INT8, {n[Precision.FP16]} FP16, {n[Precision.FP32]} FP32 "
-                  f"(of {sum(n.values())})")
+    shown = [p for p in Precision if n.get(p) or p in (Precision.INT8, Precision.FP16, Precision.FP32)]
+    order = [*(p for p in shown if p is not Precision.FP32), Precision.FP32]
+    console.print("units: " + ", ".join(f"{n.get(p, 0)} {p.value.upper()}" for p in order)
+                  + f" (of {sum(n.values())})")
     kinds: dict[str, list[Precision]] = {}
     for u in report.units:
         kinds.setdefault(u.kind, []).append(u.precision)
@@ -200,6 +202,10 @@ def print_plan(report: PlanReport, run_dir: str, console: Console | None = None)
         console.print("by kind: " + "; ".join(
             f"{k} {len(v)} (" + ", ".join(f"{v.count(p)} {p.value.upper()}" for p in Precision if v.count(p)) + ")"
             for k, v in kinds.items()), highlight=False)
+    size = {p: sum(u.weight_mb for u in report.units if u.precision is p) for p in Precision}
+    if sum(size.values()) > 0:
+        console.print(f"weights: {sum(size.values()):.2f} MB (" + ", ".join(
+            f"{p.value.upper()} {mb:.2f}" for p, mb in size.items() if mb > 0) + ")", highlight=False)
     console.print(measured_line(report), highlight=False, markup=False)
     conf = res.confirmation
     if conf is not None:

@@ -19,6 +19,7 @@ from ..artifacts import (
     UnitResult,
 )
 from ..precision import Precision
+from ..search.cost import WEIGHT_BYTES
 from ..search.space import DecisionSpace
 from ..search.verify import SearchResult
 
@@ -46,7 +47,8 @@ def plan_report(analysis: Analysis, evaluation: DataInfo, metric: str, budget: B
         analysed = analysis.unit(name)
         units.append(PlannedUnit(
             name, p, analysed.nodes, space.noise[(name, p)], analysed.results.get(p),
-            {q: round(space.cost.unit_seconds(name, q) * 1e3, 5) for q in space.choices[name]}, analysed.kind))
+            {q: round(space.cost.unit_seconds(name, q) * 1e3, 5) for q in space.choices[name]}, analysed.kind,
+            space.weight_elems.get(name, 0.0) * WEIGHT_BYTES[p] / 1e6))
     analysed_precisions = [Precision.FP32, *analysis.precisions]
     totals = {q: space.seconds(space.uniform(q)) * 1e3 for q in Precision
               if q in analysed_precisions and space.cost.target.runs(q)}

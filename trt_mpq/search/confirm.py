@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from ..artifacts import Look, VerificationStep
-from ..precision import Plan, Precision
+from ..precision import Plan
 
 MAX_LOOKS = 4
 
@@ -53,7 +53,7 @@ def confirm(steps: Sequence[VerificationStep], check: Callable[[Plan, float], Lo
         looks.append(look)
         spread = f", replicas {min(look.replicas):.4f}-{max(look.replicas):.4f}" if look.replicas else ""
         bound = f", lower bound {look.bound:.4f}" if look.bound is not None else ""
-        log(f"confirm: {step.plan.count(Precision.INT8)} INT8 + {step.plan.count(Precision.FP16)} FP16 units, "
+        log(f"confirm: {step.plan.describe()}, "
             f"{look.estimated_ms:.3f} ms -> {look.score:.4f} on the confirm part{spread}{bound} "
             f"({'meets' if look.passed else 'misses'} the budget)")
         return look

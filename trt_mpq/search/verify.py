@@ -17,7 +17,7 @@ import numpy as np
 
 from ..artifacts import Budget, Outcome, ParetoPoint, StepKind, VerificationStep
 from ..errors import ConfigError
-from ..precision import Plan, Precision
+from ..precision import Plan
 from .milp import Objective, solve
 from .space import DecisionSpace
 
@@ -65,7 +65,7 @@ def search(space: DecisionSpace, budget: Budget, fp32_score: float, measure: Mea
                                  score, passed)
             cache[key] = s
             steps.append(s)
-            log(f"verify: {plan.count(Precision.INT8)} INT8 + {plan.count(Precision.FP16)} FP16 units, predicted "
+            log(f"verify: {plan.describe()}, predicted "
                 f"noise {s.predicted_noise:.3g}, {s.estimated_ms:.3f} ms ({label}) -> measured {score:.4f} "
                 f"({'meets' if passed else 'misses'} the budget) {kind.value}".rstrip())
         return cache[key]
