@@ -14,7 +14,8 @@ from .errors import ConfigError
 
 class Precision(str, Enum):
     """How a unit runs. FP16/BF16: Cast islands; INT8/FP8: Q/DQ on activations and weights; INT4: weights
-    only (block-wise DequantizeLinear), activations in FP16."""
+    only (block-wise DequantizeLinear), activations in FP16; TF32: an FP32 GEMM/convolution whose Tensor Core
+    math rounds its operands to a 10-bit mantissa (a builder flag, global for an engine: not in the graph)."""
 
     FP32 = "fp32"
     FP16 = "fp16"
@@ -22,6 +23,7 @@ class Precision(str, Enum):
     BF16 = "bf16"
     FP8 = "fp8"
     INT4 = "int4"
+    TF32 = "tf32"
 
     @property
     def opset(self) -> int:
@@ -36,7 +38,7 @@ class Precision(str, Enum):
     @property
     def activations(self) -> Precision:
         """The format its activations are read and written in (INT4 is weight-only: FP16)."""
-        return Precision.FP16 if self is Precision.INT4 else self
+        return {Precision.INT4: Precision.FP16, Precision.TF32: Precision.FP32}.get(self, self)
 
     @classmethod
     def parse_list(cls, text: str) -> tuple[Precision, ...]:

@@ -142,3 +142,16 @@ def test_the_qdq_captures_show_the_fusions_the_border_rule_assumes(trt_captures)
     after = layers[pool + 1]
     assert after["LayerType"] == "Reformat" and _datatype(after["Outputs"][0]) is P.INT8
     assert _datatype(after["Inputs"][0]) is P.FP16
+
+
+def test_the_fp32_capture_is_tf32_and_the_cost_model_says_so(resnet):
+    """The capture's FP32 build is TensorRT's default FP32, TF32 on an A100: 2.12 ms. Every GEMM unit in TF32
+    is estimated at 1.63 ms (0.77x); the true-FP32 estimate is 10.3 ms, what --noTF32 would cost."""
+    from trt_mpq.search.cost import cost_model
+
+    captures, model, units = resnet
+    measured = sum(read_profile(captures / "fp32.profile.json").values())
+    cost = cost_model(model.proto, units, "a100", 32, model.tensors)
+    tf32 = cost.plan_seconds({u.name: P.TF32 for u in units if P.TF32 in u.allowed}) * 1e3
+    assert 1 / 1.5 <= tf32 / measured <= 1.5
+    assert cost.plan_seconds({}) * 1e3 > 3 * measured  # true FP32 on CUDA cores: not what the capture ran

@@ -108,3 +108,27 @@ def test_a_plan_for_a_gpu_without_fp8_or_bf16_never_uses_them():
     assert P.FP8 in h100.choices["proj_a"] and P.INT4 in h100.choices["proj_a"] and P.BF16 in h100.choices["norm"]
     chosen = solve(t4, noise_budget=1.0)
     assert set(chosen.values()) <= {P.FP16, P.INT8}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_tf32_is_one_flag_for_every_gemm_unit(fanout, seed):
+    """On an A100 a GEMM unit may run TF32 only if no other GEMM unit needs true FP32 (--noTF32 is global):
+    the program's optimum equals the exhaustive one over the feasible plans, and is feasible."""
+    units, _ = fanout
+    m = builders.norm_fanout()
+    base = cost_model(m, units, "a100", 16)
+    rng = np.random.default_rng(seed)
+    choices = {u.name: [P.FP32, *(p for p in u.allowed if p in (P.FP16, P.INT8, P.TF32))] for u in units}
+    measured = {(u, p): float(rng.uniform(2e-6, 30e-6)) for u in choices for p in choices[u]}
+    noise = {(u, p): (0.0 if p is P.FP32 else float(rng.uniform(1e-6, 1e-3)) / (100 if p is P.TF32 else 1))
+             for u in choices for p in choices[u]}
+    space = DecisionSpace([u.name for u in units], choices, noise, base.with_measured(measured, "test"),
+                          {u: base.costs[u].weight_elems for u in choices},
+                          frozenset(u.name for u in units if u.kind == "gemm"))
+    assert not space.feasible({"proj_a": P.TF32}) and space.feasible({"proj_a": P.TF32, "proj_b": P.TF32})
+    for budget in (None, 1e-3, 1e-5):
+        plans = [dict(zip(choices, combo, strict=True)) for combo in itertools.product(*choices.values())]
+        ok = [p for p in plans if space.feasible(p) and (budget is None or space.predicted_noise(p) <= budget)]
+        got = solve(space, noise_budget=budget, tie_break=False)
+        assert space.feasible(got)
+        assert space.seconds(got) == pytest.approx(min(space.seconds(p) for p in ok), rel=1e-9, abs=1e-12)

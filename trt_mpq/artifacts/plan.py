@@ -228,11 +228,12 @@ class LatencySummary:
     all_ms: Mapping[Precision, float]
     mix_ms: float
     note: str = ""  # why a faster uniform mix (all-FP16) was not the answer, when one is
+    tf32: bool | None = None  # the engine's TF32 flag: on, off (--noTF32), None: no GEMM stays FP32
 
     def to_json(self) -> dict:
         out = {"kind": self.kind, "label": self.label, "target": self.target, "source": self.source,
                "batch": self.batch, "all_ms": {p.value: round(v, 4) for p, v in self.all_ms.items()},
-               "mix_ms": round(self.mix_ms, 4)}
+               "mix_ms": round(self.mix_ms, 4), "tf32": self.tf32}
         if self.note:
             out["note"] = self.note
         return out
@@ -311,5 +312,5 @@ class PlanReport:
     def plan_json(self) -> dict[str, Any]:
         """plan.json: the report less its latency figures, but with the deployment the plan was made for."""
         out = {k: v for k, v in self.to_json().items() if k != "latency"}
-        out["deployment"] = {"batch": self.latency.batch, "target": self.latency.target}
+        out["deployment"] = {"batch": self.latency.batch, "target": self.latency.target, "tf32": self.latency.tf32}
         return out

@@ -6,6 +6,9 @@ to bfloat16 and back (two Casts), weights stored as the float32 values of their 
 computed in float32, and each output rounded to bfloat16 where it leaves the island. That is TensorRT's
 arithmetic for a fused kernel (bfloat16 operands, float32 accumulation, a bfloat16 result) except for the
 roundings between the ops inside one unit, which it leaves out: BF16 error is slightly under-estimated there.
+TF32: a GEMM or convolution marked by the lowering reads its two operands rounded to TF32's 10-bit mantissa
+(TensorRT's TF32 Tensor Core math, accumulation in float32); its weight exactly, its activations through a
+scaled float16 cast (see ``emulate_tf32``).
 FP8 and INT4 Q/DQ run as they are (opset 19/21 kernels); FP16 islands run in FP16 kernels.
 """
 
@@ -64,4 +67,73 @@ def emulate_bf16(model: onnx.ModelProto) -> onnx.ModelProto:
     keep = [v for v in g.value_info if v.name not in bf16]
     del g.value_info[:]
     g.value_info.extend(keep)
+    return out
+
+
+MATH_KEY = "trt_mpq.math"  # set by the lowering on the GEMM node of a TF32 unit
+TF32_DROP = 13  # float32 keeps 23 mantissa bits, TF32 10
+
+
+def has_tf32(model: onnx.ModelProto) -> bool:
+    return any(e.key == MATH_KEY and e.value == "tf32" for n in model.graph.node for e in n.metadata_props)
+
+
+def tf32_round(a: np.ndarray) -> np.ndarray:
+    """float32 values rounded to TF32's 10-bit mantissa (round to nearest, ties to even), kept as float32."""
+    bits = np.ascontiguousarray(a, np.float32).view(np.uint32).astype(np.uint64)
+    half = (1 << (TF32_DROP - 1)) - 1 + ((bits >> TF32_DROP) & 1)
+    out = ((bits + half) >> TF32_DROP << TF32_DROP).astype(np.uint32).view(np.float32)
+    return np.where(np.isfinite(a), out, a).astype(np.float32)
+
+
+def emulate_tf32(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with each TF32-marked GEMM/convolution reading operands rounded to TF32: its weight rounded
+    exactly, its activation inputs through a float16 cast at a per-run power-of-two scale (float16 has TF32's
+    10-bit mantissa; the scale puts max|x| just under 2^15, so only values below max|x| * 2^-24 lose bits)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    inits = {t.name: k for k, t in enumerate(g.initializer)}
+    consts = {}
+    for name, value in (("__tf32_tiny", 1e-30), ("__tf32_log2e", 1 / np.log(2)), ("__tf32_top", 15.0),
+                        ("__tf32_two", 2.0)):
+        g.initializer.append(numpy_helper.from_array(np.array(value, np.float32), name))
+        consts[name] = name
+    nodes, done = [], {}
+    for node in g.node:
+        if not any(e.key == MATH_KEY and e.value == "tf32" for e in node.metadata_props):
+            nodes.append(node)
+            continue
+        for k in range(min(2, len(node.input))):  # the two GEMM operands; a bias is added in float32
+            name = node.input[k]
+            if name in inits:
+                t = g.initializer[inits[name]]
+                if t.data_type == TensorProto.FLOAT:
+                    rounded = f"{name}__tf32"
+                    if rounded not in done:
+                        g.initializer.append(numpy_helper.from_array(tf32_round(numpy_helper.to_array(t)), rounded))
+                        done[rounded] = rounded
+                    node.input[k] = rounded
+                continue
+            if name not in done:
+                p = f"{name}__tf32"
+                nodes += [
+                    helper.make_node("Abs", [name], [f"{p}_abs"]),
+                    helper.make_node("ReduceMax", [f"{p}_abs"], [f"{p}_amax"], keepdims=0),
+                    helper.make_node("Max", [f"{p}_amax", "__tf32_tiny"], [f"{p}_floor"]),
+                    helper.make_node("Log", [f"{p}_floor"], [f"{p}_ln"]),
+                    helper.make_node("Mul", [f"{p}_ln", "__tf32_log2e"], [f"{p}_log2"]),
+                    helper.make_node("Ceil", [f"{p}_log2"], [f"{p}_e"]),
+                    helper.make_node("Sub", ["__tf32_top", f"{p}_e"], [f"{p}_shift"]),
+                    helper.make_node("Pow", ["__tf32_two", f"{p}_shift"], [f"{p}_up"]),
+                    helper.make_node("Mul", [name, f"{p}_up"], [f"{p}_scaled"]),
+                    helper.make_node("Cast", [f"{p}_scaled"], [f"{p}_half"], to=TensorProto.FLOAT16),
+                    helper.make_node("Cast", [f"{p}_half"], [f"{p}_back"], to=TensorProto.FLOAT),
+                    helper.make_node("Div", [f"{p}_back", f"{p}_up"], [p]),
+                ]
+                done[name] = p
+            node.input[k] = done[name]
+        nodes.append(node)
+    del g.node[:]
+    g.node.extend(nodes)
     return out

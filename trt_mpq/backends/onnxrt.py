@@ -18,7 +18,7 @@ results are reproducible only to that level, not bit for bit.
 Intra-op threads do not spin while waiting: on small machines spinning threads of one session steal the cores
 of the next (two alternating MobileNetV2 sessions on 2 cores: 116 ms/batch spinning, 64 ms not).
 FP16 Cast islands may be computed in FP32 inside ONNX Runtime's CPU kernels, so FP16 error is a lower bound.
-BF16 islands are emulated (backends.emulation: bfloat16 roundings, float32 arithmetic).
+BF16 islands and TF32 GEMMs are emulated (backends.emulation: bfloat16 / TF32 roundings, float32 arithmetic).
 """
 
 from __future__ import annotations
@@ -31,11 +31,12 @@ import onnx
 
 from ..errors import BackendError
 from .base import Backend, BackendContext, LayerProfile, Session
-from .emulation import emulate_bf16, has_bf16
+from .emulation import emulate_bf16, emulate_tf32, has_bf16, has_tf32
 
 
 def _runnable(model: onnx.ModelProto) -> bytes:
-    return (emulate_bf16(model) if has_bf16(model) else model).SerializeToString()
+    model = emulate_bf16(model) if has_bf16(model) else model
+    return (emulate_tf32(model) if has_tf32(model) else model).SerializeToString()
 
 ORT_OPTIMIZE = ("none", "all")
 

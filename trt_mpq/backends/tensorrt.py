@@ -10,7 +10,8 @@ Building and running go through Polygraphy (``NetworkFromOnnxPath``, ``CreateCon
 profiler and the mapping of fused layers back to ONNX nodes (``trtexec.layer_nodes``), all tested without a GPU.
 
 Precision lives in the graph (Q/DQ and Cast), so every engine is strongly typed: TensorRT 11 networks always
-are; on 10.x the network is created with the STRONGLY_TYPED flag. TF32 is off, so FP32 units are true FP32.
+are; on 10.x the network is created with the STRONGLY_TYPED flag. TF32 is off, so FP32 units are true FP32,
+unless the model marks TF32 units (the lowering's metadata): then it is on, for every FP32 GEMM of the engine.
 Per-unit probe engines (the sensitivity loop) use a low builder optimisation level; the plan's verification,
 latency profiling and the final engine use TensorRT's default level. Every build of a run shares one timing
 cache file.
@@ -34,6 +35,7 @@ from ..artifacts import RunFolder
 from ..errors import BackendError
 from ..precision import Precision
 from .base import Backend, BackendContext, LayerProfile, Session
+from .emulation import has_tf32
 from .trt_probe import probe, version_tuple
 
 # Level 1 times a short list of tactics and reads the shared timing cache, so layers that recur across the
@@ -212,6 +214,8 @@ class TensorRTBackend(Backend):
 
         settings = settings or self.settings
         kwargs = config_kwargs(settings, self._trt)
+        if has_tf32(model):  # the plan verified its FP32 GEMMs in TF32 (marked by the lowering): the flag is global
+            kwargs["tf32"] = True
         if pins is not None:
             if version_tuple(self._trt.__version__) >= (11,):
                 raise BackendError(f"TensorRT {self._trt.__version__} builds strongly typed networks only (11.x "

@@ -93,6 +93,8 @@ def analyze(model: str | Path, out: str | Path, options: AnalyzeOptions = Analyz
     chosen = open_backend(options.backend, options.backend_options, context)
     loaded = load_model(model, dict(options.shapes), dict(options.fixed), needs_opset(options.precisions))
     data = calibration_data(loaded, options)
+    for note in loaded.notes:
+        progress.log(f"model: {note}")
     progress.log(f"backend: {chosen.backend.describe()}{chosen.log_line(options.backend)}")
     progress.log(f"calibration: {data.info['source']}, {data.num_samples} samples")
     settings = sensitivity.Settings(options.precisions, options.calibrator, options.batch, options.weight_scales,

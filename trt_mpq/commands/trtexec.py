@@ -18,16 +18,15 @@ from ..network.units import Unit
 from ..precision import Plan, Precision
 
 STRONG = """# TensorRT 10.x or 11.x: precision lives in the ONNX (Q/DQ and Cast); strongly typed networks honour it
-# exactly (--stronglyTyped is needed on 10.x, a no-op on 11.x). --noTF32 keeps the FP32 units in true FP32,
-# as they were verified on the CPU.
-trtexec --onnx={onnx} --stronglyTyped --noTF32 --saveEngine=model.engine{shapes} \\
+# exactly (--stronglyTyped is needed on 10.x, a no-op on 11.x). {tf32_note}
+trtexec --onnx={onnx} --stronglyTyped{no_tf32} --saveEngine=model.engine{shapes} \\
         --timingCacheFile=timing.cache --profilingVerbosity=detailed \\
         --exportLayerInfo=layers.json --exportProfile=profile.json
 """
 WEAK = """
 # TensorRT 8.6-10.x, weakly typed (JetPack 6, many servers): INT8 from the Q/DQ in {weak_onnx}, FP16/FP32
 # units pinned layer by layer; the builder chooses for every layer outside a unit.
-trtexec --onnx={weak_onnx} {flags} --noTF32 --precisionConstraints=obey --saveEngine=model.weak.engine{shapes} \\
+trtexec --onnx={weak_onnx} {flags}{no_tf32} --precisionConstraints=obey --saveEngine=model.weak.engine{shapes} \\
 {pin_lines}        --timingCacheFile=timing.cache --profilingVerbosity=detailed --exportLayerInfo=layers.weak.json
 """
 UNPINNABLE = ",:"  # trtexec splits its layer lists on these; such node names cannot be pinned
@@ -55,7 +54,7 @@ def layer_pins(units: Iterable[tuple[Sequence[str], Precision]]) -> dict[str, Pr
     """Layer (= ONNX node) name -> precision for every node of the FP16 and FP32 units, given as (nodes,
     precision); the INT8/FP8 units are left to their Q/DQ, an INT4 unit's layers run FP16 on its dequantized
     weights. Weak typing pins these (trtexec and ``build``)."""
-    return {n: p.activations for nodes, p in units if not p.quantized for n in nodes}
+    return {n: p.activations for nodes, p in units if not p.quantized for n in nodes}  # TF32: FP32 layers
 
 
 def weak_pins(units: Sequence[Unit], plan: Plan) -> tuple[str, list[str]]:
@@ -70,12 +69,20 @@ def trtexec_text(onnx_name: str, weak_onnx_name: str, inputs: Sequence[TensorSpe
     """The whole of trtexec.txt."""
     shapes = shape_flags(inputs, sample, batch)
     pins, skipped = weak_pins(units, plan)
-    text = STRONG.format(onnx=onnx_name, shapes=shapes)
+    kinds = {u.name: u.kind for u in units}
+    gemm = [plan.get(u, Precision.FP32) for u, k in kinds.items() if k == "gemm"]
+    if Precision.TF32 in gemm:
+        no_tf32, note = "", "TF32 stays on (TensorRT's default): the plan's FP32 GEMMs were verified in TF32."
+    elif Precision.FP32 in gemm:
+        no_tf32, note = " --noTF32", "--noTF32 keeps the FP32 GEMMs in true FP32, as they were verified."
+    else:
+        no_tf32, note = "", "No GEMM stays in FP32, so TF32 changes nothing."
+    text = STRONG.format(onnx=onnx_name, shapes=shapes, no_tf32=no_tf32, tf32_note=note)
     pin_lines = f"        --layerPrecisions={pins} \\\n        --layerOutputTypes={pins} \\\n" if pins else ""
     used = {p for _, p in plan.precisions}
     flags = " ".join(["--fp16", "--int8", *(f"--{p.value}" for p in (Precision.BF16, Precision.FP8, Precision.INT4)
                                              if p in used)])
-    text += WEAK.format(weak_onnx=weak_onnx_name, shapes=shapes, pin_lines=pin_lines, flags=flags)
+    text += WEAK.format(weak_onnx=weak_onnx_name, shapes=shapes, pin_lines=pin_lines, flags=flags, no_tf32=no_tf32)
     if skipped:
         text += (f"# not pinned (a ',' or ':' in the name): {', '.join(s.rsplit(':', 1)[0] for s in skipped[:5])}"
                  f"{' ...' if len(skipped) > 5 else ''}\n")

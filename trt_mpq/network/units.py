@@ -60,9 +60,9 @@ FP8_OPS = {"Conv", "Gemm", "MatMul"}  # TensorRT's FP8 kernels (not ConvTranspos
 
 
 def gemm_precisions(op: str, weight: onnx.TensorProto | None, axis: int | None) -> tuple[Precision, ...]:
-    """INT8, FP16 and BF16 for every GEMM unit; FP8 for Conv, Gemm and MatMul; INT4 weights for a MatMul or Gemm
-    with a constant 2-D weight (weight-only: nothing to quantize on an activation x activation MatMul)."""
-    out = [Precision.INT8, Precision.FP16, Precision.BF16]
+    """INT8, FP16, BF16 and TF32 for every GEMM unit; FP8 for Conv, Gemm and MatMul; INT4 weights for a MatMul
+    or Gemm with a constant 2-D weight (weight-only: nothing to quantize on an activation x activation MatMul)."""
+    out = [Precision.INT8, Precision.FP16, Precision.BF16, Precision.TF32]
     if op in FP8_OPS:
         out.append(Precision.FP8)
     if op in ("MatMul", "Gemm") and weight is not None and len(weight.dims) == 2 and axis is not None:

@@ -17,6 +17,8 @@ pure function produces what both the CPU emulation and the GPU build consume:
 - INT4 (weights only): the FP16 island, with the weight of a MatMul/Gemm stored as int4 in blocks of
   ``ranges.int4_block`` along K (symmetric, scale max|w| / 7 per block and output channel, FP16 scales) behind
   a block-wise DequantizeLinear (opset 21).
+- TF32: nothing changes in the graph (TensorRT's TF32 is a builder flag); the unit's GEMM node is marked
+  (metadata ``trt_mpq.math = tf32``) so that the CPU backend emulates its rounding (backends.emulation).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from .ranges import FP8_MAX, INT4_BLOCK, INT4_MAX, INT8_MAX, Ranges, weight_scal
 HALF = {Precision.FP16: (TensorProto.FLOAT16, np.float16), Precision.BF16: (TensorProto.BFLOAT16, ml_dtypes.bfloat16),
         Precision.INT4: (TensorProto.FLOAT16, np.float16)}  # an island's ONNX type and numpy type
 _ZERO = {Precision.INT8: np.int8, Precision.FP8: ml_dtypes.float8_e4m3fn}  # zero point types (their Q output types)
+MATH_KEY = "trt_mpq.math"  # node metadata: the arithmetic TensorRT will use for it (tf32)
 _ZERO_TYPES = {np.dtype(np.int8), np.dtype(ml_dtypes.float8_e4m3fn), np.dtype(ml_dtypes.int4)}
 
 
@@ -255,6 +258,9 @@ def lower(model: onnx.ModelProto, units: Sequence[Unit], plan: Plan, ranges: Ran
                 rw.qdq_activation(unit, tensor, scale, readers, precision)
             if unit.weight is not None:
                 rw.qdq_weight(unit, main, ranges, precision)
+        elif precision is Precision.TF32:
+            entry = main.metadata_props.add()
+            entry.key, entry.value = MATH_KEY, "tf32"
         else:
             if precision is Precision.INT4:
                 rw.int4_weight(unit, main, ranges.int4_block if ranges else INT4_BLOCK)

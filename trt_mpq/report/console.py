@@ -174,6 +174,15 @@ def print_inspection(model: LoadedModel, table: UnitTable, console: Console | No
         console.print(skipped)
 
 
+def uniform_label(p: Precision, all_ms) -> str:
+    """all-FP16, ...; with TF32 among them the two FP32 references say which FP32 they are."""
+    if p is Precision.TF32:
+        return "all-FP32 in TF32 (TensorRT's default here)"
+    if p is Precision.FP32 and Precision.TF32 in all_ms:
+        return "all-FP32 true FP32"
+    return f"all-{p.value.upper()}"
+
+
 def print_plan(report: PlanReport, run_dir: str, console: Console | None = None) -> None:
     """Summary of a plan: precisions chosen, measured result against the budget, estimated latencies."""
     console = console or _stdout()
@@ -205,7 +214,7 @@ def print_plan(report: PlanReport, run_dir: str, console: Console | None = None)
     size = {p: sum(u.weight_mb for u in report.units if u.precision is p) for p in Precision}
     if sum(size.values()) > 0:
         console.print(f"weights: {sum(size.values()):.2f} MB (" + ", ".join(
-            f"{p.value.upper()} {mb:.2f}" for p, mb in size.items() if mb > 0) + ")", highlight=False)
+            f"{p.value.upper()} {mb:.2f}" for p, mb in size.items() if mb >= 0.005) + ")", highlight=False)
     console.print(measured_line(report), highlight=False, markup=False)
     conf = res.confirmation
     if conf is not None:
@@ -215,11 +224,15 @@ def print_plan(report: PlanReport, run_dir: str, console: Console | None = None)
                           f"samples: {', '.join(conf.changed[:8])}{more}", highlight=False, markup=False)
         for note in conf.limits[1:]:
             console.print(f"note: {note}", highlight=False, markup=False)
-    all_ms = ", ".join(f"all-{k.value.upper()} {v:.3f}" for k, v in lat.all_ms.items())
+    all_ms = ", ".join(f"{uniform_label(k, lat.all_ms)} {v:.3f}" for k, v in lat.all_ms.items())
     console.print(f"latency on {lat.target} at batch {lat.batch} ({lat.kind}): mix {lat.mix_ms:.3f} ms; "
                   f"{all_ms} ms", highlight=False)
     if lat.note:
         console.print(f"note: {lat.note}", highlight=False, markup=False)
+    if Precision.TF32 in lat.all_ms:
+        console.print("TF32: " + {True: "on (the FP32 GEMMs of the mix were verified in TF32)",
+                                  False: "off (--noTF32: the mix's FP32 GEMMs were verified in true FP32)",
+                                  None: "changes nothing (no GEMM stays in FP32)"}[lat.tf32], highlight=False)
     looks = f", {len(res.confirmation.looks)} confirm looks" if res.confirmation is not None else ""
     console.print(f"{res.message}. {len(report.verification)} search verifications{looks}. Wrote {run_dir}/plan.json, "
                   "model.mixed.onnx, model.weak.onnx, trtexec.txt, report.json, report.html",

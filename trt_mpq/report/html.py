@@ -13,7 +13,8 @@ from ..precision import Precision
 from .proof_html import proof_section
 from .summary import threshold_note
 
-COLORS = {"int8": "#2e7d32", "fp16": "#1565c0", "fp32": "#9e9e9e"}
+COLORS = {"int8": "#2e7d32", "fp16": "#1565c0", "fp32": "#9e9e9e", "bf16": "#6a1b9a", "fp8": "#00838f",
+          "int4": "#ad1457", "tf32": "#757575"}
 
 
 def _png(fig) -> str:
@@ -49,6 +50,10 @@ def why(unit: Mapping, sens: AnalysedUnit, rank: dict[str, int], n: int) -> str:
         if sens.kind != "gemm":
             return f"FP16: a {sens.kind} unit runs in FP16 or FP32 in TensorRT (no INT8 kernel for it)"
         return "FP16 was the lowest precision analysed"
+    if p in ("bf16", "fp8", "int4", "tf32"):
+        alone = sens.results.get(Precision(p))
+        sqnr = f" (SQNR {_sqnr(alone):.1f} dB alone)" if alone else ""
+        return f"{p.upper()}{sqnr}: the fastest option the budgets allow for it on this target"
     fp16 = sens.results.get(Precision.FP16)
     if fp16 and fp16.fp16_overflow:
         return f"values exceed the FP16 range ({', '.join(fp16.fp16_overflow[:2])})"
@@ -99,7 +104,7 @@ def render(report: Mapping, analysis: Analysis, build: BuildResult | None = None
 
     lat = report["latency"]
     fig, ax = plt.subplots(figsize=(6, 2.6))
-    labels = [f"all-{k.upper()}" for k in lat["all_ms"]] + ["mix"]
+    labels = [f"all-{k.upper()}" for k in lat["all_ms"]] + ["mix"]  # all-TF32: every GEMM of FP32 in TF32
     values = list(lat["all_ms"].values()) + [lat["mix_ms"]]
     ax.barh(labels, values, color=[COLORS.get(k, "#555") for k in lat["all_ms"]] + ["#ef6c00"])
     ax.set_xlabel(f"latency (ms, {lat_kind}) on {lat['target']}, batch {lat['batch']}")
@@ -163,7 +168,7 @@ body {{ font-family: system-ui, sans-serif; margin: 2em; max-width: 1100px; colo
 table {{ border-collapse: collapse; font-size: 13px; margin: 1em 0; }}
 td, th {{ border: 1px solid #ddd; padding: 3px 6px; text-align: left; vertical-align: top; }}
 th {{ background: #f5f5f5; }}
-.int8 {{ color: {COLORS['int8']}; font-weight: bold; }} .fp16 {{ color: {COLORS['fp16']}; font-weight: bold; }}
+{' '.join(f".{k} {{ color: {c}; font-weight: bold; }}" for k, c in COLORS.items() if k != "fp32")}
 .fp32 {{ color: #616161; }} .note {{ color: #555; font-size: 13px; }}
 </style></head><body>
 <h1>Mixed-precision plan</h1>

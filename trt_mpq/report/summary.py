@@ -51,12 +51,14 @@ def plan_report(analysis: Analysis, evaluation: DataInfo, metric: str, budget: B
             space.weight_elems.get(name, 0.0) * WEIGHT_BYTES[p] / 1e6))
     analysed_precisions = [Precision.FP32, *analysis.precisions]
     totals = {q: space.seconds(space.uniform(q)) * 1e3 for q in Precision
-              if q in analysed_precisions and space.cost.target.runs(q)}
+              if q in analysed_precisions and space.cost.target.runs(q) and q is not Precision.TF32}
+    if space.tf32_units:  # TensorRT's default FP32 on this GPU: every GEMM in TF32 (an estimate, not verified)
+        totals[Precision.TF32] = space.seconds(dict.fromkeys(space.tf32_units, Precision.TF32)) * 1e3
     counts = {q: sum(1 for u in units if u.precision is q) for q in Precision}
     cost = space.cost
     mix_ms = space.seconds(result.plan) * 1e3
     latency = LatencySummary(cost.kind, cost.label, cost.device, cost.target.source, cost.batch, totals, mix_ms,
-                             fp16_note(analysis, totals.get(Precision.FP16), mix_ms))
+                             fp16_note(analysis, totals.get(Precision.FP16), mix_ms), space.tf32(result.plan))
     fp32 = result.fp32_score if fp32_score is None else fp32_score
     allowed = result.allowed_drop if confirmation is None else (
         None if confirmation.threshold is None else confirmation.fp32_score - confirmation.threshold)

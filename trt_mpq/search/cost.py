@@ -36,7 +36,8 @@ MEMORY_EFF = 0.7
 KERNEL_US = 6.0  # launch and tail of one fused kernel, fitted on the A100 FP16 capture (docs/results.md)
 OVERLAP_LOSS = 0.2  # share of the shorter of compute and memory time a kernel does not hide (same fit)
 # Tensor Core channel granularity (TensorRT's vectorised formats: 16 bytes of 16-bit, 32 of 8-bit elements)
-CHANNEL_TILE = {Precision.FP16: 8, Precision.BF16: 8, Precision.INT4: 8, Precision.INT8: 32, Precision.FP8: 32}
+CHANNEL_TILE = {Precision.FP16: 8, Precision.BF16: 8, Precision.INT4: 8, Precision.INT8: 32, Precision.FP8: 32,
+                Precision.TF32: 4}
 REFORMAT_US = 8.0  # a reformat or quantize kernel's fixed cost, and the share of bandwidth it reaches: fitted on
 REFORMAT_EFF = 0.5  # the A100 Q/DQ captures' 15 reformats, 0.72-1.30x of the measured times (median 0.98)
 # Ops TensorRT moves Q/DQ (and casts) across, so a precision flows through them without a reformat.
@@ -47,7 +48,7 @@ FORMAT_FREE = {"Shape", "Size", "IsNaN", "IsInf", "Equal", "Less", "LessOrEqual"
 # bytes per activation element, and per weight element (INT4 weights are packed two to a byte; their FP16
 # block scales add 2 bytes per 128 weights)
 ELEMENT_BYTES = {Precision.FP32: 4, Precision.FP16: 2, Precision.BF16: 2, Precision.INT8: 1, Precision.FP8: 1,
-                 Precision.INT4: 2}
+                 Precision.INT4: 2, Precision.TF32: 4}
 WEIGHT_BYTES = {**ELEMENT_BYTES, Precision.INT4: 0.5 + 2 / 128}
 
 
@@ -75,7 +76,7 @@ class Gpu:
 
     def _rate(self, p: Precision) -> float | None:
         return {Precision.FP32: self.fp32_tflops, Precision.FP16: self.fp16_tflops, Precision.INT8: self.int8_tops,
-                Precision.BF16: self.bf16_tflops, Precision.FP8: self.fp8_tflops,
+                Precision.BF16: self.bf16_tflops, Precision.FP8: self.fp8_tflops, Precision.TF32: self.tf32_tflops,
                 Precision.INT4: self.fp16_tflops}[p]  # INT4 weights are dequantized into an FP16 GEMM
 
     def peak(self, p: Precision) -> float:

@@ -40,6 +40,7 @@ def solve(opts: DecisionSpace, noise_budget: float | None = None, seconds_budget
     borders = _Borders(opts, index)
     for c in opts.cost.crossings:
         borders.add(c)
+    _tf32_flag(opts, index, borders)
     n = borders.n
     lat = np.zeros(n)  # microseconds: HiGHS stops within an absolute gap of 1e-6, so seconds would hide 1 us
     for (u, p), i in index.items():
@@ -97,6 +98,19 @@ def solve(opts: DecisionSpace, noise_budget: float | None = None, seconds_budget
         if tied.success and tied.x is not None:
             res = tied
     return Plan.of({u: p for (u, p), i in index.items() if res.x[i] > 0.5})
+
+
+def _tf32_flag(opts: DecisionSpace, index: dict[tuple[str, Precision], int], borders: _Borders) -> None:
+    """One binary t for the engine's TF32 flag: x[u, TF32] <= t and x[u, FP32] <= 1 - t for every GEMM unit."""
+    if not any((u, Precision.TF32) in index for u in opts.tf32_units):
+        return
+    t = borders._new()
+    borders.binary.append(t)
+    for u in opts.tf32_units:
+        if (u, Precision.TF32) in index:
+            borders.rows.append(({index[(u, Precision.TF32)]: 1.0, t: -1.0}, -np.inf, 0.0))
+        if (u, Precision.FP32) in index:
+            borders.rows.append(({index[(u, Precision.FP32)]: 1.0, t: 1.0}, -np.inf, 1.0))
 
 
 class _Borders:

@@ -25,6 +25,7 @@ class DecisionSpace:
     noise: Mapping[tuple[str, Precision], float]  # predicted added NMSE, FP32 = 0
     cost: CostModel
     weight_elems: Mapping[str, float] = field(default_factory=dict)
+    tf32_units: frozenset[str] = frozenset()  # GEMM units whose FP32 math TF32 changes (one flag for them all)
 
     @classmethod
     def from_analysis(cls, analysis: Analysis, cost: CostModel) -> DecisionSpace:
@@ -40,10 +41,23 @@ class DecisionSpace:
                     choices[u.name].append(p)
                     noise[(u.name, p)] = result.severity
             weights[u.name] = cost.costs[u.name].weight_elems
-        return cls(units, choices, noise, cost, weights)
+        gemms = frozenset(u.name for u in analysis.units if u.kind == "gemm") if cost.target.runs(
+            Precision.TF32) else frozenset()
+        return cls(units, choices, noise, cost, weights, gemms)
 
     def with_cost(self, cost: CostModel) -> DecisionSpace:
-        return DecisionSpace(self.units, self.choices, self.noise, cost, self.weight_elems)
+        return DecisionSpace(self.units, self.choices, self.noise, cost, self.weight_elems, self.tf32_units)
+
+    def feasible(self, plan: Mapping[str, Precision]) -> bool:
+        """TF32 is one builder flag: no GEMM unit may need true FP32 while another runs TF32."""
+        used = {plan.get(u, Precision.FP32) for u in self.tf32_units}
+        return not {Precision.FP32, Precision.TF32} <= used
+
+    def tf32(self, plan: Mapping[str, Precision]) -> bool | None:
+        """Whether the plan's engine runs with TF32 on: True when a unit uses it, False when a GEMM unit needs
+        true FP32, None when no GEMM unit stays in FP32 (the flag changes nothing)."""
+        used = {plan.get(u, Precision.FP32) for u in self.tf32_units}
+        return True if Precision.TF32 in used else False if Precision.FP32 in used else None
 
     def uniform(self, p: Precision) -> dict[str, Precision]:
         """Every unit that may run in ``p`` runs in it."""

@@ -1,0 +1,60 @@
+"""CPU emulation of what ONNX Runtime's CPU provider cannot run: BF16 islands and TF32 GEMMs."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+import builders
+from trt_mpq.backends.emulation import emulate_tf32, has_tf32, tf32_round
+from trt_mpq.backends.onnxrt import OnnxRuntimeBackend
+from trt_mpq.network.units import find_units
+from trt_mpq.precision import Plan
+from trt_mpq.precision import Precision as P
+from trt_mpq.quant.lower import lower
+
+
+def test_tf32_rounding_keeps_ten_mantissa_bits_to_nearest():
+    x = np.random.default_rng(0).standard_normal(10_000).astype(np.float32) * 1e3
+    r = tf32_round(x)
+    assert np.all(r.view(np.uint32) & 0x1FFF == 0)  # the 13 low mantissa bits are gone
+    rel = np.abs(r - x) / np.abs(x)
+    assert rel.max() <= 2.0 ** -11 * 1.0001 and rel.max() > 2.0 ** -12  # half a TF32 step, and really rounded
+    assert tf32_round(np.array([1 + 2 ** -11], np.float32))[0] == 1.0  # a tie goes to even
+    assert np.isinf(tf32_round(np.array([np.inf], np.float32))[0])
+
+
+def _run(m, x):
+    with OnnxRuntimeBackend().compile(m) as session:
+        return session.run({"x": x})[m.graph.output[0].name]
+
+
+def test_a_tf32_unit_is_marked_not_rewritten_and_emulated_as_rounded_operands():
+    m = builders.conv_bn_relu_residual()
+    units = find_units(m).units
+    low = lower(m, units, Plan.of({"conv1": P.TF32}), None)
+    assert len(low.graph.node) == len(m.graph.node) and has_tf32(low)  # the graph TensorRT gets is unchanged
+    x = np.random.default_rng(1).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    # reference: the same model with conv1's input and weight rounded to TF32 beforehand, run in FP32
+    ref = onnx.ModelProto()
+    ref.CopyFrom(m)
+    w = next(t for t in ref.graph.initializer if t.name == "w1")
+    w.CopyFrom(onnx.numpy_helper.from_array(tf32_round(onnx.numpy_helper.to_array(w)), "w1"))
+    got, expect = _run(low, x), _run(ref, tf32_round(x))
+    np.testing.assert_allclose(got, expect, rtol=1e-6, atol=1e-6)
+    assert not np.array_equal(got, _run(m, x))  # and it is not FP32
+    assert len(emulate_tf32(low).graph.node) > len(low.graph.node)
+
+
+def test_tf32_error_is_that_of_a_ten_bit_mantissa_below_bf16s_seven():
+    m = builders.conv_bn_relu_residual()
+    units = find_units(m).units
+    x = np.random.default_rng(2).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    ref = _run(m, x)
+
+    def nmse(p):
+        y = _run(lower(m, units, Plan.of({u.name: p for u in units if u.kind == "gemm"}), None), x)
+        return float(((y - ref) ** 2).mean() / (ref ** 2).mean())
+
+    tf32, bf16 = nmse(P.TF32), nmse(P.BF16)
+    assert 1e-9 < tf32 < 1e-6 and bf16 > 10 * tf32  # 2^-11 against 2^-8 relative rounding: ~64x in power
