@@ -58,3 +58,26 @@ def test_tf32_error_is_that_of_a_ten_bit_mantissa_below_bf16s_seven():
 
     tf32, bf16 = nmse(P.TF32), nmse(P.BF16)
     assert 1e-9 < tf32 < 1e-6 and bf16 > 10 * tf32  # 2^-11 against 2^-8 relative rounding: ~64x in power
+
+
+def test_the_in_graph_tf32_rounding_equals_the_exact_one_and_keeps_inf_nan_and_outliers():
+    from onnx import TensorProto, helper
+
+    x = np.concatenate([np.random.default_rng(3).standard_normal(4000) * np.exp(np.linspace(-30, 30, 4000)),
+                        [0.0, -0.0, np.inf, -np.inf, np.nan, 3.0e38, 1e13]]).astype(np.float32).reshape(1, -1)
+    ident = np.eye(1, dtype=np.float32)
+    node = helper.make_node("MatMul", ["i", "x"], ["y"], "mm")  # y = x with x as the marked operand
+    entry = node.metadata_props.add()
+    entry.key, entry.value = "trt_mpq.math", "tf32"
+    m = builders.model([node], [builders.fvi("x", list(x.shape))], [builders.fvi("y", list(x.shape))],
+                       [builders.init("i", ident)])
+    del m.graph.input[:]
+    m.graph.input.extend([helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))])
+    with OnnxRuntimeBackend().compile(m) as session:
+        y = session.run({"x": x})["y"]
+    huge = np.abs(x) > 3.4e38 / 8193  # x * (2^13 + 1) overflows: kept unrounded (a 2^-11 error at most)
+    finite = np.isfinite(x) & ~huge
+    np.testing.assert_array_equal(y[finite], tf32_round(x)[finite])  # bit for bit, over e^-30 .. e^30
+    assert (y[huge] == x[huge]).all()
+    assert np.isnan(y[np.isnan(x)]).all() and (y[np.isinf(x)] == x[np.isinf(x)]).all()
+    assert y[0, -1] == tf32_round(np.array([1e13], np.float32))[0] and y[0, 0] != 0  # no per-tensor scale

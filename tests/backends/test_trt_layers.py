@@ -209,3 +209,15 @@ def test_layer_metadata_of_nodes_inside_onnx_local_functions_names_the_node():
 
     meta = RS.join(["[ONNX Layer: /enc/ln/Mul | Local Function: LayerNorm]", "[ONNX Layer: /enc/ln/Add]"])
     assert layer_nodes({"Layers": [{"Name": "ln", "Metadata": meta}]}) == {"ln": ["/enc/ln/Mul", "/enc/ln/Add"]}
+
+
+def test_realised_types_of_the_new_precisions_read_as_planned():
+    from trt_mpq.artifacts import CheckRow
+    from trt_mpq.backends.trt_layers import _datatype
+
+    assert _datatype({"Format/Datatype": "Row major linear BFloat16"}) is P.BF16
+    assert _datatype({"Datatype": "FP8"}) is P.FP8 and _datatype({"Datatype": "Int4"}) is P.INT4
+    assert _datatype({"Format/Datatype": "Row major linear FP32"}) is P.FP32
+    assert CheckRow("u", P.TF32, "fp32").matches and not CheckRow("u", P.TF32, "fp16").matches  # FP32 storage
+    assert CheckRow("u", P.INT4, "fp16").matches  # weight-only: the layer reads FP16
+    assert CheckRow("u", P.BF16, "bf16").matches and CheckRow("u", P.BF16, "fp32").differs

@@ -124,3 +124,13 @@ def test_the_rule_checker_knows_each_precisions_zero_points_and_blocks(res):
     dq = next(n for n in bad.graph.node if n.op_type == "DequantizeLinear" and n.input[0].startswith("w1"))
     dq.attribute.append(helper.make_attribute("block_size", 4))
     assert any("block quantization" in p for p in trt_rule_violations(bad))
+
+
+def test_an_int4_block_of_tiny_weights_keeps_a_positive_float16_scale():
+    m = _matmuls()
+    w = next(t for t in m.graph.initializer if t.name == "w")
+    tiny = numpy_helper.to_array(w).copy()
+    tiny[:128] *= 1e-9  # the first block along K: |w| ~ 1e-10, below float16's smallest subnormal once / 7
+    w.CopyFrom(numpy_helper.from_array(tiny, "w"))
+    low = lower(m, find_units(m).units, Plan.of({"proj": P.INT4}), Ranges("max", {}, {}))
+    assert trt_rule_violations(low) == []

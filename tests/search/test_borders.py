@@ -132,3 +132,31 @@ def test_tf32_is_one_flag_for_every_gemm_unit(fanout, seed):
         got = solve(space, noise_budget=budget, tie_break=False)
         assert space.feasible(got)
         assert space.seconds(got) == pytest.approx(min(space.seconds(p) for p in ok), rel=1e-9, abs=1e-12)
+
+
+def test_a_gemm_outside_every_unit_keeps_tf32_off():
+    """A Conv no unit covers (its weight computed at run time) was verified in true FP32: --noTF32 stays."""
+    from trt_mpq.artifacts import AnalysedUnit, SkippedLayer, UnitResult
+    from trt_mpq.commands.trtexec import trtexec_text
+
+    m = builders.norm_fanout()
+    units = find_units(m).units
+    result = UnitResult(cosine=0.9999, sqnr_db=60.0, nmse=1e-6, max_abs=1e-3)
+    analysed = [AnalysedUnit(u.name, u.main_op, u.nodes, u.op_types, dict.fromkeys(u.allowed, result), u.kind)
+                for u in units]
+
+    class Analysis:
+        def __init__(self, skipped):
+            self.units, self.skipped = analysed, skipped
+
+    cost = cost_model(m, units, "a100", 1)
+    free = DecisionSpace.from_analysis(Analysis(()), cost)
+    tied = DecisionSpace.from_analysis(Analysis((SkippedLayer("conv_dyn", "Conv", "weight at run time"),)), cost)
+    every_tf32 = {"proj_a": P.TF32, "proj_b": P.TF32}
+    assert free.tf32(every_tf32) is True and free.tf32({"proj_a": P.FP16, "proj_b": P.FP16}) is None
+    assert P.TF32 not in tied.choices["proj_a"] and tied.tf32({"proj_a": P.FP16, "proj_b": P.FP16}) is False
+    x = [s for s in builders.norm_fanout().graph.input][0]
+    spec = __import__("trt_mpq.network.model", fromlist=["_spec"])._spec(x)
+    line = trtexec_text("m.onnx", "w.onnx", [spec], {"x": np.zeros((2, 4, 8), np.float32)}, 1, units,
+                        __import__("trt_mpq.precision", fromlist=["Plan"]).Plan.of({}), tied.tf32({}))
+    assert "--noTF32" in line

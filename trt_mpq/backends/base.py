@@ -62,6 +62,7 @@ class Backend(ABC):
     name: ClassVar[str]
     options_type: ClassVar[type]  # this backend's own options dataclass (``from_json``/``to_json``)
     latency_is_deployment: ClassVar[bool] = False  # its per-layer times are those of the deployment target
+    tf32_per_unit: ClassVar[bool] = True  # a TF32 mark changes only its node (TensorRT: the whole engine)
     builds_engines: ClassVar[bool] = False  # ``build_engine`` makes a deployable engine
     device: ClassVar[str] = "this machine (CPU emulation, not a GPU)"  # where its profiled latencies come from
 

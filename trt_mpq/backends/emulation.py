@@ -7,8 +7,8 @@ computed in float32, and each output rounded to bfloat16 where it leaves the isl
 arithmetic for a fused kernel (bfloat16 operands, float32 accumulation, a bfloat16 result) except for the
 roundings between the ops inside one unit, which it leaves out: BF16 error is slightly under-estimated there.
 TF32: a GEMM or convolution marked by the lowering reads its two operands rounded to TF32's 10-bit mantissa
-(TensorRT's TF32 Tensor Core math, accumulation in float32); its weight exactly, its activations through a
-scaled float16 cast (see ``emulate_tf32``).
+(TensorRT's TF32 Tensor Core math, accumulation in float32); its weight exactly, its activations elementwise
+(Veltkamp's split, see ``emulate_tf32``).
 FP8 and INT4 Q/DQ run as they are (opset 19/21 kernels); FP16 islands run in FP16 kernels.
 """
 
@@ -88,17 +88,13 @@ def tf32_round(a: np.ndarray) -> np.ndarray:
 
 def emulate_tf32(model: onnx.ModelProto) -> onnx.ModelProto:
     """The model with each TF32-marked GEMM/convolution reading operands rounded to TF32: its weight rounded
-    exactly, its activation inputs through a float16 cast at a per-run power-of-two scale (float16 has TF32's
-    10-bit mantissa; the scale puts max|x| just under 2^15, so only values below max|x| * 2^-24 lose bits)."""
+    exactly (``tf32_round``), its activations elementwise by Veltkamp's split (c = x * (2^13 + 1),
+    x' = c - (c - x): x to 11 significant bits, to nearest), infinities and NaN kept as they are."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     g = out.graph
     inits = {t.name: k for k, t in enumerate(g.initializer)}
-    consts = {}
-    for name, value in (("__tf32_tiny", 1e-30), ("__tf32_log2e", 1 / np.log(2)), ("__tf32_top", 15.0),
-                        ("__tf32_two", 2.0)):
-        g.initializer.append(numpy_helper.from_array(np.array(value, np.float32), name))
-        consts[name] = name
+    g.initializer.append(numpy_helper.from_array(np.array(2.0 ** TF32_DROP + 1, np.float32), "__tf32_split"))
     nodes, done = [], {}
     for node in g.node:
         if not any(e.key == MATH_KEY and e.value == "tf32" for e in node.metadata_props):
@@ -118,18 +114,11 @@ def emulate_tf32(model: onnx.ModelProto) -> onnx.ModelProto:
             if name not in done:
                 p = f"{name}__tf32"
                 nodes += [
-                    helper.make_node("Abs", [name], [f"{p}_abs"]),
-                    helper.make_node("ReduceMax", [f"{p}_abs"], [f"{p}_amax"], keepdims=0),
-                    helper.make_node("Max", [f"{p}_amax", "__tf32_tiny"], [f"{p}_floor"]),
-                    helper.make_node("Log", [f"{p}_floor"], [f"{p}_ln"]),
-                    helper.make_node("Mul", [f"{p}_ln", "__tf32_log2e"], [f"{p}_log2"]),
-                    helper.make_node("Ceil", [f"{p}_log2"], [f"{p}_e"]),
-                    helper.make_node("Sub", ["__tf32_top", f"{p}_e"], [f"{p}_shift"]),
-                    helper.make_node("Pow", ["__tf32_two", f"{p}_shift"], [f"{p}_up"]),
-                    helper.make_node("Mul", [name, f"{p}_up"], [f"{p}_scaled"]),
-                    helper.make_node("Cast", [f"{p}_scaled"], [f"{p}_half"], to=TensorProto.FLOAT16),
-                    helper.make_node("Cast", [f"{p}_half"], [f"{p}_back"], to=TensorProto.FLOAT),
-                    helper.make_node("Div", [f"{p}_back", f"{p}_up"], [p]),
+                    helper.make_node("Mul", [name, "__tf32_split"], [f"{p}_c"]),
+                    helper.make_node("Sub", [f"{p}_c", name], [f"{p}_d"]),
+                    helper.make_node("Sub", [f"{p}_c", f"{p}_d"], [f"{p}_hi"]),
+                    helper.make_node("IsInf", [f"{p}_c"], [f"{p}_big"]),  # x*8193 overflowed: keep x
+                    helper.make_node("Where", [f"{p}_big", name, f"{p}_hi"], [p]),
                 ]
                 done[name] = p
             node.input[k] = done[name]

@@ -175,6 +175,7 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
     options_type = TensorRTOptions
     latency_is_deployment = True
+    tf32_per_unit = False  # BuilderFlag.TF32 is global: a probe engine would run every FP32 GEMM in TF32
     builds_engines = True
     device = "this GPU"
 
@@ -221,7 +222,16 @@ class TensorRTBackend(Backend):
                 raise BackendError(f"TensorRT {self._trt.__version__} builds strongly typed networks only (11.x "
                                    "removed weak typing); build without --typing weak, or use TensorRT 10.x.")
             kwargs.update(fp16=True, int8=True, precision_constraints="obey")
+            types = {t.data_type for t in model.graph.initializer}
+            if onnx.TensorProto.INT4 in types:
+                raise BackendError("the plan has INT4 weights, which this tool builds strongly typed only; build "
+                                   "without --typing weak.")
+            if onnx.TensorProto.FLOAT8E4M3FN in types:
+                kwargs["fp8"] = True
             if Precision.BF16 in pins.values():
+                if getattr(self._trt, "bfloat16", None) is None:
+                    raise BackendError(f"TensorRT {self._trt.__version__} has no BF16; plan without bf16 or use "
+                                       "TensorRT 9 or later.")
                 kwargs["bf16"] = True
         inits = {t.name for t in model.graph.initializer}  # IR < 4 lists initializers among the inputs
         profile = shape_profile([i for i in model.graph.input if i.name not in inits], settings.max_batch)

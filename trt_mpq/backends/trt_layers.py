@@ -146,8 +146,9 @@ def attribute(profiles: dict[Precision, dict[str, float]], layer_nodes: dict[Pre
     return result
 
 
-_DTYPES = (("int8", Precision.INT8), ("fp16", Precision.FP16), ("half", Precision.FP16),
-           ("fp32", Precision.FP32), ("float", Precision.FP32))
+_DTYPES = (("int8", Precision.INT8), ("int4", Precision.INT4), ("fp8", Precision.FP8), ("bf16", Precision.BF16),
+           ("bfloat16", Precision.BF16), ("fp16", Precision.FP16), ("half", Precision.FP16),
+           ("fp32", Precision.FP32), ("float", Precision.FP32))  # more specific names before "float"
 
 
 FUSED = "fused, unknown"  # a layer that computes several units tells no unit's own precision
@@ -169,7 +170,7 @@ def _own_input(unit: Unit, inputs: list[dict]) -> dict:
     """The layer input that is the unit's own lowered input (``t_quantized``, ``t_fp16`` or ``t`` itself), else
     the first: a layer's first input may be a residual, a reformat or another unit's tensor."""
     own = [f"{t}{suffix}" for t in (*unit.activations, *unit.inputs)
-           for suffix in ("_quantized", "_dequantized", "_fp16", "")]
+           for suffix in ("_quantized", "_dequantized", "_fp8_quantized", "_fp8_dequantized", "_fp16", "_bf16", "")]
     by_name = {str(t.get("Name", "")): t for t in inputs}
     return next((by_name[n] for n in own if n in by_name), inputs[0])
 

@@ -95,6 +95,9 @@ def analyze(model: str | Path, out: str | Path, options: AnalyzeOptions = Analyz
     data = calibration_data(loaded, options)
     for note in loaded.notes:
         progress.log(f"model: {note}")
+    if Precision.TF32 in options.precisions and not chosen.backend.tf32_per_unit:
+        raise ConfigError("TensorRT turns TF32 on for a whole engine, so it cannot measure one unit in TF32; "
+                          "analyse tf32 with --backend onnxruntime (its emulation), or leave tf32 out.")
     progress.log(f"backend: {chosen.backend.describe()}{chosen.log_line(options.backend)}")
     progress.log(f"calibration: {data.info['source']}, {data.num_samples} samples")
     settings = sensitivity.Settings(options.precisions, options.calibrator, options.batch, options.weight_scales,

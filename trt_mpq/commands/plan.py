@@ -130,12 +130,14 @@ def plan(run_dir: str | Path, options: PlanOptions, progress: Progress | None = 
                          backend.describe(), time.perf_counter() - start, front, fp32_score, confirmation)
     folder = opened.folder
     atomic_write_bytes(folder.mixed_onnx, mixed.SerializeToString())
-    kept = {u: p for u, p in result.plan.items() if p.quantized or p is Precision.INT4}  # what Q/DQ carry
+    kept = {u: p for u, p in result.plan.items()  # what Q/DQ (and TF32's marks) carry
+            if p.quantized or p in (Precision.INT4, Precision.TF32)}
     weak = lower(model.proto, units, Plan.of(kept),
                  opened.ranges)  # TensorRT 10 weak typing: Q/DQ stay, FP16 is pinned per layer instead of cast
     atomic_write_bytes(folder.weak_onnx, weak.SerializeToString())
     atomic_write_text(folder.trtexec, trtexec_text(folder.mixed_onnx.name, folder.weak_onnx.name, model.inputs,
-                                                   data.take(0, 1), options.latency_batch, units, result.plan))
+                                                   data.take(0, 1), options.latency_batch, units, result.plan,
+                                                   space.tf32(result.plan)))
     atomic_write_json(folder.report_json, report.to_json())
     atomic_write_json(folder.plan, report.plan_json())
     atomic_write_text(folder.report_html, render(report.to_json(), analysis))
@@ -203,7 +205,7 @@ def latency_model(opened: OpenedAnalysis, options: PlanOptions, backend: Backend
         imported = import_latency(options.latency_from, options.layer_info, units, order)
         cost = cost.with_measured(_seconds(imported), "trtexec profiles")
     else:
-        imported = profile_latency(opened, backend, data, options.latency_batch, order)
+        imported = profile_latency(opened, backend, data, options.latency_batch, order, gpu(options.target))
         cost = cost.with_measured(_seconds(imported), f"{backend.describe()} profiling, batch "
                                   f"{options.latency_batch}", backend.device)
     for p, ms in imported.unattributed_ms.items():
@@ -216,12 +218,12 @@ def _seconds(imported: ImportedLatency) -> dict[tuple[str, Precision], float]:
 
 
 def profile_latency(opened: OpenedAnalysis, backend: Backend, data, batch: int,
-                    node_order: list[str]) -> ImportedLatency:
+                    node_order: list[str], target) -> ImportedLatency:
     """Per-unit times of the all-FP32 model and of each analysed precision's uniform one, profiled node by node
     on the backend. On a CPU this measures the emulation, not a GPU: it is labelled with the backend."""
     feeds = data.take(0, data.effective_batch(batch))
     profiles, nodes = {}, {}
-    for p in (Precision.FP32, *opened.analysis.precisions):
+    for p in (Precision.FP32, *(q for q in opened.analysis.precisions if target.runs(q))):
         uniform = Plan.of({u.name: p for u in opened.units if p in u.allowed or p is Precision.FP32})
         measured = backend.profile(lower(opened.model.proto, opened.units, uniform, opened.ranges), feeds)
         profiles[p], nodes[p] = measured.ms, measured.nodes

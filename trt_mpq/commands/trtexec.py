@@ -65,18 +65,18 @@ def weak_pins(units: Sequence[Unit], plan: Plan) -> tuple[str, list[str]]:
 
 
 def trtexec_text(onnx_name: str, weak_onnx_name: str, inputs: Sequence[TensorSpec],
-                 sample: Mapping[str, np.ndarray], batch: int, units: Sequence[Unit], plan: Plan) -> str:
-    """The whole of trtexec.txt."""
+                 sample: Mapping[str, np.ndarray], batch: int, units: Sequence[Unit], plan: Plan,
+                 tf32: bool | None = False) -> str:
+    """The whole of trtexec.txt; ``tf32``: the engine's TF32 flag (``DecisionSpace.tf32``: None when no GEMM
+    stays in FP32)."""
     shapes = shape_flags(inputs, sample, batch)
     pins, skipped = weak_pins(units, plan)
-    kinds = {u.name: u.kind for u in units}
-    gemm = [plan.get(u, Precision.FP32) for u, k in kinds.items() if k == "gemm"]
-    if Precision.TF32 in gemm:
+    if tf32:
         no_tf32, note = "", "TF32 stays on (TensorRT's default): the plan's FP32 GEMMs were verified in TF32."
-    elif Precision.FP32 in gemm:
-        no_tf32, note = " --noTF32", "--noTF32 keeps the FP32 GEMMs in true FP32, as they were verified."
-    else:
+    elif tf32 is None:
         no_tf32, note = "", "No GEMM stays in FP32, so TF32 changes nothing."
+    else:
+        no_tf32, note = " --noTF32", "--noTF32 keeps the FP32 GEMMs in true FP32, as they were verified."
     text = STRONG.format(onnx=onnx_name, shapes=shapes, no_tf32=no_tf32, tf32_note=note)
     pin_lines = f"        --layerPrecisions={pins} \\\n        --layerOutputTypes={pins} \\\n" if pins else ""
     used = {p for _, p in plan.precisions}

@@ -264,7 +264,7 @@ def analyze(model: LoadedModel, dataset: Dataset, backend: Backend, out_dir: str
         ranges = ranges.choose(chosen)
         decided |= set(deciding)
         for precision, result in results.items():
-            if precision is Precision.FP16:
+            if precision.activations is Precision.FP16:  # FP16, and INT4's FP16 activations
                 flagged = fp16_overflow(model.proto, unit, ranges)
                 if flagged:
                     result = result.with_fp16_overflow(flagged)

@@ -295,18 +295,7 @@ def load_model(path: str | Path, shapes: dict[str, tuple[int, ...]] | None = Non
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unknown reason"
         raise ModelError(f"'{path}' is not a valid ONNX model: {first}") from None
     notes: list[str] = []
-    values = parse_fixed((fixed or {}).items())
-    for step, said in ((_constants_to_initializers, "{} Constant nodes were turned into initializers"),
-                       (_fold_constant_identities, "{} Identity nodes of initializers were folded into initializers"),
-                       (_negative_dims_to_dynamic, "{} input/output dims written as -1 were read as dynamic"),
-                       (_name_nodes, "{} nodes had no (unique) name and were named <OpType>_<index>")):
-        changed = step(model.graph)
-        if changed:
-            notes.append(said.format(changed))
-        if step is _constants_to_initializers and values:  # conditions may read Constant nodes: after them
-            inlined = specialise(model, values)
-            notes.append(f"inputs {', '.join(values)} fixed by --fix; {inlined} If node(s) replaced by the branch "
-                         "they take (the engine built from this model has no such inputs)")
+    # first: the converter may add (unnamed) Constant nodes, which the normalisation below folds and names
     wanted = max(opset, MIN_OPSET)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < wanted:
@@ -319,6 +308,18 @@ def load_model(path: str | Path, shapes: dict[str, tuple[int, ...]] | None = Non
                 f"failed: {str(exc).splitlines()[0]}"
             ) from None
         notes.append(f"opset {opset} converted to {wanted} (needed for {why}) with onnx.version_converter")
+    values = parse_fixed((fixed or {}).items())
+    for step, said in ((_constants_to_initializers, "{} Constant nodes were turned into initializers"),
+                       (_fold_constant_identities, "{} Identity nodes of initializers were folded into initializers"),
+                       (_negative_dims_to_dynamic, "{} input/output dims written as -1 were read as dynamic"),
+                       (_name_nodes, "{} nodes had no (unique) name and were named <OpType>_<index>")):
+        changed = step(model.graph)
+        if changed:
+            notes.append(said.format(changed))
+        if step is _constants_to_initializers and values:  # conditions may read Constant nodes: after them
+            inlined = specialise(model, values)
+            notes.append(f"inputs {', '.join(values)} fixed by --fix; {inlined} If node(s) replaced by the branch "
+                         "they take (the engine built from this model has no such inputs)")
     init_names = {t.name for t in model.graph.initializer}
     inputs = [_spec(vi) for vi in model.graph.input if vi.name not in init_names]
     if shapes:

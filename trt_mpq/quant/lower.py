@@ -153,7 +153,8 @@ class _Rewriter:
         pad = (-k) % block
         wk = np.moveaxis(w, axis, 0)
         blocks = np.pad(np.abs(wk), ((0, pad), (0, 0))).reshape(-1, block, wk.shape[1]).max(axis=1)
-        scales = np.where(blocks > 0, blocks / INT4_MAX, 1.0).astype(np.float16)
+        # a block of tiny weights must not get a scale that is 0 in float16 (TensorRT needs scale > 0)
+        scales = np.where(blocks > 0, np.maximum(blocks / INT4_MAX, 2.0 ** -24), 1.0).astype(np.float16)
         full = np.repeat(scales.astype(np.float32), block, axis=0)[:k]
         q = np.clip(np.round(wk / full), -INT4_MAX - 1, INT4_MAX).astype(ml_dtypes.int4)
         base = f"{unit.weight}__{unit.name}" if self._shared_weight(unit) else unit.weight

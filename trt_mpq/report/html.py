@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 from ..artifacts import AnalysedUnit, Analysis, BuildResult, UnitResult
 from ..precision import Precision
-from .proof_html import proof_section
+from .proof_html import mix_text, proof_section
 from .summary import threshold_note
 
 COLORS = {"int8": "#2e7d32", "fp16": "#1565c0", "fp32": "#9e9e9e", "bf16": "#6a1b9a", "fp8": "#00838f",
@@ -145,7 +145,7 @@ def render(report: Mapping, analysis: Analysis, build: BuildResult | None = None
         f"<td>{esc(', '.join(u['nodes']))}</td><td>{esc(why(u, by_name[u['name']], rank, n))}</td></tr>"
         for i, u in enumerate(units, 1))
     log_rows = "".join(
-        f"<tr><td>{i}</td><td>{s['int8']}</td><td>{s['fp16']}</td><td>{s['predicted_noise']:.3g}</td>"
+        f"<tr><td>{i}</td><td>{mix_text(s)}</td><td>{s['predicted_noise']:.3g}</td>"
         f"<td>{s['latency_ms']:.4f}</td><td>{s['score']:.4f}</td><td>{'yes' if s['passed'] else 'no'}</td>"
         f"<td>{esc(s['note'])}</td></tr>" for i, s in enumerate(steps, 1))
     realized_html = ""
@@ -173,8 +173,7 @@ th {{ background: #f5f5f5; }}
 </style></head><body>
 <h1>Mixed-precision plan</h1>
 <p><b>Model</b> {esc(report['model']['path'])} (sha256 {report['model']['sha256'][:16]})<br>
-<b>Result</b> {esc(res['message'])}: {res['units']['int8']} INT8, {res['units']['fp16']} FP16,
-{res['units']['fp32']} FP32 units.<br>
+<b>Result</b> {esc(res['message'])}: {', '.join(f"{n} {k.upper()}" for k, n in res['units'].items() if n)} units.<br>
 <b>Measured</b> {esc(report['evaluation']['metric'])} on {report['evaluation']['samples']} held-out samples
 ({esc(report['evaluation']['source'])}): FP32 {res['fp32_score']:.4f}, mix {res['score']:.4f},
 drop {res['drop']:.4f}{drop_line}.<br>
@@ -188,7 +187,7 @@ drop {res['drop']:.4f}{drop_line}.<br>
 <table><tr><th>#</th><th>unit</th><th>precision</th><th>ONNX nodes</th><th>why</th></tr>{rows}</table>
 <h2>Latency</h2><img alt="latency totals" src="{chart_total}">
 <h2>Verification log</h2><img alt="verification runs" src="{chart_steps}">
-<table><tr><th>#</th><th>INT8</th><th>FP16</th><th>predicted noise</th><th>ms ({esc(lat_kind)})</th><th>measured</th>
+<table><tr><th>#</th><th>lowered units</th><th>predicted noise</th><th>ms ({esc(lat_kind)})</th><th>measured</th>
 <th>meets budget</th><th>note</th></tr>{log_rows}</table>
 {proof_section(report)}
 {chart_pareto}

@@ -9,8 +9,17 @@ import io
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..precision import Precision
+
 THUMBNAILS = 24
 THUMB_PX = 96
+
+
+def mix_text(counts: Mapping) -> str:
+    """``3 INT8 + 40 FP16 + 2 FP8`` from a step's per-precision counts (INT8 and FP16 always there)."""
+    return " + ".join(f"{counts[p.value]} {p.value.upper()}" for p in Precision
+                      if p is not Precision.FP32 and p.value in counts and (counts[p.value] or p in
+                                                                             (Precision.INT8, Precision.FP16)))
 
 
 def _thumbnail(path: Path) -> str:
@@ -46,7 +55,7 @@ def proof_section(report: Mapping) -> str:
              "looks)" if conf["confidence"] is not None else
              f"the worst of the confirm part and its replicas; {conf['interval_confidence']:.0%} interval shown")
     rows = "".join(
-        f"<tr><td>{i}</td><td>{x['int8']}</td><td>{x['fp16']}</td><td>{x['latency_ms']:.4f}</td>"
+        f"<tr><td>{i}</td><td>{mix_text(x)}</td><td>{x['latency_ms']:.4f}</td>"
         f"<td>{x['score']:.4f}</td><td>{_interval(*x['interval'])}</td>"
         f"<td>{(min(x['replicas']) if x['replicas'] else float('nan')):.4f}-"
         f"{(max(x['replicas']) if x['replicas'] else float('nan')):.4f}</td><td>{_num(x['bound'])}</td>"
@@ -74,6 +83,6 @@ def proof_section(report: Mapping) -> str:
 {conf['jitter']:.2g} of its RMS (float32 rounding scale), standing in for another backend's arithmetic. The
 figure that decides: {esc(level)}; FP32 on the confirm part {conf['fp32_score']:.4f}{threshold}.</p>
 <ul class="note">{notes}</ul>
-<table><tr><th>look</th><th>INT8</th><th>FP16</th><th>ms</th><th>confirm score</th><th>interval</th>
+<table><tr><th>look</th><th>lowered units</th><th>ms</th><th>confirm score</th><th>interval</th>
 <th>replicas</th><th>bound</th><th>decision</th><th>meets budget</th></tr>{rows}</table>
 {samples}"""

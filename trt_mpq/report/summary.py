@@ -52,7 +52,7 @@ def plan_report(analysis: Analysis, evaluation: DataInfo, metric: str, budget: B
     analysed_precisions = [Precision.FP32, *analysis.precisions]
     totals = {q: space.seconds(space.uniform(q)) * 1e3 for q in Precision
               if q in analysed_precisions and space.cost.target.runs(q) and q is not Precision.TF32}
-    if space.tf32_units:  # TensorRT's default FP32 on this GPU: every GEMM in TF32 (an estimate, not verified)
+    if space.tf32_units and space.cost.target.runs(Precision.TF32):  # TensorRT's default FP32 here: estimated
         totals[Precision.TF32] = space.seconds(dict.fromkeys(space.tf32_units, Precision.TF32)) * 1e3
     counts = {q: sum(1 for u in units if u.precision is q) for q in Precision}
     cost = space.cost

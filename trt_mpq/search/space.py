@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..artifacts import Analysis
+from ..network.units import MAIN_OPS
 from ..precision import Precision
 from .cost import WEIGHT_BYTES, CostModel
 
@@ -26,27 +27,30 @@ class DecisionSpace:
     cost: CostModel
     weight_elems: Mapping[str, float] = field(default_factory=dict)
     tf32_units: frozenset[str] = frozenset()  # GEMM units whose FP32 math TF32 changes (one flag for them all)
+    fp32_gemms_outside: bool = False  # a GEMM no unit covers stays in FP32, verified true FP32: TF32 must be off
 
     @classmethod
     def from_analysis(cls, analysis: Analysis, cost: CostModel) -> DecisionSpace:
         """Every finite measured result whose precision the cost model's GPU runs (a T4 has no FP8 or BF16)."""
         units, choices, noise, weights = [], {}, {}, {}
+        # a unit whose lowering produced NaN/Inf never gets p, nor one the target GPU cannot run; TF32 is
+        # one flag for every GEMM of the engine, so a GEMM outside every unit (true FP32) rules it out
+        outside = any(s.op_type in MAIN_OPS for s in getattr(analysis, "skipped", ()))
         for u in analysis.units:
             units.append(u.name)
             choices[u.name] = [Precision.FP32]
             noise[(u.name, Precision.FP32)] = 0.0
             for p, result in u.results.items():
-                # a unit whose lowering produced NaN/Inf never gets p, nor one the target GPU cannot run
-                if math.isfinite(result.severity) and cost.target.runs(p):
+                if math.isfinite(result.severity) and cost.target.runs(p) and not (outside and p is Precision.TF32):
                     choices[u.name].append(p)
                     noise[(u.name, p)] = result.severity
             weights[u.name] = cost.costs[u.name].weight_elems
-        gemms = frozenset(u.name for u in analysis.units if u.kind == "gemm") if cost.target.runs(
-            Precision.TF32) else frozenset()
-        return cls(units, choices, noise, cost, weights, gemms)
+        gemms = frozenset(u.name for u in analysis.units if u.kind == "gemm")
+        return cls(units, choices, noise, cost, weights, gemms, outside)
 
     def with_cost(self, cost: CostModel) -> DecisionSpace:
-        return DecisionSpace(self.units, self.choices, self.noise, cost, self.weight_elems, self.tf32_units)
+        return DecisionSpace(self.units, self.choices, self.noise, cost, self.weight_elems, self.tf32_units,
+                             self.fp32_gemms_outside)
 
     def feasible(self, plan: Mapping[str, Precision]) -> bool:
         """TF32 is one builder flag: no GEMM unit may need true FP32 while another runs TF32."""
@@ -57,7 +61,9 @@ class DecisionSpace:
         """Whether the plan's engine runs with TF32 on: True when a unit uses it, False when a GEMM unit needs
         true FP32, None when no GEMM unit stays in FP32 (the flag changes nothing)."""
         used = {plan.get(u, Precision.FP32) for u in self.tf32_units}
-        return True if Precision.TF32 in used else False if Precision.FP32 in used else None
+        if Precision.TF32 in used:
+            return True
+        return False if Precision.FP32 in used or self.fp32_gemms_outside else None
 
     def uniform(self, p: Precision) -> dict[str, Precision]:
         """Every unit that may run in ``p`` runs in it."""
