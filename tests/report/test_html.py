@@ -28,6 +28,7 @@ def test_report_is_self_contained(report_html):
     assert not re.search(r'(src|href)="(https?:)?//', text)  # nothing to fetch
     assert "<script" not in text
     assert "conv2" in text and "Verification log" in text and "estimated" in text
+    assert re.search(r"<b>By kind</b> gemm 3 \(", text) and re.search(r"<b>Weights</b> [0-9.]+ MB \(", text)
 
 
 def test_report_renders_charts_in_a_headless_browser(report_html, tmp_path):

@@ -140,6 +140,16 @@ def render(report: Mapping, analysis: Analysis, build: BuildResult | None = None
         chart_pareto = f'<h2>Pareto front</h2><img alt="pareto front" src="{_png(fig)}">'
 
     esc = html.escape
+    kinds: dict[str, dict[str, int]] = {}
+    sizes: dict[str, float] = {}
+    for u in units:
+        kinds.setdefault(u.get("kind", "gemm"), {}).setdefault(u["precision"], 0)
+        kinds[u.get("kind", "gemm")][u["precision"]] += 1
+        sizes[u["precision"]] = sizes.get(u["precision"], 0.0) + u.get("weight_mb", 0.0)
+    by_kind = "; ".join(f"{k} {sum(c.values())} (" + ", ".join(f"{n} {p.upper()}" for p, n in c.items()) + ")"
+                        for k, c in kinds.items())
+    weights = f"{sum(sizes.values()):.2f} MB (" + ", ".join(
+        f"{p.upper()} {mb:.2f}" for p, mb in sizes.items() if mb >= 0.005) + ")"
     rows = "".join(
         f"<tr><td>{i}</td><td>{esc(u['name'])}</td><td class='{u['precision']}'>{u['precision'].upper()}</td>"
         f"<td>{esc(', '.join(u['nodes']))}</td><td>{esc(why(u, by_name[u['name']], rank, n))}</td></tr>"
@@ -174,6 +184,7 @@ th {{ background: #f5f5f5; }}
 <h1>Mixed-precision plan</h1>
 <p><b>Model</b> {esc(report['model']['path'])} (sha256 {report['model']['sha256'][:16]})<br>
 <b>Result</b> {esc(res['message'])}: {', '.join(f"{n} {k.upper()}" for k, n in res['units'].items() if n)} units.<br>
+<b>By kind</b> {esc(by_kind)}<br><b>Weights</b> {esc(weights)}<br>
 <b>Measured</b> {esc(report['evaluation']['metric'])} on {report['evaluation']['samples']} held-out samples
 ({esc(report['evaluation']['source'])}): FP32 {res['fp32_score']:.4f}, mix {res['score']:.4f},
 drop {res['drop']:.4f}{drop_line}.<br>
