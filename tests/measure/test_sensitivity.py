@@ -182,3 +182,25 @@ def test_an_interrupted_auto_analysis_resumes_with_the_thresholds_it_had_chosen(
     assert resumed["units"] == whole["units"]  # the same thresholds, so the same INT8 results
     ranges = [json.loads((tmp_path / d / "ranges.json").read_text()) for d in ("whole", "cut")]
     assert ranges[0]["amax"] == ranges[1]["amax"] and ranges[0]["methods"] == ranges[1]["methods"]
+
+
+def test_auto_chooses_fp8_thresholds_by_measurement_too_and_never_worse_than_max(tmp_path):
+    """Auto measures the same candidate thresholds for FP8 as for INT8, keeps the best (never worse than max:
+    here max, as E4M3's floating spacing keeps the small values fine) and ranges.json holds them apart."""
+    from trt_mpq.data.datasets import load_dataset
+
+    path = builders.save(builders.conv_bn_relu_residual(), tmp_path)
+    model = load_model(path, opset=Precision.FP8.opset)
+    x = np.random.default_rng(5).standard_normal((24, 3, 8, 8)).astype(np.float32)
+    x[0, 0, 0, 0], x[7, 1, 3, 3] = 4000.0, -3500.0  # every method's candidate differs from max
+    np.savez(tmp_path / "calib.npz", **{model.inputs[0].name: x})
+    data = load_dataset(model, tmp_path / "calib.npz")
+    settings = Settings(precisions=(Precision.INT8, Precision.FP8), calibrator="auto", batch=4)
+    analysis = analyze(model, data, CountingBackend(), tmp_path / "auto", settings)
+    fp8 = [u.results[Precision.FP8] for u in analysis.units if Precision.FP8 in u.results]
+    assert len(fp8) == 3 and all(r.thresholds and r.nmse <= r.max_nmse for r in fp8)
+    ranges = Ranges.from_json(json.loads((tmp_path / "auto" / "ranges.json").read_text()))
+    first = analysis.units[0].results[Precision.FP8]
+    (tensor, method), = first.thresholds.items()
+    assert ranges.fp8_amax[tensor] == ranges.candidates[tensor][method]
+    assert ranges.fp8_scale(tensor) == pytest.approx(ranges.candidates[tensor][method] / 448)

@@ -120,9 +120,9 @@ def collect(model: LoadedModel, table: UnitTable, regions: list[UnitRegion], dat
     outputs = [o.name for o in model.proto.graph.output]
     stored = list(dict.fromkeys([n for r in regions for n in r.frontier] + outputs))
     observed = observed_tensors(model.proto, table.units)
-    # thresholds for the activations a quantized precision will be measured on (FP8 needs only the maxima)
-    quantized = [a for u in table.units if Precision.INT8 in settings.precisions and Precision.INT8 in u.allowed
-                 for a in u.activations]
+    # thresholds for the activations a quantized precision will be measured on
+    quantized = list(dict.fromkeys(a for u in table.units for p in (Precision.INT8, Precision.FP8)
+                                   if p in settings.precisions and p in u.allowed for a in u.activations))
     collector = RangeCollector(settings.calibrator, observed, quantized, channel_axes(table.units),
                                settings.weight_scales, settings.bias_correction)
     probe, fetched = probe_model(model, stored + observed)
@@ -155,20 +155,21 @@ def downstream_model(model: onnx.ModelProto, region: UnitRegion, store: Activati
 
 def measure_unit(sub: onnx.ModelProto, unit: Unit, precisions: Sequence[Precision], ranges: Ranges,
                  backend: Backend, store: ActivationStore, outputs: Sequence[str],
-                 samples_per_batch: Sequence[int], int8_options: Mapping[str, Ranges] | None = None,
-                 deciding: Sequence[str] = ()) -> dict[Precision, UnitResult]:
+                 samples_per_batch: Sequence[int], options: Mapping[Precision, Mapping[str, Ranges]] | None = None,
+                 deciding: Mapping[Precision, Sequence[str]] | None = None) -> dict[Precision, UnitResult]:
     """Sensitivity of one unit at each precision: lower the unit inside its downstream model, run it from the
     stored FP32 frontier (read once per batch for every variant), compare with the stored reference.
 
-    ``int8_options`` (method -> ranges, "max" among them): thresholds of the tensors in ``deciding`` to choose
-    between. All of them run on the first quarter of the batches; then only "max" and the best other go on, and
-    the one with the least NMSE on all batches is the INT8 result (so it is never worse than max, and costs
-    under two full runs); the result names the method per tensor."""
-    options = dict(int8_options or {}) if Precision.INT8 in precisions else {}
-    variants: dict[tuple[Precision, str], Ranges] = {
-        (p, ""): ranges for p in precisions if not (p is Precision.INT8 and options)}
-    variants.update({(Precision.INT8, m): r for m, r in options.items()})  # one: every method within 1 % of max
-    screen = max(1, round(len(samples_per_batch) / 4)) if len(options) > 2 else -1
+    ``options`` (per quantized precision, method -> ranges, "max" among them): thresholds of the tensors in
+    ``deciding[p]`` to choose between. All of them run on the first quarter of the batches; then only "max" and
+    the best other go on, and the one with the least NMSE on all batches is p's result (so it is never worse
+    than max, and costs under two full runs); the result names the method per tensor."""
+    options = {p: dict(o) for p, o in (options or {}).items() if p in precisions and o}
+    deciding = deciding or {}
+    variants: dict[tuple[Precision, str], Ranges] = {(p, ""): ranges for p in precisions if p not in options}
+    for p, opts in options.items():  # one option: every method within 1 % of max
+        variants.update({(p, m): r for m, r in opts.items()})
+    screen = max(1, round(len(samples_per_batch) / 4)) if any(len(o) > 2 for o in options.values()) else -1
     with contextlib.ExitStack() as stack:
         sessions, deltas = {}, {}
         for key, r in variants.items():
@@ -178,20 +179,21 @@ def measure_unit(sub: onnx.ModelProto, unit: Unit, precisions: Sequence[Precisio
         feeds_needed = [i.name for i in sub.graph.input]
         for b, count in enumerate(samples_per_batch):
             if b == screen:
-                others = [k for k in sessions if k[0] is Precision.INT8 and k[1] not in ("", "max")]
-                best = min(others, key=lambda k: deltas[k].record().severity)
-                for k in others:
-                    if k != best:
-                        sessions.pop(k)[0].close()
+                for p in options:
+                    others = [k for k in sessions if k[0] is p and k[1] not in ("", "max")]
+                    best = min(others, key=lambda k: deltas[k].record().severity) if others else None
+                    for k in others:
+                        if k != best:
+                            sessions.pop(k)[0].close()
             feeds = store.read(b, feeds_needed)
             ref = store.read(b, outputs)
             for key, (session, produced) in sessions.items():
                 deltas[key].update(ref, {**ref, **session.run(feeds, produced)}, count)
     results = {p: deltas[(p, "")].record() for p, m in sessions if m == ""}
-    if options:
-        kept = {m: deltas[(Precision.INT8, m)].record() for p, m in sessions if p is Precision.INT8}
+    for p in options:
+        kept = {m: deltas[(q, m)].record() for q, m in sessions if q is p}
         method = min(kept, key=lambda m: (kept[m].severity, m != "max"))
-        results[Precision.INT8] = kept[method].with_thresholds({t: method for t in deciding}, kept["max"].nmse)
+        results[p] = kept[method].with_thresholds({t: method for t in deciding.get(p, ())}, kept["max"].nmse)
     return results
 
 
@@ -250,19 +252,25 @@ def analyze(model: LoadedModel, dataset: Dataset, backend: Backend, out_dir: str
     counts = [hi - lo for lo, hi in dataset.spans(settings.batch)]
     outputs = [o.name for o in model.proto.graph.output]
     auto = settings.calibrator == "auto"
-    if auto:  # thresholds chosen before an interruption stay chosen
-        ranges = ranges.choose({t: m for r in done.values() for t, m in r.thresholds.items()})
-    decided = {t for r in done.values() for t in r.thresholds}
+    chosen_by = (Precision.INT8, Precision.FP8)  # the precisions whose thresholds auto chooses by measurement
+    decided: dict[Precision, set[str]] = {p: set() for p in chosen_by}
+    for (_, pv), r in done.items():  # thresholds chosen before an interruption stay chosen
+        if auto and Precision(pv) in decided:
+            ranges = ranges.choose_for(Precision(pv), dict(r.thresholds))
+            decided[Precision(pv)] |= set(r.thresholds)
     progress.start("per-unit sensitivity", len(pairs))
     for unit in pending:
         todo = [p for q, p in pairs if q is unit]
         sub = downstream_model(model.proto, regions[unit.name], store)
-        deciding = [t for t in unit.activations if t not in decided] if auto and Precision.INT8 in todo else []
-        options = {m: ranges.choose({t: m for t in deciding}) for m in ranges.options(deciding)} if deciding else {}
+        deciding = {p: [t for t in unit.activations if t not in decided[p]] for p in chosen_by
+                    if auto and p in todo}
+        options = {p: {m: ranges.choose_for(p, dict.fromkeys(ts, m)) for m in ranges.options(ts)}
+                   for p, ts in deciding.items() if ts}
         results = measure_unit(sub, unit, todo, ranges, backend, store, outputs, counts, options, deciding)
-        chosen = results[Precision.INT8].thresholds if Precision.INT8 in results else {}
-        ranges = ranges.choose(chosen)
-        decided |= set(deciding)
+        for p, ts in deciding.items():
+            if p in results:
+                ranges = ranges.choose_for(p, dict(results[p].thresholds))
+            decided[p] |= set(ts)
         for precision, result in results.items():
             if precision.activations is Precision.FP16:  # FP16, and INT4's FP16 activations
                 flagged = fp16_overflow(model.proto, unit, ranges)

@@ -9,8 +9,9 @@ pure function produces what both the CPU emulation and the GPU build consume:
   Biases stay FP32 (TensorRT folds them in higher precision); with ``ranges.bias_correction`` each one is
   corrected for the mean shift its quantized weight causes (``quant.bias``), and ``ranges.weight_scales``
   says how weight scales are set.
-- FP8 (E4M3): as INT8, with float8e4m3fn zero points: per-tensor activation scales max|x| / 448 (max
-  calibration, as ModelOpt's FP8 recipe), per-channel weight scales max|w| / 448, the weight stored as FP8.
+- FP8 (E4M3): as INT8, with float8e4m3fn zero points: per-tensor activation scales threshold / 448 (max, or
+  what ``--calibrator auto`` measured best: ``ranges.fp8_amax``), per-channel weight scales max|w| / 448, the
+  weight stored as FP8.
 - FP16 / BF16: Cast to float16 / bfloat16 on the unit's inputs, every float constant of the unit stored in
   that type, Cast back to float32 on what the unit hands on. Back-to-back Casts between islands are removed by
   TensorRT.

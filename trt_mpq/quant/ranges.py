@@ -237,6 +237,7 @@ class Ranges:
     weight_scales: str = "max"  # how INT8 weight scales are set (see ``weight_scales``)
     bias_correction: bool = False  # INT8 weight units fold the mean shift of their quantized weight into the bias
     int4_block: int = INT4_BLOCK  # INT4 weights per scale along K
+    fp8_amax: Mapping[str, float] = field(default_factory=dict)  # FP8 thresholds chosen per tensor (else max)
 
     def scale(self, tensor: str) -> float:
         return int8_scale(self.amax[tensor])
@@ -244,8 +245,17 @@ class Ranges:
     def fp8_scale(self, tensor: str) -> float:
         """max|x| / 448: FP8 keeps the range (its floating spacing makes clipping rarely pay, and max is what
         ModelOpt's FP8 recipe calibrates with)."""
-        amax = self.absmax.get(tensor, self.amax.get(tensor, 0.0))
+        amax = self.fp8_amax.get(tensor, self.absmax.get(tensor, self.amax.get(tensor, 0.0)))
         return float(amax) / FP8_MAX if amax > 0 and np.isfinite(amax) else 1.0
+
+    def choose_for(self, p, tensor_methods: Mapping[str, str]) -> Ranges:
+        """``choose`` for INT8; for FP8 the same candidates set its own thresholds (``fp8_amax``)."""
+        if getattr(p, "value", p) != "fp8":
+            return self.choose(tensor_methods)
+        fp8 = dict(self.fp8_amax)
+        for t, m in tensor_methods.items():
+            fp8[t] = self.candidates[t][m]
+        return replace(self, fp8_amax=fp8)
 
     def exceeds_fp16(self, tensors: Iterable[str]) -> list[str]:
         return [t for t in tensors if self.absmax.get(t, 0.0) > FP16_MAX]
@@ -280,7 +290,8 @@ class Ranges:
                 "absmax": dict(self.absmax), "shapes": {k: list(v) for k, v in self.shapes.items()},
                 "candidates": {k: dict(v) for k, v in self.candidates.items()},
                 "means": {k: list(v) for k, v in self.means.items()}, "weight_scales": self.weight_scales,
-                "bias_correction": self.bias_correction, "int4_block": self.int4_block}
+                "bias_correction": self.bias_correction, "int4_block": self.int4_block,
+                "fp8_amax": dict(self.fp8_amax)}
 
     @classmethod
     def from_json(cls, d: Mapping) -> Ranges:
@@ -288,7 +299,8 @@ class Ranges:
                    {k: tuple(v) for k, v in d.get("shapes", {}).items()},
                    {k: dict(v) for k, v in d.get("candidates", {}).items()}, dict(d.get("methods", {})),
                    {k: tuple(v) for k, v in d.get("means", {}).items()}, d.get("weight_scales", "max"),
-                   bool(d.get("bias_correction", False)), int(d.get("int4_block", INT4_BLOCK)))
+                   bool(d.get("bias_correction", False)), int(d.get("int4_block", INT4_BLOCK)),
+                   dict(d.get("fp8_amax", {})))
 
 
 class RangeCollector:
