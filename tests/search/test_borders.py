@@ -88,22 +88,24 @@ def test_each_gpu_runs_what_its_datasheet_says_and_int4_weights_cost_half_a_byte
     assert cost.unit_seconds("proj_a", P.FP8) <= cost.unit_seconds("proj_a", P.FP16)  # twice the rate, half the bytes
 
 
-def test_a_plan_for_a_gpu_without_fp8_or_bf16_never_uses_them():
-    """The decision space drops results the target cannot run: a T4 keeps FP16/INT8, an H100 keeps them all."""
+def _measured_everywhere(units, skipped=()):
+    """An analysis stand-in: every unit measured (the same small noise) at every precision it allows."""
+    from types import SimpleNamespace
+
     from trt_mpq.artifacts import AnalysedUnit, UnitResult
 
+    result = UnitResult(cosine=0.9999, sqnr_db=60.0, nmse=1e-6, max_abs=1e-3)
+    return SimpleNamespace(units=[AnalysedUnit(u.name, u.main_op, u.nodes, u.op_types,
+                                               dict.fromkeys(u.allowed, result), u.kind) for u in units],
+                           skipped=skipped)
+
+
+def test_a_plan_for_a_gpu_without_fp8_or_bf16_never_uses_them():
+    """The decision space drops results the target cannot run: a T4 keeps FP16/INT8, an H100 keeps them all."""
     m = builders.norm_fanout()
     units = find_units(m).units
-    result = UnitResult(cosine=0.9999, sqnr_db=60.0, nmse=1e-6, max_abs=1e-3)
-    analysed = [AnalysedUnit(u.name, u.main_op, u.nodes, u.op_types, dict.fromkeys(u.allowed, result), u.kind)
-                for u in units]
-
-    class Analysis:
-        def __init__(self):
-            self.units = analysed
-
-    t4 = DecisionSpace.from_analysis(Analysis(), cost_model(m, units, "t4", 1))
-    h100 = DecisionSpace.from_analysis(Analysis(), cost_model(m, units, "h100", 1))
+    t4 = DecisionSpace.from_analysis(_measured_everywhere(units), cost_model(m, units, "t4", 1))
+    h100 = DecisionSpace.from_analysis(_measured_everywhere(units), cost_model(m, units, "h100", 1))
     assert not any(p in (P.FP8, P.BF16, P.INT4) for c in t4.choices.values() for p in c)
     assert P.FP8 in h100.choices["proj_a"] and P.INT4 in h100.choices["proj_a"] and P.BF16 in h100.choices["norm"]
     chosen = solve(t4, noise_budget=1.0)
@@ -136,22 +138,15 @@ def test_tf32_is_one_flag_for_every_gemm_unit(fanout, seed):
 
 def test_a_gemm_outside_every_unit_keeps_tf32_off():
     """A Conv no unit covers (its weight computed at run time) was verified in true FP32: --noTF32 stays."""
-    from trt_mpq.artifacts import AnalysedUnit, SkippedLayer, UnitResult
+    from trt_mpq.artifacts import SkippedLayer
     from trt_mpq.commands.trtexec import trtexec_text
 
     m = builders.norm_fanout()
     units = find_units(m).units
-    result = UnitResult(cosine=0.9999, sqnr_db=60.0, nmse=1e-6, max_abs=1e-3)
-    analysed = [AnalysedUnit(u.name, u.main_op, u.nodes, u.op_types, dict.fromkeys(u.allowed, result), u.kind)
-                for u in units]
-
-    class Analysis:
-        def __init__(self, skipped):
-            self.units, self.skipped = analysed, skipped
-
     cost = cost_model(m, units, "a100", 1)
-    free = DecisionSpace.from_analysis(Analysis(()), cost)
-    tied = DecisionSpace.from_analysis(Analysis((SkippedLayer("conv_dyn", "Conv", "weight at run time"),)), cost)
+    free = DecisionSpace.from_analysis(_measured_everywhere(units), cost)
+    skipped = (SkippedLayer("conv_dyn", "Conv", "weight at run time"),)
+    tied = DecisionSpace.from_analysis(_measured_everywhere(units, skipped), cost)
     every_tf32 = {"proj_a": P.TF32, "proj_b": P.TF32}
     assert free.tf32(every_tf32) is True and free.tf32({"proj_a": P.FP16, "proj_b": P.FP16}) is None
     assert P.TF32 not in tied.choices["proj_a"] and tied.tf32({"proj_a": P.FP16, "proj_b": P.FP16}) is False
