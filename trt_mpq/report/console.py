@@ -72,7 +72,9 @@ def sensitivity_table(analysis: Analysis, top: int | None = None) -> Table:
     """Units ranked by sensitivity: largest normalised MSE at the first precision first."""
     precisions = analysis.precisions
     key = precisions[0] if precisions else None
-    units = sorted((u for u in analysis.units if key in u.results), key=lambda u: -u.results[key].severity)
+    # units measured at the first precision first, by it; then the others (e.g. FP16-only), by their first
+    units = sorted((u for u in analysis.units if u.results), key=lambda u: (
+        key not in u.results, -(u.results[key] if key in u.results else next(iter(u.results.values()))).severity))
     has_top1 = any(r.top1_agreement is not None for u in units for r in u.results.values())
     title = key.value.upper() if key else "-"
     table = Table(title=f"Units ranked by sensitivity to {title} (most sensitive first)", title_justify="left")
@@ -90,9 +92,12 @@ def sensitivity_table(analysis: Analysis, top: int | None = None) -> Table:
         notes = []
         for p in precisions:
             r = u.results.get(p)
-            row += [_fmt(r.sqnr_db if r else None, 1), _fmt(r.cosine if r else None, 5)]
+            if r is None:  # not measured at p (a precision the unit cannot run)
+                row += ["-"] * (3 if has_top1 else 2)
+                continue
+            row += [_fmt(r.sqnr_db, 1), _fmt(r.cosine, 5)]
             if has_top1:
-                row.append(_fmt(r.top1_agreement if r else None, 3))
+                row.append(_fmt(r.top1_agreement, 3))
             if r and r.nonfinite:
                 notes.append(f"{p.value.upper()} output has NaN/Inf")
             if r and r.fp16_overflow:
