@@ -134,3 +134,20 @@ def test_an_int4_block_of_tiny_weights_keeps_a_positive_float16_scale():
     w.CopyFrom(numpy_helper.from_array(tiny, "w"))
     low = lower(m, find_units(m).units, Plan.of({"proj": P.INT4}), Ranges("max", {}, {}))
     assert trt_rule_violations(low) == []
+
+
+def test_lowered_names_are_the_names_the_lowering_gives(res):
+    """backends.trt_layers maps TensorRT layers back to units through these names: they must be the real ones."""
+    from trt_mpq.quant.lower import lowered_names
+
+    m, units, _, ranges = res
+    unit = next(u for u in units if u.name == "conv1")
+    made_tensors, made_nodes = set(), set()
+    for p in (P.INT8, P.FP8, P.FP16, P.BF16):
+        low = lower(m, units, Plan.of({"conv1": p}), ranges)
+        made_nodes |= {n.name for n in low.graph.node}
+        made_tensors |= {o for n in low.graph.node for o in n.output}
+    tensors, nodes = lowered_names(unit.activations[0])
+    assert set(tensors) <= made_tensors and set(nodes) <= made_nodes
+    weight_nodes = lowered_names(unit.weight, weight=True)[1]
+    assert set(weight_nodes[:2]) <= made_nodes  # INT8 and FP8 weight DQ (INT4 is for MatMul/Gemm)

@@ -28,6 +28,7 @@ from ..artifacts import read_json
 from ..errors import ConfigError
 from ..network.units import Unit
 from ..precision import Precision
+from ..quant.lower import lowered_names
 
 # "[ONNX Layer: name]", or "[ONNX Layer: name | Local Function: f]" for a node inside an ONNX local function
 _ONNX_LAYER = re.compile(r"\[ONNX Layer: ([^\]|]+?)\s*(?:\|[^\]]*)?\]")
@@ -118,12 +119,11 @@ def attribute(profiles: dict[Precision, dict[str, float]], layer_nodes: dict[Pre
     # Q/DQ and Cast nodes the lowering inserts are named after the tensor they act on; map them to its reader.
     for u in units:
         for t in (*u.inputs, *u.activations):
-            for suffix in ("_QuantizeLinear", "_DequantizeLinear", "_fp8_QuantizeLinear", "_fp8_DequantizeLinear",
-                           "_cast_fp16", "_cast_bf16"):
-                unit_of.setdefault(f"{t}{suffix}", u.name)
+            for node in lowered_names(t)[1]:
+                unit_of.setdefault(node, u.name)
         if u.weight:
-            for suffix in ("_DequantizeLinear", "_fp8_DequantizeLinear", "_int4_DequantizeLinear"):
-                unit_of.setdefault(f"{u.weight}{suffix}", u.name)
+            for node in lowered_names(u.weight, weight=True)[1]:
+                unit_of.setdefault(node, u.name)
         for t in u.outputs:
             unit_of.setdefault(f"{t}_cast_fp32", u.name)
     main = {u.name for u in units}
@@ -169,8 +169,7 @@ def _datatype(tensor: dict) -> Precision | str | None:
 def _own_input(unit: Unit, inputs: list[dict]) -> dict:
     """The layer input that is the unit's own lowered input (``t_quantized``, ``t_fp16`` or ``t`` itself), else
     the first: a layer's first input may be a residual, a reformat or another unit's tensor."""
-    own = [f"{t}{suffix}" for t in (*unit.activations, *unit.inputs)
-           for suffix in ("_quantized", "_dequantized", "_fp8_quantized", "_fp8_dequantized", "_fp16", "_bf16", "")]
+    own = [n for t in (*unit.activations, *unit.inputs) for n in (*lowered_names(t)[0], t)]
     by_name = {str(t.get("Name", "")): t for t in inputs}
     return next((by_name[n] for n in own if n in by_name), inputs[0])
 

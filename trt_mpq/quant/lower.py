@@ -46,6 +46,20 @@ MATH_KEY = "trt_mpq.math"  # node metadata: the arithmetic TensorRT will use for
 _ZERO_TYPES = {np.dtype(np.int8), np.dtype(ml_dtypes.float8_e4m3fn), np.dtype(ml_dtypes.int4)}
 
 
+QDQ_TAGS = ("", "_fp8")  # Q/DQ names: INT8 after the tensor itself, FP8 after tensor_fp8
+HALF_TAGS = ("fp16", "bf16")  # Cast island names
+
+
+def lowered_names(tensor: str, weight: bool = False) -> tuple[list[str], list[str]]:
+    """(tensors, nodes) the lowering names after a unit's input ``tensor`` (a ``weight`` gets DequantizeLinear
+    nodes only): how TensorRT's layer names and a layer's inputs map back to the unit."""
+    if weight:
+        return [], [f"{tensor}{tag}_DequantizeLinear" for tag in (*QDQ_TAGS, "_int4")]
+    tensors = [f"{tensor}{tag}_{kind}" for tag in QDQ_TAGS for kind in ("quantized", "dequantized")]
+    nodes = [f"{tensor}{tag}_{op}" for tag in QDQ_TAGS for op in ("QuantizeLinear", "DequantizeLinear")]
+    return tensors + [f"{tensor}_{h}" for h in HALF_TAGS], nodes + [f"{tensor}_cast_{h}" for h in HALF_TAGS]
+
+
 class _Rewriter:
     def __init__(self, model: onnx.ModelProto):
         self.model = onnx.ModelProto()

@@ -37,10 +37,10 @@ def solve(opts: DecisionSpace, noise_budget: float | None = None, seconds_budget
     minimise = Objective(minimise)
     var = [(u, p) for u in opts.units for p in opts.choices[u]]
     index = {v: i for i, v in enumerate(var)}
-    borders = _Borders(opts, index)
+    borders = _Extra(opts, index)
     for c in opts.cost.crossings:
         borders.add(c)
-    _tf32_flag(opts, index, borders)
+    borders.tf32_flag()
     n = borders.n
     lat = np.zeros(n)  # microseconds: HiGHS stops within an absolute gap of 1e-6, so seconds would hide 1 us
     for (u, p), i in index.items():
@@ -67,10 +67,10 @@ def solve(opts: DecisionSpace, noise_budget: float | None = None, seconds_budget
         rows.append(noise / scale), lo.append(-np.inf), hi.append(noise_budget / scale)
     if seconds_budget is not None:
         rows.append(lat), lo.append(-np.inf), hi.append(seconds_budget * US)
+    size = np.zeros(n)  # MB of weights
+    for (u, p), i in index.items():
+        size[i] = opts.weight_elems.get(u, 0.0) * WEIGHT_BYTES[p] / 1e6
     if size_budget_mb is not None:
-        size = np.zeros(n)
-        for (u, p), i in index.items():
-            size[i] = opts.weight_elems[u] * WEIGHT_BYTES[p] / 1e6
         rows.append(size), lo.append(-np.inf), hi.append(size_budget_mb)
     if minimise is Objective.LATENCY:
         objective = lat
@@ -84,9 +84,6 @@ def solve(opts: DecisionSpace, noise_budget: float | None = None, seconds_budget
     if not res.success or res.x is None:
         return None
     if minimise is Objective.LATENCY and tie_break:  # second pass: smallest weights within the latency resolution
-        size = np.zeros(n)
-        for (u, p), i in index.items():
-            size[i] = opts.weight_elems.get(u, 0.0) * WEIGHT_BYTES[p]
         ceiling = float(lat @ res.x) + opts.cost.resolution * US
         fp16 = opts.seconds(opts.uniform(Precision.FP16)) * US  # the whole graph in FP16, what --fp16 builds
         if float(lat @ res.x) <= fp16:  # a tie never hands back a mix slower than that reference
@@ -100,21 +97,9 @@ def solve(opts: DecisionSpace, noise_budget: float | None = None, seconds_budget
     return Plan.of({u: p for (u, p), i in index.items() if res.x[i] > 0.5})
 
 
-def _tf32_flag(opts: DecisionSpace, index: dict[tuple[str, Precision], int], borders: _Borders) -> None:
-    """One binary t for the engine's TF32 flag: x[u, TF32] <= t and x[u, FP32] <= 1 - t for every GEMM unit."""
-    if not any((u, Precision.TF32) in index for u in opts.tf32_units):
-        return
-    t = borders._new()
-    borders.binary.append(t)
-    for u in opts.tf32_units:
-        if (u, Precision.TF32) in index:
-            borders.rows.append(({index[(u, Precision.TF32)]: 1.0, t: -1.0}, -np.inf, 0.0))
-        if (u, Precision.FP32) in index:
-            borders.rows.append(({index[(u, Precision.FP32)]: 1.0, t: 1.0}, -np.inf, 1.0))
-
-
-class _Borders:
-    """The variables and rows of search.borders' rule, for every crossing where a choice changes the cost."""
+class _Extra:
+    """The variables and rows beyond x: search.borders' rule for every crossing where a choice changes the
+    cost, and the engine's TF32 flag."""
 
     def __init__(self, opts: DecisionSpace, index: dict[tuple[str, Precision], int]):
         self.opts, self.index, self.n = opts, index, len(index)
@@ -125,6 +110,19 @@ class _Borders:
     def _new(self) -> int:
         self.n += 1
         return self.n - 1
+
+    def tf32_flag(self) -> None:
+        """One binary t: x[u, TF32] <= t and x[u, FP32] <= 1 - t for every GEMM unit (--noTF32 is global)."""
+        tf32, fp32 = Precision.TF32, Precision.FP32
+        if not any((u, tf32) in self.index for u in self.opts.tf32_units):
+            return
+        t = self._new()
+        self.binary.append(t)
+        for u in self.opts.tf32_units:
+            if (u, tf32) in self.index:
+                self.rows.append(({self.index[(u, tf32)]: 1.0, t: -1.0}, -np.inf, 0.0))
+            if (u, fp32) in self.index:
+                self.rows.append(({self.index[(u, fp32)]: 1.0, t: 1.0}, -np.inf, 1.0))
 
     def _at(self, unit: str | None, ps: set[Precision]) -> tuple[dict[int, float], float]:
         """sum of x[unit, p] over ps as (terms, constant): a unit without a choice is FP32."""
