@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..artifacts import Budget, DataInfo, Look, Outcome, PlanReport
+from ..artifacts import Analysis, Budget, DataInfo, Look, Outcome, PlanReport
 from ..backends import Backend, BackendContext, restore_backend
 from ..backends.trt_layers import ImportedLatency, attribute, read_layer_nodes, read_profile
 from ..data.datasets import load_dataset
@@ -21,7 +21,7 @@ from ..quant.lower import lower, trt_rule_violations
 from ..report.html import render
 from ..report.summary import plan_report
 from ..search.confirm import confirm
-from ..search.cost import CostModel, cost_model, gpu
+from ..search.cost import CostModel, Gpu, cost_model, gpu
 from ..search.space import DecisionSpace
 from ..search.verify import SearchResult, pareto, search
 from .opened import OpenedAnalysis, open_analysis
@@ -144,7 +144,7 @@ def plan(run_dir: str | Path, options: PlanOptions, progress: Progress | None = 
     return report
 
 
-def _say_what_the_target_cannot_run(analysis, target, progress: Progress) -> None:
+def _say_what_the_target_cannot_run(analysis: Analysis, target: Gpu, progress: Progress) -> None:
     """Once in the log: the analysed precisions the target GPU lacks; an error when it runs none of them."""
     lacking = [p for p in analysis.precisions if not target.runs(p)]
     if not lacking:
@@ -218,7 +218,7 @@ def _seconds(imported: ImportedLatency) -> dict[tuple[str, Precision], float]:
 
 
 def profile_latency(opened: OpenedAnalysis, backend: Backend, data, batch: int,
-                    node_order: list[str], target) -> ImportedLatency:
+                    node_order: list[str], target: Gpu) -> ImportedLatency:
     """Per-unit times of the all-FP32 model and of each analysed precision's uniform one, profiled node by node
     on the backend. On a CPU this measures the emulation, not a GPU: it is labelled with the backend."""
     feeds = data.take(0, data.effective_batch(batch))

@@ -10,10 +10,10 @@ TensorRT's fusions allow, as its real A100 ResNet-18 Q/DQ profiles show (tests/b
   quantized convolution writes FP16 when its reader is FP16), and so does the next unit's QuantizeLinear;
 - a float unit writes its own precision, or a quantized one when it is a pointwise, normalisation or softmax
   kernel and every reader reads that one (the QuantizeLinear joins its epilogue, as for a LayerNorm feeding
-  quantized GEMMs); INT4 is weight-only, so its activations are FP16;
-  a float convolution or GEMM cannot (TensorRT fuses a trailing Q only into a quantized one) and neither can
-  pooling (the capture has a separate Q after an FP16 GlobalAveragePool);
+  quantized GEMMs); a float convolution or GEMM cannot (TensorRT fuses a trailing Q only into a quantized
+  one) and neither can pooling (the capture has a separate Q after an FP16 GlobalAveragePool);
 - a graph input or an op outside every unit writes FP32.
+INT4 is weight-only: its activations, and so its formats, are FP16 (``fmt``); TF32's are FP32.
 
 The last rule's pointwise case is TensorRT's documented fusion, not seen in a capture (there is none of a
 transformer): it is what lets a transformer's LayerNorm feed INT8 GEMMs without a separate quantize kernel.
@@ -54,11 +54,9 @@ def needed(c: Crossing, plan: Mapping[str, Precision]) -> set[Precision]:
 
 def writable(c: Crossing, p: Precision | None, need: set[Precision]) -> set[Precision]:
     """Formats the writer, running at p (None: fixed FP32), can store given the formats its readers need."""
-    if c.writer is None or p is None:
+    if p is None:
         return {Precision.FP32}
-    if p.quantized:
-        return {fmt(p)} | need
-    if c.quantizing and len(need) == 1 and next(iter(need)).quantized:
+    if p.quantized or (c.quantizing and len(need) == 1 and next(iter(need)).quantized):
         return {fmt(p)} | need
     return {fmt(p)}
 
