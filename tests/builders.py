@@ -205,3 +205,21 @@ def norm_fanout(seed: int = 0) -> onnx.ModelProto:
              init("wa", (r.standard_normal((8, 8)) / 3).astype(np.float32)),
              init("wb", (r.standard_normal((8, 8)) / 3).astype(np.float32))]
     return model(nodes, [fvi("x", [2, 4, 8])], [fvi("y", [2, 4, 8])], inits, opset=17)
+
+
+def quiet_outlier_channel(seed: int = 0) -> onnx.ModelProto:
+    """Conv+Relu -> GAP -> Gemm on a 2-channel input whose second channel the conv all but ignores (weights
+    1e-3): that channel's outliers set the input's max range without mattering to the output."""
+    r = _rng(seed)
+    w = conv_w(r, 4, 2)
+    w[:, 1] *= 1e-3
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], "conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], "relu1"),
+        helper.make_node("GlobalAveragePool", ["r1"], ["p"], "gap"),
+        helper.make_node("Flatten", ["p"], ["f"], "flatten"),
+        helper.make_node("Gemm", ["f", "wf", "bf"], ["y"], "fc", transB=1),
+    ]
+    inits = [init("w1", w), init("b1", np.zeros(4, np.float32)),
+             init("wf", (r.standard_normal((5, 4)) / 2).astype(np.float32)), init("bf", np.zeros(5, np.float32))]
+    return model(nodes, [fvi("x", ["N", 2, 8, 8])], [fvi("y", ["N", 5])], inits)

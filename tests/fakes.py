@@ -22,6 +22,6 @@ class CountingBackend(Backend):
     def options_json(self) -> dict:
         return self.inner.options_json()
 
-    def compile(self, model):
+    def compile(self, model, weights=None):
         self.compiled += 1
-        return self.inner.compile(model)
+        return self.inner.compile(model, weights)

@@ -16,6 +16,7 @@ import onnx
 
 from ..artifacts import BackendRecord
 from ..errors import BackendError
+from ..network.weights import Weights
 from ..precision import Precision
 
 
@@ -71,8 +72,9 @@ class Backend(ABC):
         """One line for logs and reports: library, version, device, settings that change numbers."""
 
     @abstractmethod
-    def compile(self, model: onnx.ModelProto) -> Session:
-        """Build a runnable session from a (lowered) ONNX model."""
+    def compile(self, model: onnx.ModelProto, weights: Weights | None = None) -> Session:
+        """Build a runnable session from a (lowered) ONNX model. ``weights`` holds the arrays behind the
+        model's placeholders (``network.weights``): shared, never copied, where the backend can."""
 
     @abstractmethod
     def options_json(self) -> dict[str, Any]:

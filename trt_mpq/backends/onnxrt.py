@@ -30,6 +30,7 @@ import numpy as np
 import onnx
 
 from ..errors import BackendError
+from ..network.weights import Weights
 from .base import Backend, BackendContext, LayerProfile, Session
 from .emulation import emulate_bf16, emulate_tf32, has_bf16, has_tf32
 
@@ -139,10 +140,18 @@ class OnnxRuntimeBackend(Backend):
         # the warm-up run is profiled too: average over every run seen
         return LayerProfile({n: total[n] / runs_seen[n] for n in total}, {n: [n] for n in total})
 
-    def compile(self, model: onnx.ModelProto) -> OnnxRuntimeSession:
+    def compile(self, model: onnx.ModelProto, weights: Weights | None = None) -> OnnxRuntimeSession:
+        options = self.session_options()
+        if weights is not None:
+            names = weights.placeholders(model)
+            if names:
+                shared = weights.handles("onnxruntime")
+                for n in names:
+                    if n not in shared:  # a view of the bank's array: no copy, alive as long as the bank
+                        shared[n] = self._ort.OrtValue.ortvalue_from_numpy(weights.arrays[n])
+                options.add_external_initializers(names, [shared[n] for n in names])
         try:
-            session = self._ort.InferenceSession(_runnable(model), self.session_options(),
-                                                 providers=self.providers)
+            session = self._ort.InferenceSession(_runnable(model), options, providers=self.providers)
         except Exception as exc:
             raise BackendError(f"onnxruntime cannot load the model: {str(exc).splitlines()[0]}") from None
         return OnnxRuntimeSession(session)

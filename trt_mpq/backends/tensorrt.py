@@ -33,6 +33,7 @@ import onnx
 
 from ..artifacts import RunFolder
 from ..errors import BackendError
+from ..network.weights import Weights
 from ..precision import Precision
 from .base import Backend, BackendContext, LayerProfile, Session
 from .emulation import has_tf32
@@ -289,10 +290,10 @@ class TensorRTBackend(Backend):
     def serialize(self, engine) -> bytes:
         return bytes(engine.serialize())
 
-    def compile(self, model: onnx.ModelProto) -> TensorRTSession:
+    def compile(self, model: onnx.ModelProto, weights: Weights | None = None) -> TensorRTSession:
         from polygraphy.backend.trt import TrtRunner
 
-        return TensorRTSession(TrtRunner(self.build(model)))
+        return TensorRTSession(TrtRunner(self.build(weights.fill(model) if weights is not None else model)))
 
     def inspect(self, engine) -> dict:
         """The engine inspector's layer information (JSON; detailed only for engines built with ``detailed``)."""

@@ -6,10 +6,14 @@ every sample through the whole network) for less work:
 1. One FP32 pass over the data records, per batch and on disk, every tensor that some unit's downstream
    region reads from upstream (the region's *frontier*), plus the reference outputs. Ranges come from the
    same pass, so memory is bounded by one batch whatever the number of samples.
-2. For each (unit, precision), the lowered model is cut to the nodes downstream of the unit; that smaller
+2. With ``--calibrator auto`` every quantized tensor's threshold is decided next, once, on the units that read
+   it (``measure.thresholds``); ranges.json then holds every threshold a measurement uses.
+3. For each (unit, precision), the lowered model is cut to the nodes downstream of the unit; that smaller
    model runs from the stored FP32 frontier. Kernels and batch shapes match the full run, so outputs agree
-   with the naive path to rounding (checked by ``scripts/benchmark.py``).
-3. Each result is journalled as soon as it is measured; a rerun with the same settings skips it.
+   with the naive path bit for bit (checked by ``scripts/benchmark.py``). The weights stay in one bank
+   (``network.weights``) that every session shares, so a measurement copies none of them. Each measurement is
+   a pure function of (unit, precision, ranges, data): the order of the loop changes nothing.
+4. Each result is journalled as soon as it is measured; a rerun with the same settings skips it.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -31,9 +35,10 @@ from ..artifacts import AnalysedUnit, Analysis, Calibration, ModelInfo, RunFolde
 from ..backends import Backend
 from ..data.datasets import Dataset
 from ..files import atomic_write_json
-from ..network.graph import descendants, extract_region, region_inputs
+from ..network.graph import consumers, descendants, extract_region, region_inputs
 from ..network.model import LoadedModel
 from ..network.units import Unit, UnitTable, find_units
+from ..network.weights import Weights, split_weights
 from ..precision import Plan, Precision
 from ..progress import Progress
 from ..quant.lower import lower
@@ -41,9 +46,10 @@ from ..quant.ranges import FP16_MAX, INT4_BLOCK, RangeCollector, Ranges
 from .calibration import channel_axes, probe_model
 from .journal import Journal
 from .output_delta import OutputDelta
-from .store import ActivationStore
+from .store import ActivationStore, BatchReader
+from .thresholds import choose_thresholds
 
-METRICS_VERSION = 2  # part of the resume key: results measured under other metric definitions are not reused
+METRICS_VERSION = 3  # part of the resume key: results measured under other metric definitions are not reused
 
 @dataclass(frozen=True)
 class Settings:
@@ -74,9 +80,10 @@ def unit_regions(model: onnx.ModelProto, units: Sequence[Unit], all_units: Seque
     it holds that unit's Conv too, so the backend fuses the region exactly as it fuses the whole model."""
     index = {n.name: i for i, n in enumerate(model.graph.node)}
     members = [{index[n] for n in u.nodes} for u in all_units]
+    cons = consumers(model.graph)
     out = []
     for u in units:
-        region = descendants(model.graph, [index[n] for n in u.nodes])
+        region = descendants(model.graph, [index[n] for n in u.nodes], cons)
         for group in members:
             if region & group and not group <= region:
                 region |= group
@@ -154,46 +161,37 @@ def downstream_model(model: onnx.ModelProto, region: UnitRegion, store: Activati
 
 
 def measure_unit(sub: onnx.ModelProto, unit: Unit, precisions: Sequence[Precision], ranges: Ranges,
-                 backend: Backend, store: ActivationStore, outputs: Sequence[str],
-                 samples_per_batch: Sequence[int], options: Mapping[Precision, Mapping[str, Ranges]] | None = None,
-                 deciding: Mapping[Precision, Sequence[str]] | None = None) -> dict[Precision, UnitResult]:
+                 backend: Backend, store: BatchReader, outputs: Sequence[str], samples_per_batch: Sequence[int],
+                 weights: Weights | None = None) -> dict[Precision, UnitResult]:
     """Sensitivity of one unit at each precision: lower the unit inside its downstream model, run it from the
-    stored FP32 frontier (read once per batch for every variant), compare with the stored reference.
+    stored FP32 frontier (read once per batch for every precision), compare with the stored reference.
 
-    ``options`` (per quantized precision, method -> ranges, "max" among them): thresholds of the tensors in
-    ``deciding[p]`` to choose between. All of them run on the first quarter of the batches; then only "max" and
-    the best other go on, and the one with the least NMSE on all batches is p's result (so it is never worse
-    than max, and costs under two full runs); the result names the method per tensor."""
-    options = {p: dict(o) for p, o in (options or {}).items() if p in precisions and o}
-    deciding = deciding or {}
-    variants: dict[tuple[Precision, str], Ranges] = {(p, ""): ranges for p in precisions if p not in options}
-    for p, opts in options.items():  # one option: every method within 1 % of max
-        variants.update({(p, m): r for m, r in opts.items()})
-    screen = max(1, round(len(samples_per_batch) / 4)) if any(len(o) > 2 for o in options.values()) else -1
+    A pure function of its arguments: nothing is carried from one unit to the next, so units can be measured
+    in any order, or anywhere, with the same result. ``sub`` may hold placeholders (``network.weights``):
+    the unit's own weights are filled in for lowering, the rest is handed to the backend from ``weights``."""
+    if weights is not None:
+        sub = weights.fill_for(sub, unit.nodes)
     with contextlib.ExitStack() as stack:
         sessions, deltas = {}, {}
-        for key, r in variants.items():
-            lowered = lower(sub, [unit], Plan.of({unit.name: key[0]}), r)
-            sessions[key] = (stack.enter_context(backend.compile(lowered)), [o.name for o in lowered.graph.output])
-            deltas[key] = OutputDelta()
+        for p in precisions:
+            lowered = lower(sub, [unit], Plan.of({unit.name: p}), ranges)
+            sessions[p] = (stack.enter_context(backend.compile(lowered, weights)),
+                           [o.name for o in lowered.graph.output])
+            deltas[p] = OutputDelta()
         feeds_needed = [i.name for i in sub.graph.input]
         for b, count in enumerate(samples_per_batch):
-            if b == screen:
-                for p in options:
-                    others = [k for k in sessions if k[0] is p and k[1] not in ("", "max")]
-                    best = min(others, key=lambda k: deltas[k].record().severity) if others else None
-                    for k in others:
-                        if k != best:
-                            sessions.pop(k)[0].close()
             feeds = store.read(b, feeds_needed)
             ref = store.read(b, outputs)
-            for key, (session, produced) in sessions.items():
-                deltas[key].update(ref, {**ref, **session.run(feeds, produced)}, count)
-    results = {p: deltas[(p, "")].record() for p, m in sessions if m == ""}
-    for p in options:
-        kept = {m: deltas[(q, m)].record() for q, m in sessions if q is p}
-        method = min(kept, key=lambda m: (kept[m].severity, m != "max"))
-        results[p] = kept[method].with_thresholds({t: method for t in deciding.get(p, ())}, kept["max"].nmse)
+            for p, (session, produced) in sessions.items():
+                deltas[p].update(ref, {**ref, **session.run(feeds, produced)}, count)
+    results = {}
+    for p in precisions:
+        result = deltas[p].record()
+        methods = ranges.methods_for(p) if p.quantized else {}
+        chosen = {t: methods[t] for t in unit.activations if t in methods}
+        if ranges.calibrator == "auto" and chosen:
+            result = result.with_thresholds(chosen, None)
+        results[p] = result
     return results
 
 
@@ -224,10 +222,12 @@ def measure_naive(model: LoadedModel, units: Sequence[Unit], pairs: Sequence[tup
 
 
 def analyze(model: LoadedModel, dataset: Dataset, backend: Backend, out_dir: str | Path,
-            settings: Settings = Settings(), progress: Progress | None = None) -> Analysis:
+            settings: Settings = Settings(), progress: Progress | None = None,
+            order: Callable[[list[Unit]], list[Unit]] | None = None) -> Analysis:
     """Measure every unit at every precision in ``settings``; write the analysis into ``out_dir``
     (sensitivity.json, ranges.json); resume from ``out_dir/.trt-mpq/<run key>/`` when an earlier run with the
-    same inputs and settings was cut short."""
+    same inputs and settings was cut short. ``order`` rearranges the units to measure (the results do not
+    depend on it: each measurement is a pure function of the model, its thresholds and the data)."""
     progress = progress or Progress()
     start = time.perf_counter()
     folder = RunFolder(out_dir)
@@ -238,39 +238,30 @@ def analyze(model: LoadedModel, dataset: Dataset, backend: Backend, out_dir: str
     pairs = [(u, p) for u in table.units for p in settings.precisions
              if p in u.allowed and (u.name, p.value) not in done]
     store = ActivationStore(work / "activations")
-    ranges_path = work / "ranges.json"
+    ranges_path = work / "ranges.json"  # written once thresholds are decided: a resumed run measures with them
     ranges = Ranges.from_json(json.loads(ranges_path.read_text())) if ranges_path.exists() else None
     if done:
         progress.log(f"resuming: {len(done)} of {len(done) + len(pairs)} measurements already done")
     pending = [u for u in table.units if any(u is q for q, _ in pairs)]
-    regions = {r.unit.name: r for r in unit_regions(model.proto, pending, table.units)}
-    if pairs and (ranges is None or not store.complete):
+    fresh = bool(pairs) and (ranges is None or not store.complete)  # an FP32 pass (and auto's choice) to come
+    regions = {r.unit.name: r for r in unit_regions(model.proto, table.units if fresh else pending, table.units)}
+    skeleton, weights = split_weights(model.proto)
+    counts = [hi - lo for lo, hi in dataset.spans(settings.batch)]
+    outputs = [o.name for o in model.proto.graph.output]
+    if fresh:
         ranges = collect(model, table, list(regions.values()), dataset, backend, settings, store, progress)
+        if settings.calibrator == "auto":
+            ranges = choose_thresholds(skeleton, weights, table.units,
+                                       lambda u: downstream_model(skeleton, regions[u.name], store), ranges,
+                                       settings.precisions, backend, store, len(counts), outputs, progress)
         atomic_write_json(ranges_path, ranges.to_json())
     elif ranges is None:
         ranges = Ranges(settings.calibrator)
-    counts = [hi - lo for lo, hi in dataset.spans(settings.batch)]
-    outputs = [o.name for o in model.proto.graph.output]
-    auto = settings.calibrator == "auto"
-    chosen_by = (Precision.INT8, Precision.FP8)  # the precisions whose thresholds auto chooses by measurement
-    decided: dict[Precision, set[str]] = {p: set() for p in chosen_by}
-    for (_, pv), r in done.items():  # thresholds chosen before an interruption stay chosen
-        if auto and Precision(pv) in decided:
-            ranges = ranges.choose_for(Precision(pv), dict(r.thresholds))
-            decided[Precision(pv)] |= set(r.thresholds)
     progress.start("per-unit sensitivity", len(pairs))
-    for unit in pending:
+    for unit in (order or list)(pending):
         todo = [p for q, p in pairs if q is unit]
-        sub = downstream_model(model.proto, regions[unit.name], store)
-        deciding = {p: [t for t in unit.activations if t not in decided[p]] for p in chosen_by
-                    if auto and p in todo}
-        options = {p: {m: ranges.choose_for(p, dict.fromkeys(ts, m)) for m in ranges.options(ts)}
-                   for p, ts in deciding.items() if ts}
-        results = measure_unit(sub, unit, todo, ranges, backend, store, outputs, counts, options, deciding)
-        for p, ts in deciding.items():
-            if p in results:
-                ranges = ranges.choose_for(p, dict(results[p].thresholds))
-            decided[p] |= set(ts)
+        sub = downstream_model(skeleton, regions[unit.name], store)
+        results = measure_unit(sub, unit, todo, ranges, backend, store, outputs, counts, weights)
         for precision, result in results.items():
             if precision.activations is Precision.FP16:  # FP16, and INT4's FP16 activations
                 flagged = fp16_overflow(model.proto, unit, ranges)

@@ -77,9 +77,10 @@ def constant_names(graph: onnx.GraphProto) -> set[str]:
     return {t.name for t in graph.initializer} | {t.name for t in graph.sparse_initializer}
 
 
-def descendants(graph: onnx.GraphProto, start: Iterable[int]) -> set[int]:
-    """The start nodes and every node that depends on one of their outputs."""
-    cons = consumers(graph)
+def descendants(graph: onnx.GraphProto, start: Iterable[int], cons: Mapping[str, list[int]] | None = None) -> set[int]:
+    """The start nodes and every node that depends on one of their outputs (``cons``: ``consumers(graph)``,
+    when the caller asks for many)."""
+    cons = consumers(graph) if cons is None else cons
     seen = set(start)
     stack = list(seen)
     while stack:
@@ -109,10 +110,11 @@ def extract_region(
     region: set[int],
     input_types: Mapping[str, tuple[np.dtype, int | list[int | None]]],
     name: str = "region",
+    outputs: Iterable[str] = (),
 ) -> onnx.ModelProto:
     """A model holding only ``region``'s nodes; its inputs are the region's frontier, typed from
     ``input_types`` (name -> dtype and dims, None where dynamic, or just a rank), its outputs the model
-    outputs the region produces."""
+    outputs the region produces and ``outputs`` (tensors inside it)."""
     graph = model.graph
     made = {out for i in region for out in graph.node[i].output}
     used = {n for i in region for n in node_inputs(graph.node[i])}
@@ -122,12 +124,13 @@ def extract_region(
         elem = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
         dims = [None] * dims if isinstance(dims, int) else list(dims)
         inputs.append(onnx.helper.make_tensor_value_info(n, elem, dims))
-    outputs = [o for o in graph.output if o.name in made]
+    results = [o for o in graph.output if o.name in made]
+    results += [onnx.ValueInfoProto(name=n) for n in outputs if n not in {o.name for o in results}]
     new = onnx.helper.make_graph(
         [graph.node[i] for i in sorted(region)],
         name,
         inputs,
-        outputs,
+        results,
         initializer=[t for t in graph.initializer if t.name in used],
     )
     out = onnx.helper.make_model(new, opset_imports=model.opset_import, ir_version=model.ir_version)

@@ -61,10 +61,15 @@ class AbsHistogram:
             self.counts[0] += x.size
             return
         bins = len(self.counts)
-        # float64: a float16 tensor with a small range would overflow when scaled to bin indices
-        a = np.abs(x.ravel()).astype(np.float64)
-        a = a[np.isfinite(a)] if not np.isfinite(a).all() else a  # infinities are not part of the range
-        idx = np.minimum((a * (bins / self.amax)).astype(np.int64), bins - 1)
+        # float32 data is binned in float32 (half the memory traffic); float16 in float64, since a tensor with
+        # a small range would overflow float16 when scaled to bin indices
+        work = np.float32 if x.dtype == np.float32 else np.float64
+        a = np.abs(x.ravel()).astype(work, copy=False)
+        if not np.isfinite(a).all():
+            a = a[np.isfinite(a)]  # infinities are not part of the range
+        a *= work(bins / self.amax)
+        idx = a.astype(np.int32)
+        np.minimum(idx, bins - 1, out=idx)
         self.counts += np.bincount(idx, minlength=bins)
 
     @property
@@ -211,8 +216,10 @@ class ChannelMean:
         if not x.size or not np.issubdtype(x.dtype, np.floating):
             return
         ax = self.axis % x.ndim
-        s = np.nan_to_num(x.astype(np.float64), posinf=0.0, neginf=0.0).sum(axis=tuple(
-            k for k in range(x.ndim) if k != ax))
+        others = tuple(k for k in range(x.ndim) if k != ax)
+        s = x.sum(axis=others, dtype=np.float64)
+        if not np.all(np.isfinite(s)):  # rare: leave the non-finite values out (converting every batch is slow)
+            s = np.nan_to_num(x.astype(np.float64), posinf=0.0, neginf=0.0).sum(axis=others)
         self.total = s if self.total is None else self.total + s
         self.count += x.size // x.shape[ax]
 
@@ -238,6 +245,7 @@ class Ranges:
     bias_correction: bool = False  # INT8 weight units fold the mean shift of their quantized weight into the bias
     int4_block: int = INT4_BLOCK  # INT4 weights per scale along K
     fp8_amax: Mapping[str, float] = field(default_factory=dict)  # FP8 thresholds chosen per tensor (else max)
+    fp8_methods: Mapping[str, str] = field(default_factory=dict)  # ... and the method each comes from
 
     def scale(self, tensor: str) -> float:
         return int8_scale(self.amax[tensor])
@@ -252,10 +260,15 @@ class Ranges:
         """``choose`` for INT8; for FP8 the same candidates set its own thresholds (``fp8_amax``)."""
         if getattr(p, "value", p) != "fp8":
             return self.choose(tensor_methods)
-        fp8 = dict(self.fp8_amax)
+        fp8, methods = dict(self.fp8_amax), dict(self.fp8_methods)
         for t, m in tensor_methods.items():
             fp8[t] = self.candidates[t][m]
-        return replace(self, fp8_amax=fp8)
+            methods[t] = m
+        return replace(self, fp8_amax=fp8, fp8_methods=methods)
+
+    def methods_for(self, p) -> Mapping[str, str]:
+        """tensor -> the method its threshold in precision ``p`` (INT8 or FP8) comes from."""
+        return self.fp8_methods if getattr(p, "value", p) == "fp8" else self.methods
 
     def exceeds_fp16(self, tensors: Iterable[str]) -> list[str]:
         return [t for t in tensors if self.absmax.get(t, 0.0) > FP16_MAX]
@@ -291,7 +304,7 @@ class Ranges:
                 "candidates": {k: dict(v) for k, v in self.candidates.items()},
                 "means": {k: list(v) for k, v in self.means.items()}, "weight_scales": self.weight_scales,
                 "bias_correction": self.bias_correction, "int4_block": self.int4_block,
-                "fp8_amax": dict(self.fp8_amax)}
+                "fp8_amax": dict(self.fp8_amax), "fp8_methods": dict(self.fp8_methods)}
 
     @classmethod
     def from_json(cls, d: Mapping) -> Ranges:
@@ -300,7 +313,7 @@ class Ranges:
                    {k: dict(v) for k, v in d.get("candidates", {}).items()}, dict(d.get("methods", {})),
                    {k: tuple(v) for k, v in d.get("means", {}).items()}, d.get("weight_scales", "max"),
                    bool(d.get("bias_correction", False)), int(d.get("int4_block", INT4_BLOCK)),
-                   dict(d.get("fp8_amax", {})))
+                   dict(d.get("fp8_amax", {})), dict(d.get("fp8_methods", {})))
 
 
 class RangeCollector:

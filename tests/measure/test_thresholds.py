@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+
+import builders
+from fakes import CountingBackend
+from trt_mpq.data.datasets import generated_dataset
+from trt_mpq.measure.sensitivity import Settings, collect, downstream_model, unit_regions
+from trt_mpq.measure.store import ActivationStore
+from trt_mpq.measure.thresholds import _Reference, candidate_errors, choose_thresholds, spread
+from trt_mpq.network.model import load_model
+from trt_mpq.network.units import find_units
+from trt_mpq.network.weights import split_weights
+from trt_mpq.precision import Precision
+from trt_mpq.progress import Progress
+
+
+def test_reference_errors_count_each_sample_alike():
+    ref = _Reference({"y": np.array([[1.0, 0.0], [100.0, 0.0], [0.0, 0.0]], np.float32)})
+    got = {"y": np.array([[1.5, 0.0], [100.0, 10.0], [0.0, 0.0]], np.float32)}
+    np.testing.assert_allclose(ref.errors(got), [0.25, 0.01, 0.0])
+    got["y"][2, 0] = 1.0  # error on a zero reference, and a non-finite output
+    got["y"][0, 1] = np.nan
+    assert np.isinf(ref.errors(got)).tolist() == [True, False, True]
+
+
+def test_batches_are_spread_over_the_data():
+    assert spread(9, 2) == [0, 8] and spread(9, 3) == [0, 4, 8] and spread(2, 4) == [0, 1] and spread(5, 1) == [0]
+
+
+@pytest.fixture
+def fanout(tmp_path):
+    """A LayerNorm whose output two MatMul units and a residual Add read, after an FP32 pass."""
+    model = load_model(builders.save(builders.norm_fanout(), tmp_path))
+    data = generated_dataset(model, samples=16, seed=2)
+    table = find_units(model.proto, model.tensors)
+    settings = Settings(calibrator="auto", batch=4)
+    store = ActivationStore(tmp_path / "store")
+    backend = CountingBackend("none")
+    regions = {r.unit.name: r for r in unit_regions(model.proto, table.units, table.units)}
+    ranges = collect(model, table, list(regions.values()), data, backend, settings, store, Progress())
+    skeleton, weights = split_weights(model.proto, min_bytes=64)
+    return (skeleton, weights, table.units, lambda u: downstream_model(skeleton, regions[u.name], store), ranges,
+            store, backend, len(data.spans(4)), [o.name for o in model.proto.graph.output])
+
+
+def test_a_shared_tensor_gets_the_threshold_its_first_reader_measures_least_harmful(fanout):
+    skeleton, weights, units, downstream, ranges, store, backend, batches, outputs = fanout
+    chosen = choose_thresholds(skeleton, weights, units, downstream, ranges, (Precision.INT8,), backend, store,
+                               batches, outputs)
+    readers = {}
+    for u in units:
+        for t in u.activations:
+            readers.setdefault(t, []).append(u)
+    shared = [t for t, us in readers.items() if len(us) > 1 and len(ranges.options([t])) > 1]
+    assert shared, "the model should have a tensor several units read, with distinct candidates"
+    for t in shared:  # recomputed independently, on the first reader in graph order
+        first = readers[t][0]
+        errors = candidate_errors(downstream(first), weights, first, Precision.INT8, ranges,
+                                  {t: list(ranges.options([t]))}, backend, store, spread(batches, 2), outputs)[t]
+        assert len(set(errors.values())) > 1
+        assert chosen.methods[t] == min(errors, key=errors.get)
+        assert chosen.amax[t] == ranges.candidates[t][chosen.methods[t]]
+    assert all(chosen.methods[t] for t in readers)
+
+
+def test_tensors_whose_candidates_agree_take_max_without_running_anything(fanout):
+    skeleton, weights, units, downstream, ranges, store, _, batches, outputs = fanout
+    flat = {t: {m: 1.0 for m in c} for t, c in ranges.candidates.items()}  # every method the same threshold
+    counting = CountingBackend("none")
+    chosen = choose_thresholds(skeleton, weights, units, downstream,
+                               type(ranges)(**{**ranges.__dict__, "candidates": flat}), (Precision.INT8,), counting,
+                               store, batches, outputs)
+    assert counting.compiled == 0 and set(chosen.methods.values()) == {"max"}
