@@ -6,7 +6,13 @@ from fakes import CountingBackend
 from trt_mpq.data.datasets import generated_dataset
 from trt_mpq.measure.sensitivity import Settings, collect, downstream_model, unit_regions
 from trt_mpq.measure.store import ActivationStore
-from trt_mpq.measure.thresholds import _Reference, candidate_errors, choose_thresholds, spread
+from trt_mpq.measure.thresholds import (
+    _Reference,
+    candidate_errors,
+    choice_batches,
+    choose_thresholds,
+    spread,
+)
 from trt_mpq.network.model import load_model
 from trt_mpq.network.units import find_units
 from trt_mpq.network.weights import split_weights
@@ -25,6 +31,7 @@ def test_reference_errors_count_each_sample_alike():
 
 def test_batches_are_spread_over_the_data():
     assert spread(9, 2) == [0, 8] and spread(9, 3) == [0, 4, 8] and spread(2, 4) == [0, 1] and spread(5, 1) == [0]
+    assert choice_batches(32) == [0, 31] and choice_batches(9) == [0, 8] and choice_batches(2) == [0]
 
 
 @pytest.fixture
@@ -56,7 +63,7 @@ def test_a_shared_tensor_gets_the_threshold_its_first_reader_measures_least_harm
     for t in shared:  # recomputed independently, on the first reader in graph order
         first = readers[t][0]
         errors = candidate_errors(downstream(first), weights, first, Precision.INT8, ranges,
-                                  {t: list(ranges.options([t]))}, backend, store, spread(batches, 2), outputs)[t]
+                                  {t: list(ranges.options([t]))}, backend, store, choice_batches(batches), outputs)[t]
         assert len(set(errors.values())) > 1
         assert chosen.methods[t] == min(errors, key=errors.get)
         assert chosen.amax[t] == ranges.candidates[t][chosen.methods[t]]

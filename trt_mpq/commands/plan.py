@@ -7,6 +7,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import onnx
+
 from ..artifacts import Analysis, Budget, DataInfo, Look, Outcome, PlanReport
 from ..backends import Backend, BackendContext, restore_backend
 from ..backends.trt_layers import ImportedLatency, attribute, read_layer_nodes, read_profile
@@ -15,6 +17,7 @@ from ..data.images import Preprocess, list_images, load_preprocess, parse_prepro
 from ..errors import ConfigError
 from ..files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ..measure.task_metric import TASK_METRICS, TaskMetric, load_metric_fn
+from ..network.weights import split_weights
 from ..precision import Plan, Precision, precision_files
 from ..progress import Progress
 from ..quant.lower import lower, trt_rule_violations
@@ -87,8 +90,15 @@ def plan(run_dir: str | Path, options: PlanOptions, progress: Progress | None = 
     context = BackendContext(opened.folder.root, max(options.batch, options.latency_batch), final=True)
     chosen = restore_backend(analysis.backend, options.backend, context)
     backend = chosen.backend
-    proof = Proof(data, backend, options.metric, options.batch, metric_fn, options.replicas, options.confidence)
-    fp32_score, fp32_search, fp32_confirm = proof.fp32(model.proto)
+    skeleton, weights = split_weights(model.proto)  # every mix compiled shares one copy of the weights
+    proof = Proof(data, backend, options.metric, options.batch, metric_fn, options.replicas, options.confidence,
+                  weights)
+    fp32_score, fp32_search, fp32_confirm = proof.fp32(skeleton)
+
+    def lowered(p: Plan) -> onnx.ModelProto:
+        """The mix, its lowered units' weights filled in, the rest placeholders of ``weights``."""
+        return lower(weights.fill_for(skeleton, (n for u in units if p.precision(u.name) is not Precision.FP32
+                                                 for n in u.nodes)), units, p, opened.ranges)
     progress.log(f"verifying on: {backend.describe()}{chosen.log_line(options.backend or '')}")
     progress.log(f"FP32 {proof.name} on {data.num_samples} evaluation samples: {fp32_score:.4f}")
     allowed = options.budget.allowed_drop(fp32_confirm)
@@ -101,14 +111,14 @@ def plan(run_dir: str | Path, options: PlanOptions, progress: Progress | None = 
 
     def measure(p: Plan) -> float:
         if p.digest() not in scores:
-            scores[p.digest()] = proof.search_score(p, lower(model.proto, units, p, opened.ranges))
+            scores[p.digest()] = proof.search_score(p, lowered(p))
         return scores[p.digest()]
 
     result = search(space, options.budget, fp32_search, measure, progress.log)
     threshold = None if allowed is None else fp32_confirm - allowed
 
     def check(p: Plan, ms: float) -> Look:
-        return proof.look(p, ms, lower(model.proto, units, p, opened.ranges), threshold)
+        return proof.look(p, ms, lowered(p), threshold)
 
     result, look, looks = confirmed(result, check, fp32_confirm, allowed, len(units), progress)
     if result.outcome is Outcome.FP32_FASTEST and not cost.measured:
@@ -119,10 +129,10 @@ def plan(run_dir: str | Path, options: PlanOptions, progress: Progress | None = 
     confirmation = proof.confirmation(fp32_confirm, threshold, look, looks, result.plan, limits)
 
     def exact_on_confirm(p: Plan) -> float:
-        return proof.confirmer.base.score(lower(model.proto, units, p, opened.ranges))
+        return proof.confirmer.base.score(lowered(p))
 
     front = pareto(space, exact_on_confirm, log=progress.log) if options.pareto else []
-    mixed = lower(model.proto, units, result.plan, opened.ranges)
+    mixed = weights.fill(lowered(result.plan))
     problems = trt_rule_violations(mixed)
     if problems:  # a bug in the lowering, never the user's input
         raise RuntimeError(f"the lowered mix breaks TensorRT's Q/DQ rules: {problems[0]}")

@@ -17,6 +17,7 @@ from ..measure.intervals import DISPLAY_CONFIDENCE
 from ..measure.per_sample import Measured
 from ..measure.robust import ReplicaScorer
 from ..measure.task_metric import Evaluator, TaskMetric, merge_outputs
+from ..network.weights import Weights
 from ..precision import Plan
 from ..search.confirm import MAX_LOOKS, look_level
 
@@ -27,15 +28,16 @@ class Proof:
     """Scores mixes on the search part (with the surrogate the search decides on) and on the confirm part."""
 
     def __init__(self, data: Dataset, backend: Backend, metric: TaskMetric, batch: int,
-                 metric_fn: Callable | None, replicas: int, confidence: float | None) -> None:
+                 metric_fn: Callable | None, replicas: int, confidence: float | None,
+                 weights: Weights | None = None) -> None:
         if data.num_samples < 2:
             raise ConfigError("the evaluation data holds 1 sample; the search and the confirm check need at least "
                               "one each (and far more to resolve a budget).")
         self.data = data
         search, confirm, self.search_idx, self.confirm_idx = split(data, 0.5, SPLIT_SEED)
-        self.searcher = Evaluator(cached(search), backend, metric, batch, metric_fn)
-        self.confirmer = ReplicaScorer(confirm, backend, metric, batch, metric_fn, replicas)
-        self.whole = Evaluator(data, backend, metric, batch, metric_fn)
+        self.searcher = Evaluator(cached(search), backend, metric, batch, metric_fn, weights)
+        self.confirmer = ReplicaScorer(confirm, backend, metric, batch, metric_fn, replicas, weights=weights)
+        self.whole = Evaluator(data, backend, metric, batch, metric_fn, weights)
         self.discrete = metric_fn is None and metric in (TaskMetric.ACCURACY, TaskMetric.AGREEMENT)
         self.replicas, self.confidence = replicas, confidence
         self.measured: dict[str, Measured] = {}  # plan digest -> on the search part

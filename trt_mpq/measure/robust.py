@@ -14,6 +14,7 @@ import onnx
 from ..backends import Backend
 from ..data.datasets import Dataset
 from ..data.views import JITTER, cached, jittered
+from ..network.weights import Weights
 from .intervals import DISPLAY_CONFIDENCE
 from .per_sample import Measured
 from .task_metric import Evaluator, TaskMetric
@@ -23,10 +24,11 @@ class ReplicaScorer:
     """Evaluators for the data as given and ``replicas`` jittered copies of it, sharing one backend."""
 
     def __init__(self, data: Dataset, backend: Backend, metric: TaskMetric, batch: int,
-                 metric_fn: Callable | None = None, replicas: int = 4, jitter: float = JITTER) -> None:
+                 metric_fn: Callable | None = None, replicas: int = 4, jitter: float = JITTER,
+                 weights: Weights | None = None) -> None:
         data = cached(data)  # decoded once: every look reads the same samples 1 + replicas times
-        self.base = Evaluator(data, backend, metric, batch, metric_fn)
-        self.copies = [Evaluator(jittered(data, k + 1, jitter), backend, metric, batch, metric_fn)
+        self.base = Evaluator(data, backend, metric, batch, metric_fn, weights)
+        self.copies = [Evaluator(jittered(data, k + 1, jitter), backend, metric, batch, metric_fn, weights)
                        for k in range(replicas)]
         self.jitter = jitter
 
@@ -36,7 +38,7 @@ class ReplicaScorer:
 
     def fp32_score(self, fp32: onnx.ModelProto) -> float:
         """FP32 references of the data and of every replica; the FP32 score on the data as given."""
-        with self.base.backend.compile(fp32) as session:
+        with self.base.backend.compile(fp32, self.base.weights) as session:
             for e in self.copies:
                 e.fp32_score(fp32, session)
             return self.base.fp32_score(fp32, session)
@@ -47,6 +49,7 @@ class ReplicaScorer:
         and on each replica (one-sided lower bounds when ``confidence`` is given)."""
         level = DISPLAY_CONFIDENCE if confidence is None else confidence
         one_sided = confidence is not None
-        with self.base.backend.compile(model) as session:  # one build serves the data and every replica
+        # one build serves the data and every replica
+        with self.base.backend.compile(model, self.base.weights) as session:
             base = self.base.measure(model, level, one_sided, session)
             return base, [e.measure(model, level, one_sided, session) for e in self.copies]

@@ -22,6 +22,7 @@ import onnx
 from ..backends import Backend, Session
 from ..data.datasets import Dataset
 from ..errors import ConfigError, TrtMpqError
+from ..network.weights import Weights
 from .intervals import DISPLAY_CONFIDENCE
 from .output_delta import OutputDelta
 from .per_sample import SQNR_CEILING, Measured, smooth_metric, top1, user_metric
@@ -86,6 +87,7 @@ class Evaluator:
     metric: TaskMetric | str
     batch: int
     metric_fn: Callable | None = None
+    weights: Weights | None = None  # the arrays behind the placeholders of the models it scores
 
     def __post_init__(self) -> None:
         if self.metric not in TASK_METRICS:
@@ -113,7 +115,7 @@ class Evaluator:
         return {k: np.concatenate(v, axis=0) if v[0].ndim else v[0] for k, v in parts.items()}
 
     def _outputs(self, model: onnx.ModelProto) -> dict[str, np.ndarray]:
-        with self.backend.compile(model) as session:
+        with self.backend.compile(model, self.weights) as session:
             return self.outputs(session)
 
     def fp32_score(self, fp32: onnx.ModelProto, session: Session | None = None) -> float:
