@@ -63,8 +63,7 @@ class Stopwatch:
     pipeline's stages by wrapping the functions the analysis calls (for the benchmark only)."""
 
     STAGES = (("collect", "FP32 pass"), ("choose_thresholds", "thresholds (auto)"),
-              ("downstream_model", "region extraction"), ("unit_model", "region extraction"),
-              ("lower", "lowering"))
+              ("downstream_model", "region extraction"), ("lower", "lowering"))
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}

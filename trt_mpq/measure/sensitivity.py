@@ -6,8 +6,9 @@ every sample through the whole network) for less work:
 1. One FP32 pass over the data records, per batch and on disk, every tensor that some unit's downstream
    region reads from upstream (the region's *frontier*), plus the reference outputs. Ranges come from the
    same pass, so memory is bounded by one batch whatever the number of samples.
-2. With ``--calibrator auto`` every quantized tensor's threshold is decided next, once, on the units that read
-   it (``measure.thresholds``); ranges.json then holds every threshold a measurement uses.
+2. With ``--calibrator auto`` every quantized tensor's threshold is decided next, once, at the outputs, with
+   the first unit that reads it lowered (``measure.thresholds``); ranges.json then holds every threshold a
+   measurement uses.
 3. For each (unit, precision), the lowered model is cut to the nodes downstream of the unit; that smaller
    model runs from the stored FP32 frontier. Kernels and batch shapes match the full run, so outputs agree
    with the naive path bit for bit (checked by ``scripts/benchmark.py``). The weights stay in one bank

@@ -47,7 +47,7 @@ def choice_batches(num_batches: int) -> list[int]:
 
 
 class _Reference:
-    """A batch of a unit's FP32 outputs as rows (one per sample, or per leading index), with each row's power."""
+    """A batch of FP32 outputs as rows (one per sample, or per leading index), with each row's power."""
 
     def __init__(self, outputs: Mapping[str, np.ndarray]) -> None:
         self.outputs = dict(outputs)
