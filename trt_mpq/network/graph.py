@@ -110,11 +110,10 @@ def extract_region(
     region: set[int],
     input_types: Mapping[str, tuple[np.dtype, int | list[int | None]]],
     name: str = "region",
-    outputs: Iterable[str] = (),
 ) -> onnx.ModelProto:
     """A model holding only ``region``'s nodes; its inputs are the region's frontier, typed from
     ``input_types`` (name -> dtype and dims, None where dynamic, or just a rank), its outputs the model
-    outputs the region produces and ``outputs`` (tensors inside it)."""
+    outputs the region produces."""
     graph = model.graph
     made = {out for i in region for out in graph.node[i].output}
     used = {n for i in region for n in node_inputs(graph.node[i])}
@@ -124,13 +123,12 @@ def extract_region(
         elem = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
         dims = [None] * dims if isinstance(dims, int) else list(dims)
         inputs.append(onnx.helper.make_tensor_value_info(n, elem, dims))
-    results = [o for o in graph.output if o.name in made]
-    results += [onnx.ValueInfoProto(name=n) for n in outputs if n not in {o.name for o in results}]
+    outputs = [o for o in graph.output if o.name in made]
     new = onnx.helper.make_graph(
         [graph.node[i] for i in sorted(region)],
         name,
         inputs,
-        results,
+        outputs,
         initializer=[t for t in graph.initializer if t.name in used],
     )
     out = onnx.helper.make_model(new, opset_imports=model.opset_import, ir_version=model.ir_version)
