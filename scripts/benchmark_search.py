@@ -38,8 +38,8 @@ from trt_mpq.measure.task_metric import Evaluator  # noqa: E402
 from trt_mpq.precision import Plan, Precision  # noqa: E402
 from trt_mpq.quant.lower import lower  # noqa: E402
 from trt_mpq.search.cost import cost_model  # noqa: E402
+from trt_mpq.search.driver import search  # noqa: E402
 from trt_mpq.search.space import DecisionSpace  # noqa: E402
-from trt_mpq.search.verify import search  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "models"
 

@@ -56,7 +56,7 @@ def run_once(tree: Path, args: list[str], out: Path) -> tuple[float, float, str]
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--baseline", type=Path, required=True, help="the other checkout (its root folder)")
-    parser.add_argument("cases", nargs="*", default=list(CASES), choices=list(CASES))
+    parser.add_argument("cases", nargs="*", help=f"any of {', '.join(CASES)} (default: all)")
     args = parser.parse_args()
     if not SHARED.is_dir():
         print(f"needs the real models in {SHARED}", file=sys.stderr)
@@ -68,7 +68,10 @@ def main() -> int:
                           text=True).stdout.strip()[:70]
     print(f"baseline: {args.baseline} ({base})\nthis:     {ROOT}")
     print(f"\n{'case':10s} {'baseline s':>11s} {'this s':>8s} {'faster':>7s} {'base MB':>8s} {'this MB':>8s}")
-    for name in args.cases:
+    unknown = [c for c in args.cases if c not in CASES]
+    if unknown:
+        parser.error(f"unknown case {', '.join(unknown)}; choose from {', '.join(CASES)}")
+    for name in args.cases or list(CASES):
         with tempfile.TemporaryDirectory(prefix="trt-mpq-versions-") as tmp:
             old = run_once(args.baseline, CASES[name], Path(tmp) / "base")
             new = run_once(ROOT, CASES[name], Path(tmp) / "this")

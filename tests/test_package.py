@@ -63,7 +63,7 @@ def test_each_wing_imports_only_what_stands_before_it():
             if rank(target) > rank(me):
                 backwards.append(f"{me} imports {target}")
     assert not backwards, backwards
-    assert rank("trt_mpq.search.verify") > rank("trt_mpq.measure.sensitivity") > rank("trt_mpq.network.units")
+    assert rank("trt_mpq.search.driver") > rank("trt_mpq.measure.sensitivity") > rank("trt_mpq.network.units")
 
 
 def test_files_stay_small_and_nobody_outside_backends_asks_a_backend_its_name():
@@ -73,6 +73,9 @@ def test_files_stay_small_and_nobody_outside_backends_asks_a_backend_its_name():
             text = path.read_text()  # no branching on which backend it is, no probing for what it has
             assert not re.search(r"backend\w*(\.backend)?\.name\s*[!=]=|[!=]=\s*\"(tensorrt|onnxruntime)\"", text), path
             assert not re.search(r"(hasattr|getattr)\(\s*\w*backend", text), path
+            # nor imports one: backends bring their own flags, options and versions (backends.base)
+            assert not re.search(r"import (onnxruntime|tensorrt)\b|backends\.(onnxrt|tensorrt)\b|"
+                                 r"(OnnxRuntime|TensorRT)Options", text), path
 
 
 @pytest.mark.parametrize("module", ["tensorrt", "polygraphy", "cuda", "matplotlib", "rich"])
@@ -80,3 +83,37 @@ def test_import_trt_mpq_stays_light(module):
     code = f"import sys, trt_mpq; print(any(m == '{module}' or m.startswith('{module}.') for m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def _imports(path, package):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            target = ".".join(base + ([node.module] if node.module else []))
+            for alias in node.names:
+                yield f"{target}.{alias.name}", target
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, alias.name
+
+
+def test_no_module_imports_itself_back_even_lazily():
+    """Data flows one way: no cycle among trt_mpq's modules, counting imports inside functions too."""
+    from graphlib import CycleError, TopologicalSorter
+
+    root = Path(trt_mpq.__file__).parent
+    modules = {}
+    for f in root.rglob("*.py"):
+        parts = ["trt_mpq", *f.relative_to(root).with_suffix("").parts]
+        package = parts[:-1]
+        if parts[-1] == "__init__":
+            parts = package
+        modules[".".join(parts)] = (f, package)
+    graph = {}
+    for name, (f, package) in modules.items():
+        graph[name] = {next((c for c in cands if c in modules), None) for cands in _imports(f, package)} - {None, name}
+    try:
+        TopologicalSorter(graph).prepare()
+    except CycleError as exc:
+        raise AssertionError(f"import cycle: {' -> '.join(exc.args[1])}") from None
+    assert graph["trt_mpq.network.units"] >= {"trt_mpq.network.regions", "trt_mpq.network.unit"}  # edges are seen

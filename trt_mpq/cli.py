@@ -12,8 +12,7 @@ from pathlib import Path
 from . import __version__
 from .artifacts import Budget, CheckRow
 from .backends import backend_names
-from .backends.onnxrt import ORT_OPTIMIZE, OnnxRuntimeOptions
-from .backends.tensorrt import TensorRTOptions
+from .backends.arguments import add_backend_flags, backend_options
 from .commands.analyze import AnalyzeOptions, analyze, inspect_model
 from .commands.build import BuildOptions, build
 from .commands.check import check
@@ -86,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="FP32 ONNX model")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created; resumable cache inside)")
-    _analysis_args(p)
+    _analysis_args(p, "analyze")
     p.add_argument("--top", type=_positive, metavar="K", help="show only the K most sensitive units")
 
     p = sub.add_parser("plan", help="choose every unit's precision under a budget, verified on held-out data",
@@ -116,9 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "inspector's DIR/layers.json and DIR/build.log, and list every unit whose realised precision "
                        "differs from the plan. Exit code 3 when any differs. Needs an NVIDIA GPU and TensorRT.")
     p.add_argument("dir", metavar="DIR", help="the folder of a finished 'trt-mpq plan' or 'run'")
-    p.add_argument("--backend", default="tensorrt", choices=["tensorrt"], help="engine builder (tensorrt)")
-    p.add_argument("--opt-level", type=int, choices=range(6), metavar="0-5",
-                   help="builder optimisation level (default 3, TensorRT's default; 4-5 search longer)")
+    builders = backend_names(builds_engines=True)
+    p.add_argument("--backend", default=builders[0], choices=builders,
+                   help=f"engine builder (default {builders[0]})")
+    add_backend_flags(p, "build")
     p.add_argument("--batch", type=_positive, metavar="N",
                    help="largest batch the engine accepts (default: the plan's --latency-batch)")
     p.add_argument("--typing", default="strong", choices=["strong", "weak"],
@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="FP32 ONNX model")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created; resumable cache inside)")
-    _analysis_args(p)
+    _analysis_args(p, "run")
     _plan_args(p)
     p.add_argument("--typing", default="strong", choices=["strong", "weak"],
                    help="with --backend tensorrt, how the final engine is built (see 'build --help')")
@@ -147,7 +147,7 @@ FIX_HELP = ("fix an input to the value the deployment always feeds, e.g. sr=1600
 PLAN_DEFAULTS = {f.name: f.default for f in fields(PlanOptions)}
 
 
-def _analysis_args(p: argparse.ArgumentParser) -> None:
+def _analysis_args(p: argparse.ArgumentParser, command: str) -> None:
     d = AnalyzeOptions()
     precisions = ",".join(p.value for p in d.precisions)
     p.add_argument("--calib", metavar="PATH", help=".npz (one array per input name, samples first; or pick arrays: "
@@ -175,20 +175,19 @@ def _analysis_args(p: argparse.ArgumentParser) -> None:
                    "cause (on by default)")
     p.add_argument("--backend", default=d.backend, choices=backend_names(),
                    help="where models run: tensorrt (an NVIDIA GPU), onnxruntime (CPU emulation of the same "
-                   "lowered ONNX), or auto (default: tensorrt when a GPU and TensorRT are present, else "
+                   "lowered ONNX), onnxruntime-cuda (ONNX Runtime's CUDA provider: a GPU, not TensorRT's "
+                   "kernels), or auto (default: tensorrt when a GPU and TensorRT are present, else "
                    "onnxruntime; says which and why)")
-    p.add_argument("--probe-opt-level", type=int, choices=range(6), metavar="0-5",
-                   help="tensorrt: builder optimisation level of the per-unit engines (default 1: they are "
-                   "built only to measure numbers; the plan's and the final engines use 3)")
-    p.add_argument("--ort-opt", dest="ort_optimize", default=OnnxRuntimeOptions().optimize, choices=ORT_OPTIMIZE,
-                   help="onnxruntime graph optimizations: none (default; bit-exact, what TensorRT's Q/DQ "
-                   "arithmetic specifies) or all (about 2x faster, results reproducible to ~0.2%%; Q/DQ "
-                   "fusion stays off either way)")
     p.add_argument("--samples", type=_positive, metavar="N",
                    help="use the first N samples (default: all given; 16 when generated)")
+    p.add_argument("--float-samples", default=d.float_samples, metavar="N|auto|all",
+                   help="samples the FP16/BF16/TF32 measurements run on: their errors are roundings, steady across "
+                   "samples, so auto (default) takes a spread quarter of the batches, at least 16 samples; all: "
+                   "every sample; INT8, FP8 and INT4 always use every sample")
     p.add_argument("--batch", type=_positive, default=d.batch, metavar="B", help=f"batch size (default {d.batch})")
     p.add_argument("--seed", type=int, default=d.seed, metavar="S", help="seed for generated data (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress or log lines, only the results")
+    add_backend_flags(p, command)
 
 
 def _plan_args(p: argparse.ArgumentParser) -> None:
@@ -231,13 +230,11 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
 def _analyze_options(args: argparse.Namespace) -> AnalyzeOptions:
     # in 'run', --preprocess may be there for --eval alone (calibration data generated)
     preprocess = None if args.command == "run" and args.calib is None else args.preprocess
-    backend_options = (OnnxRuntimeOptions(optimize=args.ort_optimize),
-                       TensorRTOptions(probe_opt_level=args.probe_opt_level))
     return AnalyzeOptions(calib=args.calib, preprocess=preprocess, shapes=parse_shapes(args.shape), fixed=args.fix,
                           precisions=Precision.parse_list(args.precisions), calibrator=args.calibrator,
                           weight_scales=args.weight_scales, bias_correction=args.bias_correction,
-                          int4_block=args.int4_block, backend=args.backend, backend_options=backend_options,
-                          samples=args.samples, batch=args.batch, seed=args.seed)
+                          int4_block=args.int4_block, backend=args.backend, backend_options=backend_options(args),
+                          samples=args.samples, float_samples=args.float_samples, batch=args.batch, seed=args.seed)
 
 
 def _plan_options(args: argparse.Namespace) -> PlanOptions:
@@ -272,7 +269,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.command == "check":
             return _checked(check(args.dir, args.layer_info), progress)
         if args.command == "build":
-            options = BuildOptions(args.backend, args.opt_level, args.batch, args.typing)
+            options = BuildOptions(args.backend, backend_options(args), args.batch, args.typing)
             return _checked(build(args.dir, options, progress).units, progress)
         if args.command == "plan":
             report = plan(args.dir, _plan_options(args), progress)

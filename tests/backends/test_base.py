@@ -23,7 +23,8 @@ def test_each_backend_takes_the_options_of_its_own_type():
         OnnxRuntimeOptions(optimize="fast")
     with pytest.raises(BackendError, match="unknown backend 'cuda'"):
         open_backend("cuda")
-    assert backend_names() == ["auto", "onnxruntime", "tensorrt"]
+    assert backend_names() == ["auto", "onnxruntime", "onnxruntime-cuda", "tensorrt"]
+    assert backend_names(builds_engines=True) == ["tensorrt"]
 
 
 def test_a_record_recreates_its_backend_unless_another_is_named():
@@ -65,5 +66,5 @@ def test_what_a_backend_cannot_do_is_one_sentence():
     with pytest.raises(BackendError, match="cannot profile per node; use --latency-from"):
         backend.profile(builders.conv_bn_relu_residual(), {})
     with pytest.raises(BackendError, match="does not build engines"):
-        backend.build_engine(builders.conv_bn_relu_residual(), [])
-    assert not backend.builds_engines and not backend.latency_is_deployment
+        backend.engine_builder()
+    assert not backend.capabilities.builds_engines and not backend.capabilities.latency_is_deployment

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import builders
-from fakes import CountingBackend
+from fakes import CountingBackend, ReferenceBackend
 from trt_mpq.artifacts import SENSITIVITY_SCHEMA as SCHEMA
 from trt_mpq.data.datasets import generated_dataset
 from trt_mpq.measure.journal import Journal
@@ -37,10 +37,11 @@ def _setup(tmp_path, builder, samples=10):
 
 @pytest.mark.parametrize("builder", [builders.conv_bn_relu_residual, builders.gates, builders.skip_produced_late,
                                      builders.attention_matmul])
-@pytest.mark.parametrize("optimize", ["all", "none"])
+@pytest.mark.parametrize("optimize", ["all", "none", "reference"])
 def test_fast_path_equals_naive(tmp_path, builder, optimize):
     model, data = _setup(tmp_path, builder)
-    backend = CountingBackend(optimize)
+    # "reference": ONNX's own evaluator, in memory, no ONNX Runtime at all (tests/fakes.py)
+    backend = ReferenceBackend() if optimize == "reference" else CountingBackend(optimize)
     doc = analyze(model, data, backend, tmp_path / "out", Settings(batch=4)).to_json()
     ranges = Ranges.from_json(json.loads(next((tmp_path / "out" / ".trt-mpq").glob("*/ranges.json")).read_text()))
     from trt_mpq.network.units import find_units
@@ -235,3 +236,35 @@ def test_auto_chooses_fp8_thresholds_too_kept_apart_from_int8(tmp_path):
     (tensor, method), = first.thresholds.items()
     assert ranges.fp8_amax[tensor] == ranges.candidates[tensor][method] and ranges.fp8_methods[tensor] == method
     assert ranges.fp8_scale(tensor) == pytest.approx(ranges.candidates[tensor][method] / 448)
+
+
+def test_rounding_batches_take_a_spread_quarter_of_at_least_16_samples():
+    from trt_mpq.measure.sensitivity import rounding_batches
+
+    assert rounding_batches([8] * 9, "auto") == [0, 4, 8]  # 18 of 72 wanted: 3 whole batches, spread
+    assert rounding_batches([8] * 32, "auto") == [0, 4, 9, 13, 18, 22, 27, 31]  # 64 of 256
+    assert rounding_batches([8, 8], "auto") == [0, 1]  # 16 samples: all of them
+    assert rounding_batches([8] * 9, "all") == list(range(9))
+    assert rounding_batches([8] * 9, 20) == [0, 4, 8]
+    assert rounding_batches([8] * 9, 100) == list(range(9))
+
+
+def test_fp16_on_fewer_samples_is_the_measurement_on_those_samples_and_says_so(tmp_path):
+    from trt_mpq.data.datasets import load_dataset
+    from trt_mpq.measure.sensitivity import rounding_batches
+
+    model, data = _setup(tmp_path, builders.conv_bn_relu_residual, samples=40)
+    settings = Settings(calibrator="max", batch=4)
+    part = analyze(model, data, CountingBackend(), tmp_path / "auto", settings).to_json()
+    full = analyze(model, data, CountingBackend(), tmp_path / "all",
+                   Settings(calibrator="max", batch=4, float_samples="all")).to_json()
+    assert part["calibration"]["float_samples"] == 16 and "float_samples" not in full["calibration"]
+    assert [u["results"]["int8"] for u in part["units"]] == [u["results"]["int8"] for u in full["units"]]
+    assert [u["results"]["fp16"] for u in part["units"]] != [u["results"]["fp16"] for u in full["units"]]
+    # the subset's FP16 figures are exactly an analysis of those 16 samples alone
+    spans = data.spans(4)
+    chosen = [data.take(*spans[b]) for b in rounding_batches([4] * 10, "auto")]
+    np.savez(tmp_path / "subset.npz", **{k: np.concatenate([c[k] for c in chosen]) for k in chosen[0]})
+    alone = analyze(model, load_dataset(model, tmp_path / "subset.npz"), CountingBackend(), tmp_path / "alone",
+                    settings).to_json()
+    assert [u["results"]["fp16"] for u in part["units"]] == [u["results"]["fp16"] for u in alone["units"]]

@@ -11,13 +11,15 @@ from spaces import NOISE
 from spaces import toy_space as _options
 from trt_mpq.artifacts import Budget, Look
 from trt_mpq.backends import open_backend
-from trt_mpq.commands.proof import Proof
 from trt_mpq.data.datasets import load_dataset
 from trt_mpq.network.model import load_model
+from trt_mpq.network.weights import split_weights
 from trt_mpq.precision import Plan
 from trt_mpq.precision import Precision as P
+from trt_mpq.quant.ranges import Ranges
 from trt_mpq.search.confirm import confirm
-from trt_mpq.search.verify import search
+from trt_mpq.search.driver import Search, search
+from trt_mpq.search.proof import Mixes, Proof
 
 TRUE, NOISE_SD = 0.985, 0.004  # every lowered mix is equally good; only the metric's noise differs
 
@@ -48,7 +50,8 @@ def test_the_reported_figure_is_free_of_the_search_selection():
 
 def test_looks_step_back_and_bisect_towards_the_rejected_mix():
     space = _options(NOISE)
-    result = search(space, Budget(max_drop=0.5), 0.99, lambda plan: 0.99)  # everything passes the search
+    searcher = Search(space, Budget(max_drop=0.5), 0.99, lambda plan: 0.99)  # everything passes the search
+    result = searcher.run()
     looks = []
 
     def check(plan, ms):  # the confirm part tolerates at most 2 units in INT8
@@ -56,7 +59,7 @@ def test_looks_step_back_and_bisect_towards_the_rejected_mix():
         looks.append(plan)
         return Look(plan, ms, 0.99, 0.99, 0.99, (), None, ok)
 
-    look, seen = confirm(result.steps, check, result.refine)
+    look, seen = confirm(result.steps, check, searcher.refine)
     assert not seen[0].passed and seen[0].plan.count(P.INT8) == 3  # the search's choice, all-INT8, rejected
     assert look is not None and look.passed and look.plan.count(P.INT8) <= 2
     assert len(seen) <= 4 and look.plan in looks
@@ -79,14 +82,19 @@ def _threshold_models(tmp_path):
     return load_model(tmp_path / "fp32.onnx"), models[1]
 
 
+def _mixes(fp32):
+    skeleton, weights = split_weights(fp32.proto)
+    return Mixes(skeleton, (), Ranges("max"), weights)
+
+
 def test_a_mix_that_holds_only_on_the_exact_bytes_is_rejected(tmp_path):
     fp32, mix = _threshold_models(tmp_path)
     np.savez(tmp_path / "eval.npz", x=np.full((40, 1), 0.5, np.float32))  # every sample exactly on the edge
     data = load_dataset(fp32, tmp_path / "eval.npz")
     backend = open_backend("onnxruntime").backend
     for replicas, passes in ((0, True), (3, False)):
-        proof = Proof(data, backend, "agreement", 8, None, replicas, None)
-        _, _, on_confirm = proof.fp32(fp32.proto)
+        proof = Proof(data, backend, "agreement", 8, None, replicas, None, _mixes(fp32))
+        on_confirm = proof.fp32_confirm
         look = proof.look(Plan.of({"u": P.INT8}), 1.0, mix, threshold=on_confirm - 0.02)
         assert look.score == 1.0 and look.passed is passes, replicas  # as given, the mix agrees everywhere
         if replicas:
@@ -98,8 +106,9 @@ def test_the_data_says_what_it_cannot_resolve(tmp_path):
     np.savez(tmp_path / "eval.npz", x=np.linspace(1, 2, 10, dtype=np.float32)[:, None])
     data = load_dataset(fp32, tmp_path / "eval.npz")
     backend = open_backend("onnxruntime").backend
-    notes = Proof(data, backend, "agreement", 8, None, 2, None).limits(0.02)
+    notes = Proof(data, backend, "agreement", 8, None, 2, None, _mixes(fp32)).limits(0.02)
     assert "5 confirm samples is worth 0.2000" in notes[1] and "at least 50 confirm samples" in notes[1]
-    strict = Proof(data, backend, "agreement", 8, None, 2, 0.9).limits(0.02)
+    strict = Proof(data, backend, "agreement", 8, None, 2, 0.9, _mixes(fp32)).limits(0.02)
     assert any("nothing will be lowered" in n for n in strict)
-    assert len(Proof(data, backend, "cosine", 8, None, 2, None).limits(0.02)) == 1  # smooth: one flip is no unit
+    smooth = Proof(data, backend, "cosine", 8, None, 2, None, _mixes(fp32))
+    assert len(smooth.limits(0.02)) == 1  # smooth: one flip is no unit

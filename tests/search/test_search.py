@@ -15,8 +15,8 @@ from trt_mpq.errors import ConfigError
 from trt_mpq.network.units import find_units
 from trt_mpq.precision import Precision as P
 from trt_mpq.search.cost import GPUS, cost_model
+from trt_mpq.search.driver import search
 from trt_mpq.search.milp import solve
-from trt_mpq.search.verify import search
 
 
 def test_milp_matches_brute_force():
@@ -237,7 +237,7 @@ def test_plan_cli_custom_metric_and_summary(analysed, capsys):
 
 
 def test_pareto_sweep_is_measured_and_marks_the_front():
-    from trt_mpq.search.verify import pareto
+    from trt_mpq.search.driver import pareto
 
     opts = _options(NOISE)
     calls = []

@@ -120,23 +120,29 @@ class DataInfo:
 @dataclass(frozen=True)
 class Calibration:
     """The calibration data, the range method, the weight scales, bias correction and the batch the analysis
-    measured with."""
+    measured with; ``float_samples``: how many of the samples FP16/BF16/TF32 were measured on, when fewer
+    than all (their errors are roundings, steady across samples)."""
 
     data: DataInfo
     calibrator: str
     batch: int
     weight_scales: str = "max"
     bias_correction: bool = False
+    float_samples: int | None = None
 
     def to_json(self) -> dict:
-        return {**self.data.to_json(), "calibrator": self.calibrator, "batch": self.batch,
-                "weight_scales": self.weight_scales, "bias_correction": self.bias_correction}
+        out = {**self.data.to_json(), "calibrator": self.calibrator, "batch": self.batch,
+               "weight_scales": self.weight_scales, "bias_correction": self.bias_correction}
+        if self.float_samples is not None:
+            out["float_samples"] = self.float_samples
+        return out
 
     @classmethod
     def from_json(cls, d: Mapping) -> Calibration:
-        extra = ("calibrator", "batch", "weight_scales", "bias_correction")
+        extra = ("calibrator", "batch", "weight_scales", "bias_correction", "float_samples")
+        floats = d.get("float_samples")
         return cls(DataInfo.from_json(d, extra), d["calibrator"], int(d["batch"]), d.get("weight_scales", "max"),
-                   bool(d.get("bias_correction", False)))
+                   bool(d.get("bias_correction", False)), None if floats is None else int(floats))
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,15 @@
-"""The backend interface: compile an ONNX model into a session and run feeds through it; profile per layer
-where the backend can. One registry chooses by name; nothing outside ``backends/`` asks which backend it has.
+"""The backend contract: compile an ONNX model into a session and run feeds through it; profile per layer
+where the backend can; build deployable engines where it can (``EngineBuilder``). Each backend declares what
+it promises (``Capabilities``), its options with their command-line flags (``Flag``) and its library versions.
+One registry chooses by name; nothing outside ``backends/`` asks which backend it has. Every backend passes
+the same contract tests (tests/backends/test_contract.py).
 """
 
 from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -57,15 +60,56 @@ class BackendContext:
     final: bool = False
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend promises; the pipeline asks these, never the backend's name."""
+
+    device: str  # where models run (and where profiled latencies come from), in words
+    exact_regions: bool = False  # a cut-out region computes bit-for-bit what the same nodes do in the whole model
+    profiles_layers: bool = False  # ``profile`` gives per-layer times
+    latency_is_deployment: bool = False  # ... and they are the deployment target's
+    tf32_per_unit: bool = True  # a TF32 mark changes only its node (False: the whole engine, as on TensorRT)
+    builds_engines: bool = False  # ``engine_builder`` gives an ``EngineBuilder``
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A command-line flag that sets one field of a backend's options, on the commands it applies to."""
+
+    field: str  # the options dataclass field it sets
+    flag: str  # e.g. "--ort-opt"
+    help: str  # the default is appended from the options' own default
+    commands: tuple[str, ...] = ("analyze", "run")
+    type: Callable[[str], Any] = str
+    choices: Sequence[Any] | None = None
+    metavar: str | None = None
+
+
+class EngineBuilder(ABC):
+    """Builds deployable engines: the ONNX model as it will be deployed, serialised, with its layer report."""
+
+    @abstractmethod
+    def build_engine(self, model: onnx.ModelProto, log: list[str], pins: Mapping[str, Precision] | None = None):
+        """A deployable engine of ``model`` (build output lines appended to ``log``). ``pins`` (layer name ->
+        precision): a weakly typed build with those layers pinned (TensorRT 10.x), instead of strong typing."""
+
+    @abstractmethod
+    def serialize(self, engine) -> bytes:
+        """The engine as the bytes of a plan file."""
+
+    @abstractmethod
+    def inspect(self, engine) -> dict:
+        """The engine's layer information (TensorRT's engine inspector JSON)."""
+
+
 class Backend(ABC):
-    """Where lowered models run. A new backend is one module with a subclass plus one line in ``REGISTRY``."""
+    """Where lowered models run. A new backend is one module with a subclass plus one line in ``REGISTRY``;
+    its flags reach the command line from ``flags`` (``backends.arguments``), without editing ``cli.py``."""
 
     name: ClassVar[str]
     options_type: ClassVar[type]  # this backend's own options dataclass (``from_json``/``to_json``)
-    latency_is_deployment: ClassVar[bool] = False  # its per-layer times are those of the deployment target
-    tf32_per_unit: ClassVar[bool] = True  # a TF32 mark changes only its node (TensorRT: the whole engine)
-    builds_engines: ClassVar[bool] = False  # ``build_engine`` makes a deployable engine
-    device: ClassVar[str] = "this machine (CPU emulation, not a GPU)"  # where its profiled latencies come from
+    flags: ClassVar[tuple[Flag, ...]] = ()
+    capabilities: Capabilities = Capabilities("this machine (CPU emulation, not a GPU)")  # may vary by options
 
     @abstractmethod
     def describe(self) -> str:
@@ -80,35 +124,36 @@ class Backend(ABC):
     def options_json(self) -> dict[str, Any]:
         """The settings that recreate this backend (its options as JSON), for the analysis record."""
 
+    def versions(self) -> dict[str, str]:
+        """The libraries whose versions can change its numbers, for the analysis record."""
+        return {}
+
     def record(self) -> BackendRecord:
         return BackendRecord(self.name, self.describe(), self.options_json())
 
     def profile(self, model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> LayerProfile:
-        """Milliseconds per layer of one run of ``feeds``."""
+        """Milliseconds per layer of one run of ``feeds`` (where ``capabilities.profiles_layers``)."""
         raise BackendError(f"{self.describe()} cannot profile per node; use --latency-from or the estimate.")
 
-    def build_engine(self, model: onnx.ModelProto, log: list[str], pins: Mapping[str, Precision] | None = None):
-        """A deployable engine of ``model`` (build output lines appended to ``log``). ``pins`` (layer name ->
-        precision): a weakly typed build with those layers pinned (TensorRT 10.x), instead of strong typing."""
-        raise BackendError(f"{self.describe()} does not build engines; 'build' needs --backend tensorrt.")
-
-    def serialize(self, engine) -> bytes:
-        raise BackendError(f"{self.describe()} does not build engines.")
-
-    def inspect(self, engine) -> dict:
-        """The engine's layer information (TensorRT's engine inspector JSON)."""
-        raise BackendError(f"{self.describe()} does not build engines.")
+    def engine_builder(self) -> EngineBuilder:
+        """Its engine builder (where ``capabilities.builds_engines``)."""
+        builders = ", ".join(n for n in REGISTRY if backend_class(n).capabilities.builds_engines)
+        raise BackendError(f"{self.describe()} does not build engines; 'build' needs --backend {builders}.")
 
 
 # name -> "module:class"; a new backend is one module plus one line here.
 REGISTRY: dict[str, str] = {
     "onnxruntime": "trt_mpq.backends.onnxrt:OnnxRuntimeBackend",
+    "onnxruntime-cuda": "trt_mpq.backends.onnxrt:OnnxRuntimeCudaBackend",
     "tensorrt": "trt_mpq.backends.tensorrt:TensorRTBackend",
 }
 AUTO_ORDER = ("tensorrt", "onnxruntime")  # the real thing when a GPU and TensorRT are there, else the emulation
 
 
-def backend_names() -> list[str]:
+def backend_names(builds_engines: bool = False) -> list[str]:
+    """``auto`` and every registered backend; or the engine builders alone."""
+    if builds_engines:
+        return [n for n in REGISTRY if backend_class(n).capabilities.builds_engines]
     return ["auto", *REGISTRY]
 
 

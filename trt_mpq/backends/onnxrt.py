@@ -1,4 +1,5 @@
-"""ONNX Runtime backend: the embedded default, CPU (or the CUDA provider when installed).
+"""ONNX Runtime backends: ``onnxruntime``, the embedded default, on the CPU; ``onnxruntime-cuda``, the same
+on ONNX Runtime's CUDA provider (onnxruntime-gpu), chosen only by name.
 
 Q/DQ fusion is always OFF. By default ONNX Runtime fuses QuantizeLinear/DequantizeLinear + Conv into its own
 integer kernels, which on CPUs without VNNI saturate and disagree with what TensorRT's INT8 computes (all-INT8
@@ -19,6 +20,10 @@ Intra-op threads do not spin while waiting: on small machines spinning threads o
 of the next (two alternating MobileNetV2 sessions on 2 cores: 116 ms/batch spinning, 64 ms not).
 FP16 Cast islands may be computed in FP32 inside ONNX Runtime's CPU kernels, so FP16 error is a lower bound.
 BF16 islands and TF32 GEMMs are emulated (backends.emulation: bfloat16 / TF32 roundings, float32 arithmetic).
+
+The CUDA provider runs cuDNN and cuBLAS kernels chosen per shape (and, by default, by an algorithm search), so
+a cut-out region is not promised to compute bit-for-bit what the whole model does: it does not declare exact
+regions, and its latencies are a GPU's under ONNX Runtime, not TensorRT's.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import onnx
 
 from ..errors import BackendError
 from ..network.weights import Weights
-from .base import Backend, BackendContext, LayerProfile, Session
+from .base import Backend, BackendContext, Capabilities, Flag, LayerProfile, Session
 from .emulation import emulate_bf16, emulate_tf32, has_bf16, has_tf32
 
 
@@ -79,6 +84,12 @@ class OnnxRuntimeSession(Session):
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     options_type = OnnxRuntimeOptions
+    flags = (Flag("optimize", "--ort-opt", "onnxruntime graph optimizations: none (bit-exact, what TensorRT's Q/DQ "
+                  "arithmetic specifies) or all (about 2x faster, results reproducible to ~0.2%; Q/DQ fusion "
+                  "stays off either way)", choices=ORT_OPTIMIZE),)
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    device = "this machine (CPU emulation, not a GPU)"
+    _exact = True  # the CPU provider's kernels do not depend on where the graph is cut
 
     def __init__(self, options: OnnxRuntimeOptions | None = None, context: BackendContext | None = None) -> None:
         options = options or OnnxRuntimeOptions()
@@ -87,12 +98,20 @@ class OnnxRuntimeBackend(Backend):
         except ImportError:  # pragma: no cover - onnxruntime is a hard dependency
             raise BackendError("onnxruntime is not installed; run: pip install onnxruntime") from None
         self._ort = ort
-        available = ort.get_available_providers()
-        self.providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        missing = [p for p in self.providers if p not in ort.get_available_providers()]
+        if missing:
+            raise BackendError(f"{self.name} needs ONNX Runtime's {missing[0]}, which this onnxruntime "
+                               f"{ort.__version__} lacks; pip install onnxruntime-gpu on a host with a CUDA GPU.")
         self.options = options
+        # ORT_DISABLE_ALL runs the same kernel for a node wherever the graph is cut; "all" picks per cut
+        self.capabilities = Capabilities(self.device, exact_regions=self._exact and options.optimize == "none",
+                                         profiles_layers=True)
 
     def options_json(self) -> dict:
         return self.options.to_json()
+
+    def versions(self) -> dict[str, str]:
+        return {"onnxruntime": self._ort.__version__}
 
     def describe(self) -> str:
         opt = "graph optimizations on, Q/DQ fusion off" if self.options.optimize == "all" else "graph optimizations off"
@@ -123,7 +142,7 @@ class OnnxRuntimeBackend(Backend):
             so.enable_profiling = True
             so.profile_file_prefix = str(Path(tmp) / "ort")
             try:
-                session = self._ort.InferenceSession(_runnable(model), so, providers=self.providers)
+                session = self._ort.InferenceSession(_runnable(model), so, providers=list(self.providers))
                 session.run(None, dict(feeds))
                 for _ in range(runs):
                     session.run(None, dict(feeds))
@@ -151,7 +170,17 @@ class OnnxRuntimeBackend(Backend):
                         shared[n] = self._ort.OrtValue.ortvalue_from_numpy(weights.arrays[n])
                 options.add_external_initializers(names, [shared[n] for n in names])
         try:
-            session = self._ort.InferenceSession(_runnable(model), options, providers=self.providers)
+            session = self._ort.InferenceSession(_runnable(model), options, providers=list(self.providers))
         except Exception as exc:
             raise BackendError(f"onnxruntime cannot load the model: {str(exc).splitlines()[0]}") from None
         return OnnxRuntimeSession(session)
+
+
+class OnnxRuntimeCudaBackend(OnnxRuntimeBackend):
+    """The same lowered ONNX on ONNX Runtime's CUDA provider: a GPU, but neither TensorRT's kernels nor its
+    fusions; regions are not bit-exact (cuDNN picks algorithms per shape)."""
+
+    name = "onnxruntime-cuda"
+    providers = ("CUDAExecutionProvider", "CPUExecutionProvider")
+    device = "this machine's NVIDIA GPU through ONNX Runtime's CUDA provider (not TensorRT)"
+    _exact = False

@@ -35,7 +35,7 @@ from ..artifacts import RunFolder
 from ..errors import BackendError
 from ..network.weights import Weights
 from ..precision import Precision
-from .base import Backend, BackendContext, LayerProfile, Session
+from .base import Backend, BackendContext, Capabilities, EngineBuilder, Flag, LayerProfile, Session
 from .emulation import has_tf32
 from .trt_probe import probe, version_tuple
 
@@ -172,13 +172,19 @@ class TensorRTSession(Session):
             self._runner = None
 
 
-class TensorRTBackend(Backend):
+class TensorRTBackend(Backend, EngineBuilder):
     name = "tensorrt"
     options_type = TensorRTOptions
-    latency_is_deployment = True
-    tf32_per_unit = False  # BuilderFlag.TF32 is global: a probe engine would run every FP32 GEMM in TF32
-    builds_engines = True
-    device = "this GPU"
+    flags = (Flag("probe_opt_level", "--probe-opt-level", "tensorrt: builder optimisation level of the per-unit "
+                  f"engines (default {PROBE_OPT_LEVEL}: they are built only to measure numbers; the plan's and the "
+                  f"final engines use {FINAL_OPT_LEVEL})", type=int, choices=range(6), metavar="0-5"),
+             Flag("final_opt_level", "--opt-level", f"builder optimisation level (default {FINAL_OPT_LEVEL}, "
+                  "TensorRT's default; 4-5 search longer)", commands=("build",), type=int, choices=range(6),
+                  metavar="0-5"))
+    # fused engines: a region's engine fuses and picks tactics on its own, so regions are not bit-exact;
+    # BuilderFlag.TF32 is global: a probe engine would run every FP32 GEMM in TF32
+    capabilities = Capabilities("this GPU", exact_regions=False, profiles_layers=True, latency_is_deployment=True,
+                                tf32_per_unit=False, builds_engines=True)
 
     def __init__(self, options: TensorRTOptions | None = None, context: BackendContext | None = None) -> None:
         missing = probe()
@@ -197,6 +203,12 @@ class TensorRTBackend(Backend):
 
     def options_json(self) -> dict:
         return {"opt_level": self.settings.opt_level}  # the level this backend's engines are built at
+
+    def versions(self) -> dict[str, str]:
+        return {"tensorrt": self._trt.__version__}
+
+    def engine_builder(self) -> EngineBuilder:
+        return self
 
     def describe(self) -> str:
         return (f"tensorrt {self._trt.__version__} ({gpu_name()}; strongly typed, TF32 off, "

@@ -12,6 +12,7 @@ from ..data.datasets import Dataset, generated_dataset, load_dataset
 from ..data.images import load_preprocess
 from ..errors import ConfigError
 from ..measure import sensitivity
+from ..measure.sensitivity import FLOAT_SAMPLES
 from ..network.model import LoadedModel, load_model, parse_shapes
 from ..network.specialise import parse_fixed
 from ..network.units import UnitTable, find_units
@@ -43,8 +44,9 @@ class AnalyzeOptions:
     bias_correction: bool = True  # INT8 weight units: fold the mean shift of the quantized weight into the bias
     int4_block: int = INT4_BLOCK  # INT4 weights per scale along K
     backend: str = "auto"  # a registry name or auto
-    backend_options: tuple[object, ...] = ()  # e.g. OnnxRuntimeOptions(...), TensorRTOptions(...)
+    backend_options: tuple[object, ...] = ()  # backends' options objects; each backend takes its own type
     samples: int | None = None
+    float_samples: int | str = "auto"  # FP16/BF16/TF32 measured on: auto (a spread quarter, >= 16), all, or N
     batch: int = 8
     seed: int = 0
 
@@ -59,6 +61,7 @@ class AnalyzeOptions:
         check_calibrator(self.calibrator)
         if self.weight_scales not in WEIGHT_SCALES:
             raise ConfigError(f"--weight-scales '{self.weight_scales}' is not one of {', '.join(WEIGHT_SCALES)}.")
+        set_(self, "float_samples", _float_samples(self.float_samples))
         if self.samples is not None and self.samples < 1:
             raise ConfigError("--samples must be at least 1.")
         if self.batch < 1:
@@ -67,6 +70,15 @@ class AnalyzeOptions:
             raise ConfigError(f"--int4-block must be a power of two of at least 16 (e.g. 128), not {self.int4_block}.")
         if self.calib is None and self.preprocess:
             raise ConfigError("--preprocess applies to an image folder given with --calib.")
+
+
+def _float_samples(value: int | str) -> int | str:
+    text = str(value).strip().lower()
+    if text in FLOAT_SAMPLES:
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"--float-samples '{value}' is not auto, all or a number of samples (at least 1).")
+    return int(text)
 
 
 def inspect_model(model: str | Path, shapes: Shapes | Sequence[str] = (), fixed: Sequence[str] = ()
@@ -95,11 +107,15 @@ def analyze(model: str | Path, out: str | Path, options: AnalyzeOptions = Analyz
     data = calibration_data(loaded, options)
     for note in loaded.notes:
         progress.log(f"model: {note}")
-    if Precision.TF32 in options.precisions and not chosen.backend.tf32_per_unit:
+    if Precision.TF32 in options.precisions and not chosen.backend.capabilities.tf32_per_unit:
         raise ConfigError("TensorRT turns TF32 on for a whole engine, so it cannot measure one unit in TF32; "
                           "analyse tf32 with --backend onnxruntime (its emulation), or leave tf32 out.")
     progress.log(f"backend: {chosen.backend.describe()}{chosen.log_line(options.backend)}")
+    if not chosen.backend.capabilities.exact_regions:
+        progress.log("each unit is measured on the part of the model downstream of it, which this backend "
+                     "does not promise to compute bit-for-bit as the whole model would: figures are close, "
+                     "not identical, to whole-model runs")
     progress.log(f"calibration: {data.info['source']}, {data.num_samples} samples")
     settings = sensitivity.Settings(options.precisions, options.calibrator, options.batch, options.weight_scales,
-                                    options.bias_correction, options.int4_block)
+                                    options.bias_correction, options.int4_block, options.float_samples)
     return sensitivity.analyze(loaded, data, chosen.backend, folder.root, settings, progress)

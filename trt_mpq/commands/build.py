@@ -29,16 +29,14 @@ TYPINGS = ("strong", "weak")
 
 @dataclass(frozen=True)
 class BuildOptions:
-    backend: str = "tensorrt"  # an engine builder: a backend whose ``builds_engines`` is true
-    opt_level: int | None = None  # builder optimisation level; None: TensorRT's default (3)
+    backend: str = "tensorrt"  # an engine builder: a backend whose ``capabilities.builds_engines`` is true
+    backend_options: tuple[object, ...] = ()  # backends' options objects (e.g. the builder optimisation level)
     batch: int | None = None  # largest batch of the engine; None: the plan's deployment batch
     typing: str = "strong"  # strong: model.mixed.onnx as typed; weak (TensorRT 10.x): model.weak.onnx, pinned
 
     def __post_init__(self) -> None:
         if self.typing not in TYPINGS:
             raise ConfigError(f"--typing must be strong or weak, not '{self.typing}'.")
-        if self.opt_level is not None and not 0 <= self.opt_level <= 5:
-            raise ConfigError(f"--opt-level must be 0-5, not {self.opt_level}.")
         if self.batch is not None and self.batch < 1:
             raise ConfigError(f"--batch must be at least 1, not {self.batch}.")
 
@@ -54,8 +52,6 @@ def weak_pins(plan_doc: dict) -> dict[str, Precision]:
 def build(run_dir: str | Path, options: BuildOptions = BuildOptions(), progress: Progress | None = None
           ) -> BuildResult:
     """Build the planned mix of ``run_dir`` into an engine; return planned vs realised per unit."""
-    from ..backends.tensorrt import TensorRTOptions
-
     progress = progress or Progress()
     folder = RunFolder(run_dir)
     if not folder.plan.is_file() or not folder.mixed_onnx.is_file():
@@ -65,9 +61,8 @@ def build(run_dir: str | Path, options: BuildOptions = BuildOptions(), progress:
     planned = read_json(folder.plan, "the plan").get("deployment", {}).get("batch")
     batch = options.batch or int(planned or report.get("latency", {}).get("batch") or 1)
     context = BackendContext(folder.root, batch, final=True)
-    backend = open_backend(options.backend, (TensorRTOptions(final_opt_level=options.opt_level),), context).backend
-    if not backend.builds_engines:
-        raise ConfigError(f"'build' makes a TensorRT engine; --backend {options.backend} cannot (use tensorrt).")
+    backend = open_backend(options.backend, options.backend_options, context).backend
+    builder = backend.engine_builder()
     source, pins = folder.mixed_onnx, None
     if options.typing == "weak":
         source, pins = folder.weak_onnx, weak_pins(read_json(folder.plan, "the plan"))
@@ -77,12 +72,12 @@ def build(run_dir: str | Path, options: BuildOptions = BuildOptions(), progress:
     progress.log(f"building {source} ({options.typing}ly typed) on {backend.describe()}, batch 1..{batch}")
     start, log = time.perf_counter(), []
     try:
-        engine = backend.build_engine(onnx.load(str(source)), log, pins)
+        engine = builder.build_engine(onnx.load(str(source)), log, pins)
     finally:
         atomic_write_text(folder.build_log, "\n".join(log) + "\n")
     elapsed = time.perf_counter() - start
-    atomic_write_bytes(folder.engine, backend.serialize(engine))
-    layers = backend.inspect(engine)
+    atomic_write_bytes(folder.engine, builder.serialize(engine))
+    layers = builder.inspect(engine)
     atomic_write_json(folder.layers, layers)
     result = BuildResult(f"{folder.engine.name}, {backend.describe()}, built in {elapsed:.1f} s, batch 1..{batch}",
                          tuple(compare(folder.root, layers)))

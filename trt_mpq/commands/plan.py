@@ -7,9 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import onnx
-
-from ..artifacts import Analysis, Budget, DataInfo, Look, Outcome, PlanReport
+from ..artifacts import Analysis, Budget, DataInfo, Outcome, PlanReport
 from ..backends import Backend, BackendContext, restore_backend
 from ..backends.trt_layers import ImportedLatency, attribute, read_layer_nodes, read_profile
 from ..data.datasets import load_dataset
@@ -23,12 +21,11 @@ from ..progress import Progress
 from ..quant.lower import lower, trt_rule_violations
 from ..report.html import render
 from ..report.summary import plan_report
-from ..search.confirm import confirm
 from ..search.cost import CostModel, Gpu, cost_model, gpu
+from ..search.planning import choose
+from ..search.proof import Mixes, Proof
 from ..search.space import DecisionSpace
-from ..search.verify import SearchResult, pareto, search
 from .opened import OpenedAnalysis, open_analysis
-from .proof import Proof
 from .trtexec import trtexec_text
 
 PrecisionFiles = Mapping[Precision, Path]
@@ -91,48 +88,25 @@ def plan(run_dir: str | Path, options: PlanOptions, progress: Progress | None = 
     chosen = restore_backend(analysis.backend, options.backend, context)
     backend = chosen.backend
     skeleton, weights = split_weights(model.proto)  # every mix compiled shares one copy of the weights
+    mixes = Mixes(skeleton, tuple(units), opened.ranges, weights)
     proof = Proof(data, backend, options.metric, options.batch, metric_fn, options.replicas, options.confidence,
-                  weights)
-    fp32_score, fp32_search, fp32_confirm = proof.fp32(skeleton)
-
-    def lowered(p: Plan) -> onnx.ModelProto:
-        """The mix, its lowered units' weights filled in, the rest placeholders of ``weights``."""
-        return lower(weights.fill_for(skeleton, (n for u in units if p.precision(u.name) is not Precision.FP32
-                                                 for n in u.nodes)), units, p, opened.ranges)
+                  mixes)
+    fp32_score, fp32_confirm = proof.fp32_score, proof.fp32_confirm
     progress.log(f"verifying on: {backend.describe()}{chosen.log_line(options.backend or '')}")
     progress.log(f"FP32 {proof.name} on {data.num_samples} evaluation samples: {fp32_score:.4f}")
     allowed = options.budget.allowed_drop(fp32_confirm)
-    limits = proof.limits(allowed)
-    for line in limits:
+    for line in proof.limits(allowed):
         progress.log(line)
     cost = latency_model(opened, options, backend, data, progress)
     space = DecisionSpace.from_analysis(analysis, cost)
-    scores: dict[str, float] = {}  # plan digest -> what the search decided on
-
-    def measure(p: Plan) -> float:
-        if p.digest() not in scores:
-            scores[p.digest()] = proof.search_score(p, lowered(p))
-        return scores[p.digest()]
-
-    result = search(space, options.budget, fp32_search, measure, progress.log)
-    threshold = None if allowed is None else fp32_confirm - allowed
-
-    def check(p: Plan, ms: float) -> Look:
-        return proof.look(p, ms, lowered(p), threshold)
-
-    result, look, looks = confirmed(result, check, fp32_confirm, allowed, len(units), progress)
+    choice = choose(space, options.budget, proof, allowed, options.pareto, progress.log)
+    result = choice.result
     if result.outcome is Outcome.FP32_FASTEST and not cost.measured:
         result = replace(result, message=result.message + (
             f" (at batch {options.latency_batch} the quantize/reformat kernels are estimated to cost more than "
             "lowering saves on this model; --latency-batch sets the deployment batch)"))
-    result = replace(result, steps=[replace(s, exact=proof.measured[s.plan.digest()].value) for s in result.steps])
-    confirmation = proof.confirmation(fp32_confirm, threshold, look, looks, result.plan, limits)
-
-    def exact_on_confirm(p: Plan) -> float:
-        return proof.confirmer.base.score(lowered(p))
-
-    front = pareto(space, exact_on_confirm, log=progress.log) if options.pareto else []
-    mixed = weights.fill(lowered(result.plan))
+    confirmation, front = choice.confirmation, list(choice.front)
+    mixed = weights.fill(mixes.model(result.plan))
     problems = trt_rule_violations(mixed)
     if problems:  # a bug in the lowering, never the user's input
         raise RuntimeError(f"the lowered mix breaks TensorRT's Q/DQ rules: {problems[0]}")
@@ -177,30 +151,6 @@ def _preprocess(options: PlanOptions, calibration: DataInfo, progress: Progress)
     return parse_preprocess(dict(calibration.details["preprocess"]), "the analysis's recorded preprocessing")
 
 
-def confirmed(result: SearchResult, check, fp32_confirm: float, allowed: float | None, total_units: int,
-              progress: Progress) -> tuple[SearchResult, Look | None, list[Look]]:
-    """The search's result after the confirm check: the fastest candidate that holds there, or all-FP32."""
-    if result.outcome is Outcome.LATENCY:  # no accuracy budget: the chosen mix's unbiased score, nothing to hold
-        look = check(result.plan, result.steps[-1].estimated_ms)
-        return replace(result, score=look.score), look, [look]
-    if result.outcome is not Outcome.LOWERED:
-        return replace(result, score=fp32_confirm), None, []
-    look, looks = confirm(result.steps, check, result.refine, log=progress.log)
-    if look is None:
-        return replace(result, plan=Plan(), score=fp32_confirm, outcome=Outcome.NOT_CONFIRMED, message=(
-            f"{len(looks)} mixes met the budget on the search part but none on the confirm part and its replicas; "
-            "nothing was lowered")), None, looks
-    message = (f"{len(look.plan)} of {total_units} units lowered; "
-               f"measured drop {fp32_confirm - look.score:.4f} on the confirm part, worst replica "
-               f"{fp32_confirm - look.worst:.4f}, within {allowed:.4f}")
-    missed = sum(1 for x in looks if not x.passed)
-    if missed:
-        message += f" ({missed} faster candidate(s) missed on the confirm part)"
-    elif len(looks) == 1 and "; the strictly fastest" in result.message:
-        message += result.message[result.message.index("; the strictly fastest"):]
-    return replace(result, plan=look.plan, score=look.score, message=message), look, looks
-
-
 def latency_model(opened: OpenedAnalysis, options: PlanOptions, backend: Backend, data,
                   progress: Progress) -> CostModel:
     """The cost model at the deployment batch, with measured unit times where there are some: imported from
@@ -208,7 +158,7 @@ def latency_model(opened: OpenedAnalysis, options: PlanOptions, backend: Backend
     model, units = opened.model, opened.units
     cost = cost_model(model.proto, units, options.target, options.latency_batch, model.tensors,
                       opened.ranges.shapes)
-    if not (options.latency_from or options.measure_latency or backend.latency_is_deployment):
+    if not (options.latency_from or options.measure_latency or backend.capabilities.latency_is_deployment):
         return cost
     order = [n.name for n in model.proto.graph.node]
     if options.latency_from:
@@ -217,7 +167,7 @@ def latency_model(opened: OpenedAnalysis, options: PlanOptions, backend: Backend
     else:
         imported = profile_latency(opened, backend, data, options.latency_batch, order, gpu(options.target))
         cost = cost.with_measured(_seconds(imported), f"{backend.describe()} profiling, batch "
-                                  f"{options.latency_batch}", backend.device)
+                                  f"{options.latency_batch}", backend.capabilities.device)
     for p, ms in imported.unattributed_ms.items():
         progress.log(f"{p.value}: {ms:.3f} of {imported.total_ms[p]:.3f} ms measured outside any unit")
     return cost

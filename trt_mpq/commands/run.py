@@ -36,6 +36,6 @@ def run(model: str | Path, out: str | Path, analyze_options: AnalyzeOptions, pla
     progress.stop()
     report = plan(out, plan_options, progress)
     engine = None
-    if backend_class(analysis.backend.name).builds_engines:
+    if backend_class(analysis.backend.name).capabilities.builds_engines:
         engine = build(out, replace(build_options, backend=analysis.backend.name), progress)
     return RunResult(analysis, report, engine)

@@ -119,18 +119,19 @@ class Evaluator:
             return self.outputs(session)
 
     def fp32_score(self, fp32: onnx.ModelProto, session: Session | None = None) -> float:
+        if self.reference is not None:
+            raise RuntimeError("the FP32 reference is computed once")
         self.reference = self.outputs(session) if session is not None else self._outputs(fp32)
-        return self._score(self.reference)
+        return self._score(self.reference, self.reference)
 
     def score_outputs(self, outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> float:
         """The metric of outputs already computed (all samples of ``data``), against ``reference``."""
-        self.reference = reference
-        return self._score(outputs)
+        return self._score(outputs, reference)
 
     def score(self, model: onnx.ModelProto) -> float:
         if self.reference is None:
             raise RuntimeError("call fp32_score first")
-        return self._score(self._outputs(model))
+        return self._score(self._outputs(model), self.reference)
 
     def measure(self, model: onnx.ModelProto, confidence: float = DISPLAY_CONFIDENCE,
                 one_sided: bool = False, session: Session | None = None) -> Measured:
@@ -155,7 +156,7 @@ class Evaluator:
         changed = tuple(int(i) for i in np.nonzero(correct != fp32_correct)[0])
         return replace(measured, changed=changed)
 
-    def _score(self, outputs: dict[str, np.ndarray]) -> float:
+    def _score(self, outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> float:
         first = next(iter(outputs))
         if self.metric_fn is not None:
             values = _call_user(self.metric_fn, outputs, self.data.labels)
@@ -163,9 +164,9 @@ class Evaluator:
         if self.metric is TaskMetric.ACCURACY:
             return float(np.mean(np.argmax(outputs[first], axis=-1) == self.data.labels))
         if self.metric is TaskMetric.AGREEMENT:
-            return float(np.mean(np.argmax(outputs[first], axis=-1) == np.argmax(self.reference[first], axis=-1)))
+            return float(np.mean(np.argmax(outputs[first], axis=-1) == np.argmax(reference[first], axis=-1)))
         delta = OutputDelta()
-        delta.update(self.reference, outputs, self.data.num_samples)
+        delta.update(reference, outputs, self.data.num_samples)
         result = delta.result()
         if self.metric is TaskMetric.COSINE:
             return result["cosine"] if result["cosine"] is not None else -1.0

@@ -22,7 +22,7 @@ import onnx
 from ..precision import Precision
 from .graph import consumers
 from .shapes import TensorTable
-from .units import Unit
+from .unit import Unit
 
 FLOAT = onnx.TensorProto.FLOAT
 NORMS = {"LayerNormalization", "InstanceNormalization", "GroupNormalization"}

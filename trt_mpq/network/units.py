@@ -9,14 +9,16 @@ such an Add so the Add fuses into the convolution; the lowering does exactly tha
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import onnx
 
 from ..artifacts import SkippedLayer as Skipped
 from ..precision import Precision
 from .graph import attributes, constant_names, consumers, named_subgraphs
+from .regions import other_units
 from .shapes import TensorTable, infer_tensors
+from .unit import Unit, UnitTable
+
+__all__ = ["Unit", "UnitTable", "find_units"]
 
 MAIN_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 POINTWISE = {
@@ -25,35 +27,6 @@ POINTWISE = {
 }
 _MAX_GATE_NODES = 6
 FLOAT_TYPES = {onnx.TensorProto.FLOAT, 0}  # 0: type unknown to shape inference; the model is checked FP32
-
-
-@dataclass(frozen=True)
-class Unit:
-    """One decision point: a main op plus its fused epilogue, named after its main ONNX node."""
-
-    name: str
-    main_op: str
-    nodes: tuple[str, ...]
-    op_types: tuple[str, ...]
-    activations: tuple[str, ...]  # tensors quantized per-tensor for INT8 (main inputs + residual input)
-    weight: str | None  # initializer quantized per-channel for INT8
-    weight_axis: int | None  # per-channel axis of ``weight``; None means per-tensor
-    inputs: tuple[str, ...]  # non-constant tensors the unit reads
-    outputs: tuple[str, ...]  # tensors the unit hands to the rest of the graph
-    kind: str = "gemm"  # gemm, norm, softmax, pool, resize, recurrent, region (see network.regions)
-    allowed: tuple[Precision, ...] = (Precision.INT8, Precision.FP16, Precision.BF16)  # what TensorRT can run
-    half_inputs: tuple[str, ...] | None = None  # inputs cast for FP16 (None: all of ``inputs``)
-
-    @property
-    def casts(self) -> tuple[str, ...]:
-        """The inputs an FP16 lowering casts: the float ones (never masks' booleans, shapes or indices)."""
-        return self.inputs if self.half_inputs is None else self.half_inputs
-
-
-@dataclass
-class UnitTable:
-    units: list[Unit] = field(default_factory=list)
-    skipped: list[Skipped] = field(default_factory=list)
 
 
 FP8_OPS = {"Conv", "Gemm", "MatMul"}  # TensorRT's FP8 kernels (not ConvTranspose)
@@ -212,8 +185,6 @@ def _skip_subgraph_layers(graph: onnx.GraphProto, where: str, table: UnitTable) 
 def find_units(model: onnx.ModelProto, tensors: TensorTable | None = None) -> UnitTable:
     """Units of the top-level graph in graph order, and what was skipped and why. ``tensors``: the model's
     inferred tensors when already known (``LoadedModel.tensors``)."""
-    from .regions import other_units  # it builds Units: imported here, not at the top, to avoid a cycle
-
     tensors = tensors or infer_tensors(model)
     finder = _Finder(model, tensors)
     table = UnitTable()

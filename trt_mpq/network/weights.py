@@ -47,6 +47,12 @@ class Weights:
     def __contains__(self, name: str) -> bool:
         return name in self.arrays
 
+    def __getstate__(self) -> dict:
+        return {"arrays": self.arrays}  # sent to another process: the arrays; its backends make their own views
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["arrays"])
+
     @property
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self.arrays.values())

@@ -127,8 +127,11 @@ def print_analysis(analysis: Analysis, out_path: str, console: Console | None = 
         if len(analysis.skipped) > 10:
             console.print(f"  ... and {len(analysis.skipped) - 10} more (see sensitivity.json)")
     cal = analysis.calibration.data
+    floats = analysis.calibration.float_samples
+    subset = f"; FP16/BF16/TF32 on {floats} of them" if floats is not None else ""
     console.print(f"{len(analysis.units)} units x {len(analysis.precisions)} precisions on {cal.samples} samples "
-                  f"({cal.source}), {analysis.backend.description}, {analysis.elapsed_s:.1f} s. Wrote {out_path}",
+                  f"({cal.source}{subset}), {analysis.backend.description}, {analysis.elapsed_s:.1f} s. "
+                  f"Wrote {out_path}",
                   highlight=False, markup=False)
 
 

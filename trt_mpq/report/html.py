@@ -170,6 +170,8 @@ def render(report: Mapping, analysis: Analysis, build: BuildResult | None = None
                          f"precision, {differ} differ.</p><table><tr><th>unit</th><th>planned</th><th>realised</th>"
                          f"<th>matches</th></tr>{realized_rows}</table>")
     res = report["result"]
+    floats = report["calibration"].get("float_samples")
+    floats = "" if floats is None else f" (FP16/BF16/TF32 sensitivities measured on {floats} of them)"
     drop_line = "" if allowed is None or math.isnan(allowed) else f" (allowed {allowed:.4f})"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>trt-mpq plan: {esc(report['model']['path'])}</title>
@@ -192,7 +194,7 @@ drop {res['drop']:.4f}{drop_line}.<br>
 {lat['mix_ms']:.3f} ms; {', '.join(f"all-{k.upper()} {v:.3f} ms" for k, v in lat['all_ms'].items())}.
 {esc(lat['note'][:1].upper() + lat['note'][1:] + '.') if lat.get('note') else ''}</p>
 <p class="note">Backend: {esc(report['backend'])}. Calibration: {esc(str(report['calibration'].get('source')))},
-{report['calibration'].get('samples')} samples.</p>
+{report['calibration'].get('samples')} samples{floats}.</p>
 <h2>Sensitivity ranking</h2><img alt="sensitivity ranking" src="{chart_sens}">
 <h2>Precision per unit</h2><img alt="precision per unit" src="{chart_units}">
 <table><tr><th>#</th><th>unit</th><th>precision</th><th>ONNX nodes</th><th>why</th></tr>{rows}</table>

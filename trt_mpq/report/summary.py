@@ -20,8 +20,8 @@ from ..artifacts import (
 )
 from ..precision import Precision
 from ..search.cost import WEIGHT_BYTES
+from ..search.driver import SearchResult
 from ..search.space import DecisionSpace
-from ..search.verify import SearchResult
 
 
 def fp16_note(analysis: Analysis, fp16_ms: float | None, mix_ms: float) -> str:
