@@ -200,7 +200,7 @@ def main() -> int:
     units = find_units(model.proto).units
     pairs = [(u, p) for u in units for p in precisions if p in u.allowed]
     print(f"model {Path(args.model).name}: {len(units)} units x {len(precisions)} precisions = {len(pairs)} "
-          f"configured models; {data.num_samples} samples from {data.info['source']}, batch {args.batch}")
+          f"configured models; {data.num_samples} samples from {data.source}, batch {args.batch}")
     print(f"backend {backend.describe()}")
 
     exact = Settings(precisions, "max", args.batch)

@@ -26,7 +26,7 @@ def test_npz_samples_along_axis0(tmp_path, x_model):
     data = random_x(5)
     ds = load_dataset(x_model, save_npz(tmp_path / "d.npz", x=data))
     assert ds.num_samples == 5
-    assert ds.info["samples"] == 5 and ds.info["kind"] == "npz"
+    assert ds.record().samples == 5 and ds.kind == "npz"
     assert ds.labels is None
     np.testing.assert_array_equal(ds.take(1, 3)["x"], data[1:3])
     got, sizes = collect(ds, 2)
@@ -62,7 +62,7 @@ def test_npy_file(tmp_path, x_model):
     data = random_x(4)
     np.save(tmp_path / "d.npy", data)
     ds = load_dataset(x_model, tmp_path / "d.npy")
-    assert ds.num_samples == 4 and ds.info["kind"] == "npy"
+    assert ds.num_samples == 4 and ds.kind == "npy"
     np.testing.assert_array_equal(collect(ds, 3)[0]["x"], data)
 
 
@@ -73,8 +73,8 @@ def test_folder_of_npy_files_concatenated_in_name_order(tmp_path, x_model):
     np.save(folder / "b.npy", second)
     np.save(folder / "a.npy", first)
     ds = load_dataset(x_model, folder)
-    assert ds.num_samples == 5 and ds.info["kind"] == "folder"
-    assert "calib" in ds.info["source"]
+    assert ds.num_samples == 5 and ds.kind == "folder"
+    assert "calib" in ds.source
     np.testing.assert_array_equal(collect(ds, 4)[0]["x"], np.concatenate([first, second]))
 
 
@@ -316,7 +316,7 @@ def test_npz_without_samples(tmp_path, x_model):
 def test_limit_takes_the_first_samples(tmp_path, x_model):
     data = random_x(10)
     ds = load_dataset(x_model, save_npz(tmp_path / "d.npz", x=data), limit=3)
-    assert ds.num_samples == 3 and ds.info["samples"] == 3
+    assert ds.num_samples == 3 and ds.record().samples == 3
     assert ds.spans(8) == [(0, 3)]
     np.testing.assert_array_equal(collect(ds, 2)[0]["x"], data[:3])
 
@@ -407,7 +407,7 @@ def test_generated_is_independent_of_batch_size(tmp_path, ab_model):
 def test_generated_defaults(tmp_path, ab_model):
     ds = generated_dataset(ab_model)
     assert ds.num_samples == DEFAULT_GENERATED_SAMPLES
-    assert ds.info["kind"] == "generated" and ds.info["seed"] == 0 and ds.info["samples"] == DEFAULT_GENERATED_SAMPLES
+    assert ds.kind == "generated" and ds.details["seed"] == 0 and ds.record().samples == DEFAULT_GENERATED_SAMPLES
     assert ds.labels is None
 
 

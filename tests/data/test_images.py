@@ -131,7 +131,7 @@ def test_image_folder_nchw_resize_crop_mean_std_bgr(tmp_path):
     mean, std, scale = [0.1, 0.2, 0.3], [0.5, 0.25, 2.0], 1 / 255
     pre = _pre(tmp_path, {"resize": 8, "crop": 8, "mean": mean, "std": std, "color": "bgr"})
     ds = load_dataset(model, folder, pre)
-    assert ds.num_samples == 1 and ds.info["kind"] == "images" and ds.info["preprocess"]["color"] == "bgr"
+    assert ds.num_samples == 1 and ds.kind == "images" and ds.details["preprocess"]["color"] == "bgr"
     got = ds.take(0, 1)["image"]
     assert got.shape == (1, 3, 8, 8) and got.dtype == np.float32
 

@@ -44,7 +44,7 @@ def test_dims_written_as_minus_one_are_dynamic(tmp_path):
 def test_an_unnamed_dim_follows_the_batch_of_the_other_inputs(tmp_path):
     path = _model(tmp_path, [("input", ["batch", 8]), ("state", [2, None, 4])])
     data = generated_dataset(load_model(path), samples=2)
-    assert data.take(0, 1)["state"].shape == (2, 1, 4) and "state axis 1" in data.info["assumed"]
+    assert data.take(0, 1)["state"].shape == (2, 1, 4) and "state axis 1" in data.details["assumed"]
     analysis = trt_mpq.analyze(path, tmp_path / "run", trt_mpq.AnalyzeOptions(samples=2))  # no --shape needed
     assert analysis.calibration.data.samples == 2
     assert np.isfinite(data.take(1, 2)["input"]).all()

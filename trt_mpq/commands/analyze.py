@@ -115,7 +115,7 @@ def analyze(model: str | Path, out: str | Path, options: AnalyzeOptions = Analyz
         progress.log("each unit is measured on the part of the model downstream of it, which this backend "
                      "does not promise to compute bit-for-bit as the whole model would: figures are close, "
                      "not identical, to whole-model runs")
-    progress.log(f"calibration: {data.info['source']}, {data.num_samples} samples")
+    progress.log(f"calibration: {data.source}, {data.num_samples} samples")
     settings = sensitivity.Settings(options.precisions, options.calibrator, options.batch, options.weight_scales,
                                     options.bias_correction, options.int4_block, options.float_samples)
     return sensitivity.analyze(loaded, data, chosen.backend, folder.root, settings, progress)

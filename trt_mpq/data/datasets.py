@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -36,7 +37,9 @@ class Dataset:
     model_inputs: list[TensorSpec]
     num_samples: int
     take_fn: Callable[[int, int], dict[str, np.ndarray]]
-    info: dict  # source, kind, samples, seed, ... as written to JSON
+    source: str  # where the samples came from, in words (a path, "generated")
+    kind: str  # npz, npy, folder, images, generated
+    details: Mapping[str, Any]  # what else the kind records (preprocessing, seed, ...)
     fingerprint: str
     labels: np.ndarray | None = None
     names: list[str] | None = None  # per sample, where the source has them (image file names)
@@ -59,7 +62,7 @@ class Dataset:
     def take(self, lo: int, hi: int) -> dict[str, np.ndarray]:
         feeds = self.take_fn(lo, hi)
         for spec in self.model_inputs:
-            _check_batch(spec, feeds[spec.name], lo, self.info["source"])
+            _check_batch(spec, feeds[spec.name], lo, self.source)
         return feeds
 
     def batches(self, batch: int) -> Iterator[dict[str, np.ndarray]]:
@@ -68,8 +71,7 @@ class Dataset:
 
     def record(self) -> DataInfo:
         """Where the samples came from, for the artifacts."""
-        details = {k: v for k, v in self.info.items() if k not in ("source", "kind", "samples")}
-        return DataInfo(self.info["source"], self.info["kind"], self.num_samples, self.fingerprint, details)
+        return DataInfo(self.source, self.kind, self.num_samples, self.fingerprint, dict(self.details))
 
 
 def _check_batch(spec: TensorSpec, a: np.ndarray, lo: int, source: str) -> None:
@@ -156,20 +158,21 @@ def _from_arrays(model: LoadedModel, arrays: dict[str, np.ndarray], source: str,
     if labels is not None and len(labels) != n:
         raise DataError(f"{source} has {len(labels)} labels for {n} samples.")
     return _finish(model, n, lambda lo, hi: {k: t(lo, hi) for k, t in takers.items()},
-                   {"source": source, "kind": kind}, fingerprint, limit, labels)
+                   (source, kind, {}), fingerprint, limit, labels)
 
 
-def _finish(model, n, take, info, fingerprint, limit, labels=None, names=None) -> Dataset:
+def _finish(model, n, take, origin: tuple[str, str, dict], fingerprint, limit, labels=None, names=None) -> Dataset:
+    """The dataset of ``n`` samples (at most ``limit``); ``origin``: its source, kind and details."""
+    source, kind, details = origin
     if n == 0:
-        raise DataError(f"{info['source']} holds no samples.")
+        raise DataError(f"{source} holds no samples.")
     if limit is not None:
         if limit < 1:
             raise DataError("--samples must be at least 1.")
         n = min(n, limit)
         labels = labels[:n] if labels is not None else None
-    info = {**info, "samples": n}
     fp = hashlib.sha256(json.dumps([fingerprint, n], sort_keys=True).encode()).hexdigest()
-    ds = Dataset(model.inputs, n, take, info, fp, labels, names[:n] if names is not None else None)
+    ds = Dataset(model.inputs, n, take, source, kind, details, fp, labels, names[:n] if names is not None else None)
     ds.take(0, 1)  # fail now, with one sentence, rather than in the middle of a long run
     return ds
 
@@ -226,8 +229,8 @@ def _image_dataset(model: LoadedModel, folder: Path, images: list[Path], pre: Pr
         return {spec.name: np.concatenate(arrays, axis=0)}
 
     fp = [str(folder), file_sha256(*images), pre.to_json()]
-    info = {"source": str(folder), "kind": "images", "preprocess": pre.to_json()}
-    return _finish(model, n, take, info, fp, limit, names=[p.name for p in images])
+    origin = (str(folder), "images", {"preprocess": pre.to_json()})
+    return _finish(model, n, take, origin, fp, limit, names=[p.name for p in images])
 
 
 def data_file(path: str | Path) -> Path:
@@ -347,9 +350,9 @@ def generated_dataset(model: LoadedModel, samples: int | None = None, seed: int 
             return parts[0]
         return {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
 
-    info = {"source": "generated", "kind": "generated", "seed": seed,
-            "distribution": "float ~ N(0,1); integer indices uniform in [0, table size); other integers in {0,1}"}
+    details = {"seed": seed,
+               "distribution": "float ~ N(0,1); integer indices uniform in [0, table size); other integers in {0,1}"}
     if assumed:
-        info["assumed"] = f"unnamed dynamic dims taken as one sample's batch: {', '.join(assumed)}"
+        details["assumed"] = f"unnamed dynamic dims taken as one sample's batch: {', '.join(assumed)}"
     fp = ["generated", seed, [(s.name, str(s.dtype), list(d), h) for s, d, h in plans]]
-    return _finish(model, n, take, info, fp, None)
+    return _finish(model, n, take, ("generated", "generated", details), fp, None)

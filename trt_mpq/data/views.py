@@ -38,9 +38,9 @@ def subset(ds: Dataset, indices: Sequence[int], label: str) -> Dataset:
     """The samples ``indices`` of ``ds``, in that order; ``label`` names the part in logs and reports."""
     indices = [int(i) for i in indices]
     fp = hashlib.sha256(json.dumps([ds.fingerprint, indices]).encode()).hexdigest()
-    info = {**ds.info, "source": f"{ds.info['source']} ({label})", "samples": len(indices)}
-    return Dataset(ds.model_inputs, len(indices), _gather(ds, indices), info, fp,
-                   ds.labels[indices] if ds.labels is not None else None, [ds.name(i) for i in indices])
+    return Dataset(ds.model_inputs, len(indices), _gather(ds, indices), f"{ds.source} ({label})", ds.kind,
+                   ds.details, fp, ds.labels[indices] if ds.labels is not None else None,
+                   [ds.name(i) for i in indices])
 
 
 def split(ds: Dataset, share: float = 0.5, seed: int = 0) -> tuple[Dataset, Dataset, list[int], list[int]]:
@@ -82,5 +82,4 @@ def jittered(ds: Dataset, replica: int, relative: float = JITTER) -> Dataset:
         return _stack(parts)
 
     fp = hashlib.sha256(json.dumps([ds.fingerprint, "jitter", replica, relative]).encode()).hexdigest()
-    return replace(ds, take_fn=take, fingerprint=fp, info={**ds.info, "source": f"{ds.info['source']} "
-                                                                             f"(replica {replica})"})
+    return replace(ds, take_fn=take, fingerprint=fp, source=f"{ds.source} (replica {replica})")

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from ..backends import Backend
 from ..data.datasets import Dataset
 from ..network.model import LoadedModel
 from ..network.units import Unit
+from ..precision import Precision
 from ..progress import Progress
 from ..quant.bias import CHANNEL_AXIS
 from ..quant.ranges import RangeCollector, Ranges
@@ -20,6 +23,13 @@ def channel_axes(units: Sequence[Unit]) -> dict[str, int]:
     """The input of each weight unit bias correction covers, with the axis its weight contracts."""
     return {u.activations[0]: CHANNEL_AXIS[u.main_op] for u in units
             if u.weight is not None and u.activations and u.main_op in CHANNEL_AXIS}
+
+
+def int8_weights(model: onnx.ModelProto, units: Sequence[Unit]) -> dict[str, tuple[np.ndarray, int | None]]:
+    """The weights an INT8 lowering quantizes, with their per-channel axis (None: per tensor)."""
+    inits = {t.name: t for t in model.graph.initializer}
+    return {u.weight: (numpy_helper.to_array(inits[u.weight]), u.weight_axis) for u in units
+            if u.weight in inits and Precision.INT8 in u.allowed}
 
 
 def probe_model(model: LoadedModel, names: Sequence[str]) -> tuple[onnx.ModelProto, list[str]]:
@@ -62,4 +72,4 @@ def calibrate(model: LoadedModel, units: Sequence[Unit], dataset: Dataset, backe
                 else:
                     collector.update_histograms(values)
                 progress.advance()
-    return collector.result()
+    return collector.result().with_weight_amax(int8_weights(model.proto, units))

@@ -47,7 +47,7 @@ from ..precision import Plan, Precision
 from ..progress import Progress
 from ..quant.lower import lower
 from ..quant.ranges import FP16_MAX, INT4_BLOCK, RangeCollector, Ranges
-from .calibration import channel_axes, probe_model
+from .calibration import channel_axes, int8_weights, probe_model
 from .journal import Journal
 from .output_delta import OutputDelta
 from .store import ActivationStore, BatchReader
@@ -169,7 +169,8 @@ def collect(model: LoadedModel, table: UnitTable, regions: list[UnitRegion], dat
             collector.update_histograms(store.read(b, [q for q in collector.quantized]))
             progress.advance()
     store.finish()
-    return replace(collector.result(), int4_block=settings.int4_block)
+    ranges = collector.result().with_weight_amax(int8_weights(model.proto, table.units))
+    return replace(ranges, int4_block=settings.int4_block)
 
 
 def downstream_model(model: onnx.ModelProto, region: UnitRegion, store: ActivationStore) -> onnx.ModelProto:

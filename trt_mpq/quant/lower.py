@@ -109,7 +109,7 @@ class _Rewriter:
             scales = weight_scales(w, unit.weight_axis, "max") * INT8_MAX / FP8_MAX
             q = (w / scales.reshape(shape)).astype(ml_dtypes.float8_e4m3fn)
         else:
-            scales = weight_scales(w, unit.weight_axis, ranges.weight_scales)
+            scales = ranges.int8_weight_scales(unit.weight, w, unit.weight_axis)
             q = np.clip(np.round(w / scales.reshape(shape)), -INT8_MAX - 1, INT8_MAX).astype(np.int8)
         use_mean = ranges.bias_correction and unit.activations and p is Precision.INT8
         mean = ranges.means.get(unit.activations[0]) if use_mean else None

@@ -9,7 +9,6 @@ histogram exists every method's threshold is computed from it, so a tensor's can
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
@@ -167,24 +166,20 @@ def int8_scale(amax: float) -> float:
 WEIGHT_SCALES = ("max", "mse")
 
 
-_MSE_SCALES: dict[tuple, np.ndarray] = {}  # (weight digest, axis) -> scales: lowering runs for every candidate
-
-
 def weight_scales(w: np.ndarray, axis: int | None, method: str = "max") -> np.ndarray:
     """Symmetric per-channel (or per-tensor when ``axis`` is None) scales for a weight: ``max`` maps each
     channel's largest |w| to 127; ``mse`` clips each channel where its quantization error is least (a grid of
-    clip ratios from 0.5 to 1; computed once per weight and cached)."""
-    if method == "mse" and w.size:
-        key = (hashlib.blake2b(np.ascontiguousarray(w).tobytes(), digest_size=16).digest(), w.shape, axis)
-        if key not in _MSE_SCALES:
-            if len(_MSE_SCALES) > 4096:
-                _MSE_SCALES.clear()
-            _MSE_SCALES[key] = _scales(w, axis, "mse")
-        return _MSE_SCALES[key].copy()
-    return _scales(w, axis, method)
+    clip ratios from 0.5 to 1: decided once per analysis, ``Ranges.weight_amax``)."""
+    return scales_of(weight_amax(w, axis, method))
 
 
-def _scales(w: np.ndarray, axis: int | None, method: str) -> np.ndarray:
+def scales_of(amax: np.ndarray) -> np.ndarray:
+    """INT8 scales of per-channel clipping thresholds."""
+    return np.where(amax > 0, amax / INT8_MAX, 1.0).astype(np.float32)
+
+
+def weight_amax(w: np.ndarray, axis: int | None, method: str = "max") -> np.ndarray:
+    """The per-channel (or per-tensor) clipping threshold ``weight_scales`` derives its scales from."""
     a = np.abs(w.astype(np.float32))
     if axis is None:
         amax = np.array(a.max() if a.size else 0.0, dtype=np.float32)
@@ -201,7 +196,7 @@ def _scales(w: np.ndarray, axis: int | None, method: str) -> np.ndarray:
             better = err < best_err
             best_err, best = np.where(better, err, best_err), np.where(better, r * base, best)
         amax = best.reshape(np.shape(amax)).astype(np.float32)
-    return np.where(amax > 0, amax / INT8_MAX, 1.0).astype(np.float32)
+    return np.asarray(amax, np.float32)
 
 
 class ChannelMean:
@@ -246,6 +241,25 @@ class Ranges:
     int4_block: int = INT4_BLOCK  # INT4 weights per scale along K
     fp8_amax: Mapping[str, float] = field(default_factory=dict)  # FP8 thresholds chosen per tensor (else max)
     fp8_methods: Mapping[str, str] = field(default_factory=dict)  # ... and the method each comes from
+    weight_amax: Mapping[str, tuple[float, ...]] = field(default_factory=dict)  # INT8 weight -> clip per channel
+
+    def int8_weight_scales(self, name: str, w: np.ndarray, axis: int | None) -> np.ndarray:
+        """A weight's INT8 scales under ``weight_scales``: from the thresholds decided with the ranges
+        (``weight_amax``) where they are there for it, else computed now (the same numbers, slower for mse)."""
+        amax = self.weight_amax.get(name)
+        expected = 1 if axis is None else w.shape[axis]
+        if amax is None or len(amax) != expected:
+            return weight_scales(w, axis, self.weight_scales)
+        return scales_of(np.asarray(amax, np.float32).reshape(() if axis is None else (-1,)))
+
+    def with_weight_amax(self, weights: Mapping[str, tuple[np.ndarray, int | None]]) -> Ranges:
+        """The same ranges with each weight's clipping thresholds decided (``weights``: name -> (array, axis)),
+        once, so lowering never searches a weight's clip again; only ``weight_scales="mse"`` needs them."""
+        if self.weight_scales != "mse":
+            return self
+        amax = {n: tuple(float(v) for v in np.atleast_1d(weight_amax(w, axis, "mse")))
+                for n, (w, axis) in weights.items()}
+        return replace(self, weight_amax={**self.weight_amax, **amax})
 
     def scale(self, tensor: str) -> float:
         return int8_scale(self.amax[tensor])
@@ -304,7 +318,8 @@ class Ranges:
                 "candidates": {k: dict(v) for k, v in self.candidates.items()},
                 "means": {k: list(v) for k, v in self.means.items()}, "weight_scales": self.weight_scales,
                 "bias_correction": self.bias_correction, "int4_block": self.int4_block,
-                "fp8_amax": dict(self.fp8_amax), "fp8_methods": dict(self.fp8_methods)}
+                "fp8_amax": dict(self.fp8_amax), "fp8_methods": dict(self.fp8_methods),
+                "weight_amax": {k: list(v) for k, v in self.weight_amax.items()}}
 
     @classmethod
     def from_json(cls, d: Mapping) -> Ranges:
@@ -313,7 +328,8 @@ class Ranges:
                    {k: dict(v) for k, v in d.get("candidates", {}).items()}, dict(d.get("methods", {})),
                    {k: tuple(v) for k, v in d.get("means", {}).items()}, d.get("weight_scales", "max"),
                    bool(d.get("bias_correction", False)), int(d.get("int4_block", INT4_BLOCK)),
-                   dict(d.get("fp8_amax", {})), dict(d.get("fp8_methods", {})))
+                   dict(d.get("fp8_amax", {})), dict(d.get("fp8_methods", {})),
+                   {k: tuple(v) for k, v in d.get("weight_amax", {}).items()})
 
 
 class RangeCollector:
