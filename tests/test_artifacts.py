@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 
 import onnx
 import pytest
 
 from trt_mpq import Plan, PlanOptions, plan
 from trt_mpq import Precision as P
-from trt_mpq.artifacts import Analysis, Budget, BuildResult, CheckRow, RunFolder, UnitResult
+from trt_mpq.artifacts import Analysis, Budget, BuildResult, CheckRow, PlanReport, RunFolder, UnitResult
+from trt_mpq.artifacts.record import Record, empty, keep
 from trt_mpq.commands.opened import open_analysis, read_analysis
 from trt_mpq.errors import ConfigError
 
@@ -45,7 +47,13 @@ def test_open_analysis_checks_that_model_and_units_still_match(analysed):
 def test_plan_report_record_matches_its_files(analysed):
     report = plan(analysed / "run", PlanOptions(eval=str(analysed / "eval.npz"), budget=Budget(max_drop=0.5)))
     folder = RunFolder(analysed / "run")
-    assert json.loads(folder.report_json.read_text()) == json.loads(json.dumps(report.to_json()))
+    document = json.loads(folder.report_json.read_text())
+    assert document == json.loads(json.dumps(report.to_json()))
+    back = PlanReport.from_json(document)  # read back by field name: every record, plan and look included
+    assert back.to_json() == document and back.plan == report.plan
+    assert [s.plan for s in back.verification] == [s.plan for s in report.verification]
+    with pytest.raises(ValueError, match="schema"):
+        PlanReport.from_json({**document, "schema": "trt-mpq/plan/0"})
     plan_json = json.loads(folder.plan.read_text())
     assert "latency" not in plan_json and plan_json["result"] == json.loads(json.dumps(report.to_json()))["result"]
     assert report.plan == {u["name"]: P(u["precision"]) for u in plan_json["units"] if u["precision"] != "fp32"}
@@ -91,3 +99,29 @@ def test_budget_round_trips_and_validates_when_asked():
     assert Budget.from_json(budget.to_json()) == budget and budget.speedup_vs is P.FP16
     with pytest.raises(ConfigError, match="give a budget"):
         PlanOptions(eval="eval.npz")  # options check their budget once, on construction
+
+
+@dataclass(frozen=True)
+class _Inner(Record):
+    name: str
+    details: dict = keep(flatten=True, default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Outer(Record):
+    inner: _Inner
+    per: dict[P, float] = keep(round=2, default_factory=dict)
+    plans: tuple[Plan, ...] = ()
+    ms: float = keep(key="latency_ms", default=0.0)
+    notes: tuple[str, ...] = keep(empty, default=())
+    extra: dict = field(default_factory=dict)
+
+
+def test_records_serialise_by_field_name_and_read_back_by_type():
+    x = _Outer(_Inner("a", {"seed": 3}), {P.INT8: 1.234}, (Plan.of({"u": "fp16"}),), 2.5)
+    doc = x.to_json()
+    assert doc == {"inner": {"name": "a", "seed": 3}, "per": {"int8": 1.23}, "plans": [{"u": "fp16"}],
+                   "latency_ms": 2.5, "extra": {}}
+    back = _Outer.from_json({**doc, "derived": 7})  # keys a record does not have are ignored
+    assert back.inner == x.inner and back.per == {P.INT8: 1.23} and back.plans == x.plans and back.ms == 2.5
+    assert _Outer.from_json({"inner": {"name": "b"}}).notes == ()  # absent: the field's default

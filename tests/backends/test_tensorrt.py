@@ -270,12 +270,13 @@ def test_plan_verifies_on_the_backend_of_the_analysis(analysed, monkeypatch):
 
 
 def test_report_shows_planned_vs_realised(analysed):
+    from trt_mpq.artifacts import PlanReport
     from trt_mpq.commands.opened import read_analysis as load_analysis
     from trt_mpq.report.html import render
 
     assert main(["plan", str(analysed / "run"), "--eval", str(analysed / "eval.npz"), "--max-drop", "0.5",
                  "--quiet"]) == 0
-    report = json.loads((analysed / "run" / "report.json").read_text())
+    report = PlanReport.from_json(json.loads((analysed / "run" / "report.json").read_text()))
     realized = BuildResult.from_json({"engine": "model.engine, tensorrt 11.2.0", "units": [
         {"unit": "conv1", "planned": "int8", "realized": "fp32", "matches": False},
         {"unit": "fc", "planned": "fp16", "realized": "fp16", "matches": True}]})

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ..precision import Precision
+from .record import Record, empty, keep, none
 
 SENSITIVITY_SCHEMA = "trt-mpq/sensitivity/1"
 
 
 @dataclass(frozen=True)
-class UnitResult:
+class UnitResult(Record):
     """How far the outputs moved with one unit lowered alone (see ``measure.output_delta``).
 
     JSON has no infinities: identical outputs give ``sqnr_db`` None with ``nmse`` 0; NaN/Inf outputs give
@@ -23,12 +24,12 @@ class UnitResult:
     sqnr_db: float | None
     nmse: float | None
     max_abs: float | None
-    top1_agreement: float | None = None
-    nonfinite: int = 0
-    fp16_overflow: tuple[str, ...] = ()  # tensors and constants beyond the FP16 range
-    outputs: Mapping[str, UnitResult] = field(default_factory=dict)  # per output, when the model has several
-    thresholds: Mapping[str, str] = field(default_factory=dict)  # INT8 with --calibrator auto: tensor -> method
-    max_nmse: float | None = None  # ... and the NMSE the plain max threshold gave, for comparison
+    top1_agreement: float | None = keep(none, default=None)
+    nonfinite: int = keep(empty, default=0)
+    fp16_overflow: tuple[str, ...] = keep(empty, default=())  # tensors and constants beyond the FP16 range
+    outputs: Mapping[str, UnitResult] = keep(empty, default_factory=dict)  # per output, when the model has several
+    thresholds: Mapping[str, str] = keep(empty, default_factory=dict)  # INT8, --calibrator auto: tensor -> method
+    max_nmse: float | None = keep(none, default=None)  # ... and the NMSE the plain max threshold gave
 
     @property
     def severity(self) -> float:
@@ -36,37 +37,20 @@ class UnitResult:
         return math.inf if self.nonfinite else (self.nmse or 0.0)
 
     def with_fp16_overflow(self, tensors: list[str]) -> UnitResult:
-        return UnitResult(**{**self.__dict__, "fp16_overflow": tuple(tensors)})
+        return replace(self, fp16_overflow=tuple(tensors))
 
     def with_thresholds(self, thresholds: Mapping[str, str], max_nmse: float | None) -> UnitResult:
-        return UnitResult(**{**self.__dict__, "thresholds": dict(thresholds), "max_nmse": max_nmse})
+        return replace(self, thresholds=dict(thresholds), max_nmse=max_nmse)
 
     def to_json(self) -> dict:
-        out: dict[str, Any] = {"cosine": self.cosine, "sqnr_db": self.sqnr_db, "nmse": self.nmse,
-                               "max_abs": self.max_abs}
-        if self.nonfinite:
-            out["nonfinite"] = self.nonfinite
-        if self.top1_agreement is not None:
-            out["top1_agreement"] = self.top1_agreement
-        if self.outputs:
-            out["outputs"] = {k: v.to_json() for k, v in self.outputs.items()}
-        if self.fp16_overflow:
-            out["fp16_overflow"] = list(self.fp16_overflow)
+        out = self.fields_json()
         if self.thresholds:
-            out["thresholds"] = dict(self.thresholds)
-            out["max_nmse"] = self.max_nmse
+            out["max_nmse"] = self.max_nmse  # written with the thresholds, None included
         return out
-
-    @classmethod
-    def from_json(cls, d: Mapping) -> UnitResult:
-        return cls(d.get("cosine"), d.get("sqnr_db"), d.get("nmse"), d.get("max_abs"), d.get("top1_agreement"),
-                   int(d.get("nonfinite") or 0), tuple(d.get("fp16_overflow", ())),
-                   {k: cls.from_json(v) for k, v in d.get("outputs", {}).items()}, dict(d.get("thresholds", {})),
-                   d.get("max_nmse"))
 
 
 @dataclass(frozen=True)
-class AnalysedUnit:
+class AnalysedUnit(Record):
     """A unit as analysed: its ONNX nodes and its result at each precision measured."""
 
     name: str  # the unit's main ONNX node
@@ -75,15 +59,6 @@ class AnalysedUnit:
     op_types: tuple[str, ...]  # their op types, in the same order
     results: Mapping[Precision, UnitResult] = field(default_factory=dict)
     kind: str = "gemm"  # gemm, norm, softmax, pool, resize, recurrent, region
-
-    def to_json(self) -> dict:
-        return {"name": self.name, "main_op": self.main_op, "kind": self.kind, "nodes": list(self.nodes),
-                "op_types": list(self.op_types), "results": {p.value: r.to_json() for p, r in self.results.items()}}
-
-    @classmethod
-    def from_json(cls, d: Mapping) -> AnalysedUnit:
-        return cls(d["name"], d["main_op"], tuple(d["nodes"]), tuple(d["op_types"]),
-                   {Precision(p): UnitResult.from_json(r) for p, r in d["results"].items()}, d.get("kind", "gemm"))
 
 
 @dataclass(frozen=True)
@@ -96,53 +71,29 @@ class SkippedLayer:
 
 
 @dataclass(frozen=True)
-class DataInfo:
+class DataInfo(Record):
     """Where samples came from: source, kind, count, fingerprint, and kind-specific details (preprocessing,
-    seed, ...)."""
+    seed, ...), written beside the others."""
 
     source: str
     kind: str
     samples: int
-    fingerprint: str
-    details: Mapping[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict:
-        return {"source": self.source, "kind": self.kind, **self.details, "samples": self.samples,
-                "fingerprint": self.fingerprint}
-
-    @classmethod
-    def from_json(cls, d: Mapping, extra: tuple[str, ...] = ()) -> DataInfo:
-        known = {"source", "kind", "samples", "fingerprint", *extra}
-        return cls(d["source"], d["kind"], int(d["samples"]), d.get("fingerprint", ""),
-                   {k: v for k, v in d.items() if k not in known})
+    fingerprint: str = ""
+    details: Mapping[str, Any] = keep(flatten=True, default_factory=dict)
 
 
 @dataclass(frozen=True)
-class Calibration:
+class Calibration(Record):
     """The calibration data, the range method, the weight scales, bias correction and the batch the analysis
     measured with; ``float_samples``: how many of the samples FP16/BF16/TF32 were measured on, when fewer
     than all (their errors are roundings, steady across samples)."""
 
-    data: DataInfo
+    data: DataInfo = keep(flatten=True)
     calibrator: str
     batch: int
     weight_scales: str = "max"
     bias_correction: bool = False
-    float_samples: int | None = None
-
-    def to_json(self) -> dict:
-        out = {**self.data.to_json(), "calibrator": self.calibrator, "batch": self.batch,
-               "weight_scales": self.weight_scales, "bias_correction": self.bias_correction}
-        if self.float_samples is not None:
-            out["float_samples"] = self.float_samples
-        return out
-
-    @classmethod
-    def from_json(cls, d: Mapping) -> Calibration:
-        extra = ("calibrator", "batch", "weight_scales", "bias_correction", "float_samples")
-        floats = d.get("float_samples")
-        return cls(DataInfo.from_json(d, extra), d["calibrator"], int(d["batch"]), d.get("weight_scales", "max"),
-                   bool(d.get("bias_correction", False)), None if floats is None else int(floats))
+    float_samples: int | None = keep(none, default=None)
 
 
 @dataclass(frozen=True)
@@ -155,28 +106,14 @@ class BackendRecord:
 
 
 @dataclass(frozen=True)
-class ModelInfo:
+class ModelInfo(Record):
     path: str
     sha256: str
     inputs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # the --shape overrides applied
-    fixed: Mapping[str, object] = field(default_factory=dict)  # the --fix input values applied
-
-    def to_json(self) -> dict:
-        out = {"path": self.path, "sha256": self.sha256, "inputs": list(self.inputs),
-               "outputs": list(self.outputs), "notes": list(self.notes),
-               "shapes": {k: list(v) for k, v in self.shapes.items()}}
-        if self.fixed:
-            out["fixed"] = dict(self.fixed)
-        return out
-
-    @classmethod
-    def from_json(cls, d: Mapping) -> ModelInfo:
-        return cls(d["path"], d["sha256"], tuple(d.get("inputs", ())), tuple(d.get("outputs", ())),
-                   tuple(d.get("notes", ())), {k: tuple(v) for k, v in d.get("shapes", {}).items()},
-                   dict(d.get("fixed", {})))
+    fixed: Mapping[str, object] = keep(empty, default_factory=dict)  # the --fix input values applied
 
 
 @dataclass(frozen=True)
@@ -217,8 +154,10 @@ class Analysis:
             raise ValueError(f"schema {d.get('schema')!r} is not {SENSITIVITY_SCHEMA}")
         settings = dict(d.get("backend_settings") or {})
         name = settings.pop("name", None) or "onnxruntime"
-        return cls(ModelInfo.from_json(d["model"]), BackendRecord(name, d["backend"], settings),
-                   tuple(Precision(p) for p in d["precisions"]), Calibration.from_json(d["calibration"]),
-                   tuple(AnalysedUnit.from_json(u) for u in d["units"]),
-                   tuple(SkippedLayer(**s) for s in d.get("skipped", ())), dict(d.get("versions", {})),
-                   float(d.get("elapsed_s", 0.0)), d.get("ranges", "ranges.json"))
+        return cls(model=ModelInfo.from_json(d["model"]), backend=BackendRecord(name, d["backend"], settings),
+                   precisions=tuple(Precision(p) for p in d["precisions"]),
+                   calibration=Calibration.from_json(d["calibration"]),
+                   units=tuple(AnalysedUnit.from_json(u) for u in d["units"]),
+                   skipped=tuple(SkippedLayer(**s) for s in d.get("skipped", ())),
+                   versions=dict(d.get("versions", {})), elapsed_s=float(d.get("elapsed_s", 0.0)),
+                   ranges_file=d.get("ranges", "ranges.json"))

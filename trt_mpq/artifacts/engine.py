@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..precision import Precision
+from .record import Record
 
 BUILD_SCHEMA = "trt-mpq/build/1"
 
 
 @dataclass(frozen=True)
-class CheckRow:
+class CheckRow(Record):
     """One unit's planned precision against what a built engine runs (None: not found in the engine)."""
 
     unit: str
@@ -34,15 +34,11 @@ class CheckRow:
         return self.known and not self.matches
 
     def to_json(self) -> dict:
-        return {"unit": self.unit, "planned": self.planned.value, "realized": self.realized, "matches": self.matches}
-
-    @classmethod
-    def from_json(cls, d: Mapping) -> CheckRow:
-        return cls(d["unit"], Precision(d["planned"]), d.get("realized"))
+        return {**self.fields_json(), "matches": self.matches}
 
 
 @dataclass(frozen=True)
-class BuildResult:
+class BuildResult(Record):
     """What ``build`` made (build.json): the engine, and planned vs realised per unit."""
 
     engine: str
@@ -53,8 +49,4 @@ class BuildResult:
         return all(r.matches for r in self.units)
 
     def to_json(self) -> dict:
-        return {"schema": BUILD_SCHEMA, "engine": self.engine, "units": [r.to_json() for r in self.units]}
-
-    @classmethod
-    def from_json(cls, d: Mapping) -> BuildResult:
-        return cls(d["engine"], tuple(CheckRow.from_json(r) for r in d["units"]))
+        return {"schema": BUILD_SCHEMA, **self.fields_json()}

@@ -12,12 +12,13 @@ from typing import Any
 from ..errors import ConfigError
 from ..precision import Plan, Precision
 from .analysis import Calibration, DataInfo, UnitResult
+from .record import Record, empty, keep, none
 
 PLAN_SCHEMA = "trt-mpq/plan/1"
 
 
 @dataclass(frozen=True)
-class Budget:
+class Budget(Record):
     """What the plan must meet: an accuracy drop, a latency or speed-up, a weight size (any combination that
     includes an accuracy or a latency budget)."""
 
@@ -55,16 +56,6 @@ class Budget:
             return None
         return self.max_drop * abs(fp32_score) if self.relative else self.max_drop
 
-    def to_json(self) -> dict:
-        return {"max_drop": self.max_drop, "relative": self.relative, "max_latency_ms": self.max_latency_ms,
-                "min_speedup": self.min_speedup, "speedup_vs": self.speedup_vs.value,
-                "max_size_mb": self.max_size_mb}
-
-    @classmethod
-    def from_json(cls, d: Mapping) -> Budget:
-        return cls(d.get("max_drop"), bool(d.get("relative")), d.get("max_latency_ms"), d.get("min_speedup"),
-                   Precision(d.get("speedup_vs", "fp32")), d.get("max_size_mb"))
-
 
 class StepKind(str, Enum):
     """Why a candidate mix was verified."""
@@ -80,16 +71,16 @@ def _counts(plan: Plan) -> dict[str, int]:
 
 
 @dataclass(frozen=True)
-class VerificationStep:
+class VerificationStep(Record):
     """One verification: a candidate mix, what was predicted, what was measured."""
 
     plan: Plan
-    kind: StepKind
-    noise_budget: float | None
-    predicted_noise: float
-    estimated_ms: float  # latency of the mix under the cost model (estimated, or measured per unit)
-    score: float  # what the search decided on (the smooth surrogate of a top-1 metric)
-    passed: bool
+    kind: StepKind = keep(key="note")
+    noise_budget: float | None = None
+    predicted_noise: float = 0.0
+    estimated_ms: float = keep(key="latency_ms", round=4, default=0.0)  # under the cost model
+    score: float = 0.0  # what the search decided on (the smooth surrogate of a top-1 metric)
+    passed: bool = False
     exact: float | None = None  # the exact metric on the same samples, where it differs from ``score``
 
     @property
@@ -97,40 +88,36 @@ class VerificationStep:
         return self.kind.value
 
     def to_json(self) -> dict:
-        return {"noise_budget": self.noise_budget, "predicted_noise": self.predicted_noise,
-                "latency_ms": round(self.estimated_ms, 4), "score": self.score, "exact": self.exact,
-                "passed": self.passed,
-                **_counts(self.plan), "note": self.kind.value, "plan_digest": self.plan.digest()}
+        return {**self.fields_json(), **_counts(self.plan), "plan_digest": self.plan.digest()}
 
 
 @dataclass(frozen=True)
-class ParetoPoint:
+class ParetoPoint(Record):
     """A measured mix of the --pareto sweep."""
 
     plan: Plan
-    estimated_ms: float
-    size_mb: float
-    score: float
+    estimated_ms: float = keep(key="latency_ms", round=4)
+    size_mb: float = keep(round=3)
+    score: float = keep()
     on_front: bool = False
 
     def to_json(self) -> dict:
-        return {"latency_ms": round(self.estimated_ms, 4), "size_mb": round(self.size_mb, 3), "score": self.score,
-                "on_front": self.on_front, **_counts(self.plan), "plan": self.plan.to_json()}
+        return {**self.fields_json(), **_counts(self.plan)}
 
 
 @dataclass(frozen=True)
-class Look:
+class Look(Record):
     """One candidate checked on the confirm part of the evaluation data."""
 
     plan: Plan
-    estimated_ms: float
-    score: float  # on the confirm part as given
-    low: float  # its interval (one-sided: the lower bound, high is +inf)
-    high: float
-    replicas: tuple[float, ...]  # on each jittered replica
-    bound: float | None  # with a confidence level: the worst lower bound, which decides
-    passed: bool
-    changed: tuple[int, ...] = ()  # confirm samples whose top-1 decision differs from FP32's
+    estimated_ms: float = keep(key="latency_ms", round=4)
+    score: float = keep()  # on the confirm part as given
+    low: float = keep(lambda _: True)  # its interval (one-sided: the lower bound, high is +inf)
+    high: float = keep(lambda _: True)
+    replicas: tuple[float, ...] = ()  # on each jittered replica
+    bound: float | None = None  # with a confidence level: the worst lower bound, which decides
+    passed: bool = False
+    changed: tuple[int, ...] = keep(lambda _: True, default=())  # confirm samples whose top-1 differs from FP32's
 
     @property
     def worst(self) -> float:
@@ -142,14 +129,18 @@ class Look:
         return self.bound if self.bound is not None else self.worst
 
     def to_json(self) -> dict:
-        return {**_counts(self.plan), "latency_ms": round(self.estimated_ms, 4), "score": self.score,
+        return {**self.fields_json(), **_counts(self.plan), "decision": self.decision,
                 "interval": [self.low, None if math.isinf(self.high) else self.high],
-                "replicas": list(self.replicas), "bound": self.bound, "decision": self.decision,
-                "passed": self.passed, "plan_digest": self.plan.digest()}
+                "plan_digest": self.plan.digest()}
+
+    @classmethod
+    def from_json(cls, d: Mapping) -> Look:
+        low, high = d["interval"]
+        return super().from_json({**d, "low": low, "high": math.inf if high is None else high})
 
 
 @dataclass(frozen=True)
-class Confirmation:
+class Confirmation(Record):
     """How the result was proven: the split, the replicas, the interval, every look, what changed."""
 
     search_samples: int
@@ -173,12 +164,7 @@ class Confirmation:
         return self.chosen.decision - self.threshold
 
     def to_json(self) -> dict:
-        return {"search_samples": self.search_samples, "confirm_samples": self.confirm_samples,
-                "replicas": self.replicas, "jitter": self.jitter, "confidence": self.confidence,
-                "look_confidence": self.look_confidence, "interval_confidence": self.interval_confidence,
-                "fp32_score": self.fp32_score, "threshold": self.threshold, "margin": self.margin,
-                "chosen": self.chosen.to_json() if self.chosen else None, "looks": [x.to_json() for x in self.looks],
-                "changed": list(self.changed), "limits": list(self.limits)}
+        return {**self.fields_json(), "margin": self.margin}
 
 
 class Outcome(str, Enum):
@@ -192,14 +178,14 @@ class Outcome(str, Enum):
 
 
 @dataclass(frozen=True)
-class PlanResult:
+class PlanResult(Record):
     outcome: Outcome
     fp32_score: float  # FP32 on all evaluation samples
     score: float  # the mix, on the confirm part (data the search did not select on)
     allowed_drop: float | None
     units: Mapping[Precision, int]  # how many units run in each precision
     message: str
-    confirmation: Confirmation | None = None
+    confirmation: Confirmation | None = keep(none, default=None)
 
     @property
     def drop(self) -> float:
@@ -208,16 +194,11 @@ class PlanResult:
         return reference - self.score
 
     def to_json(self) -> dict:
-        out = {"fp32_score": self.fp32_score, "score": self.score, "drop": self.drop,
-               "allowed_drop": self.allowed_drop, "units": {p.value: n for p, n in self.units.items()},
-               "message": self.message, "outcome": self.outcome.value}
-        if self.confirmation is not None:
-            out["confirmation"] = self.confirmation.to_json()
-        return out
+        return {**self.fields_json(), "drop": self.drop}
 
 
 @dataclass(frozen=True)
-class LatencySummary:
+class LatencySummary(Record):
     """Latency of the mix and of the uniform mixes, with where the figures come from."""
 
     kind: str  # "estimated", or "measured (...), precision boundaries estimated"
@@ -225,22 +206,13 @@ class LatencySummary:
     target: str  # the device the figures describe
     source: str  # the datasheet of the cost model's peak rates
     batch: int
-    all_ms: Mapping[Precision, float]
-    mix_ms: float
-    note: str = ""  # why a faster uniform mix (all-FP16) was not the answer, when one is
+    all_ms: Mapping[Precision, float] = keep(round=4)
+    mix_ms: float = keep(round=4)
+    note: str = keep(empty, default="")  # why a faster uniform mix (all-FP16) was not the answer, when one is
     tf32: bool | None = None  # the engine's TF32 flag: on, off (--noTF32), None: no GEMM stays FP32
 
-    def to_json(self) -> dict:
-        out = {"kind": self.kind, "label": self.label, "target": self.target, "source": self.source,
-               "batch": self.batch, "all_ms": {p.value: round(v, 4) for p, v in self.all_ms.items()},
-               "mix_ms": round(self.mix_ms, 4), "tf32": self.tf32}
-        if self.note:
-            out["note"] = self.note
-        return out
-
-
 @dataclass(frozen=True)
-class PlannedUnit:
+class PlannedUnit(Record):
     name: str
     precision: Precision
     nodes: tuple[str, ...]
@@ -250,30 +222,20 @@ class PlannedUnit:
     kind: str = "gemm"
     weight_mb: float = 0.0  # its weights at its precision
 
-    def to_json(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "precision": self.precision.value, "nodes": list(self.nodes),
-                "weight_mb": self.weight_mb,
-                "predicted_noise": self.predicted_noise,
-                "measured_alone": self.measured_alone.to_json() if self.measured_alone else None,
-                "latency_ms": {p.value: v for p, v in self.latency_ms.items()}}
-
 
 @dataclass(frozen=True)
-class Evaluation:
-    data: DataInfo
+class Evaluation(Record):
+    data: DataInfo = keep(flatten=True)
     metric: str
 
-    def to_json(self) -> dict:
-        return {**self.data.to_json(), "metric": self.metric}
-
 
 @dataclass(frozen=True)
-class PlanReport:
+class PlanReport(Record):
     """Everything ``plan`` decided and measured. plan.json is this without the latency summary, which is an
     estimate or an import, not part of the decision's proof; report.json has it all."""
 
-    model_path: str
-    model_sha256: str
+    model_path: str = keep(lambda _: True)  # written as "model": {"path", "sha256"}
+    model_sha256: str = keep(lambda _: True)
     evaluation: Evaluation
     calibration: Calibration
     budget: Budget
@@ -283,31 +245,24 @@ class PlanReport:
     verification: tuple[VerificationStep, ...]
     backend: str
     versions: Mapping[str, str] = field(default_factory=dict)
-    elapsed_s: float = 0.0
-    pareto: tuple[ParetoPoint, ...] = ()
+    elapsed_s: float = keep(round=2, default=0.0)
+    pareto: tuple[ParetoPoint, ...] = keep(empty, default=())
 
     @property
     def plan(self) -> Plan:
         return Plan.of({u.name: u.precision for u in self.units})
 
     def to_json(self) -> dict[str, Any]:
-        out = {
-            "schema": PLAN_SCHEMA,
-            "model": {"path": self.model_path, "sha256": self.model_sha256},
-            "evaluation": self.evaluation.to_json(),
-            "calibration": self.calibration.to_json(),
-            "budget": self.budget.to_json(),
-            "result": self.result.to_json(),
-            "latency": self.latency.to_json(),
-            "units": [u.to_json() for u in self.units],
-            "verification": [s.to_json() for s in self.verification],
-            "backend": self.backend,
-            "versions": dict(self.versions),
-            "elapsed_s": round(self.elapsed_s, 2),
-        }
-        if self.pareto:
-            out["pareto"] = [q.to_json() for q in self.pareto]
-        return out
+        return {"schema": PLAN_SCHEMA, "model": {"path": self.model_path, "sha256": self.model_sha256},
+                **self.fields_json()}
+
+    @classmethod
+    def from_json(cls, d: Mapping) -> PlanReport:
+        """report.json read back (plan.json lacks the latency summary)."""
+        if d.get("schema") != PLAN_SCHEMA:
+            raise ValueError(f"schema {d.get('schema')!r} is not {PLAN_SCHEMA}")
+        model = d["model"]
+        return super().from_json({**d, "model_path": model["path"], "model_sha256": model["sha256"]})
 
     def plan_json(self) -> dict[str, Any]:
         """plan.json: the report less its latency figures, but with the deployment the plan was made for."""

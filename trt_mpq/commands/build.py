@@ -14,6 +14,7 @@ from pathlib import Path
 import onnx
 
 from ..artifacts import BuildResult, RunFolder, read_json
+from ..artifacts.plan import PlanReport
 from ..backends import BackendContext, open_backend
 from ..errors import ConfigError
 from ..files import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -49,6 +50,14 @@ def weak_pins(plan_doc: dict) -> dict[str, Precision]:
         raise ConfigError(f"the plan is damaged ({exc}); run plan again.") from None
 
 
+def _report(folder: RunFolder) -> PlanReport:
+    try:
+        return PlanReport.from_json(read_json(folder.report_json, "the plan report"))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"'{folder.report_json}' was written by another version of trt-mpq or is damaged "
+                          f"({exc}); run 'trt-mpq plan' again.") from None
+
+
 def build(run_dir: str | Path, options: BuildOptions = BuildOptions(), progress: Progress | None = None
           ) -> BuildResult:
     """Build the planned mix of ``run_dir`` into an engine; return planned vs realised per unit."""
@@ -57,9 +66,9 @@ def build(run_dir: str | Path, options: BuildOptions = BuildOptions(), progress:
     if not folder.plan.is_file() or not folder.mixed_onnx.is_file():
         raise ConfigError(f"'{folder.root}' holds no plan.json and model.mixed.onnx; run 'trt-mpq plan' (or run) "
                           "first.")
-    report = read_json(folder.report_json, "the plan report")
+    report = _report(folder)
     planned = read_json(folder.plan, "the plan").get("deployment", {}).get("batch")
-    batch = options.batch or int(planned or report.get("latency", {}).get("batch") or 1)
+    batch = options.batch or int(planned or report.latency.batch or 1)
     context = BackendContext(folder.root, batch, final=True)
     backend = open_backend(options.backend, options.backend_options, context).backend
     builder = backend.engine_builder()

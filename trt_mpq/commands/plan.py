@@ -124,7 +124,7 @@ def plan(run_dir: str | Path, options: PlanOptions, progress: Progress | None = 
                                                    space.tf32(result.plan)))
     atomic_write_json(folder.report_json, report.to_json())
     atomic_write_json(folder.plan, report.plan_json())
-    atomic_write_text(folder.report_html, render(report.to_json(), analysis))
+    atomic_write_text(folder.report_html, render(report, analysis))
     return report
 
 

@@ -6,9 +6,8 @@ import base64
 import html
 import io
 import math
-from collections.abc import Mapping
 
-from ..artifacts import AnalysedUnit, Analysis, BuildResult, UnitResult
+from ..artifacts import AnalysedUnit, Analysis, BuildResult, PlannedUnit, PlanReport, UnitResult
 from ..precision import Precision
 from .proof_html import mix_text, proof_section
 from .summary import threshold_note
@@ -32,10 +31,10 @@ def _sqnr(result: UnitResult | None) -> float:
     return result.sqnr_db if result.sqnr_db is not None else 100.0
 
 
-def why(unit: Mapping, sens: AnalysedUnit, rank: dict[str, int], n: int) -> str:
+def why(unit: PlannedUnit, sens: AnalysedUnit, rank: dict[str, int], n: int) -> str:
     """Why a unit runs in the precision the plan gave it, in a sentence."""
-    p = unit["precision"]
-    est = unit["latency_ms"]
+    p = unit.precision.value
+    est = {k.value: v for k, v in unit.latency_ms.items()}
     if p == "int8":
         int8 = sens.results.get(Precision.INT8)
         chosen = f" ({threshold_note(int8)})" if int8 and int8.thresholds else ""
@@ -45,7 +44,7 @@ def why(unit: Mapping, sens: AnalysedUnit, rank: dict[str, int], n: int) -> str:
         if "int8" in est and est["int8"] >= est["fp16"]:
             return "INT8 is not estimated faster than FP16 here"
         if int8:
-            return (f"INT8 alone: SQNR {_sqnr(int8):.1f} dB, rank {rank[unit['name']]} of {n} by sensitivity; "
+            return (f"INT8 alone: SQNR {_sqnr(int8):.1f} dB, rank {rank[unit.name]} of {n} by sensitivity; "
                     "lowering it further did not fit the measured budget")
         if sens.kind != "gemm":
             return f"FP16: a {sens.kind} unit runs in FP16 or FP32 in TensorRT (no INT8 kernel for it)"
@@ -62,15 +61,15 @@ def why(unit: Mapping, sens: AnalysedUnit, rank: dict[str, int], n: int) -> str:
     return "lowering it does not pay (estimate, precision boundaries included) or does not fit the budget"
 
 
-def render(report: Mapping, analysis: Analysis, build: BuildResult | None = None) -> str:
-    """The page for a plan: ``report`` is report.json's document (``PlanReport.to_json``), ``build`` what
-    ``build`` realised when an engine was built."""
+def render(report: PlanReport, analysis: Analysis, build: BuildResult | None = None) -> str:
+    """The page for a plan (``report``, as report.json holds it), with what ``build`` realised when an engine
+    was built."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    units = report["units"]
+    units = report.units
     by_name = {u.name: u for u in analysis.units}
     none = UnitResult(None, None, None, None)
     ranked = sorted(analysis.units, key=lambda u: -u.results.get(Precision.INT8, none).severity)
@@ -91,50 +90,50 @@ def render(report: Mapping, analysis: Analysis, build: BuildResult | None = None
     ax.legend()
     chart_sens = _png(fig)
 
-    lat_kind = report["latency"]["label"]
+    lat = report.latency
+    lat_kind = lat.label
     fig, ax = plt.subplots(figsize=(9, height))
-    chosen = [u["precision"] for u in units]
-    ms = [u["latency_ms"][u["precision"]] for u in units]
-    ax.barh(range(n), ms, color=[COLORS[p] for p in chosen])
-    ax.set_yticks(range(n), [u["name"] for u in units], fontsize=6)
+    ms = [u.latency_ms[u.precision] for u in units]
+    ax.barh(range(n), ms, color=[COLORS[u.precision.value] for u in units])
+    ax.set_yticks(range(n), [u.name for u in units], fontsize=6)
     ax.invert_yaxis()
-    ax.set_xlabel(f"time per unit at its chosen precision (ms, {lat_kind}, {report['latency']['target']})")
+    ax.set_xlabel(f"time per unit at its chosen precision (ms, {lat_kind}, {lat.target})")
     ax.set_title("Chosen precision per unit, in graph order (green INT8, blue FP16, grey FP32)")
     chart_units = _png(fig)
 
-    lat = report["latency"]
     fig, ax = plt.subplots(figsize=(6, 2.6))
-    labels = [f"all-{k.upper()}" for k in lat["all_ms"]] + ["mix"]  # all-TF32: every GEMM of FP32 in TF32
-    values = list(lat["all_ms"].values()) + [lat["mix_ms"]]
-    ax.barh(labels, values, color=[COLORS.get(k, "#555") for k in lat["all_ms"]] + ["#ef6c00"])
-    ax.set_xlabel(f"latency (ms, {lat_kind}) on {lat['target']}, batch {lat['batch']}")
+    labels = [f"all-{k.value.upper()}" for k in lat.all_ms] + ["mix"]  # all-TF32: every GEMM of FP32 in TF32
+    values = list(lat.all_ms.values()) + [lat.mix_ms]
+    ax.barh(labels, values, color=[COLORS.get(k.value, "#555") for k in lat.all_ms] + ["#ef6c00"])
+    ax.set_xlabel(f"latency (ms, {lat_kind}) on {lat.target}, batch {lat.batch}")
     chart_total = _png(fig)
 
-    steps = report["verification"]
-    allowed = report["result"]["allowed_drop"]
+    steps, res = report.verification, report.result
+    allowed = res.allowed_drop
     fig, ax = plt.subplots(figsize=(6, 3.2))
     for s in steps:
-        ax.scatter(s["latency_ms"], s["score"], color="#2e7d32" if s["passed"] else "#c62828")
+        ax.scatter(s.estimated_ms, s.score, color="#2e7d32" if s.passed else "#c62828")
     if allowed is not None:
-        ax.axhline(report["result"]["fp32_score"] - allowed, color="#555", linestyle="--", label="budget")
+        ax.axhline(res.fp32_score - allowed, color="#555", linestyle="--", label="budget")
         ax.legend()
     ax.set_xlabel(f"latency (ms, {lat_kind})")
-    ax.set_ylabel(f"measured {report['evaluation']['metric']}")
+    ax.set_ylabel(f"measured {report.evaluation.metric}")
     ax.set_title("Verification runs (green: meets the budget)")
     chart_steps = _png(fig)
 
     chart_pareto = ""
-    if report.get("pareto"):
-        pts = report["pareto"]
+    if report.pareto:
+        pts = report.pareto
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-        for ax, key, label in ((axes[0], "latency_ms", f"latency (ms, {lat_kind})"),
+        for ax, key, label in ((axes[0], "estimated_ms", f"latency (ms, {lat_kind})"),
                                (axes[1], "size_mb", "weights (MB)")):
-            ax.scatter([q[key] for q in pts], [q["score"] for q in pts], color="#9e9e9e", label="measured mix")
-            front = [q for q in pts if q["on_front"]]
-            ax.plot([q[key] for q in front], [q["score"] for q in front], "o-", color="#ef6c00",
+            ax.scatter([getattr(q, key) for q in pts], [q.score for q in pts], color="#9e9e9e",
+                       label="measured mix")
+            front = [q for q in pts if q.on_front]
+            ax.plot([getattr(q, key) for q in front], [q.score for q in front], "o-", color="#ef6c00",
                     label="front (latency)")
             ax.set_xlabel(label)
-            ax.set_ylabel(f"measured {report['evaluation']['metric']}")
+            ax.set_ylabel(f"measured {report.evaluation.metric}")
         axes[0].legend()
         fig.suptitle("Pareto sweep: every point measured on the evaluation data")
         chart_pareto = f'<h2>Pareto front</h2><img alt="pareto front" src="{_png(fig)}">'
@@ -143,21 +142,22 @@ def render(report: Mapping, analysis: Analysis, build: BuildResult | None = None
     kinds: dict[str, dict[str, int]] = {}
     sizes: dict[str, float] = {}
     for u in units:
-        kinds.setdefault(u.get("kind", "gemm"), {}).setdefault(u["precision"], 0)
-        kinds[u.get("kind", "gemm")][u["precision"]] += 1
-        sizes[u["precision"]] = sizes.get(u["precision"], 0.0) + u.get("weight_mb", 0.0)
+        p = u.precision.value
+        kinds.setdefault(u.kind, {}).setdefault(p, 0)
+        kinds[u.kind][p] += 1
+        sizes[p] = sizes.get(p, 0.0) + u.weight_mb
     by_kind = "; ".join(f"{k} {sum(c.values())} (" + ", ".join(f"{n} {p.upper()}" for p, n in c.items()) + ")"
                         for k, c in kinds.items())
     weights = f"{sum(sizes.values()):.2f} MB (" + ", ".join(
         f"{p.upper()} {mb:.2f}" for p, mb in sizes.items() if mb >= 0.005) + ")"
     rows = "".join(
-        f"<tr><td>{i}</td><td>{esc(u['name'])}</td><td class='{u['precision']}'>{u['precision'].upper()}</td>"
-        f"<td>{esc(', '.join(u['nodes']))}</td><td>{esc(why(u, by_name[u['name']], rank, n))}</td></tr>"
+        f"<tr><td>{i}</td><td>{esc(u.name)}</td><td class='{u.precision.value}'>{u.precision.value.upper()}</td>"
+        f"<td>{esc(', '.join(u.nodes))}</td><td>{esc(why(u, by_name[u.name], rank, n))}</td></tr>"
         for i, u in enumerate(units, 1))
     log_rows = "".join(
-        f"<tr><td>{i}</td><td>{mix_text(s)}</td><td>{s['predicted_noise']:.3g}</td>"
-        f"<td>{s['latency_ms']:.4f}</td><td>{s['score']:.4f}</td><td>{'yes' if s['passed'] else 'no'}</td>"
-        f"<td>{esc(s['note'])}</td></tr>" for i, s in enumerate(steps, 1))
+        f"<tr><td>{i}</td><td>{mix_text(s.plan)}</td><td>{s.predicted_noise:.3g}</td>"
+        f"<td>{s.estimated_ms:.4f}</td><td>{s.score:.4f}</td><td>{'yes' if s.passed else 'no'}</td>"
+        f"<td>{esc(s.note)}</td></tr>" for i, s in enumerate(steps, 1))
     realized_html = ""
     if build is not None:
         differ = sum(1 for r in build.units if not r.matches)
@@ -169,12 +169,11 @@ def render(report: Mapping, analysis: Analysis, build: BuildResult | None = None
                          f"{len(build.units) - differ} of {len(build.units)} units run in their planned "
                          f"precision, {differ} differ.</p><table><tr><th>unit</th><th>planned</th><th>realised</th>"
                          f"<th>matches</th></tr>{realized_rows}</table>")
-    res = report["result"]
-    floats = report["calibration"].get("float_samples")
+    floats = report.calibration.float_samples
     floats = "" if floats is None else f" (FP16/BF16/TF32 sensitivities measured on {floats} of them)"
     drop_line = "" if allowed is None or math.isnan(allowed) else f" (allowed {allowed:.4f})"
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>trt-mpq plan: {esc(report['model']['path'])}</title>
+<html lang="en"><head><meta charset="utf-8"><title>trt-mpq plan: {esc(report.model_path)}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em; max-width: 1100px; color: #222; }}
 table {{ border-collapse: collapse; font-size: 13px; margin: 1em 0; }}
@@ -184,17 +183,17 @@ th {{ background: #f5f5f5; }}
 .fp32 {{ color: #616161; }} .note {{ color: #555; font-size: 13px; }}
 </style></head><body>
 <h1>Mixed-precision plan</h1>
-<p><b>Model</b> {esc(report['model']['path'])} (sha256 {report['model']['sha256'][:16]})<br>
-<b>Result</b> {esc(res['message'])}: {', '.join(f"{n} {k.upper()}" for k, n in res['units'].items() if n)} units.<br>
+<p><b>Model</b> {esc(report.model_path)} (sha256 {report.model_sha256[:16]})<br>
+<b>Result</b> {esc(res.message)}: {', '.join(f"{n} {k.value.upper()}" for k, n in res.units.items() if n)} units.<br>
 <b>By kind</b> {esc(by_kind)}<br><b>Weights</b> {esc(weights)}<br>
-<b>Measured</b> {esc(report['evaluation']['metric'])} on {report['evaluation']['samples']} held-out samples
-({esc(report['evaluation']['source'])}): FP32 {res['fp32_score']:.4f}, mix {res['score']:.4f},
-drop {res['drop']:.4f}{drop_line}.<br>
-<b>Latency</b> {esc(lat['kind'])}, {esc(lat['target'])} at batch {lat['batch']}: mix
-{lat['mix_ms']:.3f} ms; {', '.join(f"all-{k.upper()} {v:.3f} ms" for k, v in lat['all_ms'].items())}.
-{esc(lat['note'][:1].upper() + lat['note'][1:] + '.') if lat.get('note') else ''}</p>
-<p class="note">Backend: {esc(report['backend'])}. Calibration: {esc(str(report['calibration'].get('source')))},
-{report['calibration'].get('samples')} samples{floats}.</p>
+<b>Measured</b> {esc(report.evaluation.metric)} on {report.evaluation.data.samples} held-out samples
+({esc(report.evaluation.data.source)}): FP32 {res.fp32_score:.4f}, mix {res.score:.4f},
+drop {res.drop:.4f}{drop_line}.<br>
+<b>Latency</b> {esc(lat.kind)}, {esc(lat.target)} at batch {lat.batch}: mix
+{lat.mix_ms:.3f} ms; {', '.join(f"all-{k.value.upper()} {v:.3f} ms" for k, v in lat.all_ms.items())}.
+{esc(lat.note[:1].upper() + lat.note[1:] + '.') if lat.note else ''}</p>
+<p class="note">Backend: {esc(report.backend)}. Calibration: {esc(report.calibration.data.source)},
+{report.calibration.data.samples} samples{floats}.</p>
 <h2>Sensitivity ranking</h2><img alt="sensitivity ranking" src="{chart_sens}">
 <h2>Precision per unit</h2><img alt="precision per unit" src="{chart_units}">
 <table><tr><th>#</th><th>unit</th><th>precision</th><th>ONNX nodes</th><th>why</th></tr>{rows}</table>
@@ -202,7 +201,7 @@ drop {res['drop']:.4f}{drop_line}.<br>
 <h2>Verification log</h2><img alt="verification runs" src="{chart_steps}">
 <table><tr><th>#</th><th>lowered units</th><th>predicted noise</th><th>ms ({esc(lat_kind)})</th><th>measured</th>
 <th>meets budget</th><th>note</th></tr>{log_rows}</table>
-{proof_section(report)}
+{proof_section(res.confirmation, report.evaluation.data)}
 {chart_pareto}
 {realized_html}
 </body></html>

@@ -6,20 +6,19 @@ from __future__ import annotations
 import base64
 import html
 import io
-from collections.abc import Mapping
+import math
 from pathlib import Path
 
-from ..precision import Precision
+from ..artifacts import Confirmation, DataInfo
+from ..precision import Plan
 
 THUMBNAILS = 24
 THUMB_PX = 96
 
 
-def mix_text(counts: Mapping) -> str:
-    """``3 INT8 + 40 FP16 + 2 FP8`` from a step's per-precision counts (INT8 and FP16 always there)."""
-    return " + ".join(f"{counts[p.value]} {p.value.upper()}" for p in Precision
-                      if p is not Precision.FP32 and p.value in counts and (counts[p.value] or p in
-                                                                             (Precision.INT8, Precision.FP16)))
+def mix_text(plan: Plan) -> str:
+    """``3 INT8 + 40 FP16 + 2 FP8``: a mix's lowered units per precision (INT8 and FP16 always there)."""
+    return " + ".join(f"{n} {p.value.upper()}" for p, n in plan.counts().items())
 
 
 def _thumbnail(path: Path) -> str:
@@ -45,27 +44,26 @@ def _interval(low, high) -> str:
     return f"&ge; {low:.4f}" if high is None else f"{low:.4f}-{high:.4f}"
 
 
-def proof_section(report: Mapping) -> str:
-    conf = report["result"].get("confirmation")
-    if not conf:
+def proof_section(conf: Confirmation | None, evaluation: DataInfo) -> str:
+    """The section for a plan's confirmation on ``evaluation`` ('' when there was none)."""
+    if conf is None:
         return ""
     esc = html.escape
-    evaluation = report["evaluation"]
-    level = (f"one-sided bound at {conf['look_confidence']:.4g} per look (confidence {conf['confidence']} over all "
-             "looks)" if conf["confidence"] is not None else
-             f"the worst of the confirm part and its replicas; {conf['interval_confidence']:.0%} interval shown")
+    level = (f"one-sided bound at {conf.look_confidence:.4g} per look (confidence {conf.confidence} over all "
+             "looks)" if conf.confidence is not None else
+             f"the worst of the confirm part and its replicas; {conf.interval_confidence:.0%} interval shown")
     rows = "".join(
-        f"<tr><td>{i}</td><td>{mix_text(x)}</td><td>{x['latency_ms']:.4f}</td>"
-        f"<td>{x['score']:.4f}</td><td>{_interval(*x['interval'])}</td>"
-        f"<td>{(min(x['replicas']) if x['replicas'] else float('nan')):.4f}-"
-        f"{(max(x['replicas']) if x['replicas'] else float('nan')):.4f}</td><td>{_num(x['bound'])}</td>"
-        f"<td>{x['decision']:.4f}</td><td>{'yes' if x['passed'] else 'no'}</td></tr>"
-        for i, x in enumerate(conf["looks"], 1))
-    notes = "".join(f"<li>{esc(n)}</li>" for n in conf["limits"])
-    changed = conf["changed"]
+        f"<tr><td>{i}</td><td>{mix_text(x.plan)}</td><td>{x.estimated_ms:.4f}</td>"
+        f"<td>{x.score:.4f}</td><td>{_interval(x.low, None if math.isinf(x.high) else x.high)}</td>"
+        f"<td>{(min(x.replicas) if x.replicas else float('nan')):.4f}-"
+        f"{(max(x.replicas) if x.replicas else float('nan')):.4f}</td><td>{_num(x.bound)}</td>"
+        f"<td>{x.decision:.4f}</td><td>{'yes' if x.passed else 'no'}</td></tr>"
+        for i, x in enumerate(conf.looks, 1))
+    notes = "".join(f"<li>{esc(n)}</li>" for n in conf.limits)
+    changed = conf.changed
     samples = ""
     if changed:
-        folder = Path(str(evaluation.get("source", ""))) if evaluation.get("kind") == "images" else None
+        folder = Path(evaluation.source) if evaluation.kind == "images" else None
         cells = []
         for name in changed[:THUMBNAILS]:
             src = _thumbnail(folder / name) if folder is not None else ""
@@ -73,15 +71,15 @@ def proof_section(report: Mapping) -> str:
             cells.append(f'<figure style="display:inline-block;margin:4px">{img}<figcaption>{esc(name)}'
                          "</figcaption></figure>")
         more = f" and {len(changed) - THUMBNAILS} more" if len(changed) > THUMBNAILS else ""
-        samples = (f"<h3>Samples whose top-1 the mix changes ({len(changed)} of {evaluation['samples']})</h3>"
+        samples = (f"<h3>Samples whose top-1 the mix changes ({len(changed)} of {evaluation.samples})</h3>"
                    f"<div>{''.join(cells)}{esc(more)}</div>")
-    margin = "" if conf["margin"] is None else f", margin {conf['margin']:.4f}"
-    threshold = "" if conf["threshold"] is None else f"; it must reach {conf['threshold']:.4f}{margin}"
+    margin = "" if conf.margin is None else f", margin {conf.margin:.4f}"
+    threshold = "" if conf.threshold is None else f"; it must reach {conf.threshold:.4f}{margin}"
     return f"""<h2>Proof on held-out samples</h2>
-<p>The search selected on {conf['search_samples']} evaluation samples; the result was decided on the other
-{conf['confirm_samples']} and on {conf['replicas']} replicas of them with every input moved by up to
-{conf['jitter']:.2g} of its RMS (float32 rounding scale), standing in for another backend's arithmetic. The
-figure that decides: {esc(level)}; FP32 on the confirm part {conf['fp32_score']:.4f}{threshold}.</p>
+<p>The search selected on {conf.search_samples} evaluation samples; the result was decided on the other
+{conf.confirm_samples} and on {conf.replicas} replicas of them with every input moved by up to
+{conf.jitter:.2g} of its RMS (float32 rounding scale), standing in for another backend's arithmetic. The
+figure that decides: {esc(level)}; FP32 on the confirm part {conf.fp32_score:.4f}{threshold}.</p>
 <ul class="note">{notes}</ul>
 <table><tr><th>look</th><th>lowered units</th><th>ms</th><th>confirm score</th><th>interval</th>
 <th>replicas</th><th>bound</th><th>decision</th><th>meets budget</th></tr>{rows}</table>
