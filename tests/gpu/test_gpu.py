@@ -57,7 +57,7 @@ def test_engine_matches_onnxruntime(case, precision, min_cosine):
     delta.update(ort, trt, len(next(iter(feeds.values()))))
     for name, ref in ort.items():
         assert trt[name].shape == ref.shape and np.all(np.isfinite(trt[name]))
-    assert delta.result()["cosine"] >= min_cosine, precision
+    assert delta.result().cosine >= min_cosine, precision
 
 
 def test_profile_gives_positive_latency_for_every_unit(case):

@@ -50,5 +50,5 @@ def test_cosine_with_interval_matches_the_output_delta_definition():
     delta = OutputDelta()
     delta.update(ref, got, 64)
     measured = smooth_metric("cosine", got, ref, 64, 0.95, False)
-    assert measured.value == pytest.approx(delta.result()["cosine"], rel=1e-9)
+    assert measured.value == pytest.approx(delta.result().cosine, rel=1e-9)
     assert measured.low < measured.value < measured.high

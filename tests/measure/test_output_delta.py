@@ -7,13 +7,16 @@ import math
 import numpy as np
 import pytest
 
-from trt_mpq.measure.output_delta import METRICS, OutputDelta, severity
+from trt_mpq.artifacts import UnitResult
+from trt_mpq.measure.output_delta import METRICS, OutputDelta
 
 
 def _result(ref: dict, got: dict, samples: int) -> dict:
     d = OutputDelta()
     d.update(ref, got, samples)
-    return d.result()
+    result = d.result()
+    assert UnitResult.from_json(result.to_json()) == result
+    return result.to_json()
 
 
 def _scores(n=6, c=5, seed=0):
@@ -80,7 +83,8 @@ def test_integer_outputs_are_ignored():
     r = _result(ref, got, 2)
     assert "outputs" not in r  # only 'y' is compared
     assert r["max_abs"] == 0.0 and r["nmse"] == 0.0
-    assert _result({"ids": ref["ids"]}, {"ids": got["ids"]}, 2) == {}
+    assert _result({"ids": ref["ids"]}, {"ids": got["ids"]}, 2) == {"cosine": None, "sqnr_db": None, "nmse": None,
+                                                                     "max_abs": None}
 
 
 def test_streaming_equals_one_batch():
@@ -92,7 +96,7 @@ def test_streaming_equals_one_batch():
     streamed = OutputDelta()
     for lo, hi in [(0, 3), (3, 4), (4, 9), (9, 10)]:
         streamed.update({k: v[lo:hi] for k, v in ref.items()}, {k: v[lo:hi] for k, v in got.items()}, hi - lo)
-    part = streamed.result()
+    part = streamed.result().to_json()
     assert set(part) == set(whole)
     for metric in METRICS:
         assert part[metric] == pytest.approx(whole[metric], rel=1e-9)
@@ -186,7 +190,7 @@ def test_all_zero_reference_is_not_hidden_from_the_worst_sqnr():
 
 
 def test_empty_delta_reports_nothing():
-    assert OutputDelta().result() == {}
+    assert OutputDelta().result() == UnitResult(None, None, None, None)
 
 
 def test_nonfinite_outputs_are_counted_and_null_the_metrics():
@@ -200,6 +204,10 @@ def test_nonfinite_outputs_are_counted_and_null_the_metrics():
     assert r["outputs"]["y"]["nonfinite"] == 2 and "nonfinite" not in r["outputs"]["z"]
     assert r["outputs"]["z"]["nmse"] == 0.0
     assert 0.0 <= r["top1_agreement"] <= 1.0
+
+
+def severity(result: dict) -> float:
+    return UnitResult.from_json(result).severity
 
 
 def test_severity_orders_nonfinite_first_then_nmse():

@@ -20,7 +20,6 @@ import numpy as np
 from ..artifacts import UnitResult
 
 METRICS = ("cosine", "sqnr_db", "nmse", "max_abs", "top1_agreement")
-_WORST = {"cosine": min, "sqnr_db": min, "nmse": max, "max_abs": max, "top1_agreement": min}
 
 
 class _OutputDelta:
@@ -52,12 +51,10 @@ class _OutputDelta:
             self.agree += int(np.sum(np.argmax(r, axis=1) == np.argmax(g, axis=1)))
             self.classified += r.shape[0]
 
-    def result(self) -> dict[str, float | None]:
+    def result(self) -> UnitResult:
+        top1 = self.agree / self.classified if self.classified else None
         if self.nonfinite:
-            out = {"cosine": None, "sqnr_db": None, "nmse": None, "max_abs": None, "nonfinite": self.nonfinite}
-            if self.classified:
-                out["top1_agreement"] = self.agree / self.classified
-            return out
+            return UnitResult(None, None, None, None, top1, self.nonfinite)
         if self.err2 == 0:
             nmse, sqnr = 0.0, None  # identical outputs: infinite SQNR, written as null
         elif self.ref2 == 0:
@@ -69,15 +66,7 @@ class _OutputDelta:
             cosine = 1.0 if self.ref2 == self.got2 else 0.0
         else:
             cosine = self.dot / math.sqrt(self.ref2 * self.got2)
-        out: dict[str, float | None] = {
-            "cosine": cosine,
-            "sqnr_db": sqnr,
-            "nmse": nmse,
-            "max_abs": self.max_abs,
-        }
-        if self.classified:
-            out["top1_agreement"] = self.agree / self.classified
-        return out
+        return UnitResult(cosine, sqnr, nmse, self.max_abs, top1)
 
 
 class OutputDelta:
@@ -91,40 +80,23 @@ class OutputDelta:
             if np.issubdtype(r.dtype, np.floating):
                 self.outputs.setdefault(name, _OutputDelta()).update(r, got[name], samples)
 
-    def result(self) -> dict:
+    def result(self) -> UnitResult:
+        """The worst of each metric over the outputs (each output's own result inside, when there are several);
+        every metric None when no float output was compared."""
         per = {name: acc.result() for name, acc in self.outputs.items()}
-        out: dict = {}
-        nonfinite = sum(p.get("nonfinite", 0) for p in per.values())
+        if not per:
+            return UnitResult(None, None, None, None)
+        outputs = per if len(per) > 1 else {}
+        agree = [r.top1_agreement for r in per.values() if r.top1_agreement is not None]
+        nonfinite = sum(r.nonfinite for r in per.values())
         if nonfinite:
-            out = {"cosine": None, "sqnr_db": None, "nmse": None, "max_abs": None, "nonfinite": nonfinite}
-            agree = [p["top1_agreement"] for p in per.values() if "top1_agreement" in p]
-            if agree:
-                out["top1_agreement"] = min(agree)
-            if len(per) > 1:
-                out["outputs"] = per
-            return out
-        for metric in METRICS:
-            values = [p[metric] for p in per.values() if metric in p]
-            if not values:
-                continue
-            if metric == "sqnr_db" and any(v is None for v in values):
-                # null means +inf (identical output) unless that output's nmse is null too (error on a zero
-                # reference, -inf): then the worst SQNR is unknown and stays null.
-                worst_unknown = any(p.get("nmse") is None for p in per.values())
-                finite = [v for v in values if v is not None]
-                out[metric] = None if worst_unknown or not finite else min(finite)
-            elif metric == "nmse" and any(v is None for v in values):
-                out[metric] = None
-            else:
-                out[metric] = _WORST[metric](values)
-        if len(per) > 1:
-            out["outputs"] = per
-        return out
-
-    def record(self) -> UnitResult:
-        return UnitResult.from_json(self.result())
-
-
-def severity(result: dict) -> float:
-    """Sort key of a result's JSON, larger = more sensitive (``UnitResult.severity``)."""
-    return UnitResult.from_json(result).severity
+            return UnitResult(None, None, None, None, min(agree) if agree else None, nonfinite, outputs=outputs)
+        values = {m: [getattr(r, m) for r in per.values()] for m in ("cosine", "max_abs")}
+        sqnrs, nmses = [r.sqnr_db for r in per.values()], [r.nmse for r in per.values()]
+        # a null SQNR means +inf (identical output) unless that output's nmse is null too (error on a zero
+        # reference, -inf): then the worst SQNR is unknown and stays null
+        finite = [v for v in sqnrs if v is not None]
+        sqnr = None if any(v is None for v in nmses) or not finite else min(finite)
+        nmse = None if any(v is None for v in nmses) else max(nmses)
+        return UnitResult(min(values["cosine"]), sqnr, nmse, max(values["max_abs"]), min(agree) if agree else None,
+                          outputs=outputs)

@@ -211,7 +211,7 @@ def measure_unit(sub: onnx.ModelProto, unit: Unit, precisions: Sequence[Precisio
                 deltas[p].update(ref, {**ref, **session.run(feeds, produced)}, count)
     results = {}
     for p in precisions:
-        result = deltas[p].record()
+        result = deltas[p].result()
         methods = ranges.methods_for(p) if p.quantized else {}
         chosen = {t: methods[t] for t in unit.activations if t in methods}
         if ranges.calibrator == "auto" and chosen:
@@ -241,7 +241,7 @@ def measure_naive(model: LoadedModel, units: Sequence[Unit], pairs: Sequence[tup
                     feeds = dataset.take(lo, hi)
                     ref = refs[k] if refs is not None else fp32.run(feeds)
                     delta.update(ref, session.run(feeds), hi - lo)
-            results[(unit.name, precision.value)] = delta.result()
+            results[(unit.name, precision.value)] = delta.result().to_json()
             progress.advance()
     return results
 

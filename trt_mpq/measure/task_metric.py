@@ -169,8 +169,8 @@ class Evaluator:
         delta.update(reference, outputs, self.data.num_samples)
         result = delta.result()
         if self.metric is TaskMetric.COSINE:
-            return result["cosine"] if result["cosine"] is not None else -1.0
-        sqnr = result["sqnr_db"]
-        if result.get("nonfinite"):
+            return result.cosine if result.cosine is not None else -1.0
+        sqnr = result.sqnr_db
+        if result.nonfinite:
             return -SQNR_CEILING
         return SQNR_CEILING if sqnr is None else min(sqnr, SQNR_CEILING)
