@@ -12,7 +12,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..precision import Plan, Precision
 from .analysis import Calibration, DataInfo, UnitResult
-from .record import Record, empty, keep, none
+from .record import Record, always, empty, keep, none
 
 PLAN_SCHEMA = "trt-mpq/plan/1"
 
@@ -76,11 +76,11 @@ class VerificationStep(Record):
 
     plan: Plan
     kind: StepKind = keep(key="note")
-    noise_budget: float | None = None
-    predicted_noise: float = 0.0
-    estimated_ms: float = keep(key="latency_ms", round=4, default=0.0)  # under the cost model
-    score: float = 0.0  # what the search decided on (the smooth surrogate of a top-1 metric)
-    passed: bool = False
+    noise_budget: float | None
+    predicted_noise: float
+    estimated_ms: float = keep(key="latency_ms", round=4)  # latency of the mix under the cost model
+    score: float  # what the search decided on (the smooth surrogate of a top-1 metric)
+    passed: bool
     exact: float | None = None  # the exact metric on the same samples, where it differs from ``score``
 
     @property
@@ -112,12 +112,12 @@ class Look(Record):
     plan: Plan
     estimated_ms: float = keep(key="latency_ms", round=4)
     score: float = keep()  # on the confirm part as given
-    low: float = keep(lambda _: True)  # its interval (one-sided: the lower bound, high is +inf)
-    high: float = keep(lambda _: True)
-    replicas: tuple[float, ...] = ()  # on each jittered replica
-    bound: float | None = None  # with a confidence level: the worst lower bound, which decides
-    passed: bool = False
-    changed: tuple[int, ...] = keep(lambda _: True, default=())  # confirm samples whose top-1 differs from FP32's
+    low: float = keep(always)  # its interval (one-sided: the lower bound, high is +inf), written as "interval"
+    high: float = keep(always)
+    replicas: tuple[float, ...]  # on each jittered replica
+    bound: float | None  # with a confidence level: the worst lower bound, which decides
+    passed: bool
+    changed: tuple[int, ...] = keep(always, default=())  # confirm samples whose top-1 differs from FP32's
 
     @property
     def worst(self) -> float:
@@ -211,6 +211,7 @@ class LatencySummary(Record):
     note: str = keep(empty, default="")  # why a faster uniform mix (all-FP16) was not the answer, when one is
     tf32: bool | None = None  # the engine's TF32 flag: on, off (--noTF32), None: no GEMM stays FP32
 
+
 @dataclass(frozen=True)
 class PlannedUnit(Record):
     name: str
@@ -234,8 +235,8 @@ class PlanReport(Record):
     """Everything ``plan`` decided and measured. plan.json is this without the latency summary, which is an
     estimate or an import, not part of the decision's proof; report.json has it all."""
 
-    model_path: str = keep(lambda _: True)  # written as "model": {"path", "sha256"}
-    model_sha256: str = keep(lambda _: True)
+    model_path: str = keep(always)  # written as "model": {"path", "sha256"}
+    model_sha256: str = keep(always)
     evaluation: Evaluation
     calibration: Calibration
     budget: Budget

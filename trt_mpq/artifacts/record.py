@@ -31,6 +31,11 @@ def none(value: Any) -> bool:
     return value is None
 
 
+def always(value: Any) -> bool:
+    """``omit`` predicate: never written under its own name (the record writes it its own way)."""
+    return True
+
+
 def keep(omit: typing.Callable[[Any], bool] | None = None, key: str | None = None, round: int | None = None,
          flatten: bool = False, default: Any = dataclasses.MISSING, default_factory: Any = dataclasses.MISSING
          ) -> Any:
