@@ -129,3 +129,30 @@ class ToyBackend(ReferenceBackend):
 
     def describe(self) -> str:
         return f"toy level {self.options.level}"
+
+
+class SlowBackend(OnnxRuntimeBackend):
+    """ONNX Runtime, each run made to last at least ``delay`` seconds: a job lasts long enough for a test to
+    kill the worker running it. Travels to Ray workers by value (the test registers this module)."""
+
+    delay = 0.15
+
+    def compile(self, model, weights=None):
+        import time
+
+        session = super().compile(model, weights)
+        run = session.run
+
+        def slow(feeds, outputs=None):
+            time.sleep(self.delay)
+            return run(feeds, outputs)
+
+        session.run = slow
+        return session
+
+
+class FailingBackend(OnnxRuntimeBackend):
+    """ONNX Runtime that cannot compile anything, as a worker without the right library would say."""
+
+    def compile(self, model, weights=None):
+        raise BackendError("the worker's backend cannot load the model: it is a test.")

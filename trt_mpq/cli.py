@@ -186,6 +186,12 @@ def _analysis_args(p: argparse.ArgumentParser, command: str) -> None:
                    "every sample; INT8, FP8 and INT4 always use every sample")
     p.add_argument("--batch", type=_positive, default=d.batch, metavar="B", help=f"batch size (default {d.batch})")
     p.add_argument("--seed", type=int, default=d.seed, metavar="S", help="seed for generated data (default 0)")
+    p.add_argument("--workers", type=_positive, metavar="N", help="spread the analysis over a local Ray cluster "
+                   "of N single-threaded workers (pip install 'trt-mpq[ray]'); the results are the same as in one "
+                   "process. Default: one process, every core")
+    p.add_argument("--ray-address", metavar="ADDRESS", help="spread it over a running Ray cluster instead (an "
+                   "address, or auto: the one 'ray start' made here; RAY_ADDRESS works too). The driver ships the "
+                   "model, weights and data: workers need trt-mpq installed, not the files")
     p.add_argument("--quiet", action="store_true", help="no progress or log lines, only the results")
     add_backend_flags(p, command)
 
@@ -234,7 +240,8 @@ def _analyze_options(args: argparse.Namespace) -> AnalyzeOptions:
                           precisions=Precision.parse_list(args.precisions), calibrator=args.calibrator,
                           weight_scales=args.weight_scales, bias_correction=args.bias_correction,
                           int4_block=args.int4_block, backend=args.backend, backend_options=backend_options(args),
-                          samples=args.samples, float_samples=args.float_samples, batch=args.batch, seed=args.seed)
+                          samples=args.samples, float_samples=args.float_samples, batch=args.batch, seed=args.seed,
+                          workers=args.workers, ray_address=args.ray_address)
 
 
 def _plan_options(args: argparse.Namespace) -> PlanOptions:

@@ -4,7 +4,9 @@ import pytest
 import builders
 from fakes import CountingBackend
 from trt_mpq.data.datasets import generated_dataset
-from trt_mpq.measure.sensitivity import Settings, collect, downstream_model, unit_regions
+from trt_mpq.executors import Serial
+from trt_mpq.measure.fp32_pass import fp32_pass
+from trt_mpq.measure.sensitivity import Settings, downstream_model, unit_regions
 from trt_mpq.measure.store import ActivationStore
 from trt_mpq.measure.thresholds import (
     _Reference,
@@ -44,16 +46,20 @@ def fanout(tmp_path):
     store = ActivationStore(tmp_path / "store")
     backend = CountingBackend("none")
     regions = {r.unit.name: r for r in unit_regions(model.proto, table.units, table.units)}
-    ranges = collect(model, table, list(regions.values()), data, backend, settings, store, Progress())
     skeleton, weights = split_weights(model.proto, min_bytes=64)
-    return (skeleton, weights, table.units, lambda u: downstream_model(skeleton, regions[u.name], store), ranges,
-            store, backend, len(data.spans(4)), [o.name for o in model.proto.graph.output])
+    outputs = [o.name for o in model.proto.graph.output]
+    kept = list(dict.fromkeys([n for r in regions.values() for n in r.frontier] + outputs))
+    executor = Serial()
+    ranges, layout = fp32_pass(model, skeleton, weights, table, kept, data, backend, settings, store, executor,
+                               Progress())
+    return (executor, weights, table.units, lambda u: downstream_model(skeleton, regions[u.name], layout), ranges,
+            store, backend, len(data.spans(4)), outputs)
 
 
 def test_a_shared_tensor_gets_the_threshold_its_first_reader_measures_least_harmful(fanout):
-    skeleton, weights, units, downstream, ranges, store, backend, batches, outputs = fanout
-    chosen = choose_thresholds(skeleton, weights, units, downstream, ranges, (Precision.INT8,), backend, store,
-                               batches, outputs)
+    executor, weights, units, downstream, ranges, store, backend, batches, outputs = fanout
+    chosen = choose_thresholds(units, downstream, ranges, (Precision.INT8,), batches, outputs, executor,
+                               [backend, weights])
     readers = {}
     for u in units:
         for t in u.activations:
@@ -71,10 +77,9 @@ def test_a_shared_tensor_gets_the_threshold_its_first_reader_measures_least_harm
 
 
 def test_tensors_whose_candidates_agree_take_max_without_running_anything(fanout):
-    skeleton, weights, units, downstream, ranges, store, _, batches, outputs = fanout
+    executor, weights, units, downstream, ranges, store, _, batches, outputs = fanout
     flat = {t: {m: 1.0 for m in c} for t, c in ranges.candidates.items()}  # every method the same threshold
     counting = CountingBackend("none")
-    chosen = choose_thresholds(skeleton, weights, units, downstream,
-                               type(ranges)(**{**ranges.__dict__, "candidates": flat}), (Precision.INT8,), counting,
-                               store, batches, outputs)
+    chosen = choose_thresholds(units, downstream, type(ranges)(**{**ranges.__dict__, "candidates": flat}),
+                               (Precision.INT8,), batches, outputs, executor, [counting, weights])
     assert counting.compiled == 0 and set(chosen.methods.values()) == {"max"}

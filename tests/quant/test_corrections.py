@@ -10,8 +10,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from trt_mpq.network.units import find_units
 from trt_mpq.precision import Plan, Precision
+from trt_mpq.quant.collector import RangeCollector
 from trt_mpq.quant.lower import lower
-from trt_mpq.quant.ranges import INT8_MAX, RangeCollector, weight_scales
+from trt_mpq.quant.ranges import INT8_MAX, weight_scales
 
 
 def _conv(depthwise: bool, bias: bool):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from trt_mpq.errors import ConfigError
+from trt_mpq.quant.collector import RangeCollector
 from trt_mpq.quant.ranges import (
     CALIBRATORS,
     FP16_MAX,
@@ -15,7 +16,6 @@ from trt_mpq.quant.ranges import (
     INT8_MAX,
     AbsHistogram,
     AbsMax,
-    RangeCollector,
     Ranges,
     check_calibrator,
     entropy_threshold,

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
+
+WORKER_ENV = "TRT_MPQ_WORKER"  # set in the jobs of a Ray cluster (``executors``)
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,14 @@ class RunFolder:
     build_log = property(lambda self: self.root / "build.log")
     build = property(lambda self: self.root / "build.json")
     timing_cache = property(lambda self: self.root / "timing.cache")  # shared by every TensorRT build of the run
+
+    def timing_cache_of_gpu(self) -> Path:
+        """The timing cache of the GPU this process builds on: a Ray worker (``WORKER_ENV`` set) sees its one
+        device in CUDA_VISIBLE_DEVICES and keeps a cache of its own; anything else shares ``timing_cache``."""
+        device = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+        if os.environ.get(WORKER_ENV) and device and "," not in device:
+            return self.root / f"timing.gpu{device}.cache"
+        return self.timing_cache
 
     def check_writable(self) -> None:
         if self.root.exists() and not self.root.is_dir():

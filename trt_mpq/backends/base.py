@@ -70,6 +70,7 @@ class Capabilities:
     latency_is_deployment: bool = False  # ... and they are the deployment target's
     tf32_per_unit: bool = True  # a TF32 mark changes only its node (False: the whole engine, as on TensorRT)
     builds_engines: bool = False  # ``engine_builder`` gives an ``EngineBuilder``
+    gpu: bool = False  # runs on a GPU: a job spread over a cluster asks for one
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,18 @@ class Backend(ABC):
     def versions(self) -> dict[str, str]:
         """The libraries whose versions can change its numbers, for the analysis record."""
         return {}
+
+    def init_args(self) -> tuple:
+        """What recreates this backend in another process (its options; the libraries load there)."""
+        return (getattr(self, "options", None),)
+
+    def __reduce__(self):
+        return (type(self), self.init_args())
+
+    def with_threads(self, threads: int) -> Backend:
+        """The same backend using at most ``threads`` CPU threads per session (a worker of a cluster has one
+        core); the numbers do not change. Backends without a CPU thread setting return themselves."""
+        return self
 
     def record(self) -> BackendRecord:
         return BackendRecord(self.name, self.describe(), self.options_json())

@@ -29,7 +29,7 @@ regions, and its latencies are a GPU's under ONNX Runtime, not TensorRT's.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import onnx
@@ -90,6 +90,7 @@ class OnnxRuntimeBackend(Backend):
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     device = "this machine (CPU emulation, not a GPU)"
     _exact = True  # the CPU provider's kernels do not depend on where the graph is cut
+    _gpu = False
 
     def __init__(self, options: OnnxRuntimeOptions | None = None, context: BackendContext | None = None) -> None:
         options = options or OnnxRuntimeOptions()
@@ -105,10 +106,14 @@ class OnnxRuntimeBackend(Backend):
         self.options = options
         # ORT_DISABLE_ALL runs the same kernel for a node wherever the graph is cut; "all" picks per cut
         self.capabilities = Capabilities(self.device, exact_regions=self._exact and options.optimize == "none",
-                                         profiles_layers=True)
+                                         profiles_layers=True, gpu=self._gpu)
 
     def options_json(self) -> dict:
         return self.options.to_json()
+
+    def with_threads(self, threads: int) -> OnnxRuntimeBackend:
+        # the CPU provider's kernels split work over threads without changing any sum's order
+        return type(self)(replace(self.options, threads=threads))
 
     def versions(self) -> dict[str, str]:
         return {"onnxruntime": self._ort.__version__}
@@ -184,3 +189,4 @@ class OnnxRuntimeCudaBackend(OnnxRuntimeBackend):
     providers = ("CUDAExecutionProvider", "CPUExecutionProvider")
     device = "this machine's NVIDIA GPU through ONNX Runtime's CUDA provider (not TensorRT)"
     _exact = False
+    _gpu = True

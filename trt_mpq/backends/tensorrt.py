@@ -13,8 +13,7 @@ Precision lives in the graph (Q/DQ and Cast), so every engine is strongly typed:
 are; on 10.x the network is created with the STRONGLY_TYPED flag. TF32 is off, so FP32 units are true FP32,
 unless the model marks TF32 units (the lowering's metadata): then it is on, for every FP32 GEMM of the engine.
 Per-unit probe engines (the sensitivity loop) use a low builder optimisation level; the plan's verification,
-latency profiling and the final engine use TensorRT's default level. Every build of a run shares one timing
-cache file.
+latency profiling and the final engine use TensorRT's default level. Builds on one GPU share a timing cache.
 """
 
 from __future__ import annotations
@@ -184,7 +183,7 @@ class TensorRTBackend(Backend, EngineBuilder):
     # fused engines: a region's engine fuses and picks tactics on its own, so regions are not bit-exact;
     # BuilderFlag.TF32 is global: a probe engine would run every FP32 GEMM in TF32
     capabilities = Capabilities("this GPU", exact_regions=False, profiles_layers=True, latency_is_deployment=True,
-                                tf32_per_unit=False, builds_engines=True)
+                                tf32_per_unit=False, builds_engines=True, gpu=True)
 
     def __init__(self, options: TensorRTOptions | None = None, context: BackendContext | None = None) -> None:
         missing = probe()
@@ -192,14 +191,16 @@ class TensorRTBackend(Backend, EngineBuilder):
             raise BackendError(missing)
         import tensorrt as trt
 
-        self._trt = trt
-        options, context = options or TensorRTOptions(), context or BackendContext()
+        self._trt, self.options, self.context = trt, options or TensorRTOptions(), context or BackendContext()
+        options, context = self.options, self.context
         chosen = options.final_opt_level if context.final else options.probe_opt_level
         opt_level = chosen if chosen is not None else FINAL_OPT_LEVEL if context.final else PROBE_OPT_LEVEL
-        cache = RunFolder(context.run_dir).timing_cache if context.run_dir is not None else None
+        cache = RunFolder(context.run_dir).timing_cache_of_gpu() if context.run_dir is not None else None
         self.log_dir = RunFolder(context.run_dir).work if context.run_dir is not None else None
         self.settings = BuildSettings(opt_level, cache, False, context.max_batch)
         self.settings.check()
+
+    init_args = lambda self: (self.options, self.context)  # noqa: E731 - what a Ray worker rebuilds it from
 
     def options_json(self) -> dict:
         return {"opt_level": self.settings.opt_level}  # the level this backend's engines are built at

@@ -11,6 +11,7 @@ from ..backends import BackendContext, open_backend
 from ..data.datasets import Dataset, generated_dataset, load_dataset
 from ..data.images import load_preprocess
 from ..errors import ConfigError
+from ..executors import open_executor
 from ..measure import sensitivity
 from ..measure.sensitivity import FLOAT_SAMPLES
 from ..network.model import LoadedModel, load_model, parse_shapes
@@ -49,6 +50,8 @@ class AnalyzeOptions:
     float_samples: int | str = "auto"  # FP16/BF16/TF32 measured on: auto (a spread quarter, >= 16), all, or N
     batch: int = 8
     seed: int = 0
+    workers: int | None = None  # a local Ray cluster of that many single-threaded workers; None: this process
+    ray_address: str | None = None  # or a running Ray cluster ("auto": the local one); RAY_ADDRESS works too
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise the accepted forms once, here
@@ -66,6 +69,8 @@ class AnalyzeOptions:
             raise ConfigError("--samples must be at least 1.")
         if self.batch < 1:
             raise ConfigError("--batch must be at least 1.")
+        if self.workers is not None and self.workers < 1:
+            raise ConfigError("--workers must be at least 1.")
         if self.int4_block < 16 or self.int4_block & (self.int4_block - 1):
             raise ConfigError(f"--int4-block must be a power of two of at least 16 (e.g. 128), not {self.int4_block}.")
         if self.calib is None and self.preprocess:
@@ -118,4 +123,8 @@ def analyze(model: str | Path, out: str | Path, options: AnalyzeOptions = Analyz
     progress.log(f"calibration: {data.source}, {data.num_samples} samples")
     settings = sensitivity.Settings(options.precisions, options.calibrator, options.batch, options.weight_scales,
                                     options.bias_correction, options.int4_block, options.float_samples)
-    return sensitivity.analyze(loaded, data, chosen.backend, folder.root, settings, progress)
+    with open_executor(options.workers, options.ray_address) as executor:
+        if executor.workers > 1 or options.workers or options.ray_address:
+            progress.log(f"jobs run {executor.where}")
+        return sensitivity.analyze(loaded, data, chosen.backend, folder.root, settings, progress,
+                                   executor=executor)

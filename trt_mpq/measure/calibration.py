@@ -16,7 +16,8 @@ from ..network.units import Unit
 from ..precision import Precision
 from ..progress import Progress
 from ..quant.bias import CHANNEL_AXIS
-from ..quant.ranges import RangeCollector, Ranges
+from ..quant.collector import RangeCollector
+from ..quant.ranges import Ranges
 
 
 def channel_axes(units: Sequence[Unit]) -> dict[str, int]:
@@ -32,14 +33,15 @@ def int8_weights(model: onnx.ModelProto, units: Sequence[Unit]) -> dict[str, tup
             if u.weight in inits and Precision.INT8 in u.allowed}
 
 
-def probe_model(model: LoadedModel, names: Sequence[str]) -> tuple[onnx.ModelProto, list[str]]:
-    """The model with ``names`` made outputs too (typed: TensorRT's parser wants them), and which of them a
-    run can return (graph inputs are fed, not computed)."""
+def probe_model(model: LoadedModel, names: Sequence[str], proto: onnx.ModelProto | None = None
+                ) -> tuple[onnx.ModelProto, list[str]]:
+    """The model (or ``proto``, its graph with placeholders for weights) with ``names`` made outputs too
+    (typed: TensorRT's parser wants them), and which of them a run can return (graph inputs are fed)."""
     graph_inputs = {i.name for i in model.proto.graph.input}
     outputs = {o.name for o in model.proto.graph.output}
     fetch = [n for n in dict.fromkeys(names) if n not in graph_inputs]
     probe = onnx.ModelProto()
-    probe.CopyFrom(model.proto)
+    probe.CopyFrom(proto if proto is not None else model.proto)
     elem = {k: v for k, v in model.tensors.types.items() if v}
     for name in fetch:
         if name not in outputs:

@@ -14,12 +14,44 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..artifacts import UnitResult
 
 METRICS = ("cosine", "sqnr_db", "nmse", "max_abs", "top1_agreement")
+
+
+@dataclass(frozen=True)
+class BatchDelta:
+    """One batch's contribution to one output's metrics: what a measurement sends back from wherever it ran.
+    Folding these in batch order gives the same floats as comparing the batches one after another here."""
+
+    ref2: float
+    err2: float
+    dot: float
+    got2: float
+    max_abs: float
+    agree: int = 0
+    classified: int = 0
+    nonfinite: int = 0
+
+    @classmethod
+    def of(cls, ref: np.ndarray, got: np.ndarray) -> BatchDelta:
+        r = ref.astype(np.float64, copy=False)
+        g = got.astype(np.float64, copy=False)
+        bad = ~np.isfinite(g)
+        nonfinite = 0
+        if bad.any():
+            nonfinite = int(bad.sum())
+            g = np.where(bad, 0.0, g)  # keep the finite part measurable; the count says what happened
+        d = g - r
+        agree = classified = 0
+        if r.ndim == 2 and r.shape[1] >= 2 and np.issubdtype(ref.dtype, np.floating):
+            agree, classified = int(np.sum(np.argmax(r, axis=1) == np.argmax(g, axis=1))), r.shape[0]
+        return cls(float(np.sum(r * r)), float(np.sum(d * d)), float(np.sum(r * g)), float(np.sum(g * g)),
+                   float(np.max(np.abs(d))) if d.size else 0.0, agree, classified, nonfinite)
 
 
 class _OutputDelta:
@@ -33,23 +65,15 @@ class _OutputDelta:
         self.classified = 0
         self.nonfinite = 0
 
-    def update(self, ref: np.ndarray, got: np.ndarray, samples: int) -> None:
-        r = ref.astype(np.float64, copy=False)
-        g = got.astype(np.float64, copy=False)
-        bad = ~np.isfinite(g)
-        if bad.any():
-            self.nonfinite += int(bad.sum())
-            g = np.where(bad, 0.0, g)  # keep the finite part measurable; the count says what happened
-        d = g - r
-        self.ref2 += float(np.sum(r * r))
-        self.err2 += float(np.sum(d * d))
-        self.dot += float(np.sum(r * g))
-        self.got2 += float(np.sum(g * g))
-        if d.size:
-            self.max_abs = max(self.max_abs, float(np.max(np.abs(d))))
-        if r.ndim == 2 and r.shape[1] >= 2 and np.issubdtype(ref.dtype, np.floating):
-            self.agree += int(np.sum(np.argmax(r, axis=1) == np.argmax(g, axis=1)))
-            self.classified += r.shape[0]
+    def add(self, b: BatchDelta) -> None:
+        self.nonfinite += b.nonfinite
+        self.ref2 += b.ref2
+        self.err2 += b.err2
+        self.dot += b.dot
+        self.got2 += b.got2
+        self.max_abs = max(self.max_abs, b.max_abs)
+        self.agree += b.agree
+        self.classified += b.classified
 
     def result(self) -> UnitResult:
         top1 = self.agree / self.classified if self.classified else None
@@ -75,10 +99,18 @@ class OutputDelta:
     def __init__(self) -> None:
         self.outputs: dict[str, _OutputDelta] = {}
 
+    @staticmethod
+    def compare(ref: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray]) -> dict[str, BatchDelta]:
+        """One batch's contribution, per float output (``add`` folds it in)."""
+        return {name: BatchDelta.of(r, got[name]) for name, r in ref.items() if np.issubdtype(r.dtype, np.floating)}
+
+    def add(self, batch: Mapping[str, BatchDelta]) -> None:
+        """Fold in one batch (batches in order: float sums depend on it)."""
+        for name, b in batch.items():
+            self.outputs.setdefault(name, _OutputDelta()).add(b)
+
     def update(self, ref: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray], samples: int) -> None:
-        for name, r in ref.items():
-            if np.issubdtype(r.dtype, np.floating):
-                self.outputs.setdefault(name, _OutputDelta()).update(r, got[name], samples)
+        self.add(self.compare(ref, got))
 
     def result(self) -> UnitResult:
         """The worst of each metric over the outputs (each output's own result inside, when there are several);

@@ -18,16 +18,18 @@ every sample through the whole network) for less work:
    sample to the next: by default they are measured on a spread quarter of the batches (at least 16
    samples), which ranks the units as all of them do (``FLOAT_SAMPLES``); the record says how many.
 5. Each result is journalled as soon as it is measured; a rerun with the same settings skips it.
+
+Every step is a set of independent jobs (``measure.jobs``) that an executor runs here, one after another,
+or spread over a Ray cluster (``executors``); results fold in a fixed order, so the answer is the same.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,23 +40,24 @@ from .. import __version__
 from ..artifacts import AnalysedUnit, Analysis, Calibration, ModelInfo, RunFolder, UnitResult
 from ..backends import Backend
 from ..data.datasets import Dataset
+from ..executors import Executor, Serial
 from ..files import atomic_write_json
 from ..network.graph import consumers, descendants, extract_region, region_inputs
 from ..network.model import LoadedModel
 from ..network.units import Unit, UnitTable, find_units
-from ..network.weights import Weights, split_weights
+from ..network.weights import split_weights
 from ..precision import Plan, Precision
 from ..progress import Progress
 from ..quant.lower import lower
-from ..quant.ranges import FP16_MAX, INT4_BLOCK, RangeCollector, Ranges
-from .calibration import channel_axes, int8_weights, probe_model
+from ..quant.ranges import FP16_MAX, INT4_BLOCK, Ranges
+from .fp32_pass import Layout, fp32_pass
+from .jobs import ROUNDINGS, MeasureJob, measure_batches, release_sessions
 from .journal import Journal
 from .output_delta import OutputDelta
-from .store import ActivationStore, BatchReader
+from .store import ActivationStore
 from .thresholds import choose_thresholds, spread
 
 METRICS_VERSION = 3  # part of the resume key: results measured under other metric definitions are not reused
-ROUNDINGS = (Precision.FP16, Precision.BF16, Precision.TF32)  # no calibration: the format's rounding alone
 FLOAT_SAMPLES = ("auto", "all")  # --float-samples: a spread quarter (at least 16), every sample, or a number
 
 @dataclass(frozen=True)
@@ -98,14 +101,6 @@ def unit_regions(model: onnx.ModelProto, units: Sequence[Unit], all_units: Seque
     return out
 
 
-def observed_tensors(model: onnx.ModelProto, units: Sequence[Unit]) -> list[str]:
-    """Tensors whose |x| maxima are recorded: what each unit reads and hands on. Values inside a fused unit
-    are not recorded (they would multiply the FP32 pass's memory); constants are checked directly."""
-    consts = {t.name for t in model.graph.initializer}
-    names = dict.fromkeys(n for u in units for n in (*u.inputs, *u.outputs))
-    return [n for n in names if n not in consts]
-
-
 def fp16_overflow(model: onnx.ModelProto, unit: Unit, ranges: Ranges) -> list[str]:
     """Tensors and constants of a unit whose magnitude exceeds the FP16 range (65504)."""
     by_name = {n.name: n for n in model.graph.node}
@@ -139,85 +134,27 @@ def _run_key(model: LoadedModel, dataset: Dataset, backend: Backend, settings: S
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def collect(model: LoadedModel, table: UnitTable, regions: list[UnitRegion], dataset: Dataset, backend: Backend,
-            settings: Settings, store: ActivationStore, progress: Progress) -> Ranges:
-    """FP32 pass: fill the activation store (frontiers + reference outputs) and calibrate ranges."""
-    outputs = [o.name for o in model.proto.graph.output]
-    stored = list(dict.fromkeys([n for r in regions for n in r.frontier] + outputs))
-    observed = observed_tensors(model.proto, table.units)
-    # thresholds for the activations a quantized precision will be measured on
-    quantized = list(dict.fromkeys(a for u in table.units for p in (Precision.INT8, Precision.FP8)
-                                   if p in settings.precisions and p in u.allowed for a in u.activations))
-    collector = RangeCollector(settings.calibrator, observed, quantized, channel_axes(table.units),
-                               settings.weight_scales, settings.bias_correction)
-    probe, fetched = probe_model(model, stored + observed)
-    extra = [n for n in fetched if n not in outputs]
-    spans = dataset.spans(settings.batch)
-    progress.start("FP32 reference and ranges", len(spans) * (2 if collector.needs_histograms else 1))
-    store.reset()
-    with backend.compile(probe) as session:
-        for b, (lo, hi) in enumerate(spans):
-            feeds = dataset.take(lo, hi)
-            values = {**feeds, **session.run(feeds, outputs + extra)}
-            collector.update_shapes(values, hi - lo)
-            collector.update_max(values)
-            store.write(b, {n: values[n] for n in stored})
-            progress.advance()
-    if collector.needs_histograms:
-        collector.start_histograms()
-        for b in range(len(spans)):
-            collector.update_histograms(store.read(b, [q for q in collector.quantized]))
-            progress.advance()
-    store.finish()
-    ranges = collector.result().with_weight_amax(int8_weights(model.proto, table.units))
-    return replace(ranges, int4_block=settings.int4_block)
-
-
-def downstream_model(model: onnx.ModelProto, region: UnitRegion, store: ActivationStore) -> onnx.ModelProto:
-    """The FP32 nodes downstream of a unit (the unit included), fed by its frontier from the store."""
-    types = {n: store.dtype_shape(n) for n in region.frontier}
+def downstream_model(model: onnx.ModelProto, region: UnitRegion, layout: Layout) -> onnx.ModelProto:
+    """The FP32 nodes downstream of a unit (the unit included), fed by its frontier from the kept batches."""
+    types = {n: layout.dtype_shape(n) for n in region.frontier}
     return extract_region(model, region.nodes, types, name=f"downstream_of_{region.unit.name}")
 
 
-def measure_unit(sub: onnx.ModelProto, unit: Unit, precisions: Sequence[Precision], ranges: Ranges,
-                 backend: Backend, store: BatchReader, outputs: Sequence[str], samples_per_batch: Sequence[int],
-                 weights: Weights | None = None, rounding: Collection[int] | None = None
-                 ) -> dict[Precision, UnitResult]:
-    """Sensitivity of one unit at each precision: lower the unit inside its downstream model, run it from the
-    stored FP32 frontier (read once per batch for every precision), compare with the stored reference.
-    ``rounding``: the batches FP16/BF16/TF32 run on (``rounding_batches``); None: every batch.
-
-    A pure function of its arguments: nothing is carried from one unit to the next, so units can be measured
-    in any order, or anywhere, with the same result. ``sub`` may hold placeholders (``network.weights``):
-    the unit's own weights are filled in for lowering, the rest is handed to the backend from ``weights``."""
-    if weights is not None:
-        sub = weights.fill_for(sub, unit.nodes)
-    with contextlib.ExitStack() as stack:
-        sessions, deltas = {}, {}
-        for p in precisions:
-            lowered = lower(sub, [unit], Plan.of({unit.name: p}), ranges)
-            sessions[p] = (stack.enter_context(backend.compile(lowered, weights)),
-                           [o.name for o in lowered.graph.output])
-            deltas[p] = OutputDelta()
-        feeds_needed = [i.name for i in sub.graph.input]
-        for b, count in enumerate(samples_per_batch):
-            active = [p for p in sessions if rounding is None or p not in ROUNDINGS or b in rounding]
-            if not active:
-                continue
-            feeds = store.read(b, feeds_needed)
-            ref = store.read(b, outputs)
-            for p in active:
-                session, produced = sessions[p]
-                deltas[p].update(ref, {**ref, **session.run(feeds, produced)}, count)
-    results = {}
-    for p in precisions:
-        result = deltas[p].result()
-        methods = ranges.methods_for(p) if p.quantized else {}
-        chosen = {t: methods[t] for t in unit.activations if t in methods}
-        if ranges.calibrator == "auto" and chosen:
-            result = result.with_thresholds(chosen, None)
-        results[p] = result
-    return results
+def measure_jobs(skeleton: onnx.ModelProto, regions: dict[str, UnitRegion], layout: Layout, pairs, units,
+                 outputs: Sequence[str], num_batches: int, rounding: Collection[int], chunks: int
+                 ) -> list[MeasureJob]:
+    """The measurement jobs of ``units`` (each with its pending precisions from ``pairs``), each unit's batches
+    cut into ``chunks`` consecutive parts (more jobs than units keep many workers busy)."""
+    size = -(-num_batches // max(1, min(chunks, num_batches)))
+    parts = [tuple(range(lo, min(lo + size, num_batches))) for lo in range(0, num_batches, size)]
+    jobs = []
+    for unit in units:
+        todo = tuple(p for q, p in pairs if q is unit)
+        sub = downstream_model(skeleton, regions[unit.name], layout)
+        needed = [b for b in parts if any(p not in ROUNDINGS or set(b) & set(rounding) for p in todo)]
+        jobs += [MeasureJob(sub, unit, todo, b, tuple(outputs), frozenset(rounding),
+                            len(rounding) == num_batches) for b in needed]
+    return jobs
 
 
 def measure_naive(model: LoadedModel, units: Sequence[Unit], pairs: Sequence[tuple[Unit, Precision]],
@@ -248,12 +185,13 @@ def measure_naive(model: LoadedModel, units: Sequence[Unit], pairs: Sequence[tup
 
 def analyze(model: LoadedModel, dataset: Dataset, backend: Backend, out_dir: str | Path,
             settings: Settings = Settings(), progress: Progress | None = None,
-            order: Callable[[list[Unit]], list[Unit]] | None = None) -> Analysis:
+            order: Callable[[list[Unit]], list[Unit]] | None = None, executor: Executor | None = None) -> Analysis:
     """Measure every unit at every precision in ``settings``; write the analysis into ``out_dir``
     (sensitivity.json, ranges.json); resume from ``out_dir/.trt-mpq/<run key>/`` when an earlier run with the
-    same inputs and settings was cut short. ``order`` rearranges the units to measure (the results do not
-    depend on it: each measurement is a pure function of the model, its thresholds and the data)."""
+    same inputs and settings was cut short. ``order`` rearranges the units to measure and ``executor`` says
+    where the jobs run (``executors``; default: here, one after another): neither changes any result."""
     progress = progress or Progress()
+    executor = executor or Serial()
     start = time.perf_counter()
     folder = RunFolder(out_dir)
     table = find_units(model.proto, model.tensors)
@@ -268,7 +206,8 @@ def analyze(model: LoadedModel, dataset: Dataset, backend: Backend, out_dir: str
     if done:
         progress.log(f"resuming: {len(done)} of {len(done) + len(pairs)} measurements already done")
     pending = [u for u in table.units if any(u is q for q, _ in pairs)]
-    fresh = bool(pairs) and (ranges is None or not store.complete)  # an FP32 pass (and auto's choice) to come
+    kept_before = bool(pairs) and ranges is not None and executor.resume(store)
+    fresh = bool(pairs) and not kept_before  # an FP32 pass to come (and auto's choice, unless decided)
     regions = {r.unit.name: r for r in unit_regions(model.proto, table.units if fresh else pending, table.units)}
     skeleton, weights = split_weights(model.proto)
     counts = [hi - lo for lo, hi in dataset.spans(settings.batch)]
@@ -277,21 +216,39 @@ def analyze(model: LoadedModel, dataset: Dataset, backend: Backend, out_dir: str
         progress.log(f"FP16/BF16/TF32 measured on {sum(counts[b] for b in rounding)} of {sum(counts)} samples "
                      f"({len(rounding)} spread batches; --float-samples all for every sample)")
     outputs = [o.name for o in model.proto.graph.output]
+    job_backend = backend.with_threads(executor.threads) if executor.threads else backend
+    executor.use_gpus(backend.capabilities.gpu)
+    shared = [executor.share(job_backend), executor.share(weights)]
+    layout = Layout({n: store.dtype_shape(n) for r in regions.values() for n in r.frontier}) if kept_before \
+        else None
     if fresh:
-        ranges = collect(model, table, list(regions.values()), dataset, backend, settings, store, progress)
-        if settings.calibrator == "auto":
-            ranges = choose_thresholds(skeleton, weights, table.units,
-                                       lambda u: downstream_model(skeleton, regions[u.name], store), ranges,
-                                       settings.precisions, backend, store, len(counts), outputs, progress)
-        atomic_write_json(ranges_path, ranges.to_json())
+        kept = list(dict.fromkeys([n for r in regions.values() for n in r.frontier] + outputs))
+        found, layout = fp32_pass(model, skeleton, weights, table, kept, dataset, job_backend, settings, store,
+                                  executor, progress)
+        if ranges is None:
+            ranges = found
+            if settings.calibrator == "auto":
+                ranges = choose_thresholds(table.units, lambda u: downstream_model(skeleton, regions[u.name], layout),
+                                           ranges, settings.precisions, len(counts), outputs, executor, shared,
+                                           progress)
+            atomic_write_json(ranges_path, ranges.to_json())
     elif ranges is None:
         ranges = Ranges(settings.calibrator)
-    progress.start("per-unit sensitivity", len(pairs))
-    for unit in (order or list)(pending):
-        todo = [p for q, p in pairs if q is unit]
-        sub = downstream_model(skeleton, regions[unit.name], store)
-        results = measure_unit(sub, unit, todo, ranges, backend, store, outputs, counts, weights, rounding)
-        for precision, result in results.items():
+    units = (order or list)(pending)
+    chunks = 1 if executor.workers <= 1 else -(-4 * executor.workers // max(1, len(units)))
+    jobs = measure_jobs(skeleton, regions, layout, pairs, units, outputs, len(counts), rounding, chunks) \
+        if pairs else []
+    progress.start(f"per-unit sensitivity{'' if executor.workers <= 1 else ' ' + executor.where}", len(pairs))
+    parts: dict[str, list] = {}
+    left = {u.name: sum(1 for j in jobs if j.unit is u) for u in units}
+    for i, deltas in executor.map(measure_batches, jobs, [*shared, executor.share(ranges)], reads_batches=True):
+        unit = jobs[i].unit
+        parts.setdefault(unit.name, []).append(deltas)
+        left[unit.name] -= 1
+        if left[unit.name]:
+            continue
+        for precision in jobs[i].precisions:
+            result = _fold([d[precision] for d in parts[unit.name]], ranges, unit, precision)
             if precision.activations is Precision.FP16:  # FP16, and INT4's FP16 activations
                 flagged = fp16_overflow(model.proto, unit, ranges)
                 if flagged:
@@ -299,6 +256,9 @@ def analyze(model: LoadedModel, dataset: Dataset, backend: Backend, out_dir: str
             journal.append(unit.name, precision.value, result.to_json())
             done[(unit.name, precision.value)] = result
             progress.advance()
+        del parts[unit.name]
+    executor.close()
+    release_sessions()
     store.remove()
     rounding_samples = sum(counts[b] for b in rounding) if len(rounding) < len(counts) else None
     analysis = _analysis(model, table, dataset, backend, settings, done, time.perf_counter() - start,
@@ -306,6 +266,20 @@ def analyze(model: LoadedModel, dataset: Dataset, backend: Backend, out_dir: str
     atomic_write_json(folder.ranges, ranges.to_json())
     atomic_write_json(folder.sensitivity, analysis.to_json())
     return analysis
+
+
+def _fold(parts: Sequence[dict[int, dict]], ranges: Ranges, unit: Unit, p: Precision) -> UnitResult:
+    """One (unit, precision)'s result from its jobs' per-batch deltas, folded in batch order."""
+    delta = OutputDelta()
+    batches = {b: d for part in parts for b, d in part.items()}
+    for b in sorted(batches):
+        delta.add(batches[b])
+    result = delta.result()
+    methods = ranges.methods_for(p) if p.quantized else {}
+    chosen = {t: methods[t] for t in unit.activations if t in methods}
+    if ranges.calibrator == "auto" and chosen:
+        result = result.with_thresholds(chosen, None)
+    return result
 
 
 def _versions(backend: Backend) -> dict[str, str]:

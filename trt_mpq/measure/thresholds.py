@@ -15,19 +15,19 @@ thresholds that cost 0.8 dB of all-INT8 output SQNR.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import onnx
 
 from ..backends import Backend
+from ..executors import BatchReader, Executor
 from ..network.units import Unit
 from ..network.weights import Weights
 from ..precision import Plan, Precision
 from ..progress import Progress
 from ..quant.lower import lower
 from ..quant.ranges import METHODS, Ranges
-from .store import BatchReader
 
 CHOOSE_BATCHES = 2  # batches each candidate runs on (16 samples at the default batch of 8), spread evenly
 CHOSEN_BY = (Precision.INT8, Precision.FP8)  # the precisions whose activation thresholds auto chooses
@@ -92,29 +92,46 @@ def candidate_errors(sub: onnx.ModelProto, weights: Weights, unit: Unit, p: Prec
     return errors
 
 
-def choose_thresholds(model: onnx.ModelProto, weights: Weights, units: Sequence[Unit],
-                      downstream: Callable[[Unit], onnx.ModelProto], ranges: Ranges,
-                      precisions: Sequence[Precision], backend: Backend, store: BatchReader, num_batches: int,
-                      outputs: Sequence[str], progress: Progress | None = None) -> Ranges:
+@dataclass(frozen=True)
+class ChoiceJob:
+    """One unit's trial of the candidate thresholds of the tensors it decides (an executor's job)."""
+
+    sub: onnx.ModelProto  # the unit's downstream model, placeholders for weights
+    unit: Unit
+    precision: Precision
+    options: Mapping[str, tuple[str, ...]]  # tensor -> candidate methods
+    batches: tuple[int, ...]
+    outputs: tuple[str, ...]
+
+
+def choice_errors(job: ChoiceJob, backend: Backend, weights: Weights, ranges: Ranges, reader: BatchReader
+                  ) -> dict[str, dict[str, float]]:
+    return candidate_errors(job.sub, weights, job.unit, job.precision, ranges, job.options, backend, reader,
+                            job.batches, job.outputs)
+
+
+def choose_thresholds(units: Sequence[Unit], downstream: Callable[[Unit], onnx.ModelProto], ranges: Ranges,
+                      precisions: Sequence[Precision], num_batches: int, outputs: Sequence[str],
+                      executor: Executor, shared: Sequence, progress: Progress | None = None) -> Ranges:
     """``ranges`` with every quantized tensor of ``precisions`` (INT8, FP8) at its chosen candidate; the
     method of each is recorded (``Ranges.methods`` / ``fp8_methods``). ``units`` in graph order;
-    ``downstream(unit)``: the model downstream of a unit, fed from ``store``."""
+    ``downstream(unit)``: the model downstream of a unit, fed from the kept batches; ``shared``: the backend
+    and the weight bank, as the executor shares them."""
     progress = progress or Progress()
-    batches = choice_batches(num_batches)
+    batches = tuple(choice_batches(num_batches))
     for p in (q for q in CHOSEN_BY if q in precisions):
         readers = [u for u in units if p in u.allowed and u.activations]
-        options = {t: list(ranges.options([t])) for u in readers for t in u.activations}
+        options = {t: tuple(ranges.options([t])) for u in readers for t in u.activations}
         choice = {t: o[0] for t, o in options.items() if len(o) == 1}
-        deciders = {}  # unit -> the tensors it decides: those it is the first reader of
+        deciders: dict[str, list[str]] = {}  # unit -> the tensors it decides: those it is the first reader of
         for u in readers:
             for t in u.activations:
                 if t not in choice and not any(t in ts for ts in deciders.values()):
                     deciders.setdefault(u.name, []).append(t)
-        progress.start(f"{p.value.upper()} thresholds (--calibrator auto)", len(deciders))
-        for unit in (u for u in readers if u.name in deciders):
-            mine = {t: options[t] for t in deciders[unit.name]}
-            errs = candidate_errors(downstream(unit), weights, unit, p, ranges, mine, backend, store, batches,
-                                    outputs)
+        jobs = [ChoiceJob(downstream(u), u, p, {t: options[t] for t in deciders[u.name]}, batches, tuple(outputs))
+                for u in readers if u.name in deciders]
+        progress.start(f"{p.value.upper()} thresholds (--calibrator auto)", len(jobs))
+        for _, errs in executor.map(choice_errors, jobs, [*shared, executor.share(ranges)], reads_batches=True):
             for t, e in errs.items():
                 choice[t] = min(e, key=lambda m, e=e: (e[m], METHODS.index(m)))
             progress.advance()

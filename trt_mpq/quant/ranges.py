@@ -199,29 +199,6 @@ def weight_amax(w: np.ndarray, axis: int | None, method: str = "max") -> np.ndar
     return np.asarray(amax, np.float32)
 
 
-class ChannelMean:
-    """Running mean of a tensor per channel (``axis``), over every other axis: what bias correction needs."""
-
-    def __init__(self, axis: int) -> None:
-        self.axis = axis
-        self.total: np.ndarray | None = None
-        self.count = 0
-
-    def update(self, x: np.ndarray) -> None:
-        if not x.size or not np.issubdtype(x.dtype, np.floating):
-            return
-        ax = self.axis % x.ndim
-        others = tuple(k for k in range(x.ndim) if k != ax)
-        s = x.sum(axis=others, dtype=np.float64)
-        if not np.all(np.isfinite(s)):  # rare: leave the non-finite values out (converting every batch is slow)
-            s = np.nan_to_num(x.astype(np.float64), posinf=0.0, neginf=0.0).sum(axis=others)
-        self.total = s if self.total is None else self.total + s
-        self.count += x.size // x.shape[ax]
-
-    def value(self) -> tuple[float, ...]:
-        return () if self.total is None else tuple(float(v) for v in self.total / max(self.count, 1))
-
-
 @dataclass(frozen=True)
 class Ranges:
     """What the FP32 pass observed: calibrated INT8 thresholds for quantized activations (``amax``, with the
@@ -330,62 +307,3 @@ class Ranges:
                    bool(d.get("bias_correction", False)), int(d.get("int4_block", INT4_BLOCK)),
                    dict(d.get("fp8_amax", {})), dict(d.get("fp8_methods", {})),
                    {k: tuple(v) for k, v in d.get("weight_amax", {}).items()})
-
-
-class RangeCollector:
-    """Feeds batches to the collectors; call ``needs_histograms`` / ``start_histograms`` between passes."""
-
-    def __init__(self, calibrator: str, observed: Iterable[str], quantized: Iterable[str],
-                 channel_axes: Mapping[str, int] | None = None, weight_scales: str = "max",
-                 bias_correction: bool = False) -> None:
-        self.calibrator = check_calibrator(calibrator)
-        self.maxima = {n: AbsMax() for n in dict.fromkeys(observed)}
-        self.means = {n: ChannelMean(a) for n, a in (channel_axes or {}).items()} if bias_correction else {}
-        self.weight_scales, self.bias_correction = weight_scales, bias_correction
-        self.quantized = list(dict.fromkeys(quantized))
-        self.hists: dict[str, AbsHistogram] = {}
-        self.shapes: dict[str, tuple[int, ...]] = {}
-
-    @property
-    def needs_histograms(self) -> bool:
-        return self.calibrator != "max"
-
-    def update_shapes(self, tensors: Mapping[str, np.ndarray], samples: int) -> None:
-        """Per-sample shapes from a batch of ``samples``: a leading axis that holds the batch is divided by it."""
-        for name, v in tensors.items():
-            if name not in self.shapes and np.issubdtype(v.dtype, np.floating):
-                dims = list(v.shape)
-                if dims and samples > 1 and dims[0] % samples == 0:
-                    dims[0] //= samples
-                self.shapes[name] = tuple(int(d) for d in dims)
-
-    def update_max(self, tensors: Mapping[str, np.ndarray]) -> None:
-        """The first pass: maxima (and channel means, for bias correction)."""
-        for name, m in self.maxima.items():
-            if name in tensors and np.issubdtype(tensors[name].dtype, np.floating):
-                m.update(tensors[name])
-        for name, c in self.means.items():
-            if name in tensors:
-                c.update(tensors[name])
-
-    def start_histograms(self) -> None:
-        self.hists = {n: AbsHistogram(self.maxima[n].value) for n in self.quantized}
-
-    def update_histograms(self, tensors: Mapping[str, np.ndarray]) -> None:
-        for name, h in self.hists.items():
-            if name in tensors:
-                h.update(tensors[name])
-
-    def result(self) -> Ranges:
-        absmax = {n: m.value for n, m in self.maxima.items()}
-        # auto chooses among every method's threshold; a fixed calibrator needs only its own (and max)
-        fns = THRESHOLDS if self.calibrator == "auto" else \
-            {m: f for m, f in THRESHOLDS.items() if m == self.calibrator}
-        candidates = {n: {"max": absmax[n], **{m: fn(h) for m, fn in fns.items()}}
-                      for n, h in self.hists.items()}
-        start = AUTO_START if self.calibrator == "auto" else self.calibrator
-        amax = {n: candidates[n][start] if n in candidates else absmax[n] for n in self.quantized}
-        methods = {n: start if n in candidates else "max" for n in self.quantized}
-        means = {n: c.value() for n, c in self.means.items() if c.count}
-        return Ranges(self.calibrator, amax, absmax, dict(self.shapes), candidates, methods, means,
-                      self.weight_scales, self.bias_correction)
