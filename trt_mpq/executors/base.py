@@ -9,6 +9,7 @@ the batches they name (``job.batches``).
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
@@ -54,11 +55,13 @@ class BatchSink(Protocol):
 
 class Executor(ABC):
     """Runs jobs; ``workers`` of them at once. ``threads``: how many threads each job's backend should use
-    (None: the backend's default, every core of this machine)."""
+    (None: the backend's default, every core of this machine). ``job_times``: (job function, seconds) of
+    every job run so far, timed where it ran (what ``scripts/benchmark_scale.py`` schedules from)."""
 
     workers: int = 1
     threads: int | None = None
     where: str = "in this process"
+    job_times: list[tuple[str, float, int]]
 
     def use_gpus(self, gpu: bool) -> None:
         """Whether each job needs a GPU of its own (the backend runs on one); one process has one."""
@@ -84,6 +87,10 @@ class Executor(ABC):
         """Read the batches an earlier run kept in ``sink``, if they are all there and this executor can."""
         return False
 
+    def drop_batches(self) -> None:
+        """Let go of the batches kept so far (the analysis that needed them is over)."""
+        return None
+
     def close(self) -> None:
         """Let go of kept batches and of the cluster, if this executor started one."""
         return None
@@ -100,24 +107,46 @@ class Serial(Executor):
 
     def __init__(self) -> None:
         self.sink: BatchSink | None = None
+        self.job_times = []
 
     def keep(self, fn, jobs, shared, sink):
         self.sink = sink
         sink.reset()
         for i, job in enumerate(jobs):
-            result, tensors = fn(job, *shared)
+            seconds, (result, tensors) = timed(fn, job, *shared)
             sink.write(job.batch, tensors)
+            self.job_times.append((fn.__name__, seconds, parts(job)))
             yield i, result
         sink.finish()
 
     def map(self, fn, jobs, shared, reads_batches=False):
         extra = (self.sink,) if reads_batches else ()
         for i, job in enumerate(jobs):
-            yield i, fn(job, *shared, *extra)
+            seconds, result = timed(fn, job, *shared, *extra)
+            self.job_times.append((fn.__name__, seconds, parts(job)))
+            yield i, result
 
     def resume(self, sink: BatchSink) -> bool:
         self.sink = sink if sink.complete else None
         return sink.complete
+
+
+def parts(job: Any) -> int:
+    """How many pieces a job could be cut into (recorded with its time)."""
+    return int(getattr(job, "parts", 1))
+
+
+def chunks_for(workers: int, jobs: int, most: int) -> int:
+    """Pieces to cut each of ``jobs`` jobs into (at most ``most``) so that ``workers`` have about four
+    jobs each: fewer, longer jobs than workers would leave workers idle while the largest finish."""
+    return 1 if workers <= 1 else max(1, min(most, -(-4 * workers // max(1, jobs))))
+
+
+def timed(fn: Callable, *args: Any) -> tuple[float, Any]:
+    """(seconds, fn(*args))."""
+    t0 = time.perf_counter()
+    result = fn(*args)
+    return time.perf_counter() - t0, result
 
 
 def ordered(results: Iterable[tuple[int, Any]], count: int) -> list[Any]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..artifacts.folder import WORKER_ENV
 from ..errors import ConfigError, TrtMpqError
-from .base import Executor, MemoryBatches
+from .base import Executor, MemoryBatches, parts, timed
 
 RETRIES = 3  # a job whose worker died is run again, up to this many times
 INSTALL = "pip install 'trt-mpq[ray]'"
@@ -31,18 +31,19 @@ def _ray():
     return ray
 
 
-def _run(fn: Callable, job: Any, n_shared: int, *args: Any) -> Any:
+def _run(fn: Callable, job: Any, n_shared: int, *args: Any) -> tuple[float, Any]:
     """What runs on a worker: ``args`` = the shared values, then the batches ``job.batches`` names."""
     shared, batches = args[:n_shared], args[n_shared:]
-    return fn(job, *shared, MemoryBatches(dict(zip(job.batches, batches, strict=True))))
+    return timed(fn, job, *shared, MemoryBatches(dict(zip(job.batches, batches, strict=True))))
 
 
-def _run_plain(fn: Callable, job: Any, *shared: Any) -> Any:
-    return fn(job, *shared)
+def _run_plain(fn: Callable, job: Any, *shared: Any) -> tuple[float, Any]:
+    return timed(fn, job, *shared)
 
 
-def _make(fn: Callable, job: Any, *shared: Any) -> tuple[Any, Any]:
-    return fn(job, *shared)
+def _make(fn: Callable, job: Any, *shared: Any) -> tuple[tuple[float, Any], Any]:
+    seconds, (result, tensors) = timed(fn, job, *shared)
+    return (seconds, result), tensors
 
 
 class RayExecutor(Executor):
@@ -76,6 +77,7 @@ class RayExecutor(Executor):
         self._keep = ray.remote(num_returns=2, **options)(_make)
         self.batches: dict[int, Any] = {}
         self.gpu_jobs = False
+        self.job_times = []
 
     def use_gpus(self, gpu: bool) -> None:
         self.gpu_jobs = gpu
@@ -91,8 +93,8 @@ class RayExecutor(Executor):
         for i, job in enumerate(jobs):
             result, tensors = self._opts(self._keep).remote(fn, job, *shared)
             self.batches[job.batch] = tensors
-            pending[result] = i
-        yield from self._collect(pending)
+            pending[result] = (i, parts(job))
+        yield from self._collect(pending, fn.__name__)
 
     def map(self, fn, jobs, shared, reads_batches=False):
         pending = {}
@@ -102,16 +104,19 @@ class RayExecutor(Executor):
                 ref = self._opts(self._map).remote(fn, job, len(shared), *shared, *batches)
             else:
                 ref = self._opts(self._plain).remote(fn, job, *shared)
-            pending[ref] = i
-        yield from self._collect(pending)
+            pending[ref] = (i, parts(job))
+        yield from self._collect(pending, fn.__name__)
 
-    def _collect(self, pending: dict) -> Iterator[tuple[int, Any]]:
+    def _collect(self, pending: dict, name: str) -> Iterator[tuple[int, Any]]:
         ray = self._ray
         try:
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 for ref in done:
-                    yield pending.pop(ref), self._get(ref)
+                    seconds, result = self._get(ref)
+                    i, size = pending.pop(ref)
+                    self.job_times.append((name, seconds, size))
+                    yield i, result
         finally:
             for ref in pending:  # the run stopped (an error, Ctrl-C): what is queued is not needed
                 ray.cancel(ref, force=False)
@@ -128,6 +133,9 @@ class RayExecutor(Executor):
         except (ray.exceptions.WorkerCrashedError, ray.exceptions.ObjectLostError) as exc:
             raise TrtMpqError(f"a Ray worker died {RETRIES + 1} times running the same job; the run stops "
                               f"({type(exc).__name__}). Re-running the same command resumes it.") from None
+
+    def drop_batches(self) -> None:
+        self.batches = {}
 
     def close(self) -> None:
         self.batches = {}

@@ -138,6 +138,10 @@ class MeasureJob:
     rounding: frozenset[int] = field(default_factory=frozenset)
     all_rounding: bool = True  # ``rounding`` is every batch
 
+    @property
+    def parts(self) -> int:
+        return len(self.batches)
+
 
 Deltas = dict[Precision, dict[int, dict[str, BatchDelta]]]  # precision -> batch -> output -> its delta
 

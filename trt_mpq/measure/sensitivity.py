@@ -40,7 +40,7 @@ from .. import __version__
 from ..artifacts import AnalysedUnit, Analysis, Calibration, ModelInfo, RunFolder, UnitResult
 from ..backends import Backend
 from ..data.datasets import Dataset
-from ..executors import Executor, Serial
+from ..executors import Executor, Serial, chunks_for
 from ..files import atomic_write_json
 from ..network.graph import consumers, descendants, extract_region, region_inputs
 from ..network.model import LoadedModel
@@ -235,7 +235,7 @@ def analyze(model: LoadedModel, dataset: Dataset, backend: Backend, out_dir: str
     elif ranges is None:
         ranges = Ranges(settings.calibrator)
     units = (order or list)(pending)
-    chunks = 1 if executor.workers <= 1 else -(-4 * executor.workers // max(1, len(units)))
+    chunks = chunks_for(executor.workers, len(units), len(counts))
     jobs = measure_jobs(skeleton, regions, layout, pairs, units, outputs, len(counts), rounding, chunks) \
         if pairs else []
     progress.start(f"per-unit sensitivity{'' if executor.workers <= 1 else ' ' + executor.where}", len(pairs))
@@ -257,7 +257,7 @@ def analyze(model: LoadedModel, dataset: Dataset, backend: Backend, out_dir: str
             done[(unit.name, precision.value)] = result
             progress.advance()
         del parts[unit.name]
-    executor.close()
+    executor.drop_batches()
     release_sessions()
     store.remove()
     rounding_samples = sum(counts[b] for b in rounding) if len(rounding) < len(counts) else None

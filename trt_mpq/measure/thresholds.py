@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 
 from ..backends import Backend
-from ..executors import BatchReader, Executor
+from ..executors import BatchReader, Executor, chunks_for
 from ..network.units import Unit
 from ..network.weights import Weights
 from ..precision import Plan, Precision
@@ -103,6 +103,22 @@ class ChoiceJob:
     batches: tuple[int, ...]
     outputs: tuple[str, ...]
 
+    @property
+    def parts(self) -> int:
+        return sum(len(m) for m in self.options.values())
+
+    def split(self, pieces: int) -> list[ChoiceJob]:
+        """The same trials in about ``pieces`` jobs (each tensor's candidates spread over them)."""
+        trials = [(t, m) for t, ms in self.options.items() for m in ms]
+        size = -(-len(trials) // max(1, min(pieces, len(trials))))
+        out = []
+        for lo in range(0, len(trials), size):
+            options: dict[str, tuple[str, ...]] = {}
+            for t, m in trials[lo:lo + size]:
+                options[t] = (*options.get(t, ()), m)
+            out.append(replace(self, options=options))
+        return out
+
 
 def choice_errors(job: ChoiceJob, backend: Backend, weights: Weights, ranges: Ranges, reader: BatchReader
                   ) -> dict[str, dict[str, float]]:
@@ -128,13 +144,18 @@ def choose_thresholds(units: Sequence[Unit], downstream: Callable[[Unit], onnx.M
             for t in u.activations:
                 if t not in choice and not any(t in ts for ts in deciders.values()):
                     deciders.setdefault(u.name, []).append(t)
-        jobs = [ChoiceJob(downstream(u), u, p, {t: options[t] for t in deciders[u.name]}, batches, tuple(outputs))
-                for u in readers if u.name in deciders]
+        whole = [ChoiceJob(downstream(u), u, p, {t: options[t] for t in deciders[u.name]}, batches, tuple(outputs))
+                 for u in readers if u.name in deciders]
+        pieces = chunks_for(executor.workers, len(whole), max((j.parts for j in whole), default=1))
+        jobs = [piece for j in whole for piece in j.split(pieces)]  # one per unit in one process
         progress.start(f"{p.value.upper()} thresholds (--calibrator auto)", len(jobs))
+        errors: dict[str, dict[str, float]] = {}
         for _, errs in executor.map(choice_errors, jobs, [*shared, executor.share(ranges)], reads_batches=True):
             for t, e in errs.items():
-                choice[t] = min(e, key=lambda m, e=e: (e[m], METHODS.index(m)))
+                errors.setdefault(t, {}).update(e)
             progress.advance()
+        for t, e in errors.items():  # every candidate's error known: the least, ties to the earlier method
+            choice[t] = min(e, key=lambda m, e=e: (e[m], METHODS.index(m)))
         ranges = ranges.choose_for(p, choice)
         counts = {m: sum(1 for c in choice.values() if c == m) for m in METHODS}
         progress.log(f"{p.value.upper()} thresholds: " + ", ".join(f"{n} {m}" for m, n in counts.items() if n)
