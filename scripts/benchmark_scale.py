@@ -2,11 +2,13 @@
 """An analysis spread over Ray workers: 1 against 2 single-threaded workers, side by side in one run, then a
 schedule of the measured jobs for bigger clusters.
 
-For each case the same analysis runs on a local Ray cluster of 1 worker, then of 2 (each cluster started
-fresh; its start is timed apart), and the two sensitivity.json files must be identical. Every job is timed
+For each case the same analysis runs in one process as a user runs it by default (every core, ONNX
+Runtime's own threads), then on a local Ray cluster of 1 worker, then of 2 (each cluster started fresh; its
+start is timed apart); the two clusters' sensitivity.json files must be identical (one thread per session
+in both; the one-process run, with its own thread count, agrees to rounding). Every job is timed
 where it ran (``Executor.job_times``). From those times, Ray's measured per-job overhead and the driver's
-own time (its CPU time: serial work no worker can take over) and each job's cost outside its own timing
-(arguments read, results stored: the 1-worker wall time less the driver and the jobs, per job), the
+own time (the time no job was in flight: serial work no worker can take over) and each job's cost outside its
+own timing (arguments read, results stored: the rest of the 1-worker wall time, per job), the
 analysis is scheduled on 8, 32 and 128 workers: stage after stage (each waits for the one before), jobs
 first come first served, measurements and auto's trials cut into as many pieces as the code would cut them
 for that many workers (``executors.chunks_for``; a piece costs its share of the job plus the fixed cost of a
@@ -36,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from trt_mpq.backends.onnxrt import OnnxRuntimeBackend  # noqa: E402
 from trt_mpq.commands.analyze import AnalyzeOptions, calibration_data  # noqa: E402
-from trt_mpq.executors import RayExecutor, chunks_for  # noqa: E402
+from trt_mpq.executors import RayExecutor, Serial, chunks_for  # noqa: E402
 from trt_mpq.measure.sensitivity import Settings, analyze  # noqa: E402
 from trt_mpq.network.model import load_model  # noqa: E402
 
@@ -56,25 +58,28 @@ def _noop(job):
 
 
 def run_case(path: Path, options: AnalyzeOptions, workers: int, out: Path):
-    """(seconds of the analysis, seconds to start the cluster, job times, sensitivity.json without timings)."""
+    """(seconds of the analysis, seconds to start the cluster, job times, sensitivity.json without timings,
+    Ray's cost per empty job (2 workers only), seconds with no job in flight); ``workers`` 0: one process."""
     model = load_model(path)
     data = calibration_data(model, options)
     settings = Settings(options.precisions, options.calibrator, options.batch, options.weight_scales,
                         options.bias_correction, options.int4_block, options.float_samples)
     t0 = time.perf_counter()
-    executor = RayExecutor(workers=workers)
+    executor = RayExecutor(workers=workers) if workers else Serial()
     started = time.perf_counter() - t0
     times = executor.job_times
     overhead = None
-    t1, cpu = time.perf_counter(), time.process_time()
+    t1 = time.perf_counter()
     with executor:
         analysis = analyze(model, data, OnnxRuntimeBackend(), out, settings, executor=executor)
-        seconds, cpu = time.perf_counter() - t1, time.process_time() - cpu
+        seconds = time.perf_counter() - t1
+        idle = seconds - executor.busy
     if workers == 2:  # a fresh cluster measures Ray's cost per job
         overhead = job_overhead()
     doc = analysis.to_json()
     doc.pop("elapsed_s", None)
-    return seconds, started, list(times), json.dumps(doc, sort_keys=True), overhead, cpu
+    doc.pop("backend", None)
+    return seconds, started, list(times), json.dumps(doc, sort_keys=True), overhead, idle
 
 
 def job_overhead(n: int = 400) -> float:
@@ -143,21 +148,22 @@ def main() -> int:
     for name in args.cases or list(CASES):
         path, options = CASES[name]
         with tempfile.TemporaryDirectory(prefix="trt-mpq-scale-") as tmp:
+            alone = run_case(path, options, 0, Path(tmp) / "alone")
             one = run_case(path, options, 1, Path(tmp) / "one")
             two = run_case(path, options, 2, Path(tmp) / "two")
         print(f"\n{name}: 1 worker {one[0]:.1f} s, 2 workers {two[0]:.1f} s -> {one[0] / two[0]:.2f}x "
               f"(cluster start {one[1]:.1f} / {two[1]:.1f} s, not included); identical sensitivity.json: "
-              f"{one[3] == two[3]}")
+              f"{one[3] == two[3]}; one process (every core) {alone[0]:.1f} s: 2 workers {alone[0] / two[0]:.2f}x")
         times: dict[str, list[tuple[float, int]]] = defaultdict(list)
         for stage, t, n in one[2]:
             times[stage].append((t, n))
         batches = len(times["fp32_batch"])
-        driver = one[5]
+        driver = one[5]  # the 1-worker run's time with no job in flight
         per_job = max(0.0, (one[0] - driver - sum(t for _, t, _ in one[2])) / len(one[2]))
         print("  jobs: " + ", ".join(f"{s} {len(times[s])} x {sum(t for t, _ in times[s]) / len(times[s]):.3f} s"
                                       for s in STAGES if times[s]))
         print(f"  Ray's cost per empty job {two[4] * 1e3:.1f} ms; each job's cost outside its timing (arguments, "
-              f"results) {per_job * 1e3:.1f} ms; the driver's own work (CPU) {driver:.1f} s")
+              f"results) {per_job * 1e3:.1f} ms; the driver's own work (no job in flight) {driver:.1f} s")
         overhead = max(per_job, two[4])
         fp32 = sum(t for t, _ in times["fp32_batch"]) / max(1, batches)
         reads = [t for t, _ in times["measure_batches"]]

@@ -15,7 +15,7 @@ import trt_mpq
 PACKAGE = Path(trt_mpq.__file__).parent
 # Pipeline order: a module may import its own wing and what stands before it, never what comes after.
 BASE = ("errors", "precision", "progress", "files", "artifacts")
-WINGS = ("network", "data", "quant", "backends", "measure", "search", "report", "commands", "cli")
+WINGS = ("network", "data", "quant", "backends", "executors", "measure", "search", "report", "commands", "cli")
 
 
 def rank(module: str) -> int:

@@ -98,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     _plan_args(p)
     p.add_argument("--batch", type=_positive, default=PLAN_DEFAULTS["batch"], metavar="B",
                    help="evaluation batch size")
+    _cluster_args(p)
     p.add_argument("--backend", choices=backend_names(), help="where the plan is verified (default: the backend "
                    "the analysis used)")
     p.add_argument("--quiet", action="store_true", help="no log lines, only the summary")
@@ -186,14 +187,18 @@ def _analysis_args(p: argparse.ArgumentParser, command: str) -> None:
                    "every sample; INT8, FP8 and INT4 always use every sample")
     p.add_argument("--batch", type=_positive, default=d.batch, metavar="B", help=f"batch size (default {d.batch})")
     p.add_argument("--seed", type=int, default=d.seed, metavar="S", help="seed for generated data (default 0)")
-    p.add_argument("--workers", type=_positive, metavar="N", help="spread the analysis over a local Ray cluster "
-                   "of N single-threaded workers (pip install 'trt-mpq[ray]'); the results are the same as in one "
+    _cluster_args(p)
+    p.add_argument("--quiet", action="store_true", help="no progress or log lines, only the results")
+    add_backend_flags(p, command)
+
+
+def _cluster_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=_positive, metavar="N", help="spread the work over a local Ray cluster of N "
+                   "single-threaded workers (pip install 'trt-mpq[ray]'); the results are the same as in one "
                    "process. Default: one process, every core")
     p.add_argument("--ray-address", metavar="ADDRESS", help="spread it over a running Ray cluster instead (an "
                    "address, or auto: the one 'ray start' made here; RAY_ADDRESS works too). The driver ships the "
                    "model, weights and data: workers need trt-mpq installed, not the files")
-    p.add_argument("--quiet", action="store_true", help="no progress or log lines, only the results")
-    add_backend_flags(p, command)
 
 
 def _plan_args(p: argparse.ArgumentParser) -> None:
@@ -253,7 +258,8 @@ def _plan_options(args: argparse.Namespace) -> PlanOptions:
                        latency_from=precision_files(args.latency_from, "--latency-from"),
                        layer_info=precision_files(args.layer_info, "--layer-info"),
                        measure_latency=args.measure_latency, backend=args.backend if args.command == "plan" else None,
-                       replicas=args.replicas, confidence=args.confidence)
+                       replicas=args.replicas, confidence=args.confidence, workers=args.workers,
+                       ray_address=args.ray_address)
 
 
 def _checked(rows: list[CheckRow] | tuple[CheckRow, ...], progress) -> int:

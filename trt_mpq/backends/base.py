@@ -137,8 +137,9 @@ class Backend(ABC):
         return (type(self), self.init_args())
 
     def with_threads(self, threads: int) -> Backend:
-        """The same backend using at most ``threads`` CPU threads per session (a worker of a cluster has one
-        core); the numbers do not change. Backends without a CPU thread setting return themselves."""
+        """The same backend using ``threads`` CPU threads per session (a worker of a cluster has one core);
+        its ``describe`` says so where the count can change numbers. Backends without a CPU thread setting
+        return themselves."""
         return self
 
     def record(self) -> BackendRecord:

@@ -16,8 +16,12 @@ stay separate float ops. It runs MobileNetV2 about 2.3x faster, and its per-unit
 ``none`` to within 0.2 % relative; but which kernel a node gets then depends on where the graph is cut, so
 results are reproducible only to that level, not bit for bit.
 
-Intra-op threads do not spin while waiting: on small machines spinning threads of one session steal the cores
-of the next (two alternating MobileNetV2 sessions on 2 cores: 116 ms/batch spinning, 64 ms not).
+The number of intra-op threads can change numbers: a GEMM whose weight comes from DequantizeLinear (not a
+constant ONNX Runtime prepacks) splits its work by thread count (the digits example's fc1: 6.7e-6 absolute
+between 1 and 2 threads). So the count is recorded when set (``--ort-threads``), and a cluster's workers run
+one thread each. Intra-op threads do not spin while waiting: on small machines spinning threads of one
+session steal the cores of the next (two alternating MobileNetV2 sessions on 2 cores: 116 ms/batch spinning,
+64 ms not).
 FP16 Cast islands may be computed in FP32 inside ONNX Runtime's CPU kernels, so FP16 error is a lower bound.
 BF16 islands and TF32 GEMMs are emulated (backends.emulation: bfloat16 / TF32 roundings, float32 arithmetic).
 
@@ -57,11 +61,11 @@ class OnnxRuntimeOptions:
             raise BackendError(f"--ort-opt '{self.optimize}' is not one of {', '.join(ORT_OPTIMIZE)}.")
 
     def to_json(self) -> dict:
-        return {"ort_optimize": self.optimize}
+        return {"ort_optimize": self.optimize, **({"ort_threads": self.threads} if self.threads else {})}
 
     @classmethod
     def from_json(cls, d) -> OnnxRuntimeOptions:
-        return cls(d.get("ort_optimize") or "none")
+        return cls(d.get("ort_optimize") or "none", int(d.get("ort_threads") or 0))
 
 
 class OnnxRuntimeSession(Session):
@@ -86,7 +90,11 @@ class OnnxRuntimeBackend(Backend):
     options_type = OnnxRuntimeOptions
     flags = (Flag("optimize", "--ort-opt", "onnxruntime graph optimizations: none (bit-exact, what TensorRT's Q/DQ "
                   "arithmetic specifies) or all (about 2x faster, results reproducible to ~0.2%; Q/DQ fusion "
-                  "stays off either way)", choices=ORT_OPTIMIZE),)
+                  "stays off either way)", choices=ORT_OPTIMIZE),
+             Flag("threads", "--ort-threads", "threads per onnxruntime session (0: every core). A GEMM whose "
+                  "weight is dequantized can round differently with another count, so the count is part of the "
+                  "record; Ray workers use 1: give 1 here for the same numbers in one process",
+                  type=int, metavar="N"))
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     device = "this machine (CPU emulation, not a GPU)"
     _exact = True  # the CPU provider's kernels do not depend on where the graph is cut
@@ -112,7 +120,6 @@ class OnnxRuntimeBackend(Backend):
         return self.options.to_json()
 
     def with_threads(self, threads: int) -> OnnxRuntimeBackend:
-        # the CPU provider's kernels split work over threads without changing any sum's order
         return type(self)(replace(self.options, threads=threads))
 
     def versions(self) -> dict[str, str]:
@@ -120,7 +127,9 @@ class OnnxRuntimeBackend(Backend):
 
     def describe(self) -> str:
         opt = "graph optimizations on, Q/DQ fusion off" if self.options.optimize == "all" else "graph optimizations off"
-        return f"onnxruntime {self._ort.__version__} ({', '.join(self.providers)}; {opt})"
+        n = self.options.threads
+        threads = f"; {n} thread{'s' if n > 1 else ''} per session" if n else ""
+        return f"onnxruntime {self._ort.__version__} ({', '.join(self.providers)}; {opt}{threads})"
 
     def session_options(self):
         so = self._ort.SessionOptions()

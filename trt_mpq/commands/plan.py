@@ -13,8 +13,9 @@ from ..backends.trt_layers import ImportedLatency, attribute, read_layer_nodes, 
 from ..data.datasets import load_dataset
 from ..data.images import Preprocess, list_images, load_preprocess, parse_preprocess
 from ..errors import ConfigError
+from ..executors import Executor, open_executor
 from ..files import atomic_write_bytes, atomic_write_json, atomic_write_text
-from ..measure.task_metric import TASK_METRICS, TaskMetric, load_metric_fn
+from ..measure.task_metric import TASK_METRICS, Fanout, TaskMetric, load_metric_fn
 from ..network.weights import split_weights
 from ..precision import Plan, Precision, precision_files
 from ..progress import Progress
@@ -50,6 +51,8 @@ class PlanOptions:
     backend: str | None = None  # None: the backend the analysis measured with
     replicas: int = 4  # jittered copies of the confirm part each confirmed mix must also pass (0: none)
     confidence: float | None = None  # meet the budget at this one-sided confidence (None: at the worst replica)
+    workers: int | None = None  # score mixes on a local Ray cluster of that many workers; None: this process
+    ray_address: str | None = None  # or on a running Ray cluster ("auto": the local one); RAY_ADDRESS works too
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -67,14 +70,21 @@ class PlanOptions:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1.")
         if self.replicas < 0:
             raise ConfigError(f"--replicas must be zero or more, not {self.replicas}.")
+        if self.workers is not None and self.workers < 1:
+            raise ConfigError("--workers must be at least 1.")
         if self.confidence is not None and not 0 < self.confidence < 1:
             raise ConfigError(f"--confidence must be between 0 and 1 (e.g. 0.9), not {self.confidence}.")
 
 
 def plan(run_dir: str | Path, options: PlanOptions, progress: Progress | None = None) -> PlanReport:
     """Search the fastest mix that meets the budget, proven on the evaluation data; write plan.json,
-    report.json, report.html, model.mixed.onnx and trtexec.txt into ``run_dir`` (a finished analysis)."""
-    progress = progress or Progress()
+    report.json, report.html, model.mixed.onnx and trtexec.txt into ``run_dir`` (a finished analysis). Mixes
+    are scored here, or on a Ray cluster (``options.workers`` / ``ray_address``) with the same results."""
+    with open_executor(options.workers, options.ray_address) as executor:
+        return _plan(run_dir, options, progress or Progress(), executor)
+
+
+def _plan(run_dir: str | Path, options: PlanOptions, progress: Progress, executor: Executor) -> PlanReport:
     start = time.perf_counter()
     opened = open_analysis(run_dir)
     analysis, model, units = opened.analysis, opened.model, opened.units
@@ -86,11 +96,13 @@ def plan(run_dir: str | Path, options: PlanOptions, progress: Progress | None = 
     metric_fn = load_metric_fn(options.metric_fn) if options.metric_fn else None
     context = BackendContext(opened.folder.root, max(options.batch, options.latency_batch), final=True)
     chosen = restore_backend(analysis.backend, options.backend, context)
-    backend = chosen.backend
+    backend = chosen.backend.with_threads(executor.threads) if executor.threads else chosen.backend
     skeleton, weights = split_weights(model.proto)  # every mix compiled shares one copy of the weights
     mixes = Mixes(skeleton, tuple(units), opened.ranges, weights)
+    if executor.workers > 1 or options.workers or options.ray_address:
+        progress.log(f"mixes are scored {executor.where}")
     proof = Proof(data, backend, options.metric, options.batch, metric_fn, options.replicas, options.confidence,
-                  mixes)
+                  mixes, Fanout(executor, backend, weights))
     fp32_score, fp32_confirm = proof.fp32_score, proof.fp32_confirm
     progress.log(f"verifying on: {backend.describe()}{chosen.log_line(options.backend or '')}")
     progress.log(f"FP32 {proof.name} on {data.num_samples} evaluation samples: {fp32_score:.4f}")

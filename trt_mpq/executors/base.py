@@ -62,6 +62,7 @@ class Executor(ABC):
     threads: int | None = None
     where: str = "in this process"
     job_times: list[tuple[str, float, int]]
+    busy: float = 0.0
 
     def use_gpus(self, gpu: bool) -> None:
         """Whether each job needs a GPU of its own (the backend runs on one); one process has one."""
@@ -116,6 +117,7 @@ class Serial(Executor):
             seconds, (result, tensors) = timed(fn, job, *shared)
             sink.write(job.batch, tensors)
             self.job_times.append((fn.__name__, seconds, parts(job)))
+            self.busy += seconds
             yield i, result
         sink.finish()
 
@@ -124,6 +126,7 @@ class Serial(Executor):
         for i, job in enumerate(jobs):
             seconds, result = timed(fn, job, *shared, *extra)
             self.job_times.append((fn.__name__, seconds, parts(job)))
+            self.busy += seconds
             yield i, result
 
     def resume(self, sink: BatchSink) -> bool:
@@ -155,3 +158,4 @@ def ordered(results: Iterable[tuple[int, Any]], count: int) -> list[Any]:
     for i, r in results:
         out[i] = r
     return out
+

@@ -12,6 +12,7 @@ with that error's own sentence.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -78,6 +79,7 @@ class RayExecutor(Executor):
         self.batches: dict[int, Any] = {}
         self.gpu_jobs = False
         self.job_times = []
+        self.busy = 0.0
 
     def use_gpus(self, gpu: bool) -> None:
         self.gpu_jobs = gpu
@@ -89,15 +91,15 @@ class RayExecutor(Executor):
         return self._ray.put(value)
 
     def keep(self, fn, jobs, shared, sink):
-        pending = {}
+        start, pending = time.perf_counter(), {}
         for i, job in enumerate(jobs):
             result, tensors = self._opts(self._keep).remote(fn, job, *shared)
             self.batches[job.batch] = tensors
             pending[result] = (i, parts(job))
-        yield from self._collect(pending, fn.__name__)
+        yield from self._collect(pending, fn.__name__, start)
 
     def map(self, fn, jobs, shared, reads_batches=False):
-        pending = {}
+        start, pending = time.perf_counter(), {}
         for i, job in enumerate(jobs):
             if reads_batches:
                 batches = [self.batches[b] for b in job.batches]
@@ -105,9 +107,9 @@ class RayExecutor(Executor):
             else:
                 ref = self._opts(self._plain).remote(fn, job, *shared)
             pending[ref] = (i, parts(job))
-        yield from self._collect(pending, fn.__name__)
+        yield from self._collect(pending, fn.__name__, start)
 
-    def _collect(self, pending: dict, name: str) -> Iterator[tuple[int, Any]]:
+    def _collect(self, pending: dict, name: str, start: float) -> Iterator[tuple[int, Any]]:
         ray = self._ray
         try:
             while pending:
@@ -118,6 +120,7 @@ class RayExecutor(Executor):
                     self.job_times.append((name, seconds, size))
                     yield i, result
         finally:
+            self.busy += time.perf_counter() - start
             for ref in pending:  # the run stopped (an error, Ctrl-C): what is queued is not needed
                 ray.cancel(ref, force=False)
 

@@ -17,7 +17,7 @@ from ..data.views import JITTER, cached, jittered
 from ..network.weights import Weights
 from .intervals import DISPLAY_CONFIDENCE
 from .per_sample import Measured
-from .task_metric import Evaluator, TaskMetric
+from .task_metric import Evaluator, Fanout, TaskMetric, outputs_on
 
 
 class ReplicaScorer:
@@ -25,10 +25,10 @@ class ReplicaScorer:
 
     def __init__(self, data: Dataset, backend: Backend, metric: TaskMetric, batch: int,
                  metric_fn: Callable | None = None, replicas: int = 4, jitter: float = JITTER,
-                 weights: Weights | None = None) -> None:
+                 weights: Weights | None = None, fanout: Fanout | None = None) -> None:
         data = cached(data)  # decoded once: every look reads the same samples 1 + replicas times
-        self.base = Evaluator(data, backend, metric, batch, metric_fn, weights)
-        self.copies = [Evaluator(jittered(data, k + 1, jitter), backend, metric, batch, metric_fn, weights)
+        self.base = Evaluator(data, backend, metric, batch, metric_fn, weights, fanout)
+        self.copies = [Evaluator(jittered(data, k + 1, jitter), backend, metric, batch, metric_fn, weights, fanout)
                        for k in range(replicas)]
         self.jitter = jitter
 
@@ -38,10 +38,10 @@ class ReplicaScorer:
 
     def fp32_score(self, fp32: onnx.ModelProto) -> float:
         """FP32 references of the data and of every replica; the FP32 score on the data as given."""
-        with self.base.backend.compile(fp32, self.base.weights) as session:
-            for e in self.copies:
-                e.fp32_score(fp32, session)
-            return self.base.fp32_score(fp32, session)
+        base, *copies = outputs_on([self.base, *self.copies], fp32)
+        for e, outputs in zip(self.copies, copies, strict=True):
+            e.fp32_score(fp32, outputs=outputs)
+        return self.base.fp32_score(fp32, outputs=base)
 
     def measure(self, model: onnx.ModelProto, confidence: float | None = None
                 ) -> tuple[Measured, list[Measured]]:
@@ -49,7 +49,6 @@ class ReplicaScorer:
         and on each replica (one-sided lower bounds when ``confidence`` is given)."""
         level = DISPLAY_CONFIDENCE if confidence is None else confidence
         one_sided = confidence is not None
-        # one build serves the data and every replica
-        with self.base.backend.compile(model, self.base.weights) as session:
-            base = self.base.measure(model, level, one_sided, session)
-            return base, [e.measure(model, level, one_sided, session) for e in self.copies]
+        base, *copies = outputs_on([self.base, *self.copies], model)
+        return (self.base.measure(model, level, one_sided, base),
+                [e.measure(model, level, one_sided, outputs) for e, outputs in zip(self.copies, copies, strict=True)])

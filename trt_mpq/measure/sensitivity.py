@@ -192,6 +192,8 @@ def analyze(model: LoadedModel, dataset: Dataset, backend: Backend, out_dir: str
     where the jobs run (``executors``; default: here, one after another): neither changes any result."""
     progress = progress or Progress()
     executor = executor or Serial()
+    if executor.threads:  # what the jobs run on, recorded and keyed as such
+        backend = backend.with_threads(executor.threads)
     start = time.perf_counter()
     folder = RunFolder(out_dir)
     table = find_units(model.proto, model.tensors)
@@ -216,14 +218,13 @@ def analyze(model: LoadedModel, dataset: Dataset, backend: Backend, out_dir: str
         progress.log(f"FP16/BF16/TF32 measured on {sum(counts[b] for b in rounding)} of {sum(counts)} samples "
                      f"({len(rounding)} spread batches; --float-samples all for every sample)")
     outputs = [o.name for o in model.proto.graph.output]
-    job_backend = backend.with_threads(executor.threads) if executor.threads else backend
     executor.use_gpus(backend.capabilities.gpu)
-    shared = [executor.share(job_backend), executor.share(weights)]
+    shared = [executor.share(backend), executor.share(weights)]
     layout = Layout({n: store.dtype_shape(n) for r in regions.values() for n in r.frontier}) if kept_before \
         else None
     if fresh:
         kept = list(dict.fromkeys([n for r in regions.values() for n in r.frontier] + outputs))
-        found, layout = fp32_pass(model, skeleton, weights, table, kept, dataset, job_backend, settings, store,
+        found, layout = fp32_pass(model, skeleton, weights, table, kept, dataset, backend, settings, store,
                                   executor, progress)
         if ranges is None:
             ranges = found

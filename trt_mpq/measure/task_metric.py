@@ -7,12 +7,15 @@
   scored as ``SQNR_CEILING`` dB, so ``--max-drop 60`` means "keep at least 40 dB".
 - ``--metric-fn package.module:function``: ``function(outputs, labels)`` with ``outputs`` a dict of output name
   to array (all evaluation samples) and ``labels`` the labels array or None; it returns a float.
+
+A model's outputs on evaluation data come from one session here, or (``Fanout``) from jobs that each run
+some of the batches on a cluster's workers, put back in batch order: the same arrays either way.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
 
@@ -22,6 +25,7 @@ import onnx
 from ..backends import Backend, Session
 from ..data.datasets import Dataset
 from ..errors import ConfigError, TrtMpqError
+from ..executors import Executor, chunks_for, ordered
 from ..network.weights import Weights
 from .intervals import DISPLAY_CONFIDENCE
 from .output_delta import OutputDelta
@@ -88,6 +92,7 @@ class Evaluator:
     batch: int
     metric_fn: Callable | None = None
     weights: Weights | None = None  # the arrays behind the placeholders of the models it scores
+    fanout: Fanout | None = None  # where its batches run (None: one session in this process)
 
     def __post_init__(self) -> None:
         if self.metric not in TASK_METRICS:
@@ -105,9 +110,13 @@ class Evaluator:
 
     def outputs(self, session: Session) -> dict[str, np.ndarray]:
         """Every output of every sample, from a compiled session (one may serve several evaluators)."""
+        return self.assemble([session.run(batch) for batch in self.data.batches(self.batch)])
+
+    def assemble(self, batches: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        """Every output of every sample, from the outputs of each batch in order."""
         parts: dict[str, list[np.ndarray]] = {}
-        for batch in self.data.batches(self.batch):
-            for k, v in session.run(batch).items():
+        for outputs in batches:
+            for k, v in outputs.items():
                 parts.setdefault(k, []).append(v)
         self.runs += 1
         if not self.data.batchable:  # one sample per run, its outputs without a sample axis: add one
@@ -115,13 +124,14 @@ class Evaluator:
         return {k: np.concatenate(v, axis=0) if v[0].ndim else v[0] for k, v in parts.items()}
 
     def _outputs(self, model: onnx.ModelProto) -> dict[str, np.ndarray]:
-        with self.backend.compile(model, self.weights) as session:
-            return self.outputs(session)
+        return outputs_on([self], model)[0]
 
-    def fp32_score(self, fp32: onnx.ModelProto, session: Session | None = None) -> float:
+    def fp32_score(self, fp32: onnx.ModelProto, session: Session | None = None,
+                   outputs: dict[str, np.ndarray] | None = None) -> float:
         if self.reference is not None:
             raise RuntimeError("the FP32 reference is computed once")
-        self.reference = self.outputs(session) if session is not None else self._outputs(fp32)
+        self.reference = outputs if outputs is not None else \
+            self.outputs(session) if session is not None else self._outputs(fp32)
         return self._score(self.reference, self.reference)
 
     def score_outputs(self, outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> float:
@@ -134,12 +144,12 @@ class Evaluator:
         return self._score(self._outputs(model), self.reference)
 
     def measure(self, model: onnx.ModelProto, confidence: float = DISPLAY_CONFIDENCE,
-                one_sided: bool = False, session: Session | None = None) -> Measured:
+                one_sided: bool = False, outputs: dict[str, np.ndarray] | None = None) -> Measured:
         """The score with its interval, the search's smooth surrogate, and the samples whose top-1 changed
-        (``session``: ``model`` already compiled)."""
+        (``outputs``: ``model``'s, already computed)."""
         if self.reference is None:
             raise RuntimeError("call fp32_score first")
-        outputs = self.outputs(session) if session is not None else self._outputs(model)
+        outputs = outputs if outputs is not None else self._outputs(model)
         n = self.data.num_samples
         if self.metric_fn is not None:
             return user_metric(self.metric_fn, outputs, self.data.labels, n, confidence, one_sided, _call_user)
@@ -174,3 +184,61 @@ class Evaluator:
         if result.nonfinite:
             return -SQNR_CEILING
         return SQNR_CEILING if sqnr is None else min(sqnr, SQNR_CEILING)
+
+
+class Fanout:
+    """Evaluations spread over an executor's workers: the backend and the weights are sent once, each data
+    set once, each model once per evaluation; every job runs some consecutive batches of one data set."""
+
+    def __init__(self, executor: Executor, backend: Backend, weights: Weights | None) -> None:
+        self.executor = executor
+        executor.use_gpus(backend.capabilities.gpu)
+        self.shared = [executor.share(backend), executor.share(weights)]
+        self._data: dict[int, tuple[Dataset, object]] = {}
+
+    def data(self, ds: Dataset):
+        if id(ds) not in self._data:
+            self._data[id(ds)] = (ds, self.executor.share(ds))  # the data set kept alive with its id
+        return self._data[id(ds)][1]
+
+
+@dataclass(frozen=True)
+class OutputsJob:
+    """Some consecutive batches of one data set (``data``: its place among the shared values)."""
+
+    data: int
+    spans: tuple[tuple[int, int], ...]
+
+    @property
+    def parts(self) -> int:
+        return len(self.spans)
+
+
+def outputs_of(job: OutputsJob, backend: Backend, weights: Weights | None, model: onnx.ModelProto,
+               *datasets: Dataset) -> list[dict[str, np.ndarray]]:
+    """The outputs of each batch of the job (a pure function: it runs anywhere)."""
+    data = datasets[job.data]
+    with backend.compile(model, weights) as session:
+        return [session.run(data.take(lo, hi)) for lo, hi in job.spans]
+
+
+def outputs_on(evaluators: Sequence[Evaluator], model: onnx.ModelProto) -> list[dict[str, np.ndarray]]:
+    """``model``'s outputs on each evaluator's data: one session here (one build serves them all), or jobs on
+    the workers of the first evaluator's ``fanout``."""
+    fanout = evaluators[0].fanout
+    if fanout is None or fanout.executor.workers <= 1:
+        first = evaluators[0]
+        with first.backend.compile(model, first.weights) as session:
+            return [e.outputs(session) for e in evaluators]
+    spans = [e.data.spans(e.batch) for e in evaluators]
+    pieces = chunks_for(fanout.executor.workers, len(evaluators), max(len(s) for s in spans))
+    jobs = []
+    for k, s in enumerate(spans):
+        size = -(-len(s) // min(pieces, len(s)))
+        jobs += [OutputsJob(k, tuple(s[lo:lo + size])) for lo in range(0, len(s), size)]
+    shared = [*fanout.shared, fanout.executor.share(model), *(fanout.data(e.data) for e in evaluators)]
+    done = ordered(fanout.executor.map(outputs_of, jobs, shared), len(jobs))
+    batches: list[list[dict[str, np.ndarray]]] = [[] for _ in evaluators]
+    for job, outputs in zip(jobs, done, strict=True):
+        batches[job.data] += outputs
+    return [e.assemble(b) for e, b in zip(evaluators, batches, strict=True)]

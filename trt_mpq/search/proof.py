@@ -4,7 +4,8 @@ its choice, with jittered replicas), their FP32 references, and what that data c
 
 Every request is a frozen, picklable record and every answer depends on the request and on data fixed when the
 ``Proof`` is made (its FP32 references are computed then), never on what was asked before: the same requests
-can be answered in any order, or elsewhere, with the same results.
+can be answered in any order, or elsewhere, with the same results. With a ``Fanout`` each answer's batches
+run on a cluster's workers (``measure.task_metric.outputs_on``), with the same outputs.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ..errors import ConfigError
 from ..measure.intervals import DISPLAY_CONFIDENCE
 from ..measure.per_sample import Measured
 from ..measure.robust import ReplicaScorer
-from ..measure.task_metric import Evaluator, TaskMetric, merge_outputs
+from ..measure.task_metric import Evaluator, Fanout, TaskMetric, merge_outputs
 from ..network.units import Unit
 from ..network.weights import Weights
 from ..precision import Plan, Precision
@@ -81,15 +82,17 @@ class Proof:
     and on the confirm part with its replicas, against FP32 references computed once, when it is made."""
 
     def __init__(self, data: Dataset, backend: Backend, metric: TaskMetric, batch: int,
-                 metric_fn: Callable | None, replicas: int, confidence: float | None, mixes: Mixes) -> None:
+                 metric_fn: Callable | None, replicas: int, confidence: float | None, mixes: Mixes,
+                 fanout: Fanout | None = None) -> None:
         if data.num_samples < 2:
             raise ConfigError("the evaluation data holds 1 sample; the search and the confirm check need at least "
                               "one each (and far more to resolve a budget).")
         self.data, self.mixes = data, mixes
         weights = mixes.weights
         search, confirm, self.search_idx, self.confirm_idx = split(data, 0.5, SPLIT_SEED)
-        self.searcher = Evaluator(cached(search), backend, metric, batch, metric_fn, weights)
-        self.confirmer = ReplicaScorer(confirm, backend, metric, batch, metric_fn, replicas, weights=weights)
+        self.searcher = Evaluator(cached(search), backend, metric, batch, metric_fn, weights, fanout)
+        self.confirmer = ReplicaScorer(confirm, backend, metric, batch, metric_fn, replicas, weights=weights,
+                                       fanout=fanout)
         self.whole = Evaluator(data, backend, metric, batch, metric_fn, weights)
         self.discrete = metric_fn is None and metric in (TaskMetric.ACCURACY, TaskMetric.AGREEMENT)
         self.replicas, self.confidence = replicas, confidence
