@@ -11,6 +11,7 @@ from trt_mpq.backends import Backend, BackendContext, Session
 from trt_mpq.backends.base import Capabilities, Flag
 from trt_mpq.backends.onnxrt import OnnxRuntimeBackend, OnnxRuntimeOptions
 from trt_mpq.errors import BackendError
+from trt_mpq.progress import Progress
 
 
 class CountingBackend(Backend):
@@ -156,3 +157,19 @@ class FailingBackend(OnnxRuntimeBackend):
 
     def compile(self, model, weights=None):
         raise BackendError("the worker's backend cannot load the model: it is a test.")
+
+
+class StopAfter(Progress):
+    """Progress that stops the run (as Ctrl-C or a kill would) after ``n`` per-unit measurements."""
+
+    def __init__(self, n):
+        self.n, self.stage = n, ""
+
+    def start(self, label, total):
+        self.stage = label
+
+    def advance(self, k=1):
+        if self.stage.startswith("per-unit"):
+            self.n -= k
+            if self.n <= 0:
+                raise KeyboardInterrupt

@@ -149,3 +149,18 @@ def test_a_plan_scored_on_two_workers_is_the_plan_of_one_process(tmp_path, clust
             docs[name][f] = doc
     assert docs["two"] == docs["one"]
     assert docs["one"]["report.json"]["verification"]  # mixes were scored
+
+
+def test_a_killed_driver_resumes_from_its_journal(tmp_path, cluster):
+    model = load_model(builders.save(builders.attention_matmul(), tmp_path))
+    data = generated_dataset(model, samples=24, seed=5)
+    backend = fakes.OnnxRuntimeBackend(OnnxRuntimeOptions(threads=1))
+    with pytest.raises(KeyboardInterrupt):
+        analyze(model, data, backend, tmp_path / "ray", SETTINGS, fakes.StopAfter(3), executor=RayExecutor(workers=2))
+    assert not (tmp_path / "ray" / "sensitivity.json").exists()
+    journal = next((tmp_path / "ray").glob(".trt-mpq/*/results.jsonl"))
+    assert len(journal.read_text().splitlines()) == 3
+    analyze(model, data, backend, tmp_path / "ray", SETTINGS, executor=RayExecutor(workers=2))
+    resumed = json.loads((tmp_path / "ray" / "sensitivity.json").read_text())
+    resumed.pop("elapsed_s")
+    assert resumed == _analyse(tmp_path, "serial", builders.attention_matmul)[0]

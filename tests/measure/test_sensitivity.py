@@ -4,29 +4,14 @@ import numpy as np
 import pytest
 
 import builders
-from fakes import CountingBackend, ReferenceBackend
+from fakes import CountingBackend, ReferenceBackend, StopAfter
 from trt_mpq.artifacts import SENSITIVITY_SCHEMA as SCHEMA
 from trt_mpq.data.datasets import generated_dataset
 from trt_mpq.measure.journal import Journal
 from trt_mpq.measure.sensitivity import Settings, analyze, measure_naive
 from trt_mpq.network.model import load_model
 from trt_mpq.precision import Precision
-from trt_mpq.progress import Progress
 from trt_mpq.quant.ranges import Ranges
-
-
-class StopAfter(Progress):
-    def __init__(self, n):
-        self.n, self.stage = n, ""
-
-    def start(self, label, total):
-        self.stage = label
-
-    def advance(self, k=1):
-        if self.stage.startswith("per-unit"):
-            self.n -= k
-            if self.n <= 0:
-                raise KeyboardInterrupt
 
 
 def _setup(tmp_path, builder, samples=10):

@@ -58,7 +58,9 @@ class Fp32Result:
     layout: Mapping[str, tuple[str, tuple[int, ...]]]  # kept tensor -> (dtype, shape) in this batch
 
 
-_SESSIONS: dict[str, Session] = {}  # per process: the probe's session, so a worker compiles it once
+# A process's compiled probe, so a worker compiles it once for all the batches it runs: a resource, like a
+# connection pool, not a result (the session computes what a new one would); closed at the end of an analysis.
+_SESSIONS: dict[str, Session] = {}
 
 
 def _probe_session(plan: Fp32Plan, backend: Backend, weights: Weights) -> Session:
