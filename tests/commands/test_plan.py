@@ -1,160 +1,21 @@
-import itertools
+"""The plan command (commands/plan.py) and its command line: artifacts, bad inputs, options."""
+
 import json
 
 import numpy as np
-import pytest
 
 import builders
-from spaces import NOISE
-from spaces import toy_space as _options
 from trt_mpq import PlanOptions
 from trt_mpq import plan as plan_from_analysis
 from trt_mpq.artifacts import Budget
 from trt_mpq.cli import main
-from trt_mpq.errors import ConfigError
 from trt_mpq.network.units import find_units
 from trt_mpq.precision import Precision as P
-from trt_mpq.search.cost import GPUS, cost_model
-from trt_mpq.search.driver import search
-from trt_mpq.search.milp import solve
 
 
-def test_milp_matches_brute_force():
-    opts = _options(NOISE)
-    for budget in (0.0, 2e-6, 1e-4, 2e-4, 1e-2, 1.0):
-        best = None
-        for combo in itertools.product([P.FP32, P.FP16, P.INT8], repeat=3):
-            plan = dict(zip(opts.units, combo, strict=True))
-            if opts.predicted_noise(plan) <= budget + 1e-15:
-                t = opts.seconds(plan)
-                best = t if best is None or t < best else best
-        got = solve(opts, noise_budget=budget)
-        full = {u: got.get(u, P.FP32) for u in opts.units}
-        assert opts.predicted_noise(full) <= budget + 1e-12
-        assert opts.seconds(full) == pytest.approx(best, rel=1e-9)
-
-
-def test_noise_far_below_solver_tolerance_is_respected():
-    tiny = {k: v * 1e-4 for k, v in NOISE.items()}  # FP16-like noise of 1e-10..1e-6
-    opts = _options(tiny)
-    assert solve(opts, noise_budget=0.0) == {}
-    plan = solve(opts, noise_budget=2e-10)
-    assert opts.predicted_noise(plan) <= 2e-10
-
-
-def test_latency_budget_minimises_noise_and_infeasible_is_none():
-    opts = _options(NOISE)
-    fastest = opts.seconds({u: P.INT8 for u in opts.units})
-    plan = solve(opts, seconds_budget=fastest * 1.0000001, minimise="noise")
-    assert opts.seconds({u: plan.get(u, P.FP32) for u in opts.units}) <= fastest * 1.0000001
-    assert solve(opts, seconds_budget=fastest / 10) is None
-
-
-def test_a_tie_never_hands_back_a_mix_slower_than_all_fp16():
-    # INT8 a hair slower than FP16 (well within the 6 us resolution): smaller weights must not win over speed
-    same = _options(NOISE, {P.FP32: 1e-3, P.FP16: 5e-4, P.INT8: 5e-4})
-    borders = same.seconds(same.uniform(P.INT8)) - same.seconds(same.uniform(P.FP16))
-    space = _options(NOISE, {P.FP32: 1e-3, P.FP16: 5e-4, P.INT8: 5e-4 + (2e-6 - borders) / 3})  # 2 us slower
-    fp16 = space.seconds(space.uniform(P.FP16))
-    chosen = solve(space, noise_budget=1.0)
-    assert space.seconds(chosen) <= fp16 + 1e-12
-    assert space.seconds(space.uniform(P.INT8)) > fp16  # the tie the old rule broke towards INT8
-
-
-def test_cost_model_targets_and_boundaries():
-    m = builders.conv_bn_relu_residual()
-    units = find_units(m).units
-    t4, h100 = cost_model(m, units, "t4", 64), cost_model(m, units, "h100", 64)
-    plan = {u.name: P.INT8 for u in units}
-    assert t4.plan_seconds(plan) != h100.plan_seconds(plan)
-    assert t4.plan_seconds(plan) > h100.plan_seconds(plan)
-    # a precision change between two units costs a reformat that an all-INT8 plan does not pay
-    mixed = {"conv1": P.INT8, "conv2": P.FP16, "fc": P.INT8}
-    uniform_units = sum(t4.unit_seconds(u, p) for u, p in mixed.items())
-    assert t4.plan_seconds(mixed) > uniform_units
-    assert set(GPUS) == {"h200", "h100", "b200", "a100", "l40s", "l4", "t4", "orin"}
-    # what each runs (datasheets): no FP8 before Ada/Hopper, no BF16/TF32 on Turing
-    assert GPUS["t4"].fp8_tflops is None and GPUS["t4"].bf16_tflops is None and GPUS["t4"].tf32_tflops is None
-    assert GPUS["a100"].fp8_tflops is None and GPUS["a100"].tf32_tflops == 156.0
-    assert all(GPUS[g].fp8_tflops for g in ("l4", "l40s", "h100", "h200", "b200"))
-    with pytest.raises(ConfigError, match="--target"):
-        cost_model(m, units, "v100")
-
-
-def test_an_embedding_lookup_costs_the_rows_it_reads_not_its_table():
-    m = builders.embedding_residual()
-    units = find_units(m).units
-    cost = cost_model(m, units, "t4", 1)
-    lookup = cost.costs["embed"]
-    assert lookup.weights_read == 2 * 4 * 8 and lookup.weight_elems == 50 * 8  # rows read; the table's size
-    big = builders.embedding_residual()
-    table = next(t for t in big.graph.initializer if t.name == "table")
-    table.CopyFrom(builders.init("table", np.zeros((50_000, 8), np.float32)))
-    big_cost = cost_model(big, find_units(big).units, "t4", 1)
-    assert big_cost.unit_seconds("embed", P.FP16) == cost.unit_seconds("embed", P.FP16)  # time: the rows read
-    assert big_cost.costs["embed"].weight_elems == 50_000 * 8  # size (--max-size-mb): the whole table
-
-
-def test_search_returns_a_measured_passing_mix_and_logs_every_step():
-    opts = _options(NOISE)
-
-    def measure(plan):  # a fake task metric: drops with the predicted noise
-        return 0.99 - 10 * opts.predicted_noise(plan)
-
-    result = search(opts, Budget(max_drop=0.002), 0.99, measure)
-    assert 0.99 - result.score <= 0.002
-    assert result.plan == {"conv1": P.FP16, "conv2": P.INT8, "fc": P.INT8}  # conv1's INT8 noise breaks it
-    assert not result.steps[0].passed and len(result.steps) > 1  # all-INT8 was tried, measured, and refused
-    assert all(s.passed == (0.99 - s.score <= 0.002) for s in result.steps)
-    assert result.steps[0].note == "fastest mix allowed"
-    only_fp32 = search(opts, Budget(max_drop=0.0), 0.99, lambda plan: 0.99 - (0.5 if plan else 0.0))
-    assert only_fp32.plan == {} and "only all-FP32" in only_fp32.message
-    slow = _options(NOISE)
-    slow = slow.with_cost(slow.cost.with_measured({(u, p): (1.0 if p is P.FP32 else 9.0) for u in slow.units
-                                                   for p in P}, "test"))
-    fastest_is_fp32 = search(slow, Budget(max_drop=0.5), 0.99, lambda plan: 0.99)
-    assert fastest_is_fp32.plan == {} and "fastest mix" in fastest_is_fp32.message
-
-
-@pytest.mark.parametrize("gap_us, lowered", [(4.0, True), (9.0, False)])
-def test_latencies_within_the_resolution_are_ties_won_by_smaller_weights(gap_us, lowered):
-    opts = _options(NOISE)
-    fp32 = {u: P.FP32 for u in opts.units}
-    measured = {(u, p): 1e-4 for u in opts.units for p in P}
-    opts = opts.with_cost(opts.cost.with_measured(measured, "test"))
-    boundaries = opts.seconds({u: P.INT8 for u in opts.units}) - opts.seconds(fp32)  # input/output reformats
-    for u in opts.units:  # all-INT8 ends up gap_us slower than all-FP32; FP16 is slower still
-        measured[(u, P.INT8)] = 1e-4 - (boundaries - gap_us * 1e-6) / len(opts.units)
-        measured[(u, P.FP16)] = 2e-4
-    opts = opts.with_cost(opts.cost.with_measured(measured, "test"))
-    assert opts.cost.resolution == pytest.approx(6e-6)
-    assert solve(opts, tie_break=False) == {}  # strictly fastest: all-FP32
-    tied = solve(opts)
-    assert (tied == {u: P.INT8 for u in opts.units}) == lowered
-    assert opts.seconds({**fp32, **tied}) - opts.seconds(fp32) <= opts.cost.resolution + 1e-12
-    result = search(opts, Budget(max_drop=1.0), 0.99, lambda plan: 0.99)
-    assert result.plan == tied and "smaller weights won" in result.message
-
-
-def test_mix_never_slower_than_all_fp16_for_a_speedup_budget():
-    opts = _options(NOISE)
-    fp16 = opts.seconds({u: P.FP16 for u in opts.units})
-    result = search(opts, Budget(min_speedup=1.0, speedup_vs=P.FP16), 1.0, lambda plan: 1.0)
-    assert opts.seconds({u: result.plan.get(u, P.FP32) for u in opts.units}) <= fp16 * (1 + 1e-9)
-
-
-@pytest.mark.parametrize("budget, words", [
-    (Budget(max_drop=-0.1), "zero or positive"),
-    (Budget(max_drop=float("nan")), "finite"),
-    (Budget(max_latency_ms=float("inf")), "finite"),
-    (Budget(), "give a budget"),
-    (Budget(relative=True), "--relative"),
-    (Budget(max_latency_ms=1, min_speedup=2), "not both"),
-    (Budget(max_size_mb=0), "--max-size-mb"),
-])
-def test_bad_budgets(budget, words):
-    with pytest.raises(ConfigError, match=words):
-        budget.check()
+def _plan_cli(capsys, *argv):
+    code = main(["plan", *map(str, argv)])
+    return code, capsys.readouterr()
 
 
 def test_plan_writes_verified_artifacts(analysed):
@@ -206,11 +67,6 @@ def test_trtexec_lines_pin_fp16_and_fp32_units_and_leave_int8_to_its_qdq():
                                          plan)
 
 
-def _plan_cli(capsys, *argv):
-    code = main(["plan", *map(str, argv)])
-    return code, capsys.readouterr()
-
-
 def test_plan_cli_bad_inputs(analysed, capsys):
     run = analysed / "run"
     cases = [
@@ -234,26 +90,6 @@ def test_plan_cli_custom_metric_and_summary(analysed, capsys):
                           "metric_fns:mean_max", "--max-drop", "0.5", "--relative", "--quiet")
     assert code == 0, out.err
     assert "units:" in out.out and "latency on NVIDIA T4 at batch 1 (estimated)" in out.out
-
-
-def test_pareto_sweep_is_measured_and_marks_the_front():
-    from trt_mpq.search.driver import pareto
-
-    opts = _options(NOISE)
-    calls = []
-
-    def measure(plan):
-        calls.append(plan)
-        return 1.0 - 10 * opts.predicted_noise(plan)
-
-    points = pareto(opts, measure, points=8)
-    assert len(calls) == len(points)  # every point measured once
-    assert points[-1].plan == {} and points[-1].score == 1.0  # all-FP32 is the slowest point
-    front = [q for q in points if q.on_front]
-    assert front[0] is points[0]  # the fastest point is always on the front
-    assert all(a.score < b.score for a, b in zip(front, front[1:], strict=False))  # slower: scores higher
-    times = [q.estimated_ms for q in points]
-    assert times == sorted(times)
 
 
 def test_plan_with_pareto_writes_points(analysed):

@@ -1,0 +1,36 @@
+"""The on-disk store of FP32 activations (measure/store.py): batches written in order, read back by name."""
+
+import numpy as np
+import pytest
+
+from trt_mpq.measure.store import ActivationStore
+
+
+def test_batches_read_back_exactly_with_their_shapes_and_dtypes(tmp_path):
+    store = ActivationStore(tmp_path / "a")
+    store.reset()
+    rng = np.random.default_rng(0)
+    written = [{"x": rng.standard_normal((n, 3, 4)).astype(np.float32), "ids": np.arange(n, dtype=np.int64)}
+               for n in (4, 4, 2)]
+    for b, tensors in enumerate(written):
+        store.write(b, tensors)
+    assert not store.complete
+    store.finish()
+    again = ActivationStore(tmp_path / "a")  # a resumed run opens the finished store
+    assert again.complete
+    for b, tensors in enumerate(written):
+        got = again.read(b, ["x", "ids"])
+        for name, value in tensors.items():
+            assert got[name].dtype == value.dtype and np.array_equal(got[name], value)
+    dtype, dims = again.dtype_shape("x")
+    assert dtype == np.float32 and dims == [None, 3, 4]  # the short last batch frees the batch axis
+    again.remove()
+    assert not (tmp_path / "a").exists()
+
+
+def test_batches_out_of_order_are_refused(tmp_path):
+    store = ActivationStore(tmp_path / "a")
+    store.reset()
+    store.write(0, {"x": np.zeros(2, np.float32)})
+    with pytest.raises(ValueError, match="in order"):
+        store.write(2, {"x": np.zeros(2, np.float32)})
