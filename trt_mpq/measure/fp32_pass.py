@@ -92,10 +92,13 @@ def fp32_pass(model: LoadedModel, skeleton: onnx.ModelProto, weights: Weights, t
     num = len(dataset.spans(settings.batch))
     progress.start("FP32 reference and ranges", num * (2 if collector.needs_histograms else 1))
     results = []
-    for i, result in executor.keep(fp32_batch, _jobs(dataset, settings.batch), [executor.share(plan), *shared],
-                                   store):
-        results.append((i, result))
-        progress.advance()
+    try:
+        for i, result in executor.keep(fp32_batch, _jobs(dataset, settings.batch),
+                                       [executor.share(plan), *shared], store):
+            results.append((i, result))
+            progress.advance()
+    finally:
+        plan.close()  # the probe compiled here (jobs on a cluster compile and drop their own)
     results = ordered(results, num)
     for r in results:  # in batch order: channel sums are float sums
         collector.fold(r.ranges)

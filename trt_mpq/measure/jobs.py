@@ -43,6 +43,25 @@ class Fp32Plan:
     fetch: tuple[str, ...]
     kept: tuple[str, ...]
     collector: RangeCollector
+    # the probe compiled once for every batch this object serves: all of them in one process; on a cluster
+    # each job gets its own copy (compiled once per job); never sent anywhere, closed with ``close``
+    sessions: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def session(self, backend: Backend, weights: Weights) -> Session:
+        if not self.sessions:
+            self.sessions["probe"] = backend.compile(self.probe, weights)
+        return self.sessions["probe"]
+
+    def close(self) -> None:
+        for s in self.sessions.values():
+            s.close()
+        self.sessions.clear()
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "sessions": {}}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
 
 
 @dataclass(frozen=True)
@@ -58,31 +77,9 @@ class Fp32Result:
     layout: Mapping[str, tuple[str, tuple[int, ...]]]  # kept tensor -> (dtype, shape) in this batch
 
 
-# A process's compiled probe, so a worker compiles it once for all the batches it runs: a resource, like a
-# connection pool, not a result (the session computes what a new one would); closed at the end of an analysis.
-_SESSIONS: dict[str, Session] = {}
-
-
-def _probe_session(plan: Fp32Plan, backend: Backend, weights: Weights) -> Session:
-    key = f"{plan.key}|{backend.describe()}"
-    if key not in _SESSIONS:
-        for old in _SESSIONS.values():
-            old.close()
-        _SESSIONS.clear()
-        _SESSIONS[key] = backend.compile(plan.probe, weights)
-    return _SESSIONS[key]
-
-
-def release_sessions() -> None:
-    """Close the sessions kept for reuse (at the end of an analysis)."""
-    for s in _SESSIONS.values():
-        s.close()
-    _SESSIONS.clear()
-
-
 def fp32_batch(job: Fp32Job, plan: Fp32Plan, backend: Backend, weights: Weights
                ) -> tuple[Fp32Result, dict[str, np.ndarray]]:
-    session = _probe_session(plan, backend, weights)
+    session = plan.session(backend, weights)
     values = {**job.feeds, **session.run(job.feeds, list(plan.fetch))}
     kept = {n: values[n] for n in plan.kept}
     layout = {n: (v.dtype.str, tuple(v.shape)) for n, v in kept.items()}

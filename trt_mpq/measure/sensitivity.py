@@ -51,7 +51,7 @@ from ..progress import Progress
 from ..quant.lower import lower
 from ..quant.ranges import FP16_MAX, INT4_BLOCK, Ranges
 from .fp32_pass import Layout, fp32_pass
-from .jobs import ROUNDINGS, MeasureJob, measure_batches, release_sessions
+from .jobs import ROUNDINGS, MeasureJob, measure_batches
 from .journal import Journal
 from .output_delta import OutputDelta
 from .store import ActivationStore
@@ -259,7 +259,6 @@ def analyze(model: LoadedModel, dataset: Dataset, backend: Backend, out_dir: str
             progress.advance()
         del parts[unit.name]
     executor.drop_batches()
-    release_sessions()
     store.remove()
     rounding_samples = sum(counts[b] for b in rounding) if len(rounding) < len(counts) else None
     analysis = _analysis(model, table, dataset, backend, settings, done, time.perf_counter() - start,
