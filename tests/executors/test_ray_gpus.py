@@ -1,5 +1,5 @@
-"""A backend on a GPU: each job asks Ray for one GPU, so N GPUs run N jobs at once. Checked on a local
-cluster that declares two GPUs (stand-ins: Ray hands out their ids, nothing runs on a GPU here)."""
+"""Joining a cluster, and GPUs: with a backend on a GPU each job asks Ray for one GPU, so N GPUs run N jobs at
+once (checked on a local cluster that declares two: stand-ins, Ray hands out their ids, nothing runs on a GPU)."""
 
 from __future__ import annotations
 
@@ -32,3 +32,16 @@ def test_each_job_of_a_gpu_backend_holds_one_gpu():
         assert all(visible == str(ids[0]) for visible, ids in seen)  # what CUDA (and TensorRT) will see
     finally:
         ray.shutdown()
+
+
+def test_an_address_where_no_cluster_answers_is_one_sentence_at_once():
+    import time
+
+    from trt_mpq.errors import ConfigError
+
+    if ray.is_initialized():  # joining needs a driver that is not connected yet
+        ray.shutdown()
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"no Ray cluster answers at 127\.0\.0\.1:1 .*ray start --head"):
+        RayExecutor(address="127.0.0.1:1")
+    assert time.perf_counter() - t0 < 30  # Ray alone retries a dead address for minutes

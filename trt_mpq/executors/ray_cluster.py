@@ -12,6 +12,7 @@ with that error's own sentence.
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -30,6 +31,19 @@ def _ray():
     except ImportError:
         raise ConfigError(f"spreading work over workers needs Ray, which is not installed; run: {INSTALL}") from None
     return ray
+
+
+def _unreachable(address: str) -> str | None:
+    """Why nothing answers at ``host:port`` within a few seconds (None: something does, or the address is not
+    host:port, e.g. ``auto``, which Ray resolves itself). Ray alone would retry a dead address for minutes."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or "://" in address:
+        return None
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        return str(exc) or type(exc).__name__
+    return None
 
 
 def _run(fn: Callable, job: Any, n_shared: int, *args: Any) -> tuple[float, Any]:
@@ -60,6 +74,10 @@ class RayExecutor(Executor):
             env = {WORKER_ENV: "ray", "OMP_NUM_THREADS": "1"}
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR",
                                       "runtime_env": {"env_vars": env}}
+            why = _unreachable(address) if address else None
+            if why:
+                raise ConfigError(f"no Ray cluster answers at {address} ({why}); start one there with "
+                                  "'ray start --head', or check --ray-address / RAY_ADDRESS.")
             try:
                 if address:
                     ray.init(address=address, **kwargs)
