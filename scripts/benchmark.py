@@ -62,7 +62,7 @@ class Stopwatch:
     """Seconds per stage of trt-mpq's analysis: the backend's compile and run are timed by a wrapper, the
     pipeline's stages by wrapping the functions the analysis calls (for the benchmark only)."""
 
-    STAGES = (("collect", "FP32 pass"), ("choose_thresholds", "thresholds (auto)"),
+    STAGES = (("fp32_pass", "FP32 pass"), ("choose_thresholds", "thresholds (auto)"),
               ("downstream_model", "region extraction"), ("lower", "lowering"))
 
     def __init__(self) -> None:
@@ -81,10 +81,10 @@ class Stopwatch:
         return timed
 
     def __enter__(self) -> Stopwatch:
-        from trt_mpq.measure import sensitivity, thresholds
+        from trt_mpq.measure import jobs, sensitivity, thresholds
 
         self.saved = []
-        for module in (sensitivity, thresholds):
+        for module in (sensitivity, thresholds, jobs):
             for name, stage in self.STAGES:
                 if hasattr(module, name):
                     self.saved.append((module, name, getattr(module, name)))

@@ -11,19 +11,10 @@ import json
 import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
 from ..files import atomic_write_json
-
-
-class BatchReader(Protocol):
-    """What a measurement reads its data through: a batch of named FP32 tensors, and their types."""
-
-    def read(self, batch: int, names: Iterable[str]) -> dict[str, np.ndarray]: ...
-
-    def dtype_shape(self, name: str) -> tuple[np.dtype, list[int | None]]: ...
 
 
 class ActivationStore:
