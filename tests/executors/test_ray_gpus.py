@@ -7,6 +7,7 @@ import os
 import sys
 
 import pytest
+from test_ray import start_or_skip
 
 from trt_mpq.executors import RayExecutor, ordered
 
@@ -22,7 +23,8 @@ def _gpu_of(job):
 
 
 def test_each_job_of_a_gpu_backend_holds_one_gpu():
-    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    start_or_skip(lambda: ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False,
+                                   logging_level="ERROR"))
     try:
         executor = RayExecutor(workers=2)
         executor.use_gpus(True)
