@@ -23,12 +23,6 @@ class BatchReader(Protocol):
     def read(self, batch: int, names: Iterable[str]) -> dict[str, np.ndarray]: ...
 
 
-class BatchJob(Protocol):
-    """A job that reads batches names them, so they can be sent to it."""
-
-    batches: tuple[int, ...]
-
-
 class MemoryBatches:
     """Batches held in memory (what a job on a Ray worker reads, from the object store without copying)."""
 

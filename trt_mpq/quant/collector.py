@@ -101,9 +101,6 @@ class RangeCollector:
             c.total = total if c.total is None else c.total + total
             c.count += count
 
-    def update_shapes(self, tensors: Mapping[str, np.ndarray], samples: int) -> None:
-        self.fold(BatchRanges({}, {}, self.observe(tensors, samples).shapes))
-
     def update_max(self, tensors: Mapping[str, np.ndarray]) -> None:
         """The first pass: maxima (and channel means, for bias correction)."""
         b = self.observe(tensors, 1)
