@@ -7,11 +7,16 @@ import pytest
 from spaces import NOISE
 from spaces import toy_space as _options
 from trt_mpq.precision import Precision as P
+from trt_mpq.search import milp
 from trt_mpq.search.milp import solve
 
 
-def test_milp_matches_brute_force():
+@pytest.mark.parametrize("joint_limit", [milp.JOINT_LIMIT, 0], ids=["joint", "compact"])
+def test_milp_matches_brute_force(monkeypatch, joint_limit):
+    # both formulations of a crossing's cost (one variable per combination, or the compact rule) are exact
+    monkeypatch.setattr(milp, "JOINT_LIMIT", joint_limit)
     opts = _options(NOISE)
+    assert any(c.writer and c.readers for c in opts.cost.crossings)
     for budget in (0.0, 2e-6, 1e-4, 2e-4, 1e-2, 1.0):
         best = None
         for combo in itertools.product([P.FP32, P.FP16, P.INT8], repeat=3):
