@@ -223,3 +223,43 @@ def quiet_outlier_channel(seed: int = 0) -> onnx.ModelProto:
     inits = [init("w1", w), init("b1", np.zeros(4, np.float32)),
              init("wf", (r.standard_normal((5, 4)) / 2).astype(np.float32)), init("bf", np.zeros(5, np.float32))]
     return model(nodes, [fvi("x", ["N", 2, 8, 8])], [fvi("y", ["N", 5])], inits)
+
+
+def detector_with_nms(seed: int = 0) -> onnx.ModelProto:
+    """A tiny detector ending as TensorRT exports of YOLO do: boxes [N,16,4] and sigmoid scores [N,16,3] into an
+    ``EfficientNMS_TRT`` plugin node (default domain, no ONNX schema), whose four outputs are the graph's."""
+    r = _rng(seed)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], "conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], "relu1"),
+        helper.make_node("Conv", ["r1", "wb"], ["cb"], "conv_boxes"),
+        helper.make_node("Reshape", ["cb", "shape_b"], ["rb"], "reshape_boxes"),
+        helper.make_node("Transpose", ["rb"], ["boxes"], "boxes", perm=[0, 2, 1]),
+        helper.make_node("Conv", ["r1", "ws"], ["cs"], "conv_scores"),
+        helper.make_node("Reshape", ["cs", "shape_s"], ["rs"], "reshape_scores"),
+        helper.make_node("Transpose", ["rs"], ["ts"], "scores_t", perm=[0, 2, 1]),
+        helper.make_node("Sigmoid", ["ts"], ["scores"], "sigmoid"),
+        helper.make_node("EfficientNMS_TRT", ["boxes", "scores"], ["num_dets", "det_boxes", "det_scores",
+                                                                   "det_classes"], "nms", background_class=-1,
+                         box_coding=0, iou_threshold=0.45, max_output_boxes=10, plugin_version="1",
+                         score_activation=0, score_threshold=0.25),
+    ]
+    inits = [init("w1", conv_w(r, 8, 3)), init("b1", (0.1 * r.standard_normal(8)).astype(np.float32)),
+             init("wb", conv_w(r, 4, 8, 1)), init("ws", conv_w(r, 3, 8, 1)),
+             init("shape_b", np.array([0, 4, -1], np.int64)), init("shape_s", np.array([0, 3, -1], np.int64))]
+    outputs = [helper.make_tensor_value_info("num_dets", TensorProto.INT32, ["N", 1]), fvi("det_boxes", ["N", 10, 4]),
+               fvi("det_scores", ["N", 10]), helper.make_tensor_value_info("det_classes", TensorProto.INT32, ["N", 10])]
+    graph = helper.make_graph(nodes, "detector", [fvi("x", ["N", 3, 4, 4])], outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=8)
+
+
+def custom_op_inside(seed: int = 0) -> onnx.ModelProto:
+    """Conv -> com.example:MyOp -> Conv: an op no backend here runs, with a convolution after it."""
+    r = _rng(seed)
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], "conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("MyOp", ["c1"], ["m"], "mine", domain="com.example"),
+             helper.make_node("Conv", ["m", "w2"], ["y"], "conv2", pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(nodes, "custom", [fvi("x", ["N", 3, 8, 8])], [fvi("y", ["N", 4, 8, 8])],
+                              [init("w1", conv_w(r, 4, 3)), init("w2", conv_w(r, 4, 4))])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET),
+                                                   helper.make_opsetid("com.example", 1)], ir_version=8)

@@ -158,6 +158,10 @@ def _analysis_args(p: argparse.ArgumentParser, command: str) -> None:
                    "std, layout (nchw|nhwc), color (rgb|bgr|gray)")
     p.add_argument("--shape", action="append", default=[], metavar="NAME:DIMS", help=SHAPE_HELP)
     p.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE", help=FIX_HELP)
+    p.add_argument("--outputs", metavar="NAME,...", help="measure sensitivity at these tensors instead of the "
+                   "model's outputs (a backbone's features, logits before an argmax); what does not lead to them "
+                   "is left as it is. Default: the outputs, or the inputs of a final TensorRT plugin/custom op "
+                   "(e.g. EfficientNMS_TRT) the backend cannot run")
     p.add_argument("--precisions", default=precisions,
                    help="lower precisions to try, any of int8, fp16, bf16, fp8 (E4M3; Ada, Hopper, Blackwell), int4 "
                    f"(weight-only, MatMul/Gemm; Ampere and later) (default {precisions}); fp8 raises the model to "
@@ -242,7 +246,8 @@ def _analyze_options(args: argparse.Namespace) -> AnalyzeOptions:
     # in 'run', --preprocess may be there for --eval alone (calibration data generated)
     preprocess = None if args.command == "run" and args.calib is None else args.preprocess
     return AnalyzeOptions(calib=args.calib, preprocess=preprocess, shapes=parse_shapes(args.shape), fixed=args.fix,
-                          precisions=Precision.parse_list(args.precisions), calibrator=args.calibrator,
+                          outputs=args.outputs, precisions=Precision.parse_list(args.precisions),
+                          calibrator=args.calibrator,
                           weight_scales=args.weight_scales, bias_correction=args.bias_correction,
                           int4_block=args.int4_block, backend=args.backend, backend_options=backend_options(args),
                           samples=args.samples, float_samples=args.float_samples, batch=args.batch, seed=args.seed,

@@ -75,6 +75,9 @@ def test_plan_cli_bad_inputs(analysed, capsys):
         (["--eval", analysed / "eval.npz", "--metric", "accuracy", "--max-drop", "0.01"], "labels"),
         (["--eval", analysed / "eval.npz", "--metric-fn", "metric_fns:broken", "--max-drop", "0.01"], "raised"),
         (["--eval", analysed / "eval.npz", "--metric-fn", "nope.nothing:fn", "--max-drop", "0.01"], "could not"),
+        (["--eval", analysed / "eval.npz", "--metric-fn", "metric_fns:wrong_length", "--max-drop", "0.01",
+          "--quiet"],
+         "shape (3,)"),
         (["--eval", analysed / "eval.npz"], "give a budget"),
     ]
     for argv, words in cases:

@@ -151,7 +151,7 @@ def test_a_gemm_outside_every_unit_keeps_tf32_off():
     assert free.tf32(every_tf32) is True and free.tf32({"proj_a": P.FP16, "proj_b": P.FP16}) is None
     assert P.TF32 not in tied.choices["proj_a"] and tied.tf32({"proj_a": P.FP16, "proj_b": P.FP16}) is False
     x = [s for s in builders.norm_fanout().graph.input][0]
-    spec = __import__("trt_mpq.network.model", fromlist=["_spec"])._spec(x)
+    spec = __import__("trt_mpq.network.model", fromlist=["tensor_spec"]).tensor_spec(x)
     line = trtexec_text("m.onnx", "w.onnx", [spec], {"x": np.zeros((2, 4, 8), np.float32)}, 1, units,
                         __import__("trt_mpq.precision", fromlist=["Plan"]).Plan.of({}), tied.tf32({}))
     assert "--noTF32" in line

@@ -114,6 +114,7 @@ class ModelInfo(Record):
     notes: tuple[str, ...] = ()
     shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # the --shape overrides applied
     fixed: Mapping[str, object] = keep(empty, default_factory=dict)  # the --fix input values applied
+    measured: tuple[str, ...] = keep(empty, default=())  # the tensors measured at, when not the outputs
 
 
 @dataclass(frozen=True)

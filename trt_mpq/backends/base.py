@@ -145,6 +145,12 @@ class Backend(ABC):
     def record(self) -> BackendRecord:
         return BackendRecord(self.name, self.describe(), self.options_json())
 
+    def runs_op(self, domain: str, op_type: str) -> bool:
+        """Whether this backend runs ``domain:op_type`` (asked before anything runs, network.measured): by
+        default the ops ONNX defines."""
+        domain = "" if domain == "ai.onnx" else domain
+        return domain in ("", "ai.onnx.ml") and onnx.defs.has(op_type, domain)
+
     def profile(self, model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> LayerProfile:
         """Milliseconds per layer of one run of ``feeds`` (where ``capabilities.profiles_layers``)."""
         raise BackendError(f"{self.describe()} cannot profile per node; use --latency-from or the estimate.")

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -51,21 +52,32 @@ def _runnable(model: onnx.ModelProto) -> bytes:
 ORT_OPTIMIZE = ("none", "all")
 
 
+
 @dataclass(frozen=True)
 class OnnxRuntimeOptions:
     optimize: str = "none"  # "none" (ORT_DISABLE_ALL, bit-exact) or "all" (graph optimisations, Q/DQ fusion off)
     threads: int = 0  # intra-op threads; 0: the library's default
+    custom_ops: tuple[str, ...] = ()  # custom-op kernel libraries (SessionOptions.register_custom_ops_library)
 
     def __post_init__(self) -> None:
         if self.optimize not in ORT_OPTIMIZE:
             raise BackendError(f"--ort-opt '{self.optimize}' is not one of {', '.join(ORT_OPTIMIZE)}.")
+        libs = (self.custom_ops.split(",") if isinstance(self.custom_ops, str) else self.custom_ops) or ()
+        libs = tuple(str(Path(p).resolve()) for p in libs if str(p).strip())
+        for lib in libs:
+            if not Path(lib).is_file():
+                raise BackendError(f"--ort-custom-ops '{lib}' does not exist (give the path of the .so that "
+                                   "registers the ops' kernels with onnxruntime).")
+        object.__setattr__(self, "custom_ops", libs)
 
     def to_json(self) -> dict:
-        return {"ort_optimize": self.optimize, **({"ort_threads": self.threads} if self.threads else {})}
+        return {"ort_optimize": self.optimize, **({"ort_threads": self.threads} if self.threads else {}),
+                **({"ort_custom_ops": list(self.custom_ops)} if self.custom_ops else {})}
 
     @classmethod
     def from_json(cls, d) -> OnnxRuntimeOptions:
-        return cls(d.get("ort_optimize") or "none", int(d.get("ort_threads") or 0))
+        return cls(d.get("ort_optimize") or "none", int(d.get("ort_threads") or 0), tuple(d.get("ort_custom_ops")
+                                                                                          or ()))
 
 
 class OnnxRuntimeSession(Session):
@@ -94,7 +106,9 @@ class OnnxRuntimeBackend(Backend):
              Flag("threads", "--ort-threads", "threads per onnxruntime session (0: every core). A GEMM whose "
                   "weight is dequantized can round differently with another count, so the count is part of the "
                   "record; Ray workers use 1: give 1 here for the same numbers in one process",
-                  type=int, metavar="N"))
+                  type=int, metavar="N"),
+             Flag("custom_ops", "--ort-custom-ops", "onnxruntime custom-op libraries (LIB.so[,LIB2.so]) that run "
+                  "ops of the model it lacks, registered in every session", metavar="LIB.so"))
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     device = "this machine (CPU emulation, not a GPU)"
     _exact = True  # the CPU provider's kernels do not depend on where the graph is cut
@@ -112,6 +126,7 @@ class OnnxRuntimeBackend(Backend):
             raise BackendError(f"{self.name} needs ONNX Runtime's {missing[0]}, which this onnxruntime "
                                f"{ort.__version__} lacks; pip install onnxruntime-gpu on a host with a CUDA GPU.")
         self.options = options
+        self._kernels: frozenset[tuple[str, str]] | None = None
         # ORT_DISABLE_ALL runs the same kernel for a node wherever the graph is cut; "all" picks per cut
         self.capabilities = Capabilities(self.device, exact_regions=self._exact and options.optimize == "none",
                                          profiles_layers=True, gpu=self._gpu)
@@ -124,6 +139,19 @@ class OnnxRuntimeBackend(Backend):
 
     def versions(self) -> dict[str, str]:
         return {"onnxruntime": self._ort.__version__}
+
+    def runs_op(self, domain: str, op_type: str) -> bool:
+        """A kernel of its providers, an op ONNX defines (a function it expands), or (with --ort-custom-ops)
+        any op of a domain onnxruntime does not own: the library is trusted to register it."""
+        domain = "" if domain == "ai.onnx" else domain
+        if self._kernels is None:  # the library's own table of (domain, op) kernels, read when first asked
+            from onnxruntime.capi import _pybind_state
+
+            self._kernels = frozenset((k.domain, k.op_name) for k in _pybind_state.get_all_opkernel_def()
+                                      if k.provider in self.providers)
+        if (domain, op_type) in self._kernels or super().runs_op(domain, op_type):
+            return True
+        return bool(self.options.custom_ops) and domain not in ("", "ai.onnx.ml", "com.microsoft")
 
     def describe(self) -> str:
         opt = "graph optimizations on, Q/DQ fusion off" if self.options.optimize == "all" else "graph optimizations off"
@@ -143,13 +171,18 @@ class OnnxRuntimeBackend(Backend):
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if self.options.threads:
             so.intra_op_num_threads = self.options.threads
+        for lib in self.options.custom_ops:
+            try:
+                so.register_custom_ops_library(lib)
+            except Exception as exc:
+                raise BackendError(f"onnxruntime could not load the custom-op library '{lib}': "
+                                   f"{str(exc).splitlines()[0]}") from None
         return so
 
     def profile(self, model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], runs: int = 10) -> LayerProfile:
         """Average milliseconds per run of every node, from ONNX Runtime's own profiler (warm-up included)."""
         import json
         import tempfile
-        from pathlib import Path
 
         so = self.session_options()
         with tempfile.TemporaryDirectory(prefix="trt-mpq-prof-") as tmp:

@@ -14,6 +14,7 @@ from ..errors import ConfigError
 from ..executors import open_executor
 from ..measure import sensitivity
 from ..measure.sensitivity import FLOAT_SAMPLES
+from ..network.measured import measured_at, measured_model
 from ..network.model import LoadedModel, load_model, parse_shapes
 from ..network.specialise import parse_fixed
 from ..network.units import UnitTable, find_units
@@ -39,6 +40,7 @@ class AnalyzeOptions:
     preprocess: str | None = None  # JSON/YAML preprocessing for image folders
     shapes: Shapes = field(default_factory=dict)  # fixed sizes of dynamic input dims (or "NAME:1x3x224x224")
     fixed: Mapping[str, object] | Sequence[str] = field(default_factory=dict)  # input values ("sr=16000")
+    outputs: Sequence[str] | str | None = None  # tensors to measure at (or "a,b"); None: the model's outputs
     precisions: tuple[Precision, ...] = (Precision.INT8, Precision.FP16)  # (or "int8,fp16")
     calibrator: str = "auto"  # max, percentile, entropy, mse, or auto: per unit, the one it measures best with
     weight_scales: str = "mse"  # INT8 weight scales: max, or mse (each channel clipped where its error is least)
@@ -58,6 +60,8 @@ class AnalyzeOptions:
         set_(self, "shapes", shapes_of(self.shapes))
         items = self.fixed.items() if isinstance(self.fixed, Mapping) else self.fixed
         set_(self, "fixed", {k: v.tolist() for k, v in parse_fixed(items).items()})
+        names = self.outputs.split(",") if isinstance(self.outputs, str) else self.outputs or ()
+        set_(self, "outputs", tuple(n.strip() for n in names if n.strip()) or None)
         if isinstance(self.precisions, str):
             set_(self, "precisions", Precision.parse_list(self.precisions))
         set_(self, "precisions", tuple(Precision(p) for p in self.precisions))
@@ -109,6 +113,9 @@ def analyze(model: str | Path, out: str | Path, options: AnalyzeOptions = Analyz
     context = BackendContext(folder.root, options.batch, final=False)
     chosen = open_backend(options.backend, options.backend_options, context)
     loaded = load_model(model, dict(options.shapes), dict(options.fixed), needs_opset(options.precisions))
+    at = measured_at(loaded.proto, options.outputs, chosen.backend.runs_op, chosen.backend.name)
+    if at is not None:
+        loaded = measured_model(loaded, at.outputs, at.note())
     data = calibration_data(loaded, options)
     for note in loaded.notes:
         progress.log(f"model: {note}")

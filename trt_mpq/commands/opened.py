@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..artifacts import Analysis, RunFolder, read_json
 from ..errors import ConfigError
+from ..network.measured import measured_model
 from ..network.model import LoadedModel, load_model
 from ..network.units import Unit, find_units
 from ..precision import needs_opset
@@ -45,6 +46,8 @@ def open_analysis(run_dir: str | Path) -> OpenedAnalysis:
                        needs_opset(analysis.precisions))
     if model.sha256 != analysis.model.sha256:
         raise ConfigError(f"'{model.path}' changed since it was analysed (sha256 differs); run analyze again.")
+    if analysis.model.measured:  # measured before a plugin or at --outputs: the same part again
+        model = measured_model(model, analysis.model.measured)
     units = find_units(model.proto, model.tensors).units
     if [u.name for u in units] != [u.name for u in analysis.units]:
         raise ConfigError("the units of the model no longer match the analysis; run analyze again.")

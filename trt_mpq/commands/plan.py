@@ -118,7 +118,9 @@ def _plan(run_dir: str | Path, options: PlanOptions, progress: Progress, executo
             f" (at batch {options.latency_batch} the quantize/reformat kernels are estimated to cost more than "
             "lowering saves on this model; --latency-batch sets the deployment batch)"))
     confirmation, front = choice.confirmation, list(choice.front)
-    mixed = weights.fill(mixes.model(result.plan))
+    # measured on part of the graph (before a plugin, at --outputs): the mix is written on the whole of it
+    mixed = lower(model.whole, units, result.plan, opened.ranges) if model.whole else \
+        weights.fill(mixes.model(result.plan))
     problems = trt_rule_violations(mixed)
     if problems:  # a bug in the lowering, never the user's input
         raise RuntimeError(f"the lowered mix breaks TensorRT's Q/DQ rules: {problems[0]}")
@@ -128,7 +130,7 @@ def _plan(run_dir: str | Path, options: PlanOptions, progress: Progress, executo
     atomic_write_bytes(folder.mixed_onnx, mixed.SerializeToString())
     kept = {u: p for u, p in result.plan.items()  # what Q/DQ (and TF32's marks) carry
             if p.quantized or p in (Precision.INT4, Precision.TF32)}
-    weak = lower(model.proto, units, Plan.of(kept),
+    weak = lower(model.whole or model.proto, units, Plan.of(kept),
                  opened.ranges)  # TensorRT 10 weak typing: Q/DQ stay, FP16 is pinned per layer instead of cast
     atomic_write_bytes(folder.weak_onnx, weak.SerializeToString())
     atomic_write_text(folder.trtexec, trtexec_text(folder.mixed_onnx.name, folder.weak_onnx.name, model.inputs,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special
 
+from ..errors import TrtMpqError
 from .intervals import binomial_interval, bootstrap, percentile_interval
 
 USER_RESAMPLES = 199  # a user function is called once per resample
@@ -96,7 +97,10 @@ def user_metric(fn: Callable, outputs: Mapping[str, np.ndarray], labels: np.ndar
                 confidence: float, one_sided: bool, call: Callable) -> Measured:
     """A user metric: its per-sample values' mean, or the function called again on resampled samples."""
     values = call(fn, outputs, labels)
-    if isinstance(values, np.ndarray) and values.ndim == 1 and len(values) == n:
+    if isinstance(values, np.ndarray) and not (values.ndim == 1 and len(values) == n):
+        raise TrtMpqError(f"the metric function returned an array of shape {values.shape}; return one number, "
+                          f"or one number per evaluation sample (shape ({n},)).")
+    if isinstance(values, np.ndarray):
         value = float(values.mean())
         low, high = bootstrap([values.astype(np.float64)], lambda a: a.mean(axis=-1), confidence, one_sided)
         return Measured(value, value, low, high, n)

@@ -296,7 +296,7 @@ def _analysis(model: LoadedModel, table: UnitTable, dataset: Dataset, backend: B
         for u in table.units)
     info = ModelInfo(str(model.path), model.sha256, tuple(i.describe() for i in model.inputs),
                      tuple(o.describe() for o in model.outputs), tuple(model.notes), dict(model.shapes),
-                     dict(model.fixed))
+                     dict(model.fixed), model.measured)
     calibration = Calibration(dataset.record(), settings.calibrator, dataset.effective_batch(settings.batch),
                               settings.weight_scales, settings.bias_correction,
                               rounding_samples if any(p in ROUNDINGS for p in settings.precisions) else None)

@@ -159,5 +159,6 @@ def choose_thresholds(units: Sequence[Unit], downstream: Callable[[Unit], onnx.M
         ranges = ranges.choose_for(p, choice)
         counts = {m: sum(1 for c in choice.values() if c == m) for m in METHODS}
         progress.log(f"{p.value.upper()} thresholds: " + ", ".join(f"{n} {m}" for m, n in counts.items() if n)
-                     + f" (of {len(choice)} tensors; each chosen at the outputs, on {len(batches)} batches)")
+                     + f" (of {len(choice)} tensors; each chosen at the outputs, on {len(batches)} "
+                     + ("batches)" if len(batches) > 1 else "batch)"))
     return ranges

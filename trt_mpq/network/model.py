@@ -70,6 +70,8 @@ class LoadedModel:
     notes: list[str] = field(default_factory=list)
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # the --shape overrides applied
     fixed: dict[str, list] = field(default_factory=dict)  # the --fix input values applied (see specialise)
+    whole: onnx.ModelProto | None = None  # the complete graph when ``proto`` is the part measured (network.measured)
+    measured: tuple[str, ...] = ()  # then: the tensors sensitivity is measured at (``proto``'s outputs)
 
     def input(self, name: str) -> TensorSpec:
         return next(i for i in self.inputs if i.name == name)
@@ -100,7 +102,7 @@ def parse_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _spec(vi: onnx.ValueInfoProto) -> TensorSpec:
+def tensor_spec(vi: onnx.ValueInfoProto) -> TensorSpec:
     tt = vi.type.tensor_type
     dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)) if tt.elem_type else np.dtype("float32")
     dims: list[Dim] = []
@@ -281,6 +283,25 @@ def _apply_shapes(model: onnx.ModelProto, inputs: list[TensorSpec], shapes: dict
                 d.dim_value = want
 
 
+PLUGIN_DOMAIN = "trt_mpq.unchecked"
+
+
+def _without_plugins(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` for ONNX's checker: an op in ONNX's own domain that ONNX does not define (a TensorRT plugin
+    such as EfficientNMS_TRT, exported without a domain) moved to a domain the checker leaves alone, as it does
+    every custom domain. Whether a backend runs it is decided later (network.measured)."""
+    plugins = [i for i, n in enumerate(model.graph.node)
+               if n.domain in ("", "ai.onnx") and not onnx.defs.has(n.op_type)]
+    if not plugins:
+        return model
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for i in plugins:
+        copy.graph.node[i].domain = PLUGIN_DOMAIN
+    copy.opset_import.append(onnx.helper.make_opsetid(PLUGIN_DOMAIN, 1))
+    return copy
+
+
 def load_model(path: str | Path, shapes: dict[str, tuple[int, ...]] | None = None,
                fixed: Mapping[str, object] | None = None, opset: int = MIN_OPSET) -> LoadedModel:
     """Load, validate and normalise an FP32 ONNX model; raise ModelError/ConfigError with a user message.
@@ -290,7 +311,7 @@ def load_model(path: str | Path, shapes: dict[str, tuple[int, ...]] | None = Non
     model, ext = _read(path)
     _check_fp32(model, path)
     try:
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(_without_plugins(model))
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unknown reason"
         raise ModelError(f"'{path}' is not a valid ONNX model: {first}") from None
@@ -321,10 +342,10 @@ def load_model(path: str | Path, shapes: dict[str, tuple[int, ...]] | None = Non
             notes.append(f"inputs {', '.join(values)} fixed by --fix; {inlined} If node(s) replaced by the branch "
                          "they take (the engine built from this model has no such inputs)")
     init_names = {t.name for t in model.graph.initializer}
-    inputs = [_spec(vi) for vi in model.graph.input if vi.name not in init_names]
+    inputs = [tensor_spec(vi) for vi in model.graph.input if vi.name not in init_names]
     if shapes:
         _apply_shapes(model, inputs, shapes)
-        inputs = [_spec(vi) for vi in model.graph.input if vi.name not in init_names]
-    outputs = [_spec(vi) for vi in model.graph.output]
+        inputs = [tensor_spec(vi) for vi in model.graph.input if vi.name not in init_names]
+    outputs = [tensor_spec(vi) for vi in model.graph.output]
     fixed_json = {k: v.tolist() for k, v in values.items()}
     return LoadedModel(model, path, file_sha256(path, *ext), inputs, outputs, notes, dict(shapes or {}), fixed_json)

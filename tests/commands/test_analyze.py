@@ -1,0 +1,46 @@
+"""The analyze command (commands/analyze.py) as a user runs it: models as they are exported for deployment."""
+
+import json
+
+import numpy as np
+import onnx
+
+import builders
+from trt_mpq.cli import main
+
+
+def test_a_detector_ending_in_a_tensorrt_plugin_plans_end_to_end(tmp_path, capsys):
+    path = builders.save(builders.detector_with_nms(), tmp_path)
+    np.savez(tmp_path / "eval.npz", x=np.random.default_rng(1).standard_normal((24, 3, 4, 4)).astype(np.float32))
+    run = tmp_path / "run"
+    assert main(["analyze", str(path), "--out", str(run), "--samples", "16", "--quiet"]) == 0
+    record = json.loads((run / "sensitivity.json").read_text())
+    assert record["model"]["measured"] == ["boxes", "scores"]
+    assert any("EfficientNMS_TRT 'nms'" in note for note in record["model"]["notes"])
+    assert main(["plan", str(run), "--eval", str(tmp_path / "eval.npz"), "--metric", "cosine", "--max-drop",
+                 "0.01", "--latency-batch", "4096", "--quiet"]) == 0
+    mixed = onnx.load(str(run / "model.mixed.onnx"))
+    ops = [n.op_type for n in mixed.graph.node]
+    assert ops[-1] == "EfficientNMS_TRT" and "QuantizeLinear" in ops  # lowered, the plugin kept as it was
+    assert [o.name for o in mixed.graph.output] == ["num_dets", "det_boxes", "det_scores", "det_classes"]
+    weak = onnx.load(str(run / "model.weak.onnx"))
+    assert weak.graph.node[-1].op_type == "EfficientNMS_TRT"
+    capsys.readouterr()
+
+
+def test_an_op_the_backend_cannot_run_inside_the_network_stops_before_anything_runs(tmp_path, capsys):
+    path = builders.save(builders.custom_op_inside(), tmp_path)
+    code = main(["analyze", str(path), "--out", str(tmp_path / "run"), "--samples", "4"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "com.example:MyOp" in err[0] and "--ort-custom-ops" in err[0]
+    assert not (tmp_path / "run" / "sensitivity.json").exists()
+
+
+def test_outputs_chosen_on_the_command_line(tmp_path, capsys):
+    path = builders.save(builders.conv_bn_relu_residual(), tmp_path)
+    run = tmp_path / "run"
+    assert main(["analyze", str(path), "--out", str(run), "--samples", "8", "--outputs", "s", "--quiet"]) == 0
+    record = json.loads((run / "sensitivity.json").read_text())
+    assert record["model"]["measured"] == ["s"] and [u["name"] for u in record["units"]] == ["conv1", "conv2"]
+    code = main(["analyze", str(path), "--out", str(tmp_path / "bad"), "--outputs", "nope"])
+    assert code == 2 and "'nope' is not a tensor" in capsys.readouterr().err
