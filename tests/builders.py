@@ -263,3 +263,21 @@ def custom_op_inside(seed: int = 0) -> onnx.ModelProto:
                               [init("w1", conv_w(r, 4, 3)), init("w2", conv_w(r, 4, 4))])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET),
                                                    helper.make_opsetid("com.example", 1)], ir_version=8)
+
+
+def circular_pad_conv(seed: int = 0) -> onnx.ModelProto:
+    """Conv1d(padding_mode="circular") as PyTorch exports it, Concat(Slice(e, last), e, Slice(e, first)) into a
+    Conv without padding, where e (a Sigmoid) is also subtracted from the Conv's output: the Sigmoid, the
+    Concat and the Sub are connected float ops on both sides of the Conv (an EEG U-Net's block)."""
+    r = _rng(seed)
+    nodes = [helper.make_node("Sigmoid", ["x"], ["e"], "sig"),
+             helper.make_node("Slice", ["e", "minus1", "big", "axis2"], ["tail"], "slice_tail"),
+             helper.make_node("Slice", ["e", "zero", "one", "axis2"], ["head"], "slice_head"),
+             helper.make_node("Concat", ["tail", "e", "head"], ["pad"], "concat", axis=2),
+             helper.make_node("Conv", ["pad", "w"], ["c"], "conv"),
+             helper.make_node("Sub", ["c", "e"], ["y"], "sub")]
+    inits = [init("w", (r.standard_normal((4, 4, 3)) / 3).astype(np.float32)),
+             init("minus1", np.array([-1], np.int64)), init("big", np.array([2**31 - 1], np.int64)),
+             init("zero", np.array([0], np.int64)), init("one", np.array([1], np.int64)),
+             init("axis2", np.array([2], np.int64))]
+    return model(nodes, [fvi("x", ["N", 4, 16])], [fvi("y", ["N", 4, 16])], inits)

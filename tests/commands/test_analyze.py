@@ -44,3 +44,13 @@ def test_outputs_chosen_on_the_command_line(tmp_path, capsys):
     assert record["model"]["measured"] == ["s"] and [u["name"] for u in record["units"]] == ["conv1", "conv2"]
     code = main(["analyze", str(path), "--out", str(tmp_path / "bad"), "--outputs", "nope"])
     assert code == 2 and "'nope' is not a tensor" in capsys.readouterr().err
+
+
+def test_circular_padding_before_a_conv_analyses(tmp_path, capsys):
+    # was: internal error, KeyError of the Concat's output in the activation store (an EEG U-Net)
+    path = builders.save(builders.circular_pad_conv(), tmp_path)
+    assert main(["analyze", str(path), "--out", str(tmp_path / "run"), "--samples", "16", "--quiet"]) == 0
+    units = json.loads((tmp_path / "run" / "sensitivity.json").read_text())["units"]
+    conv = next(u for u in units if u["name"] == "conv")
+    assert set(conv["results"]) == {"int8", "fp16"} and conv["results"]["int8"]["sqnr_db"] > 10
+    capsys.readouterr()

@@ -159,3 +159,11 @@ def test_embedding_lookup_runs_fp16_and_a_lone_residual_add_may_run_int8():
     assert sum(n.op_type == "QuantizeLinear" for n in mixed.graph.node) == 2
     got = ort.InferenceSession(mixed.SerializeToString()).run(None, feeds)[0]
     assert got.dtype == np.float32 and np.abs(got - ref).max() < 7.0 / 254  # half an INT8 step on each input
+
+
+def test_float_ops_on_both_sides_of_a_conv_are_two_units():
+    # circular padding: Sigmoid -> Slice/Concat -> Conv, and Sub(Conv, Sigmoid) after it. One region for the
+    # three would sit on both sides of the Conv; its downstream part would swallow the Conv's input.
+    units = find_units(builders.circular_pad_conv()).units
+    assert [u.nodes for u in units] == [("sig", "concat"), ("conv",), ("sub",)]
+    assert units[1].activations == ("pad",)

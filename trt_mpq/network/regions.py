@@ -67,6 +67,7 @@ class _Regions:
         self.consts = {t.name for t in self.g.initializer}
         self.cons = consumers(self.g)
         self.outputs = {o.name for o in self.g.output}
+        self.taken = taken
         self.free = {i for i, n in enumerate(self.g.node) if i not in taken and self._float_op(n)}
         self.prod = {o: i for i, n in enumerate(self.g.node) for o in n.output if o}
 
@@ -102,8 +103,43 @@ class _Regions:
                 stack.extend(c for c in near if c in self.free and c not in seen and
                              self.g.node[c].op_type not in STANDALONE)
             seen |= group
-            groups.append(sorted(group))
+            groups += self._convex(sorted(group))
         return groups
+
+    def _convex(self, group: list[int]) -> list[list[int]]:
+        """``group`` cut where a path leaves it through another unit and comes back (circular padding's
+        Concat(Slice(e), e, Slice(e)) before a Conv and a Sub of e after it): a unit on both sides of another
+        is no kernel TensorRT can run, and its downstream region would swallow that unit's input. Each member
+        gets a stage, the most units crossed on a path from the group to it; each stage's connected parts are
+        the units."""
+        if len(group) == 1:
+            return [group]
+        members, stage, after = set(group), {}, {}  # after[k]: the stage a member reading node k would start at
+        for k in range(group[0], group[-1] + 1):
+            preds = [self.prod[x] for x in self.g.node[k].input if x in self.prod]
+            if k in members:
+                stage[k] = max([stage[p] if p in members else after.get(p, 0) for p in preds], default=0)
+            else:
+                crossing = k in self.taken or k in self.free  # a node of another unit
+                after[k] = max([stage[p] + crossing if p in members else after.get(p, 0) for p in preds], default=0)
+        if len(set(stage.values())) == 1:
+            return [group]
+        parts = []
+        for level in sorted(set(stage.values())):
+            left = {k for k in group if stage[k] == level}
+            while left:
+                part, todo = set(), [min(left)]
+                while todo:
+                    k = todo.pop()
+                    if k in part:
+                        continue
+                    part.add(k)
+                    node = self.g.node[k]
+                    near = [c for o in node.output for c in self.cons.get(o, [])]
+                    todo += [c for c in near + [self.prod[x] for x in node.input if x in self.prod] if c in left]
+                left -= part
+                parts.append(sorted(part))
+        return sorted(parts)
 
     def unit(self, members: list[int]) -> Unit:
         nodes = [self.g.node[k] for k in members]
