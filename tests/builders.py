@@ -281,3 +281,20 @@ def circular_pad_conv(seed: int = 0) -> onnx.ModelProto:
              init("zero", np.array([0], np.int64)), init("one", np.array([1], np.int64)),
              init("axis2", np.array([2], np.int64))]
     return model(nodes, [fvi("x", ["N", 4, 16])], [fvi("y", ["N", 4, 16])], inits)
+
+
+def batch_checked_head(seed: int = 0) -> onnx.ModelProto:
+    """A wake-word head that checks its batch size: If(Shape(x)[0] >= 1) runs three Gemm layers, else passes x."""
+    r = _rng(seed)
+    layers = [helper.make_node("Gemm", ["x" if k == 0 else f"h{k}", f"w{k}"], [f"h{k + 1}" if k < 2 else "y_then"],
+                               f"fc{k}", transB=1) for k in range(3)]
+    then = helper.make_graph(layers, "then", [], [fvi("y_then", ["N", 8])])
+    other = helper.make_graph([helper.make_node("Identity", ["x"], ["y_else"], "pass")], "else", [],
+                              [fvi("y_else", ["N", 8])])
+    nodes = [helper.make_node("Shape", ["x"], ["shape"], "shape"),
+             helper.make_node("Gather", ["shape", "zero"], ["n"], "batch"),
+             helper.make_node("GreaterOrEqual", ["n", "one"], ["cond"], "check"),
+             helper.make_node("If", ["cond"], ["y"], "if", then_branch=then, else_branch=other)]
+    inits = [init("zero", np.int64(0)), init("one", np.int64(1)),
+             *[init(f"w{k}", (r.standard_normal((8, 8)) / 3).astype(np.float32)) for k in range(3)]]
+    return model(nodes, [fvi("x", ["N", 8])], [fvi("y", ["N", 8])], inits)

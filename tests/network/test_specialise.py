@@ -39,3 +39,17 @@ def test_fix_errors_are_one_sentence(tmp_path):
         parse_fixed(["sr16000"])
     with pytest.raises(ConfigError, match="'fast' is not a number"):
         parse_fixed(["sr=fast"])
+
+
+def test_an_if_on_the_batch_size_is_inlined_once_shape_fixes_it(tmp_path):
+    path = builders.save(builders.batch_checked_head(), tmp_path)
+    dynamic = load_model(path)
+    assert find_units(dynamic.proto).units == [] and len(find_units(dynamic.proto).skipped) == 3
+    fixed = load_model(path, {"x": (2, 8)})
+    assert [u.name for u in find_units(fixed.proto).units] == ["fc0", "fc1", "fc2"]
+    assert "If" not in {n.op_type for n in fixed.proto.graph.node}
+    assert any("--shape" in note for note in fixed.notes)
+    x = np.random.default_rng(0).standard_normal((2, 8)).astype(np.float32)
+    want = ort.InferenceSession(dynamic.proto.SerializeToString()).run(None, {"x": x})[0]
+    got = ort.InferenceSession(fixed.proto.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got, want)

@@ -22,7 +22,7 @@ from onnx import external_data_helper, numpy_helper
 from ..errors import ConfigError, ModelError
 from .graph import walk_nodes
 from .shapes import TensorTable, infer_tensors
-from .specialise import parse_fixed, specialise
+from .specialise import inline_constant_ifs, parse_fixed, specialise
 
 MIN_OPSET = 13
 QUANTIZED_OPS = {
@@ -346,6 +346,11 @@ def load_model(path: str | Path, shapes: dict[str, tuple[int, ...]] | None = Non
     if shapes:
         _apply_shapes(model, inputs, shapes)
         inputs = [tensor_spec(vi) for vi in model.graph.input if vi.name not in init_names]
+        if any(n.op_type == "If" for n in model.graph.node):
+            inlined = inline_constant_ifs(model, batch=next(iter(shapes.values()))[0])
+            if inlined:
+                notes.append(f"{inlined} If node(s) replaced by the branch they take at the --shape given (their "
+                             "condition follows from it)")
     outputs = [tensor_spec(vi) for vi in model.graph.output]
     fixed_json = {k: v.tolist() for k, v in values.items()}
     return LoadedModel(model, path, file_sha256(path, *ext), inputs, outputs, notes, dict(shapes or {}), fixed_json)

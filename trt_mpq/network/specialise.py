@@ -1,7 +1,9 @@
 """A model specialised on input values the deployment always feeds (``--fix sr=16000``): each fixed input
 becomes a constant, and every If whose condition then depends on constants only is replaced by the branch it
-takes, so the layers inside that branch become units. The condition is evaluated with ONNX's reference
-evaluator. The specialised model no longer has those inputs: the engine built from it must not be fed them.
+takes, so the layers inside that branch become units. So is an If whose condition follows from a tensor's
+shape once ``--shape`` fixes it (a head that checks its batch size: ``Shape(x)[0] >= 1``). Conditions are
+evaluated with ONNX's reference evaluator. The specialised model no longer has the fixed inputs: the engine
+built from it must not be fed them.
 """
 
 from __future__ import annotations
@@ -55,17 +57,57 @@ def _constant_inputs_to_initializers(graph: onnx.GraphProto, fixed: Mapping[str,
     graph.input.extend(kept)
 
 
-def _constant_value(model: onnx.ModelProto, tensor: str) -> np.ndarray | None:
-    """The value of ``tensor`` when it depends on initializers only (None otherwise)."""
+BATCHES = (1, 64)  # besides --shape's own: a condition on the batch size must hold for these too to be folded
+
+
+def static_shapes(model: onnx.ModelProto, batch: int | None = None) -> dict[str, tuple[int, ...]]:
+    """Tensors whose every dim ONNX's shape inference knows (after ``--shape``), with their dims; with
+    ``batch``, a dynamic axis 0 of the inputs taken to be that."""
+    if batch is not None:
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        for vi in copy.graph.input:
+            dims = vi.type.tensor_type.shape.dim
+            if dims and not dims[0].HasField("dim_value"):
+                dims[0].Clear()
+                dims[0].dim_value = batch
+        model = copy
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception:  # inference raises bare C++ errors on ops it cannot follow
+        return {}
+    out = {}
+    for vi in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
+        dims = vi.type.tensor_type.shape.dim
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape") and \
+                all(d.HasField("dim_value") for d in dims):
+            out[vi.name] = tuple(int(d.dim_value) for d in dims)
+    return out
+
+
+def _shape_of(node: onnx.NodeProto, dims: tuple[int, ...]) -> np.ndarray:
+    """What a Shape node returns for an input of ``dims`` (its start/end attributes applied)."""
+    attrs = {a.name: a.i for a in node.attribute}
+    return np.array(dims[attrs.get("start", 0):attrs.get("end", len(dims)) or None], np.int64)
+
+
+def _constant_value(model: onnx.ModelProto, tensor: str, shapes: Mapping[str, tuple[int, ...]]
+                    ) -> np.ndarray | None:
+    """The value of ``tensor`` when it depends on initializers only, or on the shapes of tensors in
+    ``shapes`` (a Shape node of one is a constant); None otherwise."""
     g = model.graph
     known = {t.name for t in g.initializer}
     producer = {o: n for n in g.node for o in n.output}
-    needed, stack = {}, [tensor]
+    needed, stack, shaped = {}, [tensor], []
     while stack:
         t = stack.pop()
         if not t or t in known:
             continue
         node = producer.get(t)
+        if node is not None and node.op_type == "Shape" and node.input[0] in shapes:
+            shaped.append(numpy_helper.from_array(_shape_of(node, shapes[node.input[0]]), t))
+            known.add(t)
+            continue
         if node is None or node.op_type in ("If", "Loop", "Scan"):  # a graph input, or not foldable
             return None
         if id(node) not in needed:
@@ -73,7 +115,7 @@ def _constant_value(model: onnx.ModelProto, tensor: str) -> np.ndarray | None:
             stack.extend(node.input)
     order = [n for n in g.node if id(n) in needed]
     graph = helper.make_graph(order, "condition", [], [helper.make_tensor_value_info(tensor, 0, None)],
-                              list(g.initializer))
+                              [*g.initializer, *shaped])
     probe = helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version)
     return np.asarray(ReferenceEvaluator(probe).run(None, {})[0])
 
@@ -123,14 +165,24 @@ def specialise(model: onnx.ModelProto, fixed: Mapping[str, np.ndarray]) -> int:
     if not fixed:
         return 0
     _constant_inputs_to_initializers(model.graph, fixed)
+    return inline_constant_ifs(model)
+
+
+def inline_constant_ifs(model: onnx.ModelProto, batch: int | None = None) -> int:
+    """Inline (in place) every If whose condition depends on constants only; with ``batch`` (the batch of
+    ``--shape``), also on static shapes, when it comes out the same at that batch and at ``BATCHES`` (a check
+    that the batch is not empty). How many were inlined."""
     inlined = 0
     while True:
         g = model.graph
+        sets = [{}] if batch is None else [static_shapes(model, b) for b in dict.fromkeys((batch, *BATCHES))]
         for i, node in enumerate(g.node):
             if node.op_type != "If":
                 continue
-            cond = _constant_value(model, node.input[0])
-            if cond is None:
+            values = [_constant_value(model, node.input[0], shapes) for shapes in sets]
+            cond = values[0]
+            if any(v is None for v in values) or any(bool(v.reshape(-1)[0]) != bool(cond.reshape(-1)[0])
+                                                     for v in values):
                 continue
             branches = {a.name: a.g for a in node.attribute}
             _inline(g, i, branches["then_branch" if bool(cond.reshape(-1)[0]) else "else_branch"])
