@@ -298,3 +298,30 @@ def batch_checked_head(seed: int = 0) -> onnx.ModelProto:
     inits = [init("zero", np.int64(0)), init("one", np.int64(1)),
              *[init(f"w{k}", (r.standard_normal((8, 8)) / 3).astype(np.float32)) for k in range(3)]]
     return model(nodes, [fvi("x", ["N", 8])], [fvi("y", ["N", 8])], inits)
+
+
+def dynamically_quantized() -> onnx.ModelProto:
+    """ONNX Runtime's dynamic quantization: DynamicQuantizeLinear + MatMulInteger (integer operators, no Q/DQ)."""
+    nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"], "dql"),
+             helper.make_node("MatMulInteger", ["xq", "w", "xz", "wz"], ["acc"], "mmi"),
+             helper.make_node("Cast", ["acc"], ["accf"], "cast", to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["accf", "xs"], ["y"], "rescale")]
+    inits = [init("w", np.full((4, 4), 3, np.uint8)), init("wz", np.uint8(0))]
+    return model(nodes, [fvi("x", ["N", 4])], [fvi("y", ["N", 4])], inits)
+
+
+def quantize_static_qdq(src: Path, calib: np.ndarray, out: Path, name: str = "input") -> Path:
+    """``src`` quantized by ONNX Runtime's ``quantize_static`` as users run it: Q/DQ format, per-channel INT8
+    weights, uint8 activations calibrated on ``calib``."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{name: calib[i:i + 8]} for i in range(0, len(calib), 8)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    quantize_static(str(src), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return out

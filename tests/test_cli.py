@@ -72,7 +72,7 @@ def _bad_inputs(tmp_path, tiny):
     truncated.write_bytes(tiny.read_bytes()[: tiny.stat().st_size // 3])
     text = tmp_path / "notes.onnx"
     text.write_text("this is not a model\n" * 20)
-    quant = builders.save(builders.already_quantized(), tmp_path, "q.onnx")
+    quant = builders.save(builders.dynamically_quantized(), tmp_path, "q.onnx")
     half = builders.save(builders.fp16_weights(), tmp_path, "half.onnx")
     ext_dir = tmp_path / "ext"
     ext_dir.mkdir()
@@ -99,7 +99,7 @@ def _bad_inputs(tmp_path, tiny):
         ("empty model", ["analyze", empty, *good], ["empty"]),
         ("truncated model", ["analyze", truncated, *good], ["truncated"]),
         ("not onnx", ["analyze", text, *good], ["ONNX"]),
-        ("already quantized", ["analyze", quant, *good], ["already quantized", "QuantizeLinear"]),
+        ("integer-quantized", ["analyze", quant, *good], ["already quantized", "MatMulInteger", "Q/DQ"]),
         ("fp16 model", ["analyze", half, *good], ["FP16"]),
         ("missing external data", ["analyze", ext_dir / "m.onnx", *good], ["external data", "m.weights"]),
         ("wrong input name", ["analyze", tiny, *good, "--calib", tmp_path / "wrong_name.npz"], ["'x'", "image"]),

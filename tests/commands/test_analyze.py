@@ -1,6 +1,7 @@
 """The analyze command (commands/analyze.py) as a user runs it: models as they are exported for deployment."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -13,12 +14,11 @@ def test_a_detector_ending_in_a_tensorrt_plugin_plans_end_to_end(tmp_path, capsy
     path = builders.save(builders.detector_with_nms(), tmp_path)
     np.savez(tmp_path / "eval.npz", x=np.random.default_rng(1).standard_normal((24, 3, 4, 4)).astype(np.float32))
     run = tmp_path / "run"
-    assert main(["analyze", str(path), "--out", str(run), "--samples", "16", "--quiet"]) == 0
+    assert main(["run", str(path), "--out", str(run), "--samples", "16", "--eval", str(tmp_path / "eval.npz"),
+                 "--metric", "cosine", "--max-drop", "0.01", "--latency-batch", "4096", "--quiet"]) == 0
     record = json.loads((run / "sensitivity.json").read_text())
     assert record["model"]["measured"] == ["boxes", "scores"]
     assert any("EfficientNMS_TRT 'nms'" in note for note in record["model"]["notes"])
-    assert main(["plan", str(run), "--eval", str(tmp_path / "eval.npz"), "--metric", "cosine", "--max-drop",
-                 "0.01", "--latency-batch", "4096", "--quiet"]) == 0
     mixed = onnx.load(str(run / "model.mixed.onnx"))
     ops = [n.op_type for n in mixed.graph.node]
     assert ops[-1] == "EfficientNMS_TRT" and "QuantizeLinear" in ops  # lowered, the plugin kept as it was
@@ -54,3 +54,21 @@ def test_circular_padding_before_a_conv_analyses(tmp_path, capsys):
     conv = next(u for u in units if u["name"] == "conv")
     assert set(conv["results"]) == {"int8", "fp16"} and conv["results"]["int8"]["sqnr_db"] > 10
     capsys.readouterr()
+
+
+def test_an_already_quantized_model_runs_and_is_compared_with_the_plan(tmp_path, capsys):
+    digits = Path(__file__).resolve().parents[2] / "examples" / "digits"
+    calib = np.load(digits / "calib.npz")["input"]
+    path = builders.quantize_static_qdq(digits / "digits_cnn.onnx", calib[:64], tmp_path / "digits_qdq.onnx")
+    run = tmp_path / "run"
+    code = main(["run", str(path), "--out", str(run), "--calib", str(digits / "calib.npz"), "--eval",
+                 str(digits / "eval.npz"), "--metric", "accuracy", "--max-drop", "0.01", "--latency-batch", "256"])
+    out = capsys.readouterr()
+    assert code == 0 and "already quantized" in out.err + out.out and "as shipped:" in out.out
+    ranges = json.loads((run / "ranges.json").read_text())
+    assert any("shipped" in c for c in ranges["candidates"].values())  # the file's scales were a candidate
+    compared = json.loads((run / "report.json").read_text())["compared"]
+    assert [c["name"] for c in compared] == ["as shipped", "this plan", "all-FP16"]
+    assert all(0 <= c["score"] <= 1 and c["ms"] > 0 for c in compared)
+    assert compared[1]["ms"] <= compared[2]["ms"] + 1e-9 or compared[1]["what"] == "all-FP32"
+    assert "The file as shipped, this plan, all-FP16" in (run / "report.html").read_text()

@@ -16,6 +16,7 @@ from .folder import RunFolder, read_json
 from .plan import (
     PLAN_SCHEMA,
     Budget,
+    Compared,
     Confirmation,
     Evaluation,
     LatencySummary,
@@ -31,7 +32,7 @@ from .plan import (
 
 __all__ = [
     "BUILD_SCHEMA", "PLAN_SCHEMA", "SENSITIVITY_SCHEMA", "AnalysedUnit", "Analysis", "BackendRecord", "Budget",
-    "BuildResult", "Calibration", "CheckRow", "Confirmation", "DataInfo", "Evaluation", "LatencySummary", "Look",
-    "ModelInfo", "Outcome", "ParetoPoint", "PlanReport", "PlanResult", "PlannedUnit", "RunFolder", "SkippedLayer",
-    "StepKind", "UnitResult", "VerificationStep", "read_json",
+    "BuildResult", "Calibration", "CheckRow", "Compared", "Confirmation", "DataInfo", "Evaluation",
+    "LatencySummary", "Look", "ModelInfo", "Outcome", "ParetoPoint", "PlanReport", "PlanResult", "PlannedUnit",
+    "RunFolder", "SkippedLayer", "StepKind", "UnitResult", "VerificationStep", "read_json",
 ]

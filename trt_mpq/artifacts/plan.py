@@ -198,6 +198,17 @@ class PlanResult(Record):
 
 
 @dataclass(frozen=True)
+class Compared(Record):
+    """One model beside the plan, for an analysis of an already-quantized file: the file as shipped, the plan,
+    all-FP16; each scored on the confirm part, its latency from the same cost model."""
+
+    name: str  # "as shipped", "this plan", "all-FP16"
+    what: str  # e.g. "53 INT8 units (the file's Q/DQ)"
+    score: float = keep(round=6)
+    ms: float = keep(round=4)
+
+
+@dataclass(frozen=True)
 class LatencySummary(Record):
     """Latency of the mix and of the uniform mixes, with where the figures come from."""
 
@@ -248,6 +259,7 @@ class PlanReport(Record):
     versions: Mapping[str, str] = field(default_factory=dict)
     elapsed_s: float = keep(round=2, default=0.0)
     pareto: tuple[ParetoPoint, ...] = keep(empty, default=())
+    compared: tuple[Compared, ...] = keep(empty, default=())  # an already-quantized file: it, the plan, all-FP16
 
     @property
     def plan(self) -> Plan:

@@ -7,6 +7,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import onnx
+
 from ..artifacts import Analysis, Budget, DataInfo, Outcome, PlanReport
 from ..backends import Backend, BackendContext, restore_backend
 from ..backends.trt_layers import ImportedLatency, attribute, read_layer_nodes, read_profile
@@ -16,6 +18,8 @@ from ..errors import ConfigError
 from ..executors import Executor, open_executor
 from ..files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ..measure.task_metric import TASK_METRICS, Fanout, TaskMetric, load_metric_fn
+from ..network.measured import cut
+from ..network.model import LoadedModel
 from ..network.weights import split_weights
 from ..precision import Plan, Precision, precision_files
 from ..progress import Progress
@@ -23,7 +27,7 @@ from ..quant.lower import lower, trt_rule_violations
 from ..report.html import render
 from ..report.summary import plan_report
 from ..search.cost import CostModel, Gpu, cost_model, gpu
-from ..search.planning import choose
+from ..search.planning import choose, compare_shipped
 from ..search.proof import Mixes, Proof
 from ..search.space import DecisionSpace
 from .opened import OpenedAnalysis, open_analysis
@@ -118,6 +122,8 @@ def _plan(run_dir: str | Path, options: PlanOptions, progress: Progress, executo
             f" (at batch {options.latency_batch} the quantize/reformat kernels are estimated to cost more than "
             "lowering saves on this model; --latency-batch sets the deployment batch)"))
     confirmation, front = choice.confirmation, list(choice.front)
+    compared = compare_shipped(_shipped_file(model), model.shipped, units, space, proof, result.plan,
+                               result.score) if model.shipped else ()
     # measured on part of the graph (before a plugin, at --outputs): the mix is written on the whole of it
     mixed = lower(model.whole, units, result.plan, opened.ranges) if model.whole else \
         weights.fill(mixes.model(result.plan))
@@ -125,7 +131,7 @@ def _plan(run_dir: str | Path, options: PlanOptions, progress: Progress, executo
     if problems:  # a bug in the lowering, never the user's input
         raise RuntimeError(f"the lowered mix breaks TensorRT's Q/DQ rules: {problems[0]}")
     report = plan_report(analysis, data.record(), proof.name, options.budget, result, space,
-                         backend.describe(), time.perf_counter() - start, front, fp32_score, confirmation)
+                         backend.describe(), time.perf_counter() - start, front, fp32_score, confirmation, compared)
     folder = opened.folder
     atomic_write_bytes(folder.mixed_onnx, mixed.SerializeToString())
     kept = {u: p for u, p in result.plan.items()  # what Q/DQ (and TF32's marks) carry
@@ -140,6 +146,12 @@ def _plan(run_dir: str | Path, options: PlanOptions, progress: Progress, executo
     atomic_write_json(folder.plan, report.plan_json())
     atomic_write_text(folder.report_html, render(report, analysis))
     return report
+
+
+def _shipped_file(model: LoadedModel) -> onnx.ModelProto:
+    """The already-quantized file as it is, measured where the analysis measured (``--outputs``, a plugin)."""
+    file = onnx.load(str(model.path))
+    return cut(file, model.measured, model.tensors) if model.measured else file
 
 
 def _say_what_the_target_cannot_run(analysis: Analysis, target: Gpu, progress: Progress) -> None:

@@ -227,7 +227,7 @@ def analyze(model: LoadedModel, dataset: Dataset, backend: Backend, out_dir: str
         found, layout = fp32_pass(model, skeleton, weights, table, kept, dataset, backend, settings, store,
                                   executor, progress)
         if ranges is None:
-            ranges = found
+            ranges = found.with_shipped(model.shipped) if model.shipped else found
             if settings.calibrator == "auto":
                 ranges = choose_thresholds(table.units, lambda u: downstream_model(skeleton, regions[u.name], layout),
                                            ranges, settings.precisions, len(counts), outputs, executor, shared,

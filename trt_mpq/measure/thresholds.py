@@ -6,10 +6,10 @@ alone in the quantized precision (its weight quantized, of its inputs only this 
 downstream of it run from the stored FP32 frontier on ``CHOOSE_BATCHES`` batches spread over the data (at
 most a quarter of them, at least one), its outputs compared with the FP32 reference. The candidate with the
 least error (each sample's normalised squared error, averaged) wins; a tie goes to the earlier method of
-``METHODS`` (max first). The decision depends on the model and the data alone, never on the order units are
-measured in, and a tensor read by several units (Q, K and V of one LayerNorm) gets one threshold. Measured
-at the network's outputs rather than at the unit's own: on MobileNetV2 the unit-local error preferred
-thresholds that cost 0.8 dB of all-INT8 output SQNR.
+``CHOICES`` (max first; a Q/DQ file's own "shipped" threshold last). The decision depends on the model and
+the data alone, never on the order units are measured in, and a tensor read by several units (Q, K and V of
+one LayerNorm) gets one threshold. Measured at the network's outputs rather than at the unit's own: on
+MobileNetV2 the unit-local error preferred thresholds that cost 0.8 dB of all-INT8 output SQNR.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from ..network.weights import Weights
 from ..precision import Plan, Precision
 from ..progress import Progress
 from ..quant.lower import lower
-from ..quant.ranges import METHODS, Ranges
+from ..quant.ranges import CHOICES, Ranges
 
 CHOOSE_BATCHES = 2  # batches each candidate runs on (16 samples at the default batch of 8), spread evenly
 CHOSEN_BY = (Precision.INT8, Precision.FP8)  # the precisions whose activation thresholds auto chooses
@@ -155,9 +155,9 @@ def choose_thresholds(units: Sequence[Unit], downstream: Callable[[Unit], onnx.M
                 errors.setdefault(t, {}).update(e)
             progress.advance()
         for t, e in errors.items():  # every candidate's error known: the least, ties to the earlier method
-            choice[t] = min(e, key=lambda m, e=e: (e[m], METHODS.index(m)))
+            choice[t] = min(e, key=lambda m, e=e: (e[m], CHOICES.index(m)))
         ranges = ranges.choose_for(p, choice)
-        counts = {m: sum(1 for c in choice.values() if c == m) for m in METHODS}
+        counts = {m: sum(1 for c in choice.values() if c == m) for m in CHOICES}
         progress.log(f"{p.value.upper()} thresholds: " + ", ".join(f"{n} {m}" for m, n in counts.items() if n)
                      + f" (of {len(choice)} tensors; each chosen at the outputs, on {len(batches)} "
                      + ("batches)" if len(batches) > 1 else "batch)"))

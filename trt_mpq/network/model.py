@@ -21,6 +21,7 @@ from onnx import external_data_helper, numpy_helper
 
 from ..errors import ConfigError, ModelError
 from .graph import walk_nodes
+from .qdq import QDQ, Shipped, float_graph
 from .shapes import TensorTable, infer_tensors
 from .specialise import inline_constant_ifs, parse_fixed, specialise
 
@@ -72,6 +73,7 @@ class LoadedModel:
     fixed: dict[str, list] = field(default_factory=dict)  # the --fix input values applied (see specialise)
     whole: onnx.ModelProto | None = None  # the complete graph when ``proto`` is the part measured (network.measured)
     measured: tuple[str, ...] = ()  # then: the tensors sensitivity is measured at (``proto``'s outputs)
+    shipped: dict[str, float] = field(default_factory=dict)  # a Q/DQ file's activation thresholds (network.qdq)
 
     def input(self, name: str) -> TensorSpec:
         return next(i for i in self.inputs if i.name == name)
@@ -148,17 +150,21 @@ def _read(path: Path) -> tuple[onnx.ModelProto, list[Path]]:
     return model, ext
 
 
-def _check_fp32(model: onnx.ModelProto, path: Path) -> None:
-    ops = [n.op_type for n in walk_nodes(model.graph)]
-    quantized = sorted(set(ops) & QUANTIZED_OPS)
-    if quantized:
+def _check_fp32(model: onnx.ModelProto, path: Path) -> Shipped | None:
+    """Refuse what is no float model; a Q/DQ model is turned back into its float graph (network.qdq)."""
+    ops = {n.op_type for n in walk_nodes(model.graph)}
+    integer = sorted(ops & (QUANTIZED_OPS - QDQ))
+    if integer:
         raise ModelError(
-            f"'{path}' is already quantized (it contains {', '.join(quantized)}); "
-            "trt-mpq starts from the original FP32 model."
+            f"'{path}' is already quantized with integer operators ({', '.join(integer)}), which do not say "
+            "what each layer computed in float; trt-mpq reads Q/DQ models (ONNX Runtime: QuantFormat.QDQ, "
+            "ModelOpt, NNCF) or starts from the original FP32 model."
         )
+    shipped = float_graph(model) if ops & QDQ else None
     low = {onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
     if any(t.data_type in low for t in model.graph.initializer):
         raise ModelError(f"'{path}' stores weights in FP16/BF16; trt-mpq starts from the original FP32 model.")
+    return shipped
 
 
 def _nodes_to_initializers(graph: onnx.GraphProto, value_of) -> int:
@@ -309,13 +315,13 @@ def load_model(path: str | Path, shapes: dict[str, tuple[int, ...]] | None = Non
     ``opset``: the lowest opset the precisions to analyse need (FP8 19, INT4 21); older models are converted."""
     path = Path(path)
     model, ext = _read(path)
-    _check_fp32(model, path)
+    shipped = _check_fp32(model, path)
     try:
         onnx.checker.check_model(_without_plugins(model))
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unknown reason"
         raise ModelError(f"'{path}' is not a valid ONNX model: {first}") from None
-    notes: list[str] = []
+    notes: list[str] = [shipped.note()] if shipped else []
     # first: the converter may add (unnamed) Constant nodes, which the normalisation below folds and names
     wanted = max(opset, MIN_OPSET)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
@@ -353,4 +359,5 @@ def load_model(path: str | Path, shapes: dict[str, tuple[int, ...]] | None = Non
                              "condition follows from it)")
     outputs = [tensor_spec(vi) for vi in model.graph.output]
     fixed_json = {k: v.tolist() for k, v in values.items()}
-    return LoadedModel(model, path, file_sha256(path, *ext), inputs, outputs, notes, dict(shapes or {}), fixed_json)
+    return LoadedModel(model, path, file_sha256(path, *ext), inputs, outputs, notes, dict(shapes or {}), fixed_json,
+                       shipped=dict(shipped.thresholds) if shipped else {})

@@ -16,8 +16,10 @@ import numpy as np
 
 from ..errors import ConfigError
 
-METHODS = ("max", "percentile", "entropy", "mse")  # the thresholds a tensor can take
+METHODS = ("max", "percentile", "entropy", "mse")  # the thresholds a calibrator sets from the data
 CALIBRATORS = (*METHODS, "auto")
+SHIPPED = "shipped"  # the threshold an already-quantized file's own scale gives (network.qdq)
+CHOICES = (*METHODS, SHIPPED)  # the thresholds --calibrator auto chooses among, ties to the first
 HIST_BINS = 2048
 INT8_MAX = 127
 FP8_MAX = 448.0  # E4M3
@@ -266,16 +268,22 @@ class Ranges:
 
     def options(self, tensors: Iterable[str]) -> dict[str, dict[str, float]]:
         """For each method, the thresholds of ``tensors`` under it; methods that give the same thresholds
-        (within 1 %) are one option, named by the first of METHODS."""
+        (within 1 %) are one option, named by the first of CHOICES."""
         tensors = list(tensors)
         out: dict[str, dict[str, float]] = {}
-        for m in METHODS:
+        for m in CHOICES:
             if not all(m in self.candidates.get(t, {}) for t in tensors):
                 continue
             th = {t: self.candidates[t][m] for t in tensors}
             if not any(all(abs(th[t] - o[t]) <= 0.01 * max(o[t], 1e-30) for t in tensors) for o in out.values()):
                 out[m] = th
         return out
+
+    def with_shipped(self, thresholds: Mapping[str, float]) -> Ranges:
+        """The same ranges with a file's own thresholds as one more candidate of the tensors they cover."""
+        candidates = {t: {**c, SHIPPED: float(thresholds[t])} if t in thresholds else c
+                      for t, c in self.candidates.items()}
+        return replace(self, candidates=candidates)
 
     def choose(self, tensor_methods: Mapping[str, str]) -> Ranges:
         """The same ranges with each named tensor set to its method's candidate."""

@@ -237,6 +237,9 @@ def print_plan(report: PlanReport, run_dir: str, console: Console | None = None)
                   f"{all_ms} ms", highlight=False)
     if lat.note:
         console.print(f"note: {lat.note}", highlight=False, markup=False)
+    for row in report.compared:  # an already-quantized file beside the plan
+        console.print(f"{row.name}: {row.what}: {report.evaluation.metric} {row.score:.4f} on the confirm part, "
+                      f"{row.ms:.3f} ms ({lat.label})", highlight=False, markup=False)
     if Precision.TF32 in lat.all_ms:
         console.print("TF32: " + {True: "on (the FP32 GEMMs of the mix were verified in TF32)",
                                   False: "off (--noTF32: the mix's FP32 GEMMs were verified in true FP32)",

@@ -192,6 +192,7 @@ drop {res.drop:.4f}{drop_line}.<br>
 <b>Latency</b> {esc(lat.kind)}, {esc(lat.target)} at batch {lat.batch}: mix
 {lat.mix_ms:.3f} ms; {', '.join(f"all-{k.value.upper()} {v:.3f} ms" for k, v in lat.all_ms.items())}.
 {esc(lat.note[:1].upper() + lat.note[1:] + '.') if lat.note else ''}</p>
+{_compared(report)}
 <p class="note">Backend: {esc(report.backend)}. Calibration: {esc(report.calibration.data.source)},
 {report.calibration.data.samples} samples{floats}.</p>
 <h2>Sensitivity ranking</h2><img alt="sensitivity ranking" src="{chart_sens}">
@@ -206,3 +207,15 @@ drop {res.drop:.4f}{drop_line}.<br>
 {realized_html}
 </body></html>
 """
+
+
+def _compared(report: PlanReport) -> str:
+    """The already-quantized file, the plan and all-FP16 side by side (an analysis of a Q/DQ file only)."""
+    if not report.compared:
+        return ""
+    esc = html.escape
+    rows = "".join(f"<tr><td>{esc(c.name)}</td><td>{esc(c.what)}</td><td>{c.score:.4f}</td><td>{c.ms:.3f}</td></tr>"
+                   for c in report.compared)
+    return (f"<h2>The file as shipped, this plan, all-FP16</h2><table><tr><th></th><th>units</th>"
+            f"<th>{esc(report.evaluation.metric)} (confirm part, measured)</th><th>latency ms "
+            f"({esc(report.latency.label)})</th></tr>{rows}</table>")

@@ -39,7 +39,7 @@ def fp16_note(analysis: Analysis, fp16_ms: float | None, mix_ms: float) -> str:
 def plan_report(analysis: Analysis, evaluation: DataInfo, metric: str, budget: Budget, result: SearchResult,
                 space: DecisionSpace, backend: str, elapsed_s: float,
                 front: list[ParetoPoint] | tuple[ParetoPoint, ...] = (), fp32_score: float | None = None,
-                confirmation: Confirmation | None = None) -> PlanReport:
+                confirmation: Confirmation | None = None, compared: tuple = ()) -> PlanReport:
     """Everything ``plan`` decided and measured, as one record."""
     units = []
     for name in space.units:
@@ -65,7 +65,7 @@ def plan_report(analysis: Analysis, evaluation: DataInfo, metric: str, budget: B
     outcome = PlanResult(result.outcome, fp32, result.score, allowed, counts, result.message, confirmation)
     return PlanReport(analysis.model.path, analysis.model.sha256, Evaluation(evaluation, metric),
                       analysis.calibration, budget, outcome, latency, tuple(units), tuple(result.steps), backend,
-                      {"trt_mpq": __version__, "onnx": onnx.__version__}, elapsed_s, tuple(front))
+                      {"trt_mpq": __version__, "onnx": onnx.__version__}, elapsed_s, tuple(front), tuple(compared))
 
 
 def threshold_note(r: UnitResult) -> str:

@@ -4,12 +4,15 @@ other part and its replicas, and the Pareto front when asked. Every measurement 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from ..artifacts import Budget, Confirmation, Look, Outcome, ParetoPoint
+import onnx
+
+from ..artifacts import Budget, Compared, Confirmation, Look, Outcome, ParetoPoint
 from ..measure.per_sample import Measured
-from ..precision import Plan
+from ..network.units import Unit
+from ..precision import Plan, Precision
 from .confirm import confirm
 from .driver import Search, SearchResult, pareto
 from .proof import ConfirmLook, ConfirmScore, Proof, SearchScore
@@ -74,3 +77,19 @@ def confirmed(result: SearchResult, check, refine, fp32_confirm: float, allowed:
     elif len(looks) == 1 and "; the strictly fastest" in result.message:
         message += result.message[result.message.index("; the strictly fastest"):]
     return replace(result, plan=look.plan, score=look.score, message=message), look, looks
+
+
+def compare_shipped(file: onnx.ModelProto, shipped: Mapping[str, float], units: Sequence[Unit], space: DecisionSpace,
+                    proof: Proof, chosen: Plan, score: float) -> tuple[Compared, ...]:
+    """An already-quantized ``file`` as shipped, the ``chosen`` plan (its confirm ``score``) and all-FP16, side
+    by side on the confirm part. The file's INT8 units: those whose every quantized input had a Q/DQ in it;
+    latencies come from the plan's cost model, so all three are estimated alike."""
+    int8 = Plan.of({u.name: Precision.INT8 for u in units if u.activations and Precision.INT8 in
+                    space.choices.get(u.name, ()) and all(t in shipped for t in u.activations)})
+    rows = [Compared("as shipped", f"{len(int8)} INT8 units (the file's own Q/DQ and weights)",
+                     proof.score_model(file), space.seconds(int8) * 1e3),
+            Compared("this plan", chosen.describe() if chosen else "all-FP32", score, space.seconds(chosen) * 1e3)]
+    fp16 = Plan.of(space.uniform(Precision.FP16))
+    if fp16:
+        rows.append(Compared("all-FP16", fp16.describe(), proof.answer(ConfirmScore(fp16)), space.seconds(fp16) * 1e3))
+    return tuple(rows)

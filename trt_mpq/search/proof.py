@@ -122,6 +122,11 @@ class Proof:
             return self.look(request.plan, request.estimated_ms, model, request.threshold)
         return self.confirmer.base.score(model)
 
+    def score_model(self, model: onnx.ModelProto) -> float:
+        """Any model with the analysed model's inputs and outputs (an already-quantized file as shipped) on the
+        confirm part, the metric alone."""
+        return self.confirmer.base.score(model)
+
     def look(self, plan: Plan, estimated_ms: float, model: onnx.ModelProto, threshold: float | None) -> Look:
         """``model`` (the mix ``plan``) on the confirm part and its replicas, held against ``threshold``."""
         level = look_level(self.confidence)
