@@ -187,3 +187,28 @@ def test_mobilenetv2_plan_keeps_agreement_on_held_out_photos(shared_models, tmp_
     lat = report["latency"]
     assert lat["mix_ms"] <= lat["all_ms"]["fp16"]  # never slower than all-FP16 under the cost model
     assert all(step["passed"] == (1.0 - step["score"] <= 0.02 + 1e-12) for step in report["verification"])
+
+
+def test_mobilenetv2_quantized_by_quantize_static_runs_and_is_compared(shared_models, tmp_path, capsys):
+    """The Q/DQ file a user gets from ONNX Runtime's quantize_static (photos as calibration): the float graph
+    is recovered, its scales are candidates, and the plan is set beside the file as shipped and all-FP16."""
+    import builders
+    from trt_mpq.cli import main
+
+    model = load_model(shared_models / "mobilenetv2_imagenet.onnx")
+    photos = load_dataset(model, str(shared_models / "photos" / "calib"), load_preprocess(MNV2_PRE))
+    qdq = builders.quantize_static_qdq(shared_models / "mobilenetv2_imagenet.onnx",
+                                       photos.take(0, photos.num_samples)["input"], tmp_path / "mnv2_qdq.onnx")
+    evals = load_dataset(model, str(shared_models / "photos" / "eval"), load_preprocess(MNV2_PRE))
+    np.savez(tmp_path / "eval.npz", **evals.take(0, 48))
+    run = tmp_path / "run"
+    assert main(["run", str(qdq), "--out", str(run), "--calib", str(shared_models / "photos" / "calib"),
+                 "--preprocess", MNV2_PRE, "--samples", "24", "--eval", str(tmp_path / "eval.npz"), "--metric",
+                 "agreement", "--max-drop", "0.05", "--quiet"]) == 0
+    report = json.loads((run / "report.json").read_text())
+    shipped, chosen, fp16 = report["compared"]
+    assert shipped["name"] == "as shipped" and shipped["what"].startswith("53 INT8 units")
+    assert shipped["ms"] == pytest.approx(report["latency"]["all_ms"]["int8"], rel=1e-3)  # every GEMM in INT8
+    assert chosen["score"] >= 1 - 0.05 - 1e-9 and chosen["ms"] <= fp16["ms"] + 1e-9
+    assert 0 < shipped["score"] <= 1 and fp16["score"] >= 0.9
+    capsys.readouterr()
