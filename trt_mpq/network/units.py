@@ -169,15 +169,38 @@ class _Finder:
         )
 
 
+def _condition_hint(graph: onnx.GraphProto, node: onnx.NodeProto) -> str:
+    """What would decide a top-level If: --fix on the graph inputs its condition reads, --shape on a shape."""
+    if node.op_type != "If":
+        return ""
+    producer = {o: n for n in graph.node for o in n.output}
+    inputs = {i.name for i in graph.input}
+    found, shaped, todo, seen = [], False, [node.input[0]], set()
+    while todo:
+        t = todo.pop()
+        if t in seen:
+            continue
+        seen.add(t)
+        if t in inputs:
+            found.append(t)
+        elif t in producer:
+            shaped |= producer[t].op_type == "Shape"
+            todo.extend(producer[t].input)
+    if found and not shaped:
+        return f"; --fix {sorted(found)[0]}=VALUE (what the deployment feeds) inlines the branch it takes"
+    return "; --shape that fixes the shapes its condition reads inlines the branch it takes" if shaped else ""
+
+
 def _skip_subgraph_layers(graph: onnx.GraphProto, where: str, table: UnitTable) -> None:
     for node in graph.node:
+        hint = _condition_hint(graph, node) if not where else ""
         for attr, sg in named_subgraphs(node):
             label = f"{attr} of {node.op_type} '{node.name}'"
             for inner in sg.node:
                 if inner.op_type in MAIN_OPS:
                     table.skipped.append(Skipped(
                         inner.name or inner.op_type, inner.op_type,
-                        f"inside the {label}{where}: layers in control-flow subgraphs are not analysed yet",
+                        f"inside the {label}{where}: layers in control-flow subgraphs are not analysed yet{hint}",
                     ))
             _skip_subgraph_layers(sg, f" (in {label})", table)
 
