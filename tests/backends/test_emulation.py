@@ -81,3 +81,29 @@ def test_the_in_graph_tf32_rounding_equals_the_exact_one_and_keeps_inf_nan_and_o
     assert (y[huge] == x[huge]).all()
     assert np.isnan(y[np.isnan(x)]).all() and (y[np.isinf(x)] == x[np.isinf(x)]).all()
     assert y[0, -1] == tf32_round(np.array([1e13], np.float32))[0] and y[0, 0] != 0  # no per-tensor scale
+
+
+def test_an_fp16_clip_runs_in_float32_with_the_same_bits():
+    # MobileNetV2-like Conv + ReLU6 units in FP16: the Clip is rewritten (the CPU provider's float16 Clip is slow)
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+
+    from trt_mpq.backends.emulation import emulate_fp16_clip, has_fp16_clip
+
+    r = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], "conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Clip", ["c", "lo", "hi"], ["y"], "relu6")]
+    inits = [numpy_helper.from_array(builders.conv_w(r, 8, 3), "w"), numpy_helper.from_array(np.float32(0), "lo"),
+             numpy_helper.from_array(np.float32(6), "hi")]
+    m = builders.model(nodes, [builders.fvi("x", ["N", 3, 16, 16])], [builders.fvi("y", ["N", 8, 16, 16])], inits)
+    units = find_units(m).units
+    low = lower(m, units, Plan.of({u.name: P.FP16 for u in units}), None)
+    assert has_fp16_clip(low) and not has_fp16_clip(m)
+    fast = emulate_fp16_clip(low)
+    assert [n.op_type for n in fast.graph.node].count("Cast") == [n.op_type for n in low.graph.node].count("Cast") + 2
+    x = (r.standard_normal((4, 3, 16, 16)) * 30).astype(np.float32)
+    x[0, 0, 0, :4] = [np.nan, np.inf, -np.inf, 7e4]  # NaN, both infinities, a value beyond float16
+    runs = [ort.InferenceSession(mm.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+            for mm in (low, fast)]
+    assert np.array_equal(runs[0].view(np.uint32), runs[1].view(np.uint32))
+    assert runs[0][np.isfinite(runs[0])].max() == 6.0 and runs[0][np.isfinite(runs[0])].min() == 0.0

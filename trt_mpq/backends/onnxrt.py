@@ -42,11 +42,12 @@ import onnx
 from ..errors import BackendError
 from ..network.weights import Weights
 from .base import Backend, BackendContext, Capabilities, Flag, LayerProfile, Session
-from .emulation import emulate_bf16, emulate_tf32, has_bf16, has_tf32
+from .emulation import emulate_bf16, emulate_fp16_clip, emulate_tf32, has_bf16, has_fp16_clip, has_tf32
 
 
 def _runnable(model: onnx.ModelProto) -> bytes:
     model = emulate_bf16(model) if has_bf16(model) else model
+    model = emulate_fp16_clip(model) if has_fp16_clip(model) else model
     return (emulate_tf32(model) if has_tf32(model) else model).SerializeToString()
 
 ORT_OPTIMIZE = ("none", "all")
