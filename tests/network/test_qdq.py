@@ -76,3 +76,25 @@ def test_integer_operators_and_lone_quantize_nodes_are_one_sentence(tmp_path):
                           [builders.init("s", np.float32(0.1)), builders.init("z", np.int8(0))])
     with pytest.raises(ModelError, match="do not come in Q/DQ pairs"):
         load_model(builders.save(lone, tmp_path, "lone.onnx"))
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp8"])
+def test_a_tensorrt_style_qdq_file_reads_back_to_its_own_thresholds(tmp_path, precision):
+    # the Q/DQ layout ModelOpt writes (and trt-mpq's own lowering): symmetric INT8 (zero point 0, +-127) or
+    # FP8 E4M3 (+-448) activations, per-channel weights; reading it back recovers the thresholds it was made with
+    from trt_mpq.network.units import find_units as units_of
+    from trt_mpq.precision import Plan
+    from trt_mpq.quant.lower import lower
+    from trt_mpq.quant.ranges import Ranges
+
+    fp32 = load_model(DIGITS / "digits_cnn.onnx", opset=21)
+    units = units_of(fp32.proto).units
+    amax = {t: 2.0 + i for i, t in enumerate(dict.fromkeys(t for u in units for t in u.activations))}
+    ranges = Ranges("max", amax, fp8_amax=amax)
+    plan = Plan.of({u.name: precision for u in units if precision in [p.value for p in u.allowed]})
+    path = tmp_path / "lowered.onnx"
+    onnx.save(lower(fp32.proto, units, plan, ranges), str(path))
+    back = load_model(path)
+    assert back.shipped == {t: pytest.approx(v, rel=1e-6) for t, v in amax.items() if t in back.shipped}
+    assert len(back.shipped) == len(amax)
+    assert [u.nodes for u in units_of(back.proto).units] == [u.nodes for u in units]
