@@ -91,17 +91,8 @@ class _Regions:
                 groups.append([i])
                 seen.add(i)
                 continue
-            group, stack = set(), [i]
-            while stack:
-                k = stack.pop()
-                if k in group:
-                    continue
-                group.add(k)
-                node = self.g.node[k]
-                near = [c for o in node.output for c in self.cons.get(o, [])]
-                near += [self.prod[x] for x in node.input if x in self.prod]
-                stack.extend(c for c in near if c in self.free and c not in seen and
-                             self.g.node[c].op_type not in STANDALONE)
+            group = self._connected(i, {c for c in self.free if c not in seen and
+                                        self.g.node[c].op_type not in STANDALONE})
             seen |= group
             groups += self._convex(sorted(group))
         return groups
@@ -128,18 +119,24 @@ class _Regions:
         for level in sorted(set(stage.values())):
             left = {k for k in group if stage[k] == level}
             while left:
-                part, todo = set(), [min(left)]
-                while todo:
-                    k = todo.pop()
-                    if k in part:
-                        continue
-                    part.add(k)
-                    node = self.g.node[k]
-                    near = [c for o in node.output for c in self.cons.get(o, [])]
-                    todo += [c for c in near + [self.prod[x] for x in node.input if x in self.prod] if c in left]
+                part = self._connected(min(left), left)
                 left -= part
                 parts.append(sorted(part))
         return sorted(parts)
+
+    def _connected(self, start: int, allowed: set[int]) -> set[int]:
+        """The nodes of ``allowed`` joined to ``start`` by tensors that pass directly between them."""
+        part, todo = set(), [start]
+        while todo:
+            k = todo.pop()
+            if k in part:
+                continue
+            part.add(k)
+            node = self.g.node[k]
+            near = [c for o in node.output for c in self.cons.get(o, [])] + \
+                [self.prod[x] for x in node.input if x in self.prod]
+            todo += [c for c in near if c in allowed]
+        return part
 
     def unit(self, members: list[int]) -> Unit:
         nodes = [self.g.node[k] for k in members]

@@ -23,7 +23,8 @@ def format_dims(dims, sep: str = ", ") -> str:
     return "[" + sep.join("?" if d is None else str(d) for d in dims) + "]"
 
 
-def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
+def inferred(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with ONNX's shape inference applied (with data propagation where it can follow it)."""
     for kwargs in ({"data_prop": True}, {}):
         try:
             return onnx.shape_inference.infer_shapes(model, strict_mode=False, **kwargs)
@@ -32,17 +33,22 @@ def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def infer_tensors(model: onnx.ModelProto) -> TensorTable:
-    """Element types and static per-sample shapes of the model's tensors (initializers included)."""
+def with_batch(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
+    """A copy of ``model`` whose inputs' dynamic axis 0 is ``batch``."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
     for vi in m.graph.input:
         dims = vi.type.tensor_type.shape.dim
         if dims and not dims[0].HasField("dim_value"):
             dims[0].Clear()
-            dims[0].dim_value = 1
-    inferred = _infer(m)
-    g = inferred.graph
+            dims[0].dim_value = batch
+    return m
+
+
+def infer_tensors(model: onnx.ModelProto) -> TensorTable:
+    """Element types and static per-sample shapes of the model's tensors (initializers included)."""
+    done = inferred(with_batch(model, 1))
+    g = done.graph
     types, shapes = {}, {}
     for vi in list(g.input) + list(g.value_info) + list(g.output):
         tt = vi.type.tensor_type
@@ -52,7 +58,7 @@ def infer_tensors(model: onnx.ModelProto) -> TensorTable:
             shapes[vi.name] = tuple(int(d.dim_value) for d in dims)
         elif not dims and tt.HasField("shape"):
             shapes[vi.name] = ()
-    for t in m.graph.initializer:
+    for t in model.graph.initializer:
         types[t.name] = t.data_type
         shapes[t.name] = tuple(t.dims)
     return TensorTable(types, shapes)

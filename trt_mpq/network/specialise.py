@@ -16,6 +16,7 @@ from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from ..errors import ConfigError
+from .shapes import inferred, with_batch
 
 
 def parse_fixed(items) -> dict[str, np.ndarray]:
@@ -63,21 +64,9 @@ BATCHES = (1, 64)  # besides --shape's own: a condition on the batch size must h
 def static_shapes(model: onnx.ModelProto, batch: int | None = None) -> dict[str, tuple[int, ...]]:
     """Tensors whose every dim ONNX's shape inference knows (after ``--shape``), with their dims; with
     ``batch``, a dynamic axis 0 of the inputs taken to be that."""
-    if batch is not None:
-        copy = onnx.ModelProto()
-        copy.CopyFrom(model)
-        for vi in copy.graph.input:
-            dims = vi.type.tensor_type.shape.dim
-            if dims and not dims[0].HasField("dim_value"):
-                dims[0].Clear()
-                dims[0].dim_value = batch
-        model = copy
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
-    except Exception:  # inference raises bare C++ errors on ops it cannot follow
-        return {}
+    known = inferred(with_batch(model, batch) if batch is not None else model)
     out = {}
-    for vi in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
+    for vi in [*known.graph.input, *known.graph.value_info, *known.graph.output]:
         dims = vi.type.tensor_type.shape.dim
         if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape") and \
                 all(d.HasField("dim_value") for d in dims):
