@@ -116,16 +116,18 @@ def entropy_threshold(hist: AbsHistogram, levels: int = INT8_MAX + 1) -> float:
     if last <= levels:
         return float(hist.edges[last])
     tail = np.cumsum(counts[::-1])[::-1]  # tail[i]: count at or beyond bin i
+    scaled, populated = np.arange(last + 1) * levels, counts > 0  # shared by every candidate
 
     def divergence(i: int) -> float:
         ref = counts[:i]
-        p = ref.copy()
+        p, nonzero = ref.copy(), populated[:i].copy()
         if i < len(counts):
             p[i - 1] += tail[i]
-        groups = (np.arange(i) * levels) // i
+            nonzero[i - 1] = p[i - 1] > 0
+        groups = scaled[:i] // i
         sums = np.bincount(groups, weights=ref, minlength=levels)
-        filled = np.bincount(groups, weights=(p > 0).astype(np.float64), minlength=levels)
-        q = np.where(p > 0, sums[groups] / np.maximum(filled[groups], 1), 0.0)
+        filled = np.bincount(groups, weights=nonzero.astype(np.float64), minlength=levels)
+        q = np.where(nonzero, (sums / np.maximum(filled, 1))[groups], 0.0)  # each group's mean, then spread
         if q.sum() == 0:
             return np.inf
         p, q = _smooth(p), _smooth(q)
