@@ -153,7 +153,8 @@ def _analysis_args(p: argparse.ArgumentParser, command: str) -> None:
     precisions = ",".join(p.value for p in d.precisions)
     p.add_argument("--calib", metavar="PATH", help=".npz (one array per input name, samples first; or pick arrays: "
                    "FILE.npz:input=x_train), .npy, a folder of them, or a folder of images (with --preprocess). "
-                   "Default: data generated from the model")
+                   "or dead-leaves (images drawn in pixel space with natural-image statistics, then "
+                   "--preprocess). Default: data generated from the model's inputs")
     p.add_argument("--preprocess", metavar="FILE", help="JSON/YAML for image folders: resize, crop, scale, mean, "
                    "std, layout (nchw|nhwc), color (rgb|bgr|gray)")
     p.add_argument("--shape", action="append", default=[], metavar="NAME:DIMS", help=SHAPE_HELP)
@@ -245,7 +246,8 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
 def _analyze_options(args: argparse.Namespace) -> AnalyzeOptions:
     # in 'run', --preprocess may be there for --eval alone (calibration data generated)
     preprocess = None if args.command == "run" and args.calib is None else args.preprocess
-    return AnalyzeOptions(calib=args.calib, preprocess=preprocess, shapes=parse_shapes(args.shape), fixed=args.fix,
+    return AnalyzeOptions(calib=args.calib, preprocess=preprocess, shapes=parse_shapes(args.shape),
+                          fixed=args.fix,
                           outputs=args.outputs, precisions=Precision.parse_list(args.precisions),
                           calibrator=args.calibrator,
                           weight_scales=args.weight_scales, bias_correction=args.bias_correction,

@@ -72,3 +72,14 @@ def test_an_already_quantized_model_runs_and_is_compared_with_the_plan(tmp_path,
     assert all(0 <= c["score"] <= 1 and c["ms"] > 0 for c in compared)
     assert compared[1]["ms"] <= compared[2]["ms"] + 1e-9 or compared[1]["what"] == "all-FP32"
     assert "The file as shipped, this plan, all-FP16" in (run / "report.html").read_text()
+
+
+def test_calibration_images_generated_in_pixel_space(tmp_path, capsys):
+    path = builders.save(builders.conv_bn_relu_residual(), tmp_path)
+    (tmp_path / "pre.json").write_text('{"resize": 8, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}')
+    run = tmp_path / "run"
+    assert main(["analyze", str(path), "--out", str(run), "--calib", "dead-leaves", "--preprocess",
+                 str(tmp_path / "pre.json"), "--samples", "8"]) == 0
+    assert "dead-leaves images, 8x8 pixels" in capsys.readouterr().err
+    calibration = json.loads((run / "sensitivity.json").read_text())["calibration"]
+    assert calibration["kind"] == "generated" and "dead-leaves" in calibration["generator"]

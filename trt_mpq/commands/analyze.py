@@ -9,6 +9,7 @@ from pathlib import Path
 from ..artifacts import Analysis, RunFolder
 from ..backends import BackendContext, open_backend
 from ..data.datasets import Dataset, generated_dataset, load_dataset
+from ..data.generate import DEAD_LEAVES
 from ..data.images import load_preprocess
 from ..errors import ConfigError
 from ..executors import open_executor
@@ -57,6 +58,12 @@ class AnalyzeOptions:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise the accepted forms once, here
+        if self.calib == DEAD_LEAVES and not self.preprocess:
+            raise ConfigError(f"--calib {DEAD_LEAVES} draws images in pixel space; give --preprocess with the "
+                              "model's resize and normalisation.")
+        if self.calib is None and self.preprocess:
+            raise ConfigError(f"--preprocess applies to an image folder given with --calib (or to --calib "
+                              f"{DEAD_LEAVES}, images generated in pixel space).")
         set_(self, "shapes", shapes_of(self.shapes))
         items = self.fixed.items() if isinstance(self.fixed, Mapping) else self.fixed
         set_(self, "fixed", {k: v.tolist() for k, v in parse_fixed(items).items()})
@@ -77,8 +84,6 @@ class AnalyzeOptions:
             raise ConfigError("--workers must be at least 1.")
         if self.int4_block < 16 or self.int4_block & (self.int4_block - 1):
             raise ConfigError(f"--int4-block must be a power of two of at least 16 (e.g. 128), not {self.int4_block}.")
-        if self.calib is None and self.preprocess:
-            raise ConfigError("--preprocess applies to an image folder given with --calib.")
 
 
 def _float_samples(value: int | str) -> int | str:
@@ -100,6 +105,8 @@ def inspect_model(model: str | Path, shapes: Shapes | Sequence[str] = (), fixed:
 def calibration_data(model: LoadedModel, opts: AnalyzeOptions) -> Dataset:
     if opts.calib is None:
         return generated_dataset(model, opts.samples, opts.seed)
+    if opts.calib == DEAD_LEAVES:  # images drawn in pixel space, preprocessed as photos (data.generate)
+        return generated_dataset(model, opts.samples, opts.seed, load_preprocess(opts.preprocess))
     return load_dataset(model, opts.calib, load_preprocess(opts.preprocess), opts.samples)
 
 
@@ -127,7 +134,8 @@ def analyze(model: str | Path, out: str | Path, options: AnalyzeOptions = Analyz
         progress.log("each unit is measured on the part of the model downstream of it, which this backend "
                      "does not promise to compute bit-for-bit as the whole model would: figures are close, "
                      "not identical, to whole-model runs")
-    progress.log(f"calibration: {data.source}, {data.num_samples} samples")
+    how = f" ({data.details['generator']})" if "generator" in data.details else ""
+    progress.log(f"calibration: {data.source}{how}, {data.num_samples} samples")
     settings = sensitivity.Settings(options.precisions, options.calibrator, options.batch, options.weight_scales,
                                     options.bias_correction, options.int4_block, options.float_samples)
     with open_executor(options.workers, options.ray_address) as executor:

@@ -23,7 +23,8 @@ from ..artifacts import DataInfo
 from ..errors import DataError
 from ..network.model import LoadedModel, TensorSpec, file_sha256
 from ..network.shapes import format_dims
-from .images import Preprocess, list_images, load_image
+from .generate import dead_leaves
+from .images import Preprocess, list_images, load_image, preprocess_image
 
 DEFAULT_GENERATED_SAMPLES = 16
 LABELS = "labels"
@@ -210,15 +211,45 @@ def _array_files(model: LoadedModel, files: list[Path], source: str) -> dict[str
         raise DataError(f"the files in {source} hold arrays of different shapes; they cannot be stacked.") from None
 
 
-def _image_dataset(model: LoadedModel, folder: Path, images: list[Path], pre: Preprocess, limit) -> Dataset:
+def _image_input(model: LoadedModel, pre: Preprocess, what: str) -> tuple[TensorSpec, tuple[int, int] | None]:
+    """The one 4-D float input images feed, and its (h, w) where the model fixes it."""
     float_inputs = [s for s in model.inputs if np.issubdtype(s.dtype, np.floating)]
     if len(model.inputs) != 1 or len(float_inputs) != 1 or len(float_inputs[0].shape) != 4:
-        raise DataError(f"an image folder can only feed a model with one 4-D float input; this model has "
+        raise DataError(f"{what} can only feed a model with one 4-D float input; this model has "
                         f"{', '.join(s.describe() for s in model.inputs)}. Use .npz files instead.")
     spec = float_inputs[0]
     hw_axes = (2, 3) if pre.layout == "nchw" else (1, 2)
     size = tuple(spec.shape[a] for a in hw_axes)
-    size = size if all(isinstance(d, int) for d in size) else None
+    return spec, (size if all(isinstance(d, int) for d in size) else None)
+
+
+def _generated_images(model: LoadedModel, n: int, seed: int, pre: Preprocess) -> Dataset:
+    from PIL import Image
+
+    spec, size = _image_input(model, pre, "generated images (--preprocess without --calib)")
+    if pre.resize is not None:  # drawn at the size the preprocessing resizes to, as photos arrive
+        h, w = (pre.resize, pre.resize) if isinstance(pre.resize, int) else pre.resize
+    elif size is not None:
+        h, w = size
+    else:
+        raise DataError(f"input '{spec.name}' ({spec.describe()}) has no fixed height and width and the "
+                        "preprocessing no 'resize': give one of them to generate images.")
+    channels = 1 if pre.color == "gray" else 3
+
+    def take(lo: int, hi: int) -> dict[str, np.ndarray]:
+        arrays = [preprocess_image(Image.fromarray(dead_leaves(np.random.default_rng([seed, i]), h, w,
+                                                                channels).squeeze()), pre, size, f"sample {i}")
+                  for i in range(lo, hi)]
+        return {spec.name: np.concatenate(arrays, axis=0)}
+
+    details = {"seed": seed, "generator": f"dead-leaves images, {w}x{h} pixels, preprocessed as photos",
+               "preprocess": pre.to_json()}
+    fp = ["generated", "dead-leaves", seed, pre.to_json(), spec.name, str(size)]
+    return _finish(model, n, take, ("generated", "generated", details), fp, None)
+
+
+def _image_dataset(model: LoadedModel, folder: Path, images: list[Path], pre: Preprocess, limit) -> Dataset:
+    spec, size = _image_input(model, pre, "an image folder")
     n = len(images)
 
     def take(lo: int, hi: int) -> dict[str, np.ndarray]:
@@ -304,10 +335,15 @@ def _index_bound(model: onnx.ModelProto, name: str) -> int | None:
     return min(bounds) if bounds else None
 
 
-def generated_dataset(model: LoadedModel, samples: int | None = None, seed: int = 0) -> Dataset:
+def generated_dataset(model: LoadedModel, samples: int | None = None, seed: int = 0,
+                      preprocess: Preprocess | None = None) -> Dataset:
     """Synthetic samples from the input metadata: floats ~ N(0,1), integer indices inside their table,
-    other integers in {0, 1}, booleans fair coins. Per-sample seeding keeps data independent of batch size."""
+    other integers in {0, 1}, booleans fair coins; with ``preprocess`` (a model with one image input),
+    dead-leaves images in pixel space preprocessed as photos would be (``data.generate``). Per-sample seeding
+    keeps data independent of batch size."""
     n = DEFAULT_GENERATED_SAMPLES if samples is None else samples
+    if preprocess is not None:
+        return _generated_images(model, n, seed, preprocess)
     # A symbolic dim shared with a batch axis ('batch' in input [batch,576] and state [2,batch,128]) is the
     # per-sample batch size too.
     per_sample = {s.shape[0]: 1 for s in model.inputs if s.batch_axis == 0 and isinstance(s.shape[0], str)}

@@ -114,6 +114,15 @@ def load_image(path: Path, pre: Preprocess, size: tuple[int, int] | None) -> np.
             im.load()
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise DataError(f"cannot read image '{path}': {exc}") from None
+    return preprocess_image(im, pre, size, str(path))
+
+
+def preprocess_image(im, pre: Preprocess, size: tuple[int, int] | None, name: str = "image") -> np.ndarray:
+    """A PIL image (RGB or L) through ``pre``, as ``load_image`` does for a file: [1, C, H, W] float32 (or
+    NHWC). Generated images (data.generate) take the same path as photos."""
+    from PIL import Image
+
+    im = im.convert("L" if pre.color == "gray" else "RGB")
     if pre.resize is not None:
         if isinstance(pre.resize, int):
             w, h = im.size
@@ -125,7 +134,7 @@ def load_image(path: Path, pre: Preprocess, size: tuple[int, int] | None) -> np.
         ch, cw = (pre.crop, pre.crop) if isinstance(pre.crop, int) else pre.crop
         w, h = im.size
         if ch > h or cw > w:
-            raise DataError(f"image '{path}' is {w}x{h} after resizing, smaller than the crop {cw}x{ch}.")
+            raise DataError(f"image '{name}' is {w}x{h} after resizing, smaller than the crop {cw}x{ch}.")
         left, top = (w - cw) // 2, (h - ch) // 2
         im = im.crop((left, top, left + cw, top + ch))
     if pre.resize is None and pre.crop is None and size is not None and im.size != (size[1], size[0]):

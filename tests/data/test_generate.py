@@ -1,0 +1,55 @@
+"""Images generated in pixel space (data/generate.py) and fed through the preprocessing as photos are."""
+
+import numpy as np
+import pytest
+
+import builders
+from trt_mpq.data.datasets import generated_dataset
+from trt_mpq.data.generate import dead_leaves
+from trt_mpq.data.images import Preprocess
+from trt_mpq.errors import ConfigError
+from trt_mpq.network.model import load_model
+
+
+def _slope(img: np.ndarray) -> float:
+    """The log-log slope of the radially averaged power spectrum of a grey image."""
+    g = img.mean(axis=2) - img.mean()
+    power = np.abs(np.fft.fftshift(np.fft.fft2(g))) ** 2
+    h, w = g.shape
+    y, x = np.indices(g.shape)
+    r = np.hypot(y - h // 2, x - w // 2).astype(int)
+    radial = np.bincount(r.ravel(), power.ravel()) / np.bincount(r.ravel())
+    k = np.arange(4, min(h, w) // 2)
+    return float(np.polyfit(np.log(k), np.log(radial[k]), 1)[0])
+
+
+def test_dead_leaves_images_have_a_natural_spectrum_and_depend_on_the_seed_alone():
+    a = dead_leaves(np.random.default_rng([0, 3]), 96, 128)
+    assert a.shape == (96, 128, 3) and a.dtype == np.uint8 and a.std() > 20
+    assert np.array_equal(a, dead_leaves(np.random.default_rng([0, 3]), 96, 128))
+    assert not np.array_equal(a, dead_leaves(np.random.default_rng([0, 4]), 96, 128))
+    # photographs fall as 1/f^2 in power (slope about -2); white noise is flat (0)
+    assert -3.2 < _slope(a.astype(np.float64)) < -1.4
+    noise = np.random.default_rng(0).integers(0, 255, (96, 128, 3)).astype(np.float64)
+    assert abs(_slope(noise)) < 0.3
+
+
+def test_generated_images_are_preprocessed_like_photos_and_independent_of_the_batch(tmp_path):
+    model = load_model(builders.save(builders.conv_bn_relu_residual(), tmp_path))  # x [N, 3, 8, 8]
+    pre = Preprocess(resize=12, crop=8, mean=(0.5,), std=(0.25,))
+    data = generated_dataset(model, 6, seed=1, preprocess=pre)
+    x = data.take(0, 6)["x"]
+    assert x.shape == (6, 3, 8, 8) and x.dtype == np.float32
+    assert -2.0 - 1e-6 <= x.min() and x.max() <= 2.0 + 1e-6  # (v/255 - 0.5) / 0.25
+    assert np.array_equal(np.concatenate([data.take(0, 2)["x"], data.take(2, 6)["x"]]), x)
+    assert "dead-leaves" in data.details["generator"] and data.kind == "generated"
+    assert data.fingerprint != generated_dataset(model, 6, seed=2, preprocess=pre).fingerprint
+
+
+def test_dead_leaves_needs_a_preprocessing_and_preprocess_alone_is_refused():
+    from trt_mpq import AnalyzeOptions
+
+    with pytest.raises(ConfigError, match="give --preprocess"):
+        AnalyzeOptions(calib="dead-leaves")
+    with pytest.raises(ConfigError, match="--preprocess applies to an image folder"):
+        AnalyzeOptions(preprocess="pre.json")
