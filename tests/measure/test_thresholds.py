@@ -58,8 +58,8 @@ def fanout(tmp_path):
 
 def test_a_shared_tensor_gets_the_threshold_its_first_reader_measures_least_harmful(fanout):
     executor, weights, units, downstream, ranges, store, backend, batches, outputs = fanout
-    chosen = choose_thresholds(units, downstream, ranges, (Precision.INT8,), batches, outputs, executor,
-                               [backend, weights])
+    chosen, measured = choose_thresholds(units, downstream, ranges, (Precision.INT8,), batches, outputs, executor,
+                                         [backend, weights])
     readers = {}
     for u in units:
         for t in u.activations:
@@ -69,17 +69,20 @@ def test_a_shared_tensor_gets_the_threshold_its_first_reader_measures_least_harm
     for t in shared:  # recomputed independently, on the first reader in graph order
         first = readers[t][0]
         errors = candidate_errors(downstream(first), weights, first, Precision.INT8, ranges,
-                                  {t: list(ranges.options([t]))}, backend, store, choice_batches(batches), outputs)[t]
+                                  {t: list(ranges.options([t]))}, backend, store, choice_batches(batches),
+                                  outputs).errors[t]
         assert len(set(errors.values())) > 1
         assert chosen.methods[t] == min(errors, key=errors.get)
         assert chosen.amax[t] == ranges.candidates[t][chosen.methods[t]]
     assert all(chosen.methods[t] for t in readers)
+    # only a unit with one quantized input has its trials kept as its measurement (here: none decides alone)
+    assert not any(len(u.activations) > 1 for u in units if (u.name, Precision.INT8) in measured)
 
 
 def test_tensors_whose_candidates_agree_take_max_without_running_anything(fanout):
     executor, weights, units, downstream, ranges, store, _, batches, outputs = fanout
     flat = {t: {m: 1.0 for m in c} for t, c in ranges.candidates.items()}  # every method the same threshold
     counting = CountingBackend("none")
-    chosen = choose_thresholds(units, downstream, type(ranges)(**{**ranges.__dict__, "candidates": flat}),
-                               (Precision.INT8,), batches, outputs, executor, [counting, weights])
-    assert counting.compiled == 0 and set(chosen.methods.values()) == {"max"}
+    chosen, measured = choose_thresholds(units, downstream, type(ranges)(**{**ranges.__dict__, "candidates": flat}),
+                                         (Precision.INT8,), batches, outputs, executor, [counting, weights])
+    assert counting.compiled == 0 and set(chosen.methods.values()) == {"max"} and measured == {}

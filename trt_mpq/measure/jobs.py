@@ -136,6 +136,7 @@ class MeasureJob:
     outputs: tuple[str, ...]
     rounding: frozenset[int] = field(default_factory=frozenset)
     all_rounding: bool = True  # ``rounding`` is every batch
+    known: frozenset[tuple[Precision, int]] = field(default_factory=frozenset)  # measured already (by the choice)
 
     @property
     def parts(self) -> int:
@@ -159,7 +160,8 @@ def measure_batches(job: MeasureJob, backend: Backend, weights: Weights, ranges:
                            [o.name for o in lowered.graph.output])
         feeds_needed = [i.name for i in sub.graph.input]
         for b in job.batches:
-            active = [p for p in sessions if job.all_rounding or p not in ROUNDINGS or b in job.rounding]
+            active = [p for p in sessions if (job.all_rounding or p not in ROUNDINGS or b in job.rounding)
+                      and (p, b) not in job.known]
             if not active:
                 continue
             feeds = reader.read(b, feeds_needed)

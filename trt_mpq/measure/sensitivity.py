@@ -55,7 +55,7 @@ from .jobs import ROUNDINGS, MeasureJob, measure_batches
 from .journal import Journal
 from .output_delta import OutputDelta
 from .store import ActivationStore
-from .thresholds import choose_thresholds, spread
+from .thresholds import Measured, choose_thresholds, spread
 
 METRICS_VERSION = 3  # part of the resume key: results measured under other metric definitions are not reused
 FLOAT_SAMPLES = ("auto", "all")  # --float-samples: a spread quarter (at least 16), every sample, or a number
@@ -141,19 +141,22 @@ def downstream_model(model: onnx.ModelProto, region: UnitRegion, layout: Layout)
 
 
 def measure_jobs(skeleton: onnx.ModelProto, regions: dict[str, UnitRegion], layout: Layout, pairs, units,
-                 outputs: Sequence[str], num_batches: int, rounding: Collection[int], chunks: int
-                 ) -> list[MeasureJob]:
+                 outputs: Sequence[str], num_batches: int, rounding: Collection[int], chunks: int,
+                 measured: Measured | None = None) -> list[MeasureJob]:
     """The measurement jobs of ``units`` (each with its pending precisions from ``pairs``), each unit's batches
-    cut into ``chunks`` consecutive parts (more jobs than units keep many workers busy)."""
+    cut into ``chunks`` consecutive parts (more jobs than units keep many workers busy); the (unit, precision,
+    batch) runs in ``measured`` (the threshold choice's) are not run again."""
     size = -(-num_batches // max(1, min(chunks, num_batches)))
     parts = [tuple(range(lo, min(lo + size, num_batches))) for lo in range(0, num_batches, size)]
     jobs = []
     for unit in units:
         todo = tuple(p for q, p in pairs if q is unit)
+        known = frozenset((p, b) for p in todo for b in (measured or {}).get((unit.name, p), {}))
         sub = downstream_model(skeleton, regions[unit.name], layout)
-        needed = [b for b in parts if any(p not in ROUNDINGS or set(b) & set(rounding) for p in todo)]
+        needed = [b for b in parts if any((p not in ROUNDINGS or set(b) & set(rounding)) and
+                                          any((p, k) not in known for k in b) for p in todo)]
         jobs += [MeasureJob(sub, unit, todo, b, tuple(outputs), frozenset(rounding),
-                            len(rounding) == num_batches) for b in needed]
+                            len(rounding) == num_batches, known) for b in needed]
     return jobs
 
 
@@ -218,6 +221,7 @@ def analyze(model: LoadedModel, dataset: Dataset, backend: Backend, out_dir: str
         progress.log(f"FP16/BF16/TF32 measured on {sum(counts[b] for b in rounding)} of {sum(counts)} samples "
                      f"({len(rounding)} spread batches; --float-samples all for every sample)")
     outputs = [o.name for o in model.proto.graph.output]
+    measured: Measured = {}  # (unit, precision) -> batches the threshold choice measured already
     executor.use_gpus(backend.capabilities.gpu)
     shared = [executor.share(backend), executor.share(weights)]
     layout = Layout({n: store.dtype_shape(n) for r in regions.values() for n in r.frontier}) if kept_before \
@@ -229,27 +233,24 @@ def analyze(model: LoadedModel, dataset: Dataset, backend: Backend, out_dir: str
         if ranges is None:
             ranges = found.with_shipped(model.shipped) if model.shipped else found
             if settings.calibrator == "auto":
-                ranges = choose_thresholds(table.units, lambda u: downstream_model(skeleton, regions[u.name], layout),
-                                           ranges, settings.precisions, len(counts), outputs, executor, shared,
-                                           progress)
+                ranges, measured = choose_thresholds(
+                    table.units, lambda u: downstream_model(skeleton, regions[u.name], layout), ranges,
+                    settings.precisions, len(counts), outputs, executor, shared, progress)
             atomic_write_json(ranges_path, ranges.to_json())
     elif ranges is None:
         ranges = Ranges(settings.calibrator)
     units = (order or list)(pending)
     chunks = chunks_for(executor.workers, len(units), len(counts))
-    jobs = measure_jobs(skeleton, regions, layout, pairs, units, outputs, len(counts), rounding, chunks) \
-        if pairs else []
+    measured = {k: v for k, v in measured.items() if any(u.name == k[0] and p == k[1] for u, p in pairs)}
+    jobs = measure_jobs(skeleton, regions, layout, pairs, units, outputs, len(counts), rounding, chunks,
+                        measured) if pairs else []
     progress.start(f"per-unit sensitivity{'' if executor.workers <= 1 else ' ' + executor.where}", len(pairs))
-    parts: dict[str, list] = {}
+    parts: dict[str, list] = {u.name: [{p: d for (n, p), d in measured.items() if n == u.name}] for u in units}
     left = {u.name: sum(1 for j in jobs if j.unit is u) for u in units}
-    for i, deltas in executor.map(measure_batches, jobs, [*shared, executor.share(ranges)], reads_batches=True):
-        unit = jobs[i].unit
-        parts.setdefault(unit.name, []).append(deltas)
-        left[unit.name] -= 1
-        if left[unit.name]:
-            continue
-        for precision in jobs[i].precisions:
-            result = _fold([d[precision] for d in parts[unit.name]], ranges, unit, precision)
+
+    def finish(unit: Unit) -> None:  # every batch of every pending precision of ``unit`` is in: fold them
+        for precision in (p for q, p in pairs if q is unit):
+            result = _fold([d.get(precision, {}) for d in parts[unit.name]], ranges, unit, precision)
             if precision.activations is Precision.FP16:  # FP16, and INT4's FP16 activations
                 flagged = fp16_overflow(model.proto, unit, ranges)
                 if flagged:
@@ -258,6 +259,15 @@ def analyze(model: LoadedModel, dataset: Dataset, backend: Backend, out_dir: str
             done[(unit.name, precision.value)] = result
             progress.advance()
         del parts[unit.name]
+
+    for unit in (u for u in units if not left[u.name]):  # measured whole by the threshold choice
+        finish(unit)
+    for i, deltas in executor.map(measure_batches, jobs, [*shared, executor.share(ranges)], reads_batches=True):
+        unit = jobs[i].unit
+        parts[unit.name].append(deltas)
+        left[unit.name] -= 1
+        if not left[unit.name]:
+            finish(unit)
     executor.drop_batches()
     store.remove()
     rounding_samples = sum(counts[b] for b in rounding) if len(rounding) < len(counts) else None

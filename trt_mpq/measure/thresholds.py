@@ -28,6 +28,7 @@ from ..precision import Plan, Precision
 from ..progress import Progress
 from ..quant.lower import lower
 from ..quant.ranges import CHOICES, Ranges
+from .output_delta import BatchDelta, OutputDelta
 
 CHOOSE_BATCHES = 2  # batches each candidate runs on (16 samples at the default batch of 8), spread evenly
 CHOSEN_BY = (Precision.INT8, Precision.FP8)  # the precisions whose activation thresholds auto chooses
@@ -68,9 +69,22 @@ class _Reference:
         return np.concatenate(out) if out else np.zeros(0)
 
 
+Trial = tuple[str, str]  # (tensor, method)
+
+
+@dataclass(frozen=True)
+class Trials:
+    """What one unit's candidate trials found: each candidate's mean per-sample error, and, where the unit has
+    no other quantized input (so a trial is exactly that unit's measurement in the precision), each trial's
+    per-batch output deltas: the measurement of the winner need not run those batches again."""
+
+    errors: dict[str, dict[str, float]]
+    deltas: dict[Trial, dict[int, dict[str, BatchDelta]]]
+
+
 def candidate_errors(sub: onnx.ModelProto, weights: Weights, unit: Unit, p: Precision, ranges: Ranges,
                      options: Mapping[str, Iterable[str]], backend: Backend, store: BatchReader,
-                     batches: Sequence[int], outputs: Sequence[str]) -> dict[str, dict[str, float]]:
+                     batches: Sequence[int], outputs: Sequence[str]) -> Trials:
     """For each activation of ``unit`` in ``options`` and each of its candidate methods: the mean per-sample
     normalised error of the model's ``outputs`` with ``unit`` alone in ``p``, only that tensor quantized, at
     that threshold. ``sub``: the unit's downstream model (``sensitivity.downstream_model``), fed from ``store``."""
@@ -78,18 +92,24 @@ def candidate_errors(sub: onnx.ModelProto, weights: Weights, unit: Unit, p: Prec
     feeds_needed = [i.name for i in sub.graph.input]
     data = [store.read(b, feeds_needed) for b in batches]
     refs = [_Reference(store.read(b, outputs)) for b in batches]
-    errors: dict[str, dict[str, float]] = {}
+    found = Trials({}, {})
     for tensor, methods in options.items():
         alone = replace(unit, activations=(tensor,))
-        errors[tensor] = {}
+        found.errors[tensor] = {}
         for method in methods:
             lowered = lower(sub, [alone], Plan.of({unit.name: p}), ranges.choose_for(p, {tensor: method}))
             produced = [o.name for o in lowered.graph.output]
+            per_sample, deltas = [], {}
             with backend.compile(lowered, weights) as session:
-                per_sample = [ref.errors({**ref.outputs, **session.run(feeds, produced)})
-                              for feeds, ref in zip(data, refs, strict=True)]
-            errors[tensor][method] = float(np.mean(np.concatenate(per_sample))) if per_sample else 0.0
-    return errors
+                for b, feeds, ref in zip(batches, data, refs, strict=True):
+                    got = {**ref.outputs, **session.run(feeds, produced)}
+                    per_sample.append(ref.errors(got))
+                    if unit.activations == (tensor,):
+                        deltas[b] = OutputDelta.compare(ref.outputs, got)
+            found.errors[tensor][method] = float(np.mean(np.concatenate(per_sample))) if per_sample else 0.0
+            if deltas:
+                found.deltas[(tensor, method)] = deltas
+    return found
 
 
 @dataclass(frozen=True)
@@ -121,20 +141,27 @@ class ChoiceJob:
 
 
 def choice_errors(job: ChoiceJob, backend: Backend, weights: Weights, ranges: Ranges, reader: BatchReader
-                  ) -> dict[str, dict[str, float]]:
+                  ) -> Trials:
     return candidate_errors(job.sub, weights, job.unit, job.precision, ranges, job.options, backend, reader,
                             job.batches, job.outputs)
 
 
+Measured = dict[tuple[str, Precision], dict[int, dict[str, BatchDelta]]]  # (unit, p) -> batch -> its deltas
+
+
 def choose_thresholds(units: Sequence[Unit], downstream: Callable[[Unit], onnx.ModelProto], ranges: Ranges,
                       precisions: Sequence[Precision], num_batches: int, outputs: Sequence[str],
-                      executor: Executor, shared: Sequence, progress: Progress | None = None) -> Ranges:
+                      executor: Executor, shared: Sequence, progress: Progress | None = None
+                      ) -> tuple[Ranges, Measured]:
     """``ranges`` with every quantized tensor of ``precisions`` (INT8, FP8) at its chosen candidate; the
     method of each is recorded (``Ranges.methods`` / ``fp8_methods``). ``units`` in graph order;
     ``downstream(unit)``: the model downstream of a unit, fed from the kept batches; ``shared``: the backend
-    and the weight bank, as the executor shares them."""
+    and the weight bank, as the executor shares them. Also the batches already measured: a unit with one
+    quantized input, in a precision, on the choice's batches, at the threshold chosen (the same model, the
+    same batch: the measurement's own numbers)."""
     progress = progress or Progress()
     batches = tuple(choice_batches(num_batches))
+    measured: Measured = {}
     for p in (q for q in CHOSEN_BY if q in precisions):
         readers = [u for u in units if p in u.allowed and u.activations]
         options = {t: tuple(ranges.options([t])) for u in readers for t in u.activations}
@@ -150,15 +177,21 @@ def choose_thresholds(units: Sequence[Unit], downstream: Callable[[Unit], onnx.M
         jobs = [piece for j in whole for piece in j.split(pieces)]  # one per unit in one process
         progress.start(f"{p.value.upper()} thresholds (--calibrator auto)", len(jobs))
         errors: dict[str, dict[str, float]] = {}
-        for _, errs in executor.map(choice_errors, jobs, [*shared, executor.share(ranges)], reads_batches=True):
-            for t, e in errs.items():
+        deltas: dict[Trial, dict[int, dict[str, BatchDelta]]] = {}
+        for _, found in executor.map(choice_errors, jobs, [*shared, executor.share(ranges)], reads_batches=True):
+            for t, e in found.errors.items():
                 errors.setdefault(t, {}).update(e)
+            deltas.update(found.deltas)
             progress.advance()
         for t, e in errors.items():  # every candidate's error known: the least, ties to the earlier method
             choice[t] = min(e, key=lambda m, e=e: (e[m], CHOICES.index(m)))
+        for u in readers:  # a single-input unit's trial at the chosen threshold is its measurement there
+            if u.name in deciders and len(u.activations) == 1 and (u.activations[0], choice[u.activations[0]]) \
+                    in deltas:
+                measured[(u.name, p)] = deltas[(u.activations[0], choice[u.activations[0]])]
         ranges = ranges.choose_for(p, choice)
         counts = {m: sum(1 for c in choice.values() if c == m) for m in CHOICES}
         progress.log(f"{p.value.upper()} thresholds: " + ", ".join(f"{n} {m}" for m, n in counts.items() if n)
                      + f" (of {len(choice)} tensors; each chosen at the outputs, on {len(batches)} "
                      + ("batches)" if len(batches) > 1 else "batch)"))
-    return ranges
+    return ranges, measured
