@@ -93,6 +93,20 @@ def descendants(graph: onnx.GraphProto, start: Iterable[int], cons: Mapping[str,
     return seen
 
 
+def ancestors(graph: onnx.GraphProto, tensors: Iterable[str]) -> set[int]:
+    """The nodes that ``tensors`` depend on (their producers and everything upstream of them)."""
+    prod = producers(graph)
+    seen: set[int] = set()
+    stack = [prod[t] for t in tensors if t in prod]
+    while stack:
+        k = stack.pop()
+        if k in seen:
+            continue
+        seen.add(k)
+        stack.extend(prod[i] for i in graph.node[k].input if i in prod)
+    return seen
+
+
 def region_inputs(graph: onnx.GraphProto, region: set[int]) -> list[str]:
     """Tensors a set of nodes reads that none of them produces and that are not constants (its 'frontier')."""
     made = {out for i in region for out in graph.node[i].output}

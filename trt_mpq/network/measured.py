@@ -18,6 +18,7 @@ import onnx
 from onnx import helper
 
 from ..errors import ConfigError
+from .graph import ancestors, descendants
 from .model import LoadedModel, tensor_spec
 from .shapes import TensorTable
 from .units import MAIN_OPS
@@ -46,30 +47,8 @@ class MeasuredAt:
                 f"analysed: {shown}")
 
 
-def _producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
-    return {o: n for n in graph.node for o in n.output if o}
-
-
-def _ancestors(graph: onnx.GraphProto, tensors: Sequence[str]) -> list[onnx.NodeProto]:
-    """The nodes the tensors depend on, in graph order."""
-    producer, seen, todo = _producers(graph), set(), list(tensors)
-    while todo:
-        node = producer.get(todo.pop())
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        todo.extend(i for i in node.input if i)
-    return [n for n in graph.node if id(n) in seen]
-
-
-def _tail(graph: onnx.GraphProto, start: Sequence[onnx.NodeProto]) -> list[onnx.NodeProto]:
-    """``start`` and every node downstream of them, in graph order."""
-    inside, made = {id(n) for n in start}, {o for n in start for o in n.output}
-    for n in graph.node:
-        if id(n) not in inside and any(i in made for i in n.input):
-            inside.add(id(n))
-            made.update(n.output)
-    return [n for n in graph.node if id(n) in inside]
+def _in_order(graph: onnx.GraphProto, indices: set[int]) -> list[onnx.NodeProto]:
+    return [n for k, n in enumerate(graph.node) if k in indices]
 
 
 def measured_at(model: onnx.ModelProto, asked: Sequence[str] | None, runs: RunsOp, backend: str
@@ -77,12 +56,12 @@ def measured_at(model: onnx.ModelProto, asked: Sequence[str] | None, runs: RunsO
     """Where to measure ``model``: None for its own outputs; else the tensors (``--outputs`` when ``asked``,
     or those feeding a tail of ops ``backend`` cannot run). Raises ConfigError when that cannot work."""
     graph = model.graph
-    made = set(_producers(graph)) | {i.name for i in graph.input}
+    made = {o for n in graph.node for o in n.output if o} | {i.name for i in graph.input}
     for name in asked or ():
         if name not in made:
             raise ConfigError(f"--outputs '{name}' is not a tensor of the model (give names of tensors its nodes "
                               "produce, e.g. from Netron).")
-    needed = _ancestors(graph, asked) if asked else list(graph.node)
+    needed = _in_order(graph, ancestors(graph, asked)) if asked else list(graph.node)
     foreign = [n for n in needed if not runs(n.domain, n.op_type)]
     if asked:
         if foreign:
@@ -94,7 +73,8 @@ def measured_at(model: onnx.ModelProto, asked: Sequence[str] | None, runs: RunsO
         return MeasuredAt(tuple(asked), left, "--outputs")
     if not foreign:
         return None
-    tail = _tail(graph, foreign)
+    index = {id(n): k for k, n in enumerate(graph.node)}
+    tail = _in_order(graph, descendants(graph, [index[id(n)] for n in foreign]))
     units_after = [n for n in tail if n.op_type in MAIN_OPS]
     if units_after:
         raise ConfigError(f"{backend} cannot run {describe(foreign[0])}, and {len(units_after)} convolution/GEMM "
@@ -116,7 +96,7 @@ def cut(model: onnx.ModelProto, outputs: Sequence[str], tensors: TensorTable) ->
     """The part of ``model`` that ``outputs`` depend on, with them as its outputs (initializers it no longer
     reads dropped)."""
     graph = model.graph
-    nodes = _ancestors(graph, outputs)
+    nodes = _in_order(graph, ancestors(graph, outputs))
     read = {i for n in nodes for i in n.input} | set(outputs)
     declared = {vi.name: vi for vi in [*graph.output, *graph.value_info]}
     outs = [declared[o] if o in declared else helper.make_tensor_value_info(o, tensors.types.get(o, 0), None)

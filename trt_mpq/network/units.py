@@ -13,7 +13,7 @@ import onnx
 
 from ..artifacts import SkippedLayer as Skipped
 from ..precision import Precision
-from .graph import attributes, constant_names, consumers, named_subgraphs
+from .graph import ancestors, attributes, constant_names, consumers, named_subgraphs
 from .regions import other_units
 from .shapes import TensorTable, infer_tensors
 from .unit import Unit, UnitTable
@@ -173,19 +173,10 @@ def _condition_hint(graph: onnx.GraphProto, node: onnx.NodeProto) -> str:
     """What would decide a top-level If: --fix on the graph inputs its condition reads, --shape on a shape."""
     if node.op_type != "If":
         return ""
-    producer = {o: n for n in graph.node for o in n.output}
+    upstream = [graph.node[k] for k in ancestors(graph, node.input[:1])]
     inputs = {i.name for i in graph.input}
-    found, shaped, todo, seen = [], False, [node.input[0]], set()
-    while todo:
-        t = todo.pop()
-        if t in seen:
-            continue
-        seen.add(t)
-        if t in inputs:
-            found.append(t)
-        elif t in producer:
-            shaped |= producer[t].op_type == "Shape"
-            todo.extend(producer[t].input)
+    found = [t for t in dict.fromkeys([node.input[0], *(i for n in upstream for i in n.input)]) if t in inputs]
+    shaped = any(n.op_type == "Shape" for n in upstream)
     if found and not shaped:
         return f"; --fix {sorted(found)[0]}=VALUE (what the deployment feeds) inlines the branch it takes"
     return "; --shape that fixes the shapes its condition reads inlines the branch it takes" if shaped else ""
