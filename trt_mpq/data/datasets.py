@@ -226,7 +226,7 @@ def _image_input(model: LoadedModel, pre: Preprocess, what: str) -> tuple[Tensor
 def _generated_images(model: LoadedModel, n: int, seed: int, pre: Preprocess) -> Dataset:
     from PIL import Image
 
-    spec, size = _image_input(model, pre, "generated images (--preprocess without --calib)")
+    spec, size = _image_input(model, pre, "--calib dead-leaves (images)")
     if pre.resize is not None:  # drawn at the size the preprocessing resizes to, as photos arrive
         h, w = (pre.resize, pre.resize) if isinstance(pre.resize, int) else pre.resize
     elif size is not None:

@@ -241,7 +241,8 @@ def analyze(model: LoadedModel, dataset: Dataset, backend: Backend, out_dir: str
         ranges = Ranges(settings.calibrator)
     units = (order or list)(pending)
     chunks = chunks_for(executor.workers, len(units), len(counts))
-    measured = {k: v for k, v in measured.items() if any(u.name == k[0] and p == k[1] for u, p in pairs)}
+    pending_pairs = {(u.name, p) for u, p in pairs}
+    measured = {k: v for k, v in measured.items() if k in pending_pairs}
     jobs = measure_jobs(skeleton, regions, layout, pairs, units, outputs, len(counts), rounding, chunks,
                         measured) if pairs else []
     progress.start(f"per-unit sensitivity{'' if executor.workers <= 1 else ' ' + executor.where}", len(pairs))

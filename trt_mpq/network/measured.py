@@ -73,8 +73,8 @@ def measured_at(model: onnx.ModelProto, asked: Sequence[str] | None, runs: RunsO
         return MeasuredAt(tuple(asked), left, "--outputs")
     if not foreign:
         return None
-    index = {id(n): k for k, n in enumerate(graph.node)}
-    tail = _in_order(graph, descendants(graph, [index[id(n)] for n in foreign]))
+    foreign_ids = {id(n) for n in foreign}
+    tail = _in_order(graph, descendants(graph, [k for k, n in enumerate(graph.node) if id(n) in foreign_ids]))
     units_after = [n for n in tail if n.op_type in MAIN_OPS]
     if units_after:
         raise ConfigError(f"{backend} cannot run {describe(foreign[0])}, and {len(units_after)} convolution/GEMM "

@@ -47,8 +47,9 @@ class Shipped:
                 "'shipped' threshold candidate")
 
 
-def _value(model: onnx.ModelProto, nodes: list[onnx.NodeProto], output: str) -> np.ndarray:
-    inits = {t.name: t for t in model.graph.initializer}
+def _value(model: onnx.ModelProto, inits: dict[str, TensorProto], nodes: list[onnx.NodeProto], output: str
+           ) -> np.ndarray:
+    """What ``nodes`` (on constants only) compute for ``output``."""
     needed = [inits[i] for n in nodes for i in n.input if i in inits]
     graph = helper.make_graph(nodes, "fold", [], [helper.make_tensor_value_info(output, 0, None)], needed)
     # the reference evaluator implements Q/DQ from opset 19 on; earlier opsets define the same arithmetic
@@ -92,10 +93,10 @@ def float_graph(model: onnx.ModelProto) -> Shipped:
             continue
         q = producer.get(n.input[0])
         if n.input[0] in consts:  # a dequantized constant
-            folded.append(numpy_helper.from_array(_value(model, [n], n.output[0]), n.output[0]))
+            folded.append(numpy_helper.from_array(_value(model, inits, [n], n.output[0]), n.output[0]))
             drop.add(id(n))
         elif q is not None and q.op_type == "QuantizeLinear" and q.input[0] in consts:  # fake-quantized constant
-            folded.append(numpy_helper.from_array(_value(model, [q, n], n.output[0]), n.output[0]))
+            folded.append(numpy_helper.from_array(_value(model, inits, [q, n], n.output[0]), n.output[0]))
             drop |= {id(n), id(q)} if all(r.op_type == "DequantizeLinear" for r in readers[q.output[0]]) else {id(n)}
         elif q is not None and q.op_type == "QuantizeLinear":  # an activation pair
             threshold, top, from_zero = _range(inits, q)
