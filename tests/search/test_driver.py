@@ -7,6 +7,7 @@ from spaces import NOISE
 from spaces import toy_space as _options
 from trt_mpq.artifacts import Budget
 from trt_mpq.errors import ConfigError
+from trt_mpq.precision import Plan
 from trt_mpq.precision import Precision as P
 from trt_mpq.search.driver import search
 from trt_mpq.search.milp import solve
@@ -92,3 +93,32 @@ def test_pareto_sweep_is_measured_and_marks_the_front():
     assert all(a.score < b.score for a, b in zip(front, front[1:], strict=False))  # slower: scores higher
     times = [q.estimated_ms for q in points]
     assert times == sorted(times)
+
+
+def test_bisection_does_not_measure_a_mix_no_faster_than_one_that_passed(monkeypatch):
+    """Above a passing mix's noise budget the solver may return a mix it ties within the latency resolution
+    but that is slower by the estimate: measuring it could not change the answer, so it is not measured."""
+    import trt_mpq.search.driver as driver
+
+    opts = _options(NOISE)
+    everything = Plan.of({u: P.INT8 for u in opts.units})
+    fast, slow = Plan.of({"fc": P.INT8}), Plan.of({"conv2": P.FP16})
+    assert opts.seconds(slow) >= opts.seconds(fast) > opts.seconds(everything)
+    budgets = []
+
+    def fake_solve(space, noise_budget=None, **kw):  # the first bisection step finds the fast mix, later ones the slow
+        if noise_budget is None:
+            return everything
+        budgets.append(noise_budget)
+        return fast if len(budgets) == 1 else slow
+
+    monkeypatch.setattr(driver, "solve", fake_solve)
+    measured = []
+
+    def measure(plan):
+        measured.append(plan)
+        return 0.99 if plan in (fast, slow) else 0.5
+
+    result = search(opts, Budget(max_drop=0.01), 0.99, measure)
+    assert result.plan == fast
+    assert slow not in measured and fast in measured and len(budgets) > 3  # the bisection went on, unmeasured

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..errors import ConfigError
+from .entropy import entropy_threshold
 
 METHODS = ("max", "percentile", "entropy", "mse")  # the thresholds a calibrator sets from the data
 CALIBRATORS = (*METHODS, "auto")
@@ -86,57 +87,6 @@ def percentile_threshold(hist: AbsHistogram, percentile: float = PERCENTILE) -> 
     cdf = np.cumsum(hist.counts) / total
     k = int(np.searchsorted(cdf, percentile / 100.0))
     return float(hist.edges[min(k, len(hist.counts) - 1) + 1])
-
-
-def _smooth(counts: np.ndarray, eps: float = 1e-4) -> np.ndarray:
-    """Move ``eps`` counts into every empty bin, taken evenly from the others, so that KL stays finite (on raw
-    counts, as the reference implementations do: a populated bin holds at least one value, far more than eps)."""
-    empty = counts == 0
-    n_empty = int(empty.sum())
-    if n_empty == 0 or n_empty == counts.size:
-        return counts
-    taken = eps * n_empty / (counts.size - n_empty)
-    return np.where(empty, eps, np.maximum(counts - taken, eps))
-
-
-def entropy_threshold(hist: AbsHistogram, levels: int = INT8_MAX + 1) -> float:
-    """TensorRT's entropy calibration (Migacz, GTC 2017): the threshold whose ``levels``-level quantization
-    minimises KL(P || Q). P: the histogram up to the threshold, values beyond it clipped into the last bin;
-    Q: the same bins merged into ``levels`` groups, each group's count spread evenly over the bins that P
-    populates. Exact zeros (the spike a ReLU makes) are left out: bin 0 gets its neighbour's count, since a
-    zero is exact at any scale and counting it would only pull the threshold down. Tensors are treated as
-    |x| with 128 levels whether signed or not: TensorRT's INT8 is symmetric, so a post-ReLU tensor uses the
-    positive half of the grid."""
-    counts = hist.counts.astype(np.float64)
-    if len(counts) > 1:
-        counts[0] = counts[1]
-    if counts.sum() == 0 or hist.amax == 0:
-        return hist.amax
-    last = int(np.nonzero(counts)[0][-1]) + 1
-    if last <= levels:
-        return float(hist.edges[last])
-    tail = np.cumsum(counts[::-1])[::-1]  # tail[i]: count at or beyond bin i
-    scaled, populated = np.arange(last + 1) * levels, counts > 0  # shared by every candidate
-
-    def divergence(i: int) -> float:
-        ref = counts[:i]
-        p, nonzero = ref.copy(), populated[:i].copy()
-        if i < len(counts):
-            p[i - 1] += tail[i]
-            nonzero[i - 1] = p[i - 1] > 0
-        groups = scaled[:i] // i
-        sums = np.bincount(groups, weights=ref, minlength=levels)
-        filled = np.bincount(groups, weights=nonzero.astype(np.float64), minlength=levels)
-        q = np.where(nonzero, (sums / np.maximum(filled, 1))[groups], 0.0)  # each group's mean, then spread
-        if q.sum() == 0:
-            return np.inf
-        p, q = _smooth(p), _smooth(q)
-        p, q = p / p.sum(), q / q.sum()
-        return float(np.sum(p * np.log(p / q)))
-
-    kl = [divergence(i) for i in range(levels, last + 1)]  # every candidate: the divergence is not smooth in i
-    best_i = levels + int(np.argmin(kl))
-    return float(hist.edges[best_i])
 
 
 def mse_threshold(hist: AbsHistogram, candidates: int = 256) -> float:
