@@ -61,6 +61,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=72, help="calibration samples of each source")
     parser.add_argument("--skip-noise", action="store_true", help="leave out the noise row (the old default)")
+    parser.add_argument("--only", default=None, help="comma-separated rows to run besides the real photos")
+    parser.add_argument("--also", action="append", default=[], metavar="NAME=FILE.npz",
+                        help="another calibration source: data written by 'trt-mpq generate' (repeatable)")
     args = parser.parse_args()
     if not SHARED.is_dir():
         print(f"needs the real models in {SHARED}", file=sys.stderr)
@@ -74,6 +77,12 @@ def main() -> int:
                "dead-leaves": AnalyzeOptions(calib="dead-leaves", preprocess=pre), "noise N(0,1)": AnalyzeOptions()}
     if args.skip_noise:
         del sources["noise N(0,1)"]
+    for item in args.also:
+        name, _, file = item.partition("=")
+        sources[name] = AnalyzeOptions(calib=file)
+    if args.only:
+        keep = {"real photos", *args.only.split(",")}
+        sources = {k: v for k, v in sources.items() if k in keep}
     backend = OnnxRuntimeBackend()
     print(f"MobileNetV2, {args.samples} calibration samples per source, INT8, defaults; scored on "
           f"{evals.num_samples} eval photos\n")

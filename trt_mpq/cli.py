@@ -16,6 +16,8 @@ from .backends.arguments import add_backend_flags, backend_options
 from .commands.analyze import AnalyzeOptions, analyze, inspect_model
 from .commands.build import BuildOptions, build
 from .commands.check import check
+from .commands.generate import METHODS as GENERATE_METHODS
+from .commands.generate import GenerateOptions, generate
 from .commands.plan import PlanOptions, plan
 from .commands.run import run
 from .errors import TrtMpqError
@@ -88,6 +90,26 @@ def build_parser() -> argparse.ArgumentParser:
     _analysis_args(p, "analyze")
     p.add_argument("--top", type=_positive, metavar="K", help="show only the K most sensitive units")
 
+    g = GenerateOptions()
+    p = sub.add_parser("generate", help="write generated calibration data to a .npz (when you have no dataset)",
+                       description="Generate calibration data from the model alone and write it to a .npz "
+                       "(one array per input, and how it was made) to pass to --calib later.",
+                       epilog="examples:\n  trt-mpq generate mobilenetv2.onnx --out calib.npz --method synthesized "
+                       "--preprocess pre.json --samples 64", formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="FP32 ONNX model")
+    p.add_argument("--out", required=True, metavar="FILE.npz", help="the file to write (whole or not at all)")
+    p.add_argument("--method", default=g.method, choices=GENERATE_METHODS, help="generated: noise shaped like "
+                   "the inputs, integer indices inside their tables; dead-leaves: images with natural-image "
+                   "statistics drawn in pixel space (needs --preprocess); synthesized: optimised through the "
+                   "model toward its BatchNorm statistics and confident, diverse classes (needs "
+                   f"trt-mpq[datagen]) (default {g.method})")
+    p.add_argument("--samples", type=_positive, default=g.samples, help=f"how many (default {g.samples})")
+    p.add_argument("--seed", type=int, default=g.seed, help="the same seed gives the same data")
+    p.add_argument("--preprocess", metavar="FILE", help="the model's image preprocessing (JSON/YAML), as for "
+                   "an image folder: generated images are normalised exactly as photos would be")
+    p.add_argument("--shape", action="append", default=[], metavar="NAME:DIMS", help=SHAPE_HELP)
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+
     p = sub.add_parser("plan", help="choose every unit's precision under a budget, verified on held-out data",
                        description="From a finished 'analyze' run in DIR: find the fastest mix of precisions whose "
                        "measured metric on the evaluation data meets the budget (integer program + measured "
@@ -153,8 +175,11 @@ def _analysis_args(p: argparse.ArgumentParser, command: str) -> None:
     precisions = ",".join(p.value for p in d.precisions)
     p.add_argument("--calib", metavar="PATH", help=".npz (one array per input name, samples first; or pick arrays: "
                    "FILE.npz:input=x_train), .npy, a folder of them, or a folder of images (with --preprocess). "
-                   "or dead-leaves (images drawn in pixel space with natural-image statistics, then "
-                   "--preprocess). Default: data generated from the model's inputs")
+                   "Or generated data: 'generated' (the default: noise shaped like the inputs, integer "
+                   "indices inside their tables), 'dead-leaves' (images drawn in pixel space with natural-image "
+                   "statistics, then --preprocess), 'synthesized' (optimised through the model toward its "
+                   "BatchNorm statistics and confident, diverse classes; needs trt-mpq[datagen]). "
+                   "'trt-mpq generate' writes any of them to a .npz for reuse")
     p.add_argument("--preprocess", metavar="FILE", help="JSON/YAML for image folders: resize, crop, scale, mean, "
                    "std, layout (nchw|nhwc), color (rgb|bgr|gray)")
     p.add_argument("--shape", action="append", default=[], metavar="NAME:DIMS", help=SHAPE_HELP)
@@ -245,7 +270,7 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
 
 def _analyze_options(args: argparse.Namespace) -> AnalyzeOptions:
     # in 'run', --preprocess may be there for --eval alone (calibration data generated)
-    preprocess = None if args.command == "run" and args.calib is None else args.preprocess
+    preprocess = None if args.command == "run" and args.calib in (None, "generated") else args.preprocess
     return AnalyzeOptions(calib=args.calib, preprocess=preprocess, shapes=parse_shapes(args.shape),
                           fixed=args.fix,
                           outputs=args.outputs, precisions=Precision.parse_list(args.precisions),
@@ -295,6 +320,12 @@ def _run(args: argparse.Namespace) -> int:
             report = plan(args.dir, _plan_options(args), progress)
             progress.stop()
             print_plan(report, args.dir)
+            return 0
+        if args.command == "generate":
+            options = GenerateOptions(args.method, args.samples, args.seed, args.preprocess, parse_shapes(args.shape))
+            record = generate(args.model, args.out, options, progress)
+            progress.stop()
+            print(f"wrote {record['samples']} samples ({record.get('generator', record['method'])}) to {args.out}")
             return 0
         out = str(Path(args.out) / "sensitivity.json")
         if args.command == "analyze":

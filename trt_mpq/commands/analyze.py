@@ -8,8 +8,8 @@ from pathlib import Path
 
 from ..artifacts import Analysis, RunFolder
 from ..backends import BackendContext, open_backend
-from ..data.datasets import Dataset, generated_dataset, load_dataset
-from ..data.generate import DEAD_LEAVES
+from ..data.datasets import DEFAULT_GENERATED_SAMPLES, Dataset, generated_dataset, load_dataset
+from ..data.generate import DEAD_LEAVES, GENERATED, SYNTHESIZED
 from ..data.images import load_preprocess
 from ..errors import ConfigError
 from ..executors import open_executor
@@ -61,9 +61,11 @@ class AnalyzeOptions:
         if self.calib == DEAD_LEAVES and not self.preprocess:
             raise ConfigError(f"--calib {DEAD_LEAVES} draws images in pixel space; give --preprocess with the "
                               "model's resize and normalisation.")
-        if self.calib is None and self.preprocess:
+        if self.calib in (None, GENERATED) and self.preprocess:
             raise ConfigError(f"--preprocess applies to an image folder given with --calib (or to --calib "
-                              f"{DEAD_LEAVES}, images generated in pixel space).")
+                              f"{DEAD_LEAVES} or {SYNTHESIZED}, images generated in pixel space).")
+        if self.calib == GENERATED:
+            set_(self, "calib", None)
         set_(self, "shapes", shapes_of(self.shapes))
         items = self.fixed.items() if isinstance(self.fixed, Mapping) else self.fixed
         set_(self, "fixed", {k: v.tolist() for k, v in parse_fixed(items).items()})
@@ -102,11 +104,17 @@ def inspect_model(model: str | Path, shapes: Shapes | Sequence[str] = (), fixed:
     return loaded, find_units(loaded.proto, loaded.tensors)
 
 
-def calibration_data(model: LoadedModel, opts: AnalyzeOptions) -> Dataset:
+def calibration_data(model: LoadedModel, opts: AnalyzeOptions, progress: Progress | None = None) -> Dataset:
+    """The calibration data ``opts.calib`` names: generated (noise, dead-leaves, synthesized) or read."""
     if opts.calib is None:
         return generated_dataset(model, opts.samples, opts.seed)
     if opts.calib == DEAD_LEAVES:  # images drawn in pixel space, preprocessed as photos (data.generate)
         return generated_dataset(model, opts.samples, opts.seed, load_preprocess(opts.preprocess))
+    if opts.calib == SYNTHESIZED:  # optimised through the model (data.synthesis, trt-mpq[datagen])
+        from ..data.synthesis import synthesized_dataset
+
+        pre = load_preprocess(opts.preprocess) if opts.preprocess else None
+        return synthesized_dataset(model, opts.samples or DEFAULT_GENERATED_SAMPLES, opts.seed, pre, progress)
     return load_dataset(model, opts.calib, load_preprocess(opts.preprocess), opts.samples)
 
 
@@ -123,7 +131,7 @@ def analyze(model: str | Path, out: str | Path, options: AnalyzeOptions = Analyz
     at = measured_at(loaded.proto, options.outputs, chosen.backend.runs_op, chosen.backend.name)
     if at is not None:
         loaded = measured_model(loaded, at.outputs, at.note())
-    data = calibration_data(loaded, options)
+    data = calibration_data(loaded, options, progress)
     for note in loaded.notes:
         progress.log(f"model: {note}")
     if Precision.TF32 in options.precisions and not chosen.backend.capabilities.tf32_per_unit:

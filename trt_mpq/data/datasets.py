@@ -28,6 +28,7 @@ from .images import Preprocess, list_images, load_image, preprocess_image
 
 DEFAULT_GENERATED_SAMPLES = 16
 LABELS = "labels"
+GENERATOR = "trt_mpq_generator"  # a .npz array holding, as JSON, how 'trt-mpq generate' made the data
 _INDEX_PASSTHROUGH = {"Cast", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity"}
 
 
@@ -137,6 +138,8 @@ def _from_arrays(model: LoadedModel, arrays: dict[str, np.ndarray], source: str,
                  fingerprint: str, limit: int | None) -> Dataset:
     names = [s.name for s in model.inputs]
     labels = arrays.pop(LABELS, None) if LABELS not in names else None
+    made = arrays.pop(GENERATOR, None)  # written by 'trt-mpq generate': what the data is, kept in the record
+    details = {"generated": json.loads(str(made))} if made is not None else {}
     missing = [n for n in names if n not in arrays]
     if missing:
         have = ", ".join(sorted(arrays)) or "nothing"
@@ -159,7 +162,7 @@ def _from_arrays(model: LoadedModel, arrays: dict[str, np.ndarray], source: str,
     if labels is not None and len(labels) != n:
         raise DataError(f"{source} has {len(labels)} labels for {n} samples.")
     return _finish(model, n, lambda lo, hi: {k: t(lo, hi) for k, t in takers.items()},
-                   (source, kind, {}), fingerprint, limit, labels)
+                   (source, kind, details), fingerprint, limit, labels)
 
 
 def _finish(model, n, take, origin: tuple[str, str, dict], fingerprint, limit, labels=None, names=None) -> Dataset:

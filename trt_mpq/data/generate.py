@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 
 DEAD_LEAVES = "dead-leaves"  # its name on the command line: --calib dead-leaves
+GENERATED = "generated"  # --calib generated: the default, noise shaped like the inputs (datasets.generated_dataset)
+SYNTHESIZED = "synthesized"  # --calib synthesized: optimised through the model (data.synthesis)
 DISKS = 2500  # per image: enough that the last ones dropped cover it several times over
 R_MIN, R_MAX = 0.008, 0.6  # radii as fractions of the image's longer side
 TEXTURE = 6.0  # grey levels of the 1/f texture's standard deviation

@@ -1,0 +1,92 @@
+"""Calibration data optimised through the model (trt_mpq.data.synthesis, autograd; trt-mpq generate)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from builders import conv_bn_relu_residual, save
+from data_models import gather_model
+from trt_mpq.cli import main
+from trt_mpq.data import autograd
+from trt_mpq.data.datasets import load_dataset
+from trt_mpq.data.synthesis import bn_targets, synthesize, synthesized_dataset
+from trt_mpq.errors import ConfigError, DataError
+from trt_mpq.network.model import load_model
+
+needs_torch = pytest.mark.skipif(not autograd.torch_available(),
+                                 reason="needs trt-mpq[datagen] (onnx2torch and PyTorch)")
+
+
+def test_bn_targets_are_the_running_statistics():
+    m = conv_bn_relu_residual()
+    (t,) = bn_targets(m)
+    inits = {i.name: np.frombuffer(i.raw_data, np.float32) for i in m.graph.initializer}
+    assert t.tensor == "c1"
+    np.testing.assert_array_equal(t.mean, inits["m"])
+    np.testing.assert_allclose(t.std, np.sqrt(inits["v"] + 1e-5), rtol=1e-6)
+
+
+@needs_torch
+def test_synthesized_batches_move_toward_the_statistics_and_the_target_classes(tmp_path):
+    model = load_model(save(conv_bn_relu_residual(), tmp_path))
+    x, info = synthesize(model, [1, 3, 8, 8], 16, seed=3, pre=None, steps=150)
+    assert x.shape == (16, 3, 8, 8) and x.dtype == np.float32 and np.isfinite(x).all()
+    assert info.bn_after < 0.5 * info.bn_before
+    _, start = synthesize(model, [1, 3, 8, 8], 16, seed=3, pre=None, steps=0)
+    assert info.confidence > start.confidence + 0.05  # toward each sample's own target class
+    assert "batchnorm statistics (1 layers)" in info.describe() and "inversion (5 classes)" in info.describe()
+    again, _ = synthesize(model, [1, 3, 8, 8], 16, seed=3, pre=None, steps=150)
+    np.testing.assert_array_equal(x, again)  # seeded: the same data
+    other, _ = synthesize(model, [1, 3, 8, 8], 16, seed=4, pre=None, steps=40)
+    assert not np.array_equal(x, other)
+
+
+@needs_torch
+def test_a_conversion_that_computes_something_else_is_refused(tmp_path):
+    model = load_model(save(conv_bn_relu_residual(), tmp_path))
+    module = autograd.torch_module(model.proto)
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    import onnxruntime as ort
+
+    ref = ort.InferenceSession(model.proto.SerializeToString()).run(None, {"x": x})
+    autograd.check_same(module, {"x": x}, ref)  # the same function: accepted
+    with pytest.raises(ConfigError, match="computes something else"):
+        autograd.check_same(module, {"x": x}, [r + 1.0 for r in ref])
+
+
+@needs_torch
+def test_generate_writes_data_that_analyze_reads_with_its_record(tmp_path, capsys):
+    path = save(conv_bn_relu_residual(), tmp_path)
+    out = tmp_path / "calib.npz"
+    assert main(["generate", str(path), "--out", str(out), "--method", "synthesized", "--samples", "10",
+                 "--quiet"]) == 0
+    assert "wrote 10 samples" in capsys.readouterr().out
+    data = load_dataset(load_model(path), out)
+    assert data.num_samples == 10 and data.take(0, 10)["x"].shape == (10, 3, 8, 8)
+    assert data.details["generated"]["method"] == "synthesized"
+    assert "batchnorm statistics" in data.details["generated"]["optimised"]
+
+
+def test_generate_noise_and_bad_requests(tmp_path, capsys):
+    path = save(conv_bn_relu_residual(), tmp_path)
+    out = tmp_path / "noise.npz"
+    assert main(["generate", str(path), "--out", str(out), "--samples", "4", "--quiet"]) == 0
+    assert load_dataset(load_model(path), out).details["generated"]["method"] == "generated"
+    assert main(["generate", str(path), "--out", str(tmp_path / "x.txt")]) == 2
+    assert "must name a .npz" in capsys.readouterr().err
+    assert main(["generate", str(path), "--out", str(tmp_path / "d.npz"), "--method", "dead-leaves"]) == 2
+    assert "--preprocess" in capsys.readouterr().err
+    assert not (tmp_path / "d.npz").exists()
+
+
+def test_without_the_extra_it_says_what_to_install(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(autograd, "torch_available", lambda: False)
+    path = save(conv_bn_relu_residual(), tmp_path)
+    assert main(["analyze", str(path), "--out", str(tmp_path / "run"), "--calib", "synthesized", "--quiet"]) == 2
+    assert "trt-mpq[datagen]" in capsys.readouterr().err
+
+
+def test_integer_inputs_are_refused_in_one_sentence(tmp_path):
+    with pytest.raises(DataError, match="one float input"):
+        synthesized_dataset(gather_model(tmp_path), 4, 0, None)

@@ -1,0 +1,104 @@
+"""The model as a PyTorch module, for generators that need gradients (``trt-mpq[datagen]``: onnx2torch + torch).
+
+onnx2torch converts the graph node by node. Real exports need three things first, none of which changes
+what the model computes: weights held in ``Constant`` nodes (Paddle's exporter) become initializers, since
+its converters read weights from initializers; a graph at opset 18 or later is converted down to 17 (its
+ReduceMean converters stop at 13-17); ``Reshape(allowzero=1)`` becomes ``allowzero=0`` where the shape holds
+no zero (the two are then the same). Extra outputs (a BatchNormalization's input) are exposed as graph
+outputs before converting, so the module returns them too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import onnx
+from onnx import numpy_helper, version_converter
+
+from ..errors import ConfigError
+
+EXTRA = "pip install 'trt-mpq[datagen]' (onnx2torch and PyTorch; the CPU build is enough)"
+MAX_OPSET = 17
+
+
+def torch_available() -> bool:
+    try:
+        import onnx2torch  # noqa: F401
+        import torch  # noqa: F401
+    except Exception:  # noqa: BLE001 - a broken torchvision beside torch fails with other errors than ImportError
+        return False
+    return True
+
+
+def _prepared(model: onnx.ModelProto, outputs: Sequence[str]) -> onnx.ModelProto:
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    kept = []
+    for node in g.node:
+        if node.op_type == "Constant" and len(node.attribute) == 1 and node.attribute[0].name == "value":
+            t = onnx.TensorProto()
+            t.CopyFrom(node.attribute[0].t)
+            t.name = node.output[0]
+            g.initializer.append(t)
+        else:
+            kept.append(node)
+    del g.node[:]
+    g.node.extend(kept)
+    present = {o.name for o in g.output}
+    extra = [n for n in outputs if n not in present]
+    if extra:  # with their types and shapes: converters read a tensor's rank from them
+        known = {v.name: v for v in onnx.shape_inference.infer_shapes(m).graph.value_info}
+        g.output.extend(known.get(n) or onnx.helper.make_empty_tensor_value_info(n) for n in extra)
+    opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), MAX_OPSET)
+    if opset > MAX_OPSET:
+        m = version_converter.convert_version(m, MAX_OPSET)
+    inits = {t.name: t for t in m.graph.initializer}
+    for node in m.graph.node:
+        if node.op_type != "Reshape" or len(node.input) < 2 or node.input[1] not in inits:
+            continue
+        for a in node.attribute:
+            if a.name == "allowzero" and a.i and 0 not in numpy_helper.to_array(inits[node.input[1]]).tolist():
+                a.i = 0
+    return m
+
+
+def torch_module(model: onnx.ModelProto, outputs: Sequence[str] = ()):
+    """``model`` as an eval-mode ``torch.nn.Module`` whose parameters need no gradient, returning the graph's
+    outputs followed by ``outputs`` (tensor names inside the graph). ConfigError when the extra is missing or
+    the converter cannot take the graph."""
+    if not torch_available():
+        raise ConfigError(f"generating data by gradients needs PyTorch and onnx2torch: {EXTRA}.")
+    import onnx2torch
+
+    try:
+        module = onnx2torch.convert(_prepared(model, outputs))
+    except Exception as exc:  # noqa: BLE001 - the converter raises anything from KeyError to NotImplementedError
+        raise ConfigError(f"onnx2torch cannot convert this model for gradient-based generation ({exc}); use "
+                          "--calib dead-leaves with --preprocess, or your own data.") from None
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def as_list(result) -> list:
+    """A converted module's result as a list (one output comes back bare)."""
+    return list(result) if isinstance(result, (list, tuple)) else [result]
+
+
+def check_same(module, feeds: dict[str, np.ndarray], reference: Sequence[np.ndarray], rtol: float = 1e-3) -> None:
+    """Refuse a conversion whose outputs differ from ONNX Runtime's (``reference``) on ``feeds``: gradients of
+    a different function would generate data for another model."""
+    import torch
+
+    with torch.no_grad():
+        got = as_list(module(*[torch.from_numpy(v) for v in feeds.values()]))
+    for r, g in zip(reference, got, strict=False):
+        g = g.numpy()
+        scale = float(np.abs(r).max()) or 1.0
+        if g.shape != r.shape or float(np.abs(g - r).max()) > rtol * scale:
+            raise ConfigError("the PyTorch conversion of this model (onnx2torch) computes something else than "
+                              "ONNX Runtime does; gradient-based generation is not possible for it. Use "
+                              "--calib dead-leaves with --preprocess, or your own data.")
