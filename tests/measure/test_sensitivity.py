@@ -235,6 +235,21 @@ def test_rounding_batches_take_a_spread_quarter_of_at_least_16_samples():
     assert rounding_batches([8] * 9, "all") == list(range(9))
     assert rounding_batches([8] * 9, 20) == [0, 4, 8]
     assert rounding_batches([8] * 9, 100) == list(range(9))
+    assert rounding_batches([8, 8], "auto", floor=8) == [0]  # a dense prediction: 8 samples are enough
+    assert rounding_batches([8] * 9, "auto", floor=8) == [0, 4, 8]  # a quarter is more than the floor
+
+
+def test_the_floor_is_8_samples_only_for_dense_outputs():
+    from trt_mpq.measure.sensitivity import DENSE_OUTPUTS, float_floor
+
+    small = builders.conv_bn_relu_residual()  # logits [N, 5]
+    assert float_floor(small) == 16
+    dense = builders.model([builders.helper.make_node("Relu", ["x"], ["y"])], [builders.fvi("x", ["N", 1, 400, 400])],
+                           [builders.fvi("y", ["N", 1, 400, 400])])
+    assert 400 * 400 >= DENSE_OUTPUTS and float_floor(dense) == 8
+    dynamic = builders.model([builders.helper.make_node("Relu", ["x"], ["y"])], [builders.fvi("x", ["N", 1, "H", "W"])],
+                             [builders.fvi("y", ["N", 1, "H", "W"])])
+    assert float_floor(dynamic) == 16  # size unknown: the safe floor
 
 
 def test_fp16_on_fewer_samples_is_the_measurement_on_those_samples_and_says_so(tmp_path):

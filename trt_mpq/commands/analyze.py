@@ -50,7 +50,7 @@ class AnalyzeOptions:
     backend: str = "auto"  # a registry name or auto
     backend_options: tuple[object, ...] = ()  # backends' options objects; each backend takes its own type
     samples: int | None = None
-    float_samples: int | str = "auto"  # FP16/BF16/TF32 measured on: auto (a spread quarter, >= 16), all, or N
+    float_samples: int | str = "auto"  # FP16/BF16/TF32 measured on: auto (a spread quarter, >= 16 or 8), all, or N
     batch: int = 8
     seed: int = 0
     workers: int | None = None  # a local Ray cluster of that many single-threaded workers; None: this process
