@@ -27,6 +27,7 @@ class RunFolder:
     plan = property(lambda self: self.root / "plan.json")
     report_json = property(lambda self: self.root / "report.json")
     report_html = property(lambda self: self.root / "report.html")
+    calibration_png = property(lambda self: self.root / "calibration.png")  # generated samples, for the report
     mixed_onnx = property(lambda self: self.root / "model.mixed.onnx")
     weak_onnx = property(lambda self: self.root / "model.weak.onnx")  # for TensorRT 10's weak typing
     trtexec = property(lambda self: self.root / "trtexec.txt")
@@ -43,6 +44,10 @@ class RunFolder:
         if os.environ.get(WORKER_ENV) and device and "," not in device:
             return self.root / f"timing.gpu{device}.cache"
         return self.timing_cache
+
+    def calibration_strip(self) -> bytes | None:
+        """calibration.png's bytes, when the analysis generated its data."""
+        return self.calibration_png.read_bytes() if self.calibration_png.is_file() else None
 
     def check_writable(self) -> None:
         if self.root.exists() and not self.root.is_dir():

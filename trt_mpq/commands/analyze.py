@@ -11,8 +11,10 @@ from ..backends import BackendContext, open_backend
 from ..data.datasets import DEFAULT_GENERATED_SAMPLES, Dataset, generated_dataset, load_dataset
 from ..data.generate import DEAD_LEAVES, GENERATED, SYNTHESIZED
 from ..data.images import load_preprocess
+from ..data.thumbnails import thumbnails
 from ..errors import ConfigError
 from ..executors import open_executor
+from ..files import atomic_write_bytes
 from ..measure import sensitivity
 from ..measure.sensitivity import FLOAT_SAMPLES
 from ..network.measured import measured_at, measured_model
@@ -144,6 +146,9 @@ def analyze(model: str | Path, out: str | Path, options: AnalyzeOptions = Analyz
                      "not identical, to whole-model runs")
     how = f" ({data.details['generator']})" if "generator" in data.details else ""
     progress.log(f"calibration: {data.source}{how}, {data.num_samples} samples")
+    strip = thumbnails(data) if data.kind == "generated" else None
+    if strip is not None:  # what generated data looks like, for report.html
+        atomic_write_bytes(folder.calibration_png, strip)
     settings = sensitivity.Settings(options.precisions, options.calibrator, options.batch, options.weight_scales,
                                     options.bias_correction, options.int4_block, options.float_samples)
     with open_executor(options.workers, options.ray_address) as executor:

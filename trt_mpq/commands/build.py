@@ -91,6 +91,7 @@ def build(run_dir: str | Path, options: BuildOptions = BuildOptions(), progress:
     result = BuildResult(f"{folder.engine.name}, {backend.describe()}, built in {elapsed:.1f} s, batch 1..{batch}",
                          tuple(compare(folder.root, layers)))
     atomic_write_json(folder.build, result.to_json())
-    atomic_write_text(folder.report_html, render(report, read_analysis(folder.root)[0], result))
+    atomic_write_text(folder.report_html, render(report, read_analysis(folder.root)[0], result,
+                                                      folder.calibration_strip()))
     progress.log(f"wrote {folder.engine}, layers.json, build.log, build.json ({elapsed:.1f} s)")
     return result

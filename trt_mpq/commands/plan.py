@@ -144,7 +144,7 @@ def _plan(run_dir: str | Path, options: PlanOptions, progress: Progress, executo
                                                    space.tf32(result.plan)))
     atomic_write_json(folder.report_json, report.to_json())
     atomic_write_json(folder.plan, report.plan_json())
-    atomic_write_text(folder.report_html, render(report, analysis))
+    atomic_write_text(folder.report_html, render(report, analysis, samples_png=folder.calibration_strip()))
     return report
 
 

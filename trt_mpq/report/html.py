@@ -61,7 +61,8 @@ def why(unit: PlannedUnit, sens: AnalysedUnit, rank: dict[str, int], n: int) -> 
     return "lowering it does not pay (estimate, precision boundaries included) or does not fit the budget"
 
 
-def render(report: PlanReport, analysis: Analysis, build: BuildResult | None = None) -> str:
+def render(report: PlanReport, analysis: Analysis, build: BuildResult | None = None,
+           samples_png: bytes | None = None) -> str:
     """The page for a plan (``report``, as report.json holds it), with what ``build`` realised when an engine
     was built."""
     import matplotlib
@@ -195,6 +196,7 @@ drop {res.drop:.4f}{drop_line}.<br>
 {_compared(report)}
 <p class="note">Backend: {esc(report.backend)}. Calibration: {esc(report.calibration.data.source)},
 {report.calibration.data.samples} samples{floats}.</p>
+{_generated(analysis, samples_png)}
 <h2>Sensitivity ranking</h2><img alt="sensitivity ranking" src="{chart_sens}">
 <h2>Precision per unit</h2><img alt="precision per unit" src="{chart_units}">
 <table><tr><th>#</th><th>unit</th><th>precision</th><th>ONNX nodes</th><th>why</th></tr>{rows}</table>
@@ -219,3 +221,17 @@ def _compared(report: PlanReport) -> str:
     return (f"<h2>The file as shipped, this plan, all-FP16</h2><table><tr><th></th><th>units</th>"
             f"<th>{esc(report.evaluation.metric)} (confirm part, measured)</th><th>latency ms "
             f"({esc(report.latency.label)})</th></tr>{rows}</table>")
+
+
+def _generated(analysis: Analysis, png: bytes | None) -> str:
+    """Generated calibration data: how it was made, what it optimised, and its first samples."""
+    data = analysis.calibration.data
+    if data.kind != "generated":
+        return ""
+    esc, details = html.escape, data.details
+    what = esc(str(details.get("generator") or details.get("distribution") or "generated"))
+    matched = f"<br>Optimised: {esc(str(details['optimised']))}." if "optimised" in details else ""
+    image = (f"<br><img alt='generated calibration samples' src='data:image/png;base64,"
+             f"{base64.b64encode(png).decode()}'>") if png else ""
+    seed = details.get("seed", 0)
+    return f"<h2>Generated calibration data</h2><p class='note'>{what}, seed {seed}.{matched}{image}</p>"
