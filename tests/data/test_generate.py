@@ -53,3 +53,23 @@ def test_dead_leaves_needs_a_preprocessing_and_preprocess_alone_is_refused():
         AnalyzeOptions(calib="dead-leaves")
     with pytest.raises(ConfigError, match="--preprocess applies to an image folder"):
         AnalyzeOptions(preprocess="pre.json")
+
+
+def test_attention_masks_are_padded_batches_not_coin_flips(tmp_path):
+    from onnx import TensorProto, helper
+
+    ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", 32])
+    mask = helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", 32])
+    other = helper.make_tensor_value_info("token_type", TensorProto.INT64, ["batch", 32])
+    out = helper.make_tensor_value_info("y", TensorProto.INT64, ["batch", 32])
+    nodes = [helper.make_node("Add", ["input_ids", "attention_mask"], ["s"]),
+             helper.make_node("Add", ["s", "token_type"], ["y"])]
+    m = builders.model(nodes, [ids, mask, other], [out])
+    data = generated_dataset(load_model(builders.save(m, tmp_path)), samples=40, seed=2)
+    got = data.take(0, 40)
+    lengths = got["attention_mask"].sum(axis=1)
+    for row, n in zip(got["attention_mask"], lengths, strict=True):
+        assert n >= 1 and (row[:n] == 1).all() and (row[n:] == 0).all()  # ones, then padding
+    assert len(set(lengths.tolist())) > 10  # lengths vary from sample to sample
+    assert not all(((r == 1).cumprod().sum() == r.sum()) for r in got["token_type"])  # not a mask: {0, 1} noise
+    assert "masks: ones then padding" in data.details["distribution"]

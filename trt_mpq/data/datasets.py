@@ -17,19 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 
 from ..artifacts import DataInfo
 from ..errors import DataError
 from ..network.model import LoadedModel, TensorSpec, file_sha256
 from ..network.shapes import format_dims
-from .generate import dead_leaves
+from .generate import dead_leaves, index_bound, is_mask, padding_mask
 from .images import Preprocess, list_images, load_image, preprocess_image
 
 DEFAULT_GENERATED_SAMPLES = 16
 LABELS = "labels"
 GENERATOR = "trt_mpq_generator"  # a .npz array holding, as JSON, how 'trt-mpq generate' made the data
-_INDEX_PASSTHROUGH = {"Cast", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity"}
 
 
 @dataclass
@@ -319,25 +317,6 @@ def _selected_npz(model: LoadedModel, path: Path, spec: str, limit: int | None) 
     return _from_arrays(model, arrays, source, "npz", [file_sha256(path), inputs], limit)
 
 
-def _index_bound(model: onnx.ModelProto, name: str) -> int | None:
-    """Size of the smallest table an integer input indexes through Gather (following Cast/Reshape/...)."""
-    g = model.graph
-    inits = {t.name: t for t in g.initializer}
-    bounds, frontier, seen = [], [name], set()
-    while frontier:
-        t = frontier.pop()
-        seen.add(t)
-        for node in g.node:
-            if t not in node.input:
-                continue
-            if node.op_type == "Gather" and len(node.input) > 1 and node.input[1] == t and node.input[0] in inits:
-                axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
-                bounds.append(int(inits[node.input[0]].dims[axis]))
-            elif node.op_type in _INDEX_PASSTHROUGH and node.input[0] == t:
-                frontier.extend(o for o in node.output if o not in seen)
-    return min(bounds) if bounds else None
-
-
 def generated_dataset(model: LoadedModel, samples: int | None = None, seed: int = 0,
                       preprocess: Preprocess | None = None) -> Dataset:
     """Synthetic samples from the input metadata: floats ~ N(0,1), integer indices inside their table,
@@ -368,7 +347,7 @@ def generated_dataset(model: LoadedModel, samples: int | None = None, seed: int 
                 f"cannot generate data for input '{spec.name}' ({spec.describe()}): axes {dynamic} are dynamic; "
                 f"pass --shape {spec.name}:{example.replace('?', 'N')} with sizes for N, or give --calib data."
             )
-        high = _index_bound(model.proto, spec.name) if np.issubdtype(spec.dtype, np.integer) else None
+        high = index_bound(model.proto, spec.name) if np.issubdtype(spec.dtype, np.integer) else None
         plans.append((spec, tuple(dims), high))
 
     def one(i: int) -> dict[str, np.ndarray]:
@@ -377,6 +356,8 @@ def generated_dataset(model: LoadedModel, samples: int | None = None, seed: int 
         for spec, dims, high in plans:
             if np.issubdtype(spec.dtype, np.floating):
                 out[spec.name] = rng.standard_normal(dims).astype(spec.dtype)
+            elif is_mask(spec):
+                out[spec.name] = padding_mask(rng, dims, spec.dtype)
             elif spec.dtype == np.bool_:
                 out[spec.name] = rng.random(dims) < 0.5
             else:
@@ -390,7 +371,8 @@ def generated_dataset(model: LoadedModel, samples: int | None = None, seed: int 
         return {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
 
     details = {"seed": seed,
-               "distribution": "float ~ N(0,1); integer indices uniform in [0, table size); other integers in {0,1}"}
+               "distribution": "float ~ N(0,1); integer indices uniform in [0, table size); masks: ones then padding; "
+                               "other integers in {0,1}"}
     if assumed:
         details["assumed"] = f"unnamed dynamic dims taken as one sample's batch: {', '.join(assumed)}"
     fp = ["generated", seed, [(s.name, str(s.dtype), list(d), h) for s, d, h in plans]]

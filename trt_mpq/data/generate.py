@@ -1,4 +1,5 @@
-"""Images generated in pixel space for a model that takes images, when no calibration data is given.
+"""Generated data, when no calibration data is given: images drawn in pixel space, and integer inputs shaped
+as real ones are (indices inside their table, attention masks padded).
 
 Noise shaped like the input (N(0, 1) per value) ranks a CNN's layers differently from photos: its every pixel
 is independent, photos are smooth regions bounded by edges, with a power spectrum falling as 1/f. The
@@ -18,6 +19,7 @@ agreement 0.844 against 0.815; photos 0.889).
 from __future__ import annotations
 
 import numpy as np
+import onnx
 
 DEAD_LEAVES = "dead-leaves"  # its name on the command line: --calib dead-leaves
 GENERATED = "generated"  # --calib generated: the default, noise shaped like the inputs (datasets.generated_dataset)
@@ -25,6 +27,7 @@ SYNTHESIZED = "synthesized"  # --calib synthesized: optimised through the model 
 DISKS = 2500  # per image: enough that the last ones dropped cover it several times over
 R_MIN, R_MAX = 0.008, 0.6  # radii as fractions of the image's longer side
 TEXTURE = 6.0  # grey levels of the 1/f texture's standard deviation
+INDEX_PASSTHROUGH = {"Cast", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity"}
 
 
 def _radii(rng: np.random.Generator, n: int, lo: float, hi: float) -> np.ndarray:
@@ -65,3 +68,36 @@ def dead_leaves(rng: np.random.Generator, h: int, w: int, channels: int = 3) -> 
     img = img.reshape(h, 2, w, 2, channels).mean(axis=(1, 3))
     img += TEXTURE * _texture(rng, h, w)[:, :, None]
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def index_bound(model: onnx.ModelProto, name: str) -> int | None:
+    """Size of the smallest table an integer input indexes through Gather (following Cast/Reshape/...)."""
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    bounds, frontier, seen = [], [name], set()
+    while frontier:
+        t = frontier.pop()
+        seen.add(t)
+        for node in g.node:
+            if t not in node.input:
+                continue
+            if node.op_type == "Gather" and len(node.input) > 1 and node.input[1] == t and node.input[0] in inits:
+                axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+                bounds.append(int(inits[node.input[0]].dims[axis]))
+            elif node.op_type in INDEX_PASSTHROUGH and node.input[0] == t:
+                frontier.extend(o for o in node.output if o not in seen)
+    return min(bounds) if bounds else None
+
+
+def is_mask(spec) -> bool:
+    """An attention-style mask: an integer or boolean [batch, seq] input named like one (attention_mask)."""
+    integral = np.issubdtype(spec.dtype, np.integer) or spec.dtype == np.bool_
+    return integral and len(spec.shape) == 2 and spec.batch_axis == 0 and "mask" in spec.name.lower()
+
+
+def padding_mask(rng: np.random.Generator, dims, dtype) -> np.ndarray:
+    """A mask as a padded batch has it: ones for a random length (at least one position), then zeros."""
+    length = int(rng.integers(1, dims[-1] + 1))
+    mask = np.zeros(dims, dtype=dtype)
+    mask[..., :length] = 1
+    return mask
