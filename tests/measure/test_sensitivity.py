@@ -239,17 +239,20 @@ def test_rounding_batches_take_a_spread_quarter_of_at_least_16_samples():
     assert rounding_batches([8] * 9, "auto", floor=8) == [0, 4, 8]  # a quarter is more than the floor
 
 
-def test_the_floor_is_8_samples_only_for_dense_outputs():
+def test_the_floor_is_8_samples_only_for_dense_outputs(tmp_path):
     from trt_mpq.measure.sensitivity import DENSE_OUTPUTS, float_floor
+    from trt_mpq.network.model import load_model
 
-    small = builders.conv_bn_relu_residual()  # logits [N, 5]
-    assert float_floor(small) == 16
-    dense = builders.model([builders.helper.make_node("Relu", ["x"], ["y"])], [builders.fvi("x", ["N", 1, 400, 400])],
-                           [builders.fvi("y", ["N", 1, 400, 400])])
-    assert 400 * 400 >= DENSE_OUTPUTS and float_floor(dense) == 8
-    dynamic = builders.model([builders.helper.make_node("Relu", ["x"], ["y"])], [builders.fvi("x", ["N", 1, "H", "W"])],
-                             [builders.fvi("y", ["N", 1, "H", "W"])])
-    assert float_floor(dynamic) == 16  # size unknown: the safe floor
+    def floor(m, name, shapes=None):
+        return float_floor(load_model(builders.save(m, tmp_path, name), shapes))
+
+    assert floor(builders.conv_bn_relu_residual(), "small.onnx") == 16  # logits [N, 5]
+    relu = [builders.helper.make_node("Relu", ["x"], ["y"])]
+    dense = builders.model(relu, [builders.fvi("x", ["N", 1, 400, 400])], [builders.fvi("y", ["N", 1, 400, 400])])
+    assert 400 * 400 >= DENSE_OUTPUTS and floor(dense, "dense.onnx") == 8
+    dynamic = builders.model(relu, [builders.fvi("x", ["N", 1, "H", "W"])], [builders.fvi("y", ["N", 1, "H", "W"])])
+    assert floor(dynamic, "dynamic.onnx") == 16  # size unknown: the safe floor
+    assert floor(dynamic, "fixed.onnx", {"x": (1, 1, 400, 400)}) == 8  # known once --shape fixes it
 
 
 def test_fp16_on_fewer_samples_is_the_measurement_on_those_samples_and_says_so(tmp_path):

@@ -119,17 +119,16 @@ def fp16_overflow(model: onnx.ModelProto, unit: Unit, ranges: Ranges) -> list[st
     return list(dict.fromkeys(flagged))
 
 
-def float_floor(model: onnx.ModelProto) -> int:
+def float_floor(model: LoadedModel) -> int:
     """The fewest samples ``--float-samples auto`` measures FP16/BF16/TF32 on: 16, or 8 where each sample's
     outputs hold ``DENSE_OUTPUTS`` values or more (a dense prediction: one sample's error already averages
     that many; PP-OCRv4 at 640x640 ranks its units the same on 8 samples as on 16, Spearman 0.9999, while
-    MobileNetV2's 1,000 logits need more: 0.973)."""
+    MobileNetV2's 1,000 logits need more: 0.973). Outputs of unknown size count as none."""
     per_sample = 0
-    for o in model.graph.output:
-        t = o.type.tensor_type
-        dims = [d.dim_value for d in t.shape.dim][1:]
-        if t.elem_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16) and dims and all(dims):
-            per_sample += int(np.prod(dims))
+    for o in model.proto.graph.output:
+        shape = model.tensors.shapes.get(o.name)  # static per-sample shapes (batch 1), --shape applied
+        if shape and o.type.tensor_type.elem_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16):
+            per_sample += int(np.prod(shape))
     return 8 if per_sample >= DENSE_OUTPUTS else 16
 
 
@@ -232,7 +231,7 @@ def analyze(model: LoadedModel, dataset: Dataset, backend: Backend, out_dir: str
     regions = {r.unit.name: r for r in unit_regions(model.proto, table.units if fresh else pending, table.units)}
     skeleton, weights = split_weights(model.proto)
     counts = [hi - lo for lo, hi in dataset.spans(settings.batch)]
-    rounding = rounding_batches(counts, settings.float_samples, float_floor(model.proto))
+    rounding = rounding_batches(counts, settings.float_samples, float_floor(model))
     if len(rounding) < len(counts) and any(p in ROUNDINGS for p in settings.precisions):
         progress.log(f"FP16/BF16/TF32 measured on {sum(counts[b] for b in rounding)} of {sum(counts)} samples "
                      f"({len(rounding)} spread batches; --float-samples all for every sample)")
