@@ -14,6 +14,14 @@ from trt_mpq.data.synthesis import bn_targets, synthesize, synthesized_dataset
 from trt_mpq.errors import ConfigError, DataError
 from trt_mpq.network.model import load_model
 
+
+def _reference(model):
+    from trt_mpq.backends import open_backend
+    from trt_mpq.commands.analyze import fp32_outputs
+
+    return fp32_outputs(open_backend("onnxruntime").backend, model)
+
+
 needs_torch = pytest.mark.skipif(not autograd.torch_available(),
                                  reason="needs trt-mpq[datagen] (onnx2torch and PyTorch)")
 
@@ -30,15 +38,15 @@ def test_bn_targets_are_the_running_statistics():
 @needs_torch
 def test_synthesized_batches_move_toward_the_statistics_and_the_target_classes(tmp_path):
     model = load_model(save(conv_bn_relu_residual(), tmp_path))
-    x, info = synthesize(model, [1, 3, 8, 8], 16, seed=3, pre=None, steps=150)
+    x, info = synthesize(model, [1, 3, 8, 8], 16, seed=3, pre=None, reference=_reference(model), steps=150)
     assert x.shape == (16, 3, 8, 8) and x.dtype == np.float32 and np.isfinite(x).all()
     assert info.bn_after < 0.5 * info.bn_before
-    _, start = synthesize(model, [1, 3, 8, 8], 16, seed=3, pre=None, steps=0)
+    _, start = synthesize(model, [1, 3, 8, 8], 16, seed=3, pre=None, reference=_reference(model), steps=0)
     assert info.confidence > start.confidence + 0.05  # toward each sample's own target class
     assert "batchnorm statistics (1 layers)" in info.describe() and "inversion (5 classes)" in info.describe()
-    again, _ = synthesize(model, [1, 3, 8, 8], 16, seed=3, pre=None, steps=150)
+    again, _ = synthesize(model, [1, 3, 8, 8], 16, seed=3, pre=None, reference=_reference(model), steps=150)
     np.testing.assert_array_equal(x, again)  # seeded: the same data
-    other, _ = synthesize(model, [1, 3, 8, 8], 16, seed=4, pre=None, steps=40)
+    other, _ = synthesize(model, [1, 3, 8, 8], 16, seed=4, pre=None, reference=_reference(model), steps=40)
     assert not np.array_equal(x, other)
 
 
@@ -89,4 +97,4 @@ def test_without_the_extra_it_says_what_to_install(tmp_path, monkeypatch, capsys
 
 def test_integer_inputs_are_refused_in_one_sentence(tmp_path):
     with pytest.raises(DataError, match="one float input"):
-        synthesized_dataset(gather_model(tmp_path), 4, 0, None)
+        synthesized_dataset(gather_model(tmp_path), 4, 0, None, lambda feeds: [])

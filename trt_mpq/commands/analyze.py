@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..artifacts import Analysis, RunFolder
-from ..backends import BackendContext, open_backend
+from ..backends import Backend, BackendContext, open_backend
 from ..data.datasets import DEFAULT_GENERATED_SAMPLES, Dataset, generated_dataset, load_dataset
 from ..data.generate import DEAD_LEAVES, GENERATED, SYNTHESIZED
 from ..data.images import load_preprocess
@@ -106,8 +106,19 @@ def inspect_model(model: str | Path, shapes: Shapes | Sequence[str] = (), fixed:
     return loaded, find_units(loaded.proto, loaded.tensors)
 
 
-def calibration_data(model: LoadedModel, opts: AnalyzeOptions, progress: Progress | None = None) -> Dataset:
-    """The calibration data ``opts.calib`` names: generated (noise, dead-leaves, synthesized) or read."""
+def fp32_outputs(backend: Backend, model: LoadedModel):
+    """feeds -> the model's outputs on ``backend``, in graph order (what a generator's model copy must match)."""
+    def run(feeds):
+        with backend.compile(model.proto) as session:
+            got = session.run(feeds)
+        return [got[o.name] for o in model.proto.graph.output]
+    return run
+
+
+def calibration_data(model: LoadedModel, opts: AnalyzeOptions, progress: Progress | None = None,
+                     backend: Backend | None = None) -> Dataset:
+    """The calibration data ``opts.calib`` names: generated (noise, dead-leaves, synthesized: ``backend`` checks
+    the model's gradient copy) or read."""
     if opts.calib is None:
         return generated_dataset(model, opts.samples, opts.seed)
     if opts.calib == DEAD_LEAVES:  # images drawn in pixel space, preprocessed as photos (data.generate)
@@ -116,7 +127,9 @@ def calibration_data(model: LoadedModel, opts: AnalyzeOptions, progress: Progres
         from ..data.synthesis import synthesized_dataset
 
         pre = load_preprocess(opts.preprocess) if opts.preprocess else None
-        return synthesized_dataset(model, opts.samples or DEFAULT_GENERATED_SAMPLES, opts.seed, pre, progress)
+        backend = backend or open_backend(opts.backend, opts.backend_options).backend
+        return synthesized_dataset(model, opts.samples or DEFAULT_GENERATED_SAMPLES, opts.seed, pre,
+                                   fp32_outputs(backend, model), progress)
     return load_dataset(model, opts.calib, load_preprocess(opts.preprocess), opts.samples)
 
 
@@ -133,7 +146,7 @@ def analyze(model: str | Path, out: str | Path, options: AnalyzeOptions = Analyz
     at = measured_at(loaded.proto, options.outputs, chosen.backend.runs_op, chosen.backend.name)
     if at is not None:
         loaded = measured_model(loaded, at.outputs, at.note())
-    data = calibration_data(loaded, options, progress)
+    data = calibration_data(loaded, options, progress, chosen.backend)
     for note in loaded.notes:
         progress.log(f"model: {note}")
     if Precision.TF32 in options.precisions and not chosen.backend.capabilities.tf32_per_unit:

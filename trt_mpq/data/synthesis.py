@@ -30,6 +30,7 @@ from .datasets import Dataset
 from .generate import SYNTHESIZED, dead_leaves
 from .images import Preprocess, preprocess_image
 
+Reference = Callable[[dict[str, np.ndarray]], list[np.ndarray]]  # feeds -> the model's outputs, in graph order
 GEN_BATCH = 8  # samples optimised together (BatchNorm statistics are batch statistics)
 STEPS = 12
 LR = 0.01  # Adam's step, in the input's own units (a normalised pixel spans about 4.4); 0.1 and 0.03 ranked worse
@@ -109,10 +110,11 @@ def _box(pre: Preprocess | None, channels: int, layout: str):
 
 
 def synthesize(model: LoadedModel, dims: Sequence[int], n: int, seed: int, pre: Preprocess | None,
-               steps: int = STEPS, advance: Callable[[int], None] = lambda k: None
+               reference: Reference, steps: int = STEPS, advance: Callable[[int], None] = lambda k: None
                ) -> tuple[np.ndarray, Synthesis]:
     """``n`` samples for the model's one float input (per-sample ``dims``, batch axis first, size 1), and what
-    was optimised. ``advance(k)`` is called after each batch with the samples done."""
+    was optimised. ``reference(feeds)``: the model's outputs as a backend computes them, which the gradient
+    copy must reproduce; ``advance(k)`` is called after each batch with the samples done."""
     import torch
 
     targets = bn_targets(model.proto)
@@ -135,7 +137,8 @@ def synthesize(model: LoadedModel, dims: Sequence[int], n: int, seed: int, pre: 
         rng = np.random.default_rng([seed, first // GEN_BATCH])
         x0 = _start(rng, [count, *dims[1:]], pre if image else None, first)
         if first == 0:  # gradients of another function would make data for another model
-            check_same(module, {model.inputs[0].name: x0}, _reference(model.proto, model.inputs[0].name, x0))
+            feeds = {model.inputs[0].name: x0}
+            check_same(module, feeds, reference(feeds))
         x = torch.tensor(x0, requires_grad=True)
         labels = torch.tensor(rng.integers(0, classes, count)) if logits is not None else None
         opt = torch.optim.Adam([x], lr=LR)
@@ -174,15 +177,6 @@ def synthesize(model: LoadedModel, dims: Sequence[int], n: int, seed: int, pre: 
     return np.concatenate(samples, axis=0), info
 
 
-def _reference(model: onnx.ModelProto, name: str, x: np.ndarray) -> list[np.ndarray]:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return session.run(None, {name: x})
-
-
 def _bn_distance(features: list, targets: list[BnTarget]):
     """Mean over BatchNorm layers of |batch mean - running mean| + |batch std - running std|, each a per-channel
     L2 norm relative to the running std's norm."""
@@ -216,7 +210,7 @@ def input_dims(model: LoadedModel, what: str) -> list[int]:
     return dims
 
 
-def synthesized_dataset(model: LoadedModel, samples: int, seed: int, pre: Preprocess | None,
+def synthesized_dataset(model: LoadedModel, samples: int, seed: int, pre: Preprocess | None, reference: Reference,
                         progress: Progress | None = None, steps: int = STEPS) -> Dataset:
     """``samples`` synthesized samples (``synthesize``) as a dataset; its details say what was optimised."""
     import hashlib
@@ -231,7 +225,7 @@ def synthesized_dataset(model: LoadedModel, samples: int, seed: int, pre: Prepro
         progress.advance(k - done[0])
         done[0] = k
 
-    data, info = synthesize(model, dims, samples, seed, pre, steps, advance)
+    data, info = synthesize(model, dims, samples, seed, pre, reference, steps, advance)
     progress.log(f"calibration data synthesized through the model: {info.describe()}")
     spec = model.inputs[0]
     details = {"seed": seed, "generator": f"synthesized ({steps} Adam steps per batch of {GEN_BATCH})",
