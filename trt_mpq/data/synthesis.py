@@ -15,6 +15,8 @@ were used and how far the statistics moved.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -115,7 +117,6 @@ def synthesize(model: LoadedModel, dims: Sequence[int], n: int, seed: int, pre: 
     """``n`` samples for the model's one float input (per-sample ``dims``, batch axis first, size 1), and what
     was optimised. ``reference(feeds)``: the model's outputs as a backend computes them, which the gradient
     copy must reproduce; ``advance(k)`` is called after each batch with the samples done."""
-    import torch
 
     targets = bn_targets(model.proto)
     module = torch_module(model.proto, [t.tensor for t in targets])
@@ -130,7 +131,7 @@ def synthesize(model: LoadedModel, dims: Sequence[int], n: int, seed: int, pre: 
     image = len(dims) == 4
     channel_axis = 1 if pre is None or pre.layout == "nchw" else 3
     box = _box(pre, dims[channel_axis], pre.layout) if pre is not None and image else None
-    torch.manual_seed(seed)
+    hw = ((2, 3) if channel_axis == 1 else (1, 2)) if image else None
     samples, before, after, confidence = [], [], [], []
     for first in range(0, n, GEN_BATCH):
         count = min(GEN_BATCH, n - first)
@@ -139,34 +140,14 @@ def synthesize(model: LoadedModel, dims: Sequence[int], n: int, seed: int, pre: 
         if first == 0:  # gradients of another function would make data for another model
             feeds = {model.inputs[0].name: x0}
             check_same(module, feeds, reference(feeds))
-        x = torch.tensor(x0, requires_grad=True)
-        labels = torch.tensor(rng.integers(0, classes, count)) if logits is not None else None
-        opt = torch.optim.Adam([x], lr=LR)
-        for step in range(steps + 1):
-            result = as_list(module(x))
-            bn = _bn_distance(result[outputs:], targets)
-            loss = bn if targets else torch.zeros(())
-            if step == 0:
-                before.append(float(bn.detach()))
-            if step == steps:
-                after.append(float(bn.detach()))
-                if labels is not None:
-                    probs = torch.softmax(result[logits], dim=1)
-                    confidence.append(float(probs[torch.arange(count), labels].mean().detach()))
-                break
-            if labels is not None:
-                loss = loss + torch.nn.functional.cross_entropy(result[logits], labels)
-            if image:
-                hw = (2, 3) if channel_axis == 1 else (1, 2)
-                loss = loss + TV * (x.diff(dim=hw[0]).abs().mean() + x.diff(dim=hw[1]).abs().mean())
-            loss = loss + L2 * x.square().mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if box is not None:
-                with torch.no_grad():
-                    x.copy_(torch.maximum(torch.minimum(x, torch.from_numpy(box[1])), torch.from_numpy(box[0])))
-        samples.append(x.detach().numpy().astype(np.float32))
+        labels = rng.integers(0, classes, count) if logits is not None else None
+        loss = _Loss(targets, outputs, logits, labels, hw)
+        x, moved = _optimise(module, x0, loss, steps, box)
+        samples.append(x)
+        before.append(moved[0])
+        after.append(moved[1])
+        if moved[2] is not None:
+            confidence.append(moved[2])
         advance(first + count)
     terms = ([f"batchnorm statistics ({len(targets)} layers)"] if targets else []) + \
         ([f"inversion ({classes} classes)"] if logits is not None else []) + \
@@ -177,21 +158,71 @@ def synthesize(model: LoadedModel, dims: Sequence[int], n: int, seed: int, pre: 
     return np.concatenate(samples, axis=0), info
 
 
-def _bn_distance(features: list, targets: list[BnTarget]):
-    """Mean over BatchNorm layers of |batch mean - running mean| + |batch std - running std|, each a per-channel
-    L2 norm relative to the running std's norm."""
+@dataclass(frozen=True)
+class _Loss:
+    """What one batch is optimised toward (see the module docstring)."""
+
+    targets: list[BnTarget]
+    outputs: int  # the graph's own outputs; the BatchNorm inputs follow them in the module's result
+    logits: int | None  # the classifier output's index
+    labels: np.ndarray | None  # each sample's target class
+    hw: tuple[int, int] | None  # the image axes total variation runs along; None: not an image
+
+    def bn(self, result: list):
+        """Mean over BatchNorm layers of |batch mean - running mean| + |batch std - running std|, each a
+        per-channel L2 norm relative to the running std's norm."""
+        import torch
+
+        total = torch.zeros(())
+        for f, t in zip(result[self.outputs:], self.targets, strict=True):
+            axes = [0, *range(2, f.dim())]
+            mean, std = f.mean(dim=axes), f.std(dim=axes, unbiased=False)
+            scale = float(np.linalg.norm(t.std)) or 1.0
+            total = total + (torch.linalg.norm(mean - torch.from_numpy(t.mean)) +
+                             torch.linalg.norm(std - torch.from_numpy(t.std))) / scale
+        return total / max(1, len(self.targets))
+
+    def __call__(self, x, result: list):
+        import torch
+
+        loss = self.bn(result)
+        if self.labels is not None:
+            loss = loss + torch.nn.functional.cross_entropy(result[self.logits], torch.from_numpy(self.labels))
+        if self.hw is not None:
+            loss = loss + TV * (x.diff(dim=self.hw[0]).abs().mean() + x.diff(dim=self.hw[1]).abs().mean())
+        return loss + L2 * x.square().mean()
+
+    def confidence(self, result: list) -> float | None:
+        """The mean probability of each sample's target class."""
+        import torch
+
+        if self.labels is None:
+            return None
+        probs = torch.softmax(result[self.logits], dim=1)
+        return float(probs[torch.arange(len(self.labels)), torch.from_numpy(self.labels)].mean().detach())
+
+
+def _optimise(module, x0: np.ndarray, loss: _Loss, steps: int, box) -> tuple[np.ndarray, tuple]:
+    """``x0`` after ``steps`` Adam steps on ``loss`` (clipped into ``box`` after each), and (BatchNorm distance
+    before, after, target-class confidence after)."""
     import torch
 
-    if not targets:
-        return torch.zeros(())
-    total = torch.zeros(())
-    for f, t in zip(features, targets, strict=True):
-        axes = [0, *range(2, f.dim())]
-        mean, std = f.mean(dim=axes), f.std(dim=axes, unbiased=False)
-        scale = float(np.linalg.norm(t.std)) or 1.0
-        total = total + (torch.linalg.norm(mean - torch.from_numpy(t.mean)) +
-                         torch.linalg.norm(std - torch.from_numpy(t.std))) / scale
-    return total / len(targets)
+    x = torch.tensor(x0, requires_grad=True)
+    opt = torch.optim.Adam([x], lr=LR)
+    start = None
+    for _ in range(steps):
+        result = as_list(module(x))
+        start = float(loss.bn(result).detach()) if start is None else start
+        opt.zero_grad()
+        loss(x, result).backward()
+        opt.step()
+        if box is not None:
+            with torch.no_grad():
+                x.copy_(torch.maximum(torch.minimum(x, torch.from_numpy(box[1])), torch.from_numpy(box[0])))
+    with torch.no_grad():
+        result = as_list(module(x))
+    end = float(loss.bn(result))
+    return x.detach().numpy().astype(np.float32), (end if start is None else start, end, loss.confidence(result))
 
 
 def input_dims(model: LoadedModel, what: str) -> list[int]:
@@ -213,9 +244,6 @@ def input_dims(model: LoadedModel, what: str) -> list[int]:
 def synthesized_dataset(model: LoadedModel, samples: int, seed: int, pre: Preprocess | None, reference: Reference,
                         progress: Progress | None = None, steps: int = STEPS) -> Dataset:
     """``samples`` synthesized samples (``synthesize``) as a dataset; its details say what was optimised."""
-    import hashlib
-    import json
-
     progress = progress or Progress()
     dims = input_dims(model, f"--calib {SYNTHESIZED}")
     progress.start(f"synthesizing {samples} calibration samples", samples)
