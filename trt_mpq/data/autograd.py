@@ -89,7 +89,7 @@ def as_list(result) -> list:
 
 
 def check_same(module, feeds: dict[str, np.ndarray], reference: Sequence[np.ndarray], rtol: float = 1e-3) -> None:
-    """Refuse a conversion whose outputs differ from ONNX Runtime's (``reference``) on ``feeds``: gradients of
+    """Refuse a conversion whose outputs differ from the backend's (``reference``, on ``feeds``): gradients of
     a different function would generate data for another model."""
     import torch
 

@@ -56,7 +56,7 @@ def entropy_threshold(hist: Histogram, levels: int = 128) -> float:
     screened, trusted = _screen(counts, levels, last)
     finite = np.isfinite(screened) & trusted
     best = float(screened[finite].min()) if finite.any() else np.inf
-    near = ~trusted | (screened <= best + SCREEN_TOLERANCE * (1.0 + abs(best)))
+    near = ~trusted | np.isnan(screened) | (screened <= best + SCREEN_TOLERANCE * (1.0 + abs(best)))
     near[np.argsort(screened, kind="stable")[:ALWAYS_EXACT]] = True
     exact = np.full(len(screened), np.inf)
     for k in np.flatnonzero(near):
