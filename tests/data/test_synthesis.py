@@ -98,3 +98,11 @@ def test_without_the_extra_it_says_what_to_install(tmp_path, monkeypatch, capsys
 def test_integer_inputs_are_refused_in_one_sentence(tmp_path):
     with pytest.raises(DataError, match="one float input"):
         synthesized_dataset(gather_model(tmp_path), 4, 0, None, lambda feeds: [])
+
+
+def test_a_foreign_generator_array_is_refused_in_one_sentence(tmp_path):
+    path = save(conv_bn_relu_residual(), tmp_path)
+    x = np.zeros((2, 3, 8, 8), np.float32)
+    np.savez(tmp_path / "odd.npz", x=x, trt_mpq_generator=np.array("not json"))
+    with pytest.raises(DataError, match="not the record 'trt-mpq generate' writes"):
+        load_dataset(load_model(path), tmp_path / "odd.npz")

@@ -1,8 +1,8 @@
 """The model as a PyTorch module, for generators that need gradients (``trt-mpq[datagen]``: onnx2torch + torch).
 
 onnx2torch converts the graph node by node. Real exports need three things first, none of which changes
-what the model computes: weights held in ``Constant`` nodes (Paddle's exporter) become initializers, since
-its converters read weights from initializers; a graph at opset 18 or later is converted down to 17 (its
+what the model computes: weights held in ``Constant`` nodes (Paddle's exporter) are initializers, as the
+loader leaves them and as its converters read weights; a graph at opset 18 or later is converted down to 17 (its
 ReduceMean converters stop at 13-17); ``Reshape(allowzero=1)`` becomes ``allowzero=0`` where the shape holds
 no zero (the two are then the same). Extra outputs (a BatchNormalization's input) are exposed as graph
 outputs before converting, so the module returns them too.
@@ -17,6 +17,7 @@ import onnx
 from onnx import numpy_helper, version_converter
 
 from ..errors import ConfigError
+from ..network.model import constants_to_initializers
 
 EXTRA = "pip install 'trt-mpq[datagen]' (onnx2torch and PyTorch; the CPU build is enough)"
 MAX_OPSET = 17
@@ -35,17 +36,6 @@ def _prepared(model: onnx.ModelProto, outputs: Sequence[str]) -> onnx.ModelProto
     m = onnx.ModelProto()
     m.CopyFrom(model)
     g = m.graph
-    kept = []
-    for node in g.node:
-        if node.op_type == "Constant" and len(node.attribute) == 1 and node.attribute[0].name == "value":
-            t = onnx.TensorProto()
-            t.CopyFrom(node.attribute[0].t)
-            t.name = node.output[0]
-            g.initializer.append(t)
-        else:
-            kept.append(node)
-    del g.node[:]
-    g.node.extend(kept)
     present = {o.name for o in g.output}
     extra = [n for n in outputs if n not in present]
     if extra:  # with their types and shapes: converters read a tensor's rank from them
@@ -54,6 +44,7 @@ def _prepared(model: onnx.ModelProto, outputs: Sequence[str]) -> onnx.ModelProto
     opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), MAX_OPSET)
     if opset > MAX_OPSET:
         m = version_converter.convert_version(m, MAX_OPSET)
+    constants_to_initializers(m.graph)  # the loader's, again: the version converter may add Constant nodes
     inits = {t.name: t for t in m.graph.initializer}
     for node in m.graph.node:
         if node.op_type != "Reshape" or len(node.input) < 2 or node.input[1] not in inits:
@@ -97,8 +88,10 @@ def check_same(module, feeds: dict[str, np.ndarray], reference: Sequence[np.ndar
         got = as_list(module(*[torch.from_numpy(v) for v in feeds.values()]))
     for r, g in zip(reference, got, strict=False):
         g = g.numpy()
-        scale = float(np.abs(r).max()) or 1.0
-        if g.shape != r.shape or float(np.abs(g - r).max()) > rtol * scale:
+        # relative to the output's size, with a floor: a probability map near zero on noise (PP-OCRv4's)
+        # differs by float32 rounding, 1e-7, which a purely relative test would call a different function
+        allowed = rtol * max(float(np.abs(r).max()), 1e-2)
+        if g.shape != r.shape or float(np.abs(g - r).max()) > allowed:
             raise ConfigError("the PyTorch conversion of this model (onnx2torch) computes something else than "
-                              "ONNX Runtime does; gradient-based generation is not possible for it. Use "
+                              "the backend does; gradient-based generation is not possible for it. Use "
                               "--calib dead-leaves with --preprocess, or your own data.")

@@ -137,7 +137,11 @@ def _from_arrays(model: LoadedModel, arrays: dict[str, np.ndarray], source: str,
     names = [s.name for s in model.inputs]
     labels = arrays.pop(LABELS, None) if LABELS not in names else None
     made = arrays.pop(GENERATOR, None)  # written by 'trt-mpq generate': what the data is, kept in the record
-    details = {"generated": json.loads(str(made))} if made is not None else {}
+    try:
+        details = {"generated": json.loads(str(made))} if made is not None else {}
+    except json.JSONDecodeError:
+        raise DataError(f"{source}: its '{GENERATOR}' array is not the record 'trt-mpq generate' writes; "
+                        "remove or rename it.") from None
     missing = [n for n in names if n not in arrays]
     if missing:
         have = ", ".join(sorted(arrays)) or "nothing"

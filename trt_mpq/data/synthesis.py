@@ -64,17 +64,10 @@ class Synthesis:
         return text
 
 
-def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    out = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            out[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-    return out
-
-
 def bn_targets(model: onnx.ModelProto) -> list[BnTarget]:
-    """Every BatchNormalization whose running statistics are constants: its input and those statistics."""
-    consts, out = _constants(model), []
+    """Every BatchNormalization whose running statistics are initializers (the loader makes Constant nodes
+    initializers): its input and those statistics."""
+    consts, out = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}, []
     for node in model.graph.node:
         if node.op_type != "BatchNormalization" or len(node.input) < 5:
             continue

@@ -201,8 +201,8 @@ def _constant_value(node: onnx.NodeProto) -> onnx.TensorProto | None:
     return None
 
 
-def _constants_to_initializers(graph: onnx.GraphProto) -> int:
-    """Turn tensor-valued Constant nodes into initializers."""
+def constants_to_initializers(graph: onnx.GraphProto) -> int:
+    """Turn tensor-valued Constant nodes into initializers (in place); how many."""
     return _nodes_to_initializers(graph, _constant_value)
 
 
@@ -336,14 +336,14 @@ def load_model(path: str | Path, shapes: dict[str, tuple[int, ...]] | None = Non
             ) from None
         notes.append(f"opset {opset} converted to {wanted} (needed for {why}) with onnx.version_converter")
     values = parse_fixed((fixed or {}).items())
-    for step, said in ((_constants_to_initializers, "{} Constant nodes were turned into initializers"),
+    for step, said in ((constants_to_initializers, "{} Constant nodes were turned into initializers"),
                        (_fold_constant_identities, "{} Identity nodes of initializers were folded into initializers"),
                        (_negative_dims_to_dynamic, "{} input/output dims written as -1 were read as dynamic"),
                        (_name_nodes, "{} nodes had no (unique) name and were named <OpType>_<index>")):
         changed = step(model.graph)
         if changed:
             notes.append(said.format(changed))
-        if step is _constants_to_initializers and values:  # conditions may read Constant nodes: after them
+        if step is constants_to_initializers and values:  # conditions may read Constant nodes: after them
             inlined = specialise(model, values)
             notes.append(f"inputs {', '.join(values)} fixed by --fix; {inlined} If node(s) replaced by the branch "
                          "they take (the engine built from this model has no such inputs)")
