@@ -10,7 +10,7 @@ import pytest
 
 from trt_mpq import Plan, PlanOptions, plan
 from trt_mpq import Precision as P
-from trt_mpq.artifacts import Analysis, Budget, BuildResult, CheckRow, PlanReport, RunFolder, UnitResult
+from trt_mpq.artifacts import Analysis, Budget, BuildResult, CheckRow, PlanReport, RunFolder, UnitResult, planned_units
 from trt_mpq.artifacts.record import Record, empty, keep
 from trt_mpq.commands.opened import open_analysis, read_analysis
 from trt_mpq.errors import ConfigError
@@ -59,6 +59,9 @@ def test_plan_report_record_matches_its_files(analysed):
     assert report.plan == {u["name"]: P(u["precision"]) for u in plan_json["units"] if u["precision"] != "fp32"}
     assert report.result.outcome.value == plan_json["result"]["outcome"]
     assert [s.kind.value for s in report.verification] == [s["note"] for s in plan_json["verification"]]
+    assert planned_units(plan_json) == report.units  # plan.json's units read back typed, as check and build do
+    with pytest.raises(ValueError, match="schema"):
+        planned_units({**plan_json, "schema": "trt-mpq/plan/0"})
     conf = plan_json["result"]["confirmation"]  # the proof: split, interval, replicas, margin, every look
     assert conf["search_samples"] + conf["confirm_samples"] == 40 and conf["replicas"] == 4
     chosen = conf["chosen"]

@@ -239,10 +239,11 @@ def test_cli_tensorrt_without_gpu(monkeypatch, tmp_path, capsys, analysed):
     assert not (analysed / "run" / "model.engine").exists()
     assert main(["build", str(analysed / "run"), "--typing", "weak"]) == 2  # the same sentence, weakly typed too
     assert "needs TensorRT" in capsys.readouterr().err
+    from trt_mpq.artifacts import PlanReport
     from trt_mpq.commands.build import weak_pins
 
     plan_doc = json.loads((analysed / "run" / "plan.json").read_text())
-    pins = weak_pins(plan_doc)
+    pins = weak_pins(PlanReport.from_json(json.loads((analysed / "run" / "report.json").read_text())))
     assert set(pins) == {n for u in plan_doc["units"] if u["precision"] != "int8" for n in u["nodes"]}
     # auto: the same run on ONNX Runtime, and the log says why
     code = main(["analyze", str(model), "--out", str(tmp_path / "auto"), "--calib", str(analysed / "calib.npz")])

@@ -28,11 +28,12 @@ from .plan import (
     PlanResult,
     StepKind,
     VerificationStep,
+    planned_units,
 )
 
 __all__ = [
     "BUILD_SCHEMA", "PLAN_SCHEMA", "SENSITIVITY_SCHEMA", "AnalysedUnit", "Analysis", "BackendRecord", "Budget",
     "BuildResult", "Calibration", "CheckRow", "Compared", "Confirmation", "DataInfo", "Evaluation",
     "LatencySummary", "Look", "ModelInfo", "Outcome", "ParetoPoint", "PlanReport", "PlanResult", "PlannedUnit",
-    "RunFolder", "SkippedLayer", "StepKind", "UnitResult", "VerificationStep", "read_json",
+    "RunFolder", "SkippedLayer", "StepKind", "UnitResult", "VerificationStep", "planned_units", "read_json",
 ]

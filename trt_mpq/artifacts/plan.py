@@ -282,3 +282,10 @@ class PlanReport(Record):
         out = {k: v for k, v in self.to_json().items() if k != "latency"}
         out["deployment"] = {"batch": self.latency.batch, "target": self.latency.target, "tf32": self.latency.tf32}
         return out
+
+
+def planned_units(doc: Mapping) -> tuple[PlannedUnit, ...]:
+    """The units of a plan.json (or report.json) document, typed; KeyError/TypeError/ValueError when damaged."""
+    if doc.get("schema") != PLAN_SCHEMA:
+        raise ValueError(f"schema {doc.get('schema')!r} is not {PLAN_SCHEMA}")
+    return tuple(PlannedUnit.from_json(u) for u in doc["units"])

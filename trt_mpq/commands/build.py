@@ -42,12 +42,9 @@ class BuildOptions:
             raise ConfigError(f"--batch must be at least 1, not {self.batch}.")
 
 
-def weak_pins(plan_doc: dict) -> dict[str, Precision]:
-    """``layer_pins`` of the units in plan.json."""
-    try:
-        return layer_pins((u["nodes"], Precision(u["precision"])) for u in plan_doc["units"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ConfigError(f"the plan is damaged ({exc}); run plan again.") from None
+def weak_pins(report: PlanReport) -> dict[str, Precision]:
+    """``layer_pins`` of the planned units."""
+    return layer_pins((u.nodes, u.precision) for u in report.units)
 
 
 def _report(folder: RunFolder) -> PlanReport:
@@ -67,14 +64,13 @@ def build(run_dir: str | Path, options: BuildOptions = BuildOptions(), progress:
         raise ConfigError(f"'{folder.root}' holds no plan.json and model.mixed.onnx; run 'trt-mpq plan' (or run) "
                           "first.")
     report = _report(folder)
-    planned = read_json(folder.plan, "the plan").get("deployment", {}).get("batch")
-    batch = options.batch or int(planned or report.latency.batch or 1)
+    batch = options.batch or report.latency.batch or 1  # plan.json's deployment batch is the report's
     context = BackendContext(folder.root, batch, final=True)
     backend = open_backend(options.backend, options.backend_options, context).backend
     builder = backend.engine_builder()
     source, pins = folder.mixed_onnx, None
     if options.typing == "weak":
-        source, pins = folder.weak_onnx, weak_pins(read_json(folder.plan, "the plan"))
+        source, pins = folder.weak_onnx, weak_pins(report)
         if not source.is_file():
             raise ConfigError(f"'{folder.root}' holds no model.weak.onnx (plans made before weak typing); run "
                               "'trt-mpq plan' again.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from ..artifacts import CheckRow, RunFolder, read_json
+from ..artifacts import CheckRow, RunFolder, planned_units, read_json
 from ..backends.trt_layers import read_realized, realized
 from ..errors import ConfigError
 from ..precision import Precision
@@ -18,7 +18,7 @@ def planned_precisions(run_dir: str | Path) -> dict[str, Precision]:
     if not folder.plan.is_file():
         raise ConfigError(f"'{folder.root}' holds no plan.json; run 'trt-mpq plan' first.")
     try:
-        return {u["name"]: Precision(u["precision"]) for u in read_json(folder.plan, "the plan")["units"]}
+        return {u.name: u.precision for u in planned_units(read_json(folder.plan, "the plan"))}
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"the plan in '{folder.root}' is damaged ({exc}); run plan again.") from None
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ..artifacts.record import Record
 from ..errors import ConfigError
 from .entropy import entropy_threshold
 
@@ -154,11 +155,13 @@ def weight_amax(w: np.ndarray, axis: int | None, method: str = "max") -> np.ndar
 
 
 @dataclass(frozen=True)
-class Ranges:
+class Ranges(Record):
     """What the FP32 pass observed: calibrated INT8 thresholds for quantized activations (``amax``, with the
     method that set each one and every method's candidate when histograms were built), raw |x| maxima and
     per-sample shapes of every observed tensor (ONNX Runtime knows every shape once it has run, where static
     shape inference may not)."""
+
+    JSON_ORDER = ("calibrator", "amax", "methods")
 
     calibrator: str
     amax: Mapping[str, float] = field(default_factory=dict)
@@ -248,22 +251,3 @@ class Ranges:
     def using(self, method: str) -> Ranges:
         """Every quantized tensor at ``method``'s threshold (what a single calibrator gives)."""
         return self.choose({t: method for t in self.amax if method in self.candidates.get(t, {})})
-
-    def to_json(self) -> dict:
-        return {"calibrator": self.calibrator, "amax": dict(self.amax), "methods": dict(self.methods),
-                "absmax": dict(self.absmax), "shapes": {k: list(v) for k, v in self.shapes.items()},
-                "candidates": {k: dict(v) for k, v in self.candidates.items()},
-                "means": {k: list(v) for k, v in self.means.items()}, "weight_scales": self.weight_scales,
-                "bias_correction": self.bias_correction, "int4_block": self.int4_block,
-                "fp8_amax": dict(self.fp8_amax), "fp8_methods": dict(self.fp8_methods),
-                "weight_amax": {k: list(v) for k, v in self.weight_amax.items()}}
-
-    @classmethod
-    def from_json(cls, d: Mapping) -> Ranges:
-        return cls(d["calibrator"], dict(d["amax"]), dict(d["absmax"]),
-                   {k: tuple(v) for k, v in d.get("shapes", {}).items()},
-                   {k: dict(v) for k, v in d.get("candidates", {}).items()}, dict(d.get("methods", {})),
-                   {k: tuple(v) for k, v in d.get("means", {}).items()}, d.get("weight_scales", "max"),
-                   bool(d.get("bias_correction", False)), int(d.get("int4_block", INT4_BLOCK)),
-                   dict(d.get("fp8_amax", {})), dict(d.get("fp8_methods", {})),
-                   {k: tuple(v) for k, v in d.get("weight_amax", {}).items()})
