@@ -17,7 +17,8 @@ def toy_space(noise, times=TIMES) -> DecisionSpace:
     units = [u for u in find_units(m).units if u.kind == "gemm"]  # the MILP's three weighted units
     # Measured-style unit times where lowering pays (the toy itself is memory-bound: FP32 would win), so the
     # search has a real trade-off; boundary costs stay the cost model's (microseconds, small against these).
-    measured = {(u.name, p): t for u in units for p, t in times.items()}
+    per_unit = all(isinstance(k, tuple) for k in times)  # {precision: s} for every unit, or {(unit, p): s}
+    measured = dict(times) if per_unit else {(u.name, p): t for u in units for p, t in times.items()}
     cost = cost_model(m, units, "t4", batch=64).with_measured(measured, "test")
     choices = {u.name: [P.FP32, P.FP16, P.INT8] for u in units}
     full = {(u, p): (0.0 if p is P.FP32 else noise[(u, p)]) for u in choices for p in choices[u]}

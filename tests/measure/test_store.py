@@ -34,3 +34,15 @@ def test_batches_out_of_order_are_refused(tmp_path):
     store.write(0, {"x": np.zeros(2, np.float32)})
     with pytest.raises(ValueError, match="in order"):
         store.write(2, {"x": np.zeros(2, np.float32)})
+
+
+def test_reads_are_read_only_arrays_that_outlive_the_store(tmp_path):
+    store = ActivationStore(tmp_path / "a")
+    store.reset()
+    value = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    store.write(0, {"x": value, "empty": np.zeros((0, 5), np.float32)})
+    got = store.read(0, ["x", "empty"])
+    assert type(got["x"]) is np.ndarray and not got["x"].flags.writeable  # mapped, never written through
+    assert got["empty"].shape == (0, 5)
+    store.remove()  # a job may still hold a batch when a run ends: the data stays readable
+    assert np.array_equal(got["x"], value)

@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from spaces import NOISE
+from spaces import NOISE, TIMES
 from spaces import toy_space as _options
 from trt_mpq.precision import Precision as P
 from trt_mpq.search import milp
@@ -55,3 +55,18 @@ def test_a_tie_never_hands_back_a_mix_slower_than_all_fp16():
     chosen = solve(space, noise_budget=1.0)
     assert space.seconds(chosen) <= fp16 + 1e-12
     assert space.seconds(space.uniform(P.INT8)) > fp16  # the tie the old rule broke towards INT8
+
+
+def test_the_tie_break_is_skipped_only_where_the_caller_discards_the_mix():
+    # conv2 gains a lot in INT8, conv1 loses 10 us (1.6 us net of the borders it saves, within the 6 us
+    # resolution): the strict optimum keeps conv1 in FP16, the tie-break takes its smaller INT8 weights
+    times = {(u, p): t for u in ("conv1", "conv2", "fc") for p, t in TIMES.items()}
+    times[("conv1", P.INT8)] = times[("conv1", P.FP16)] + 10e-6
+    times[("conv2", P.INT8)] = times[("conv2", P.FP16)] / 2
+    space = _options(NOISE, times)
+    strict = solve(space, noise_budget=1.0, tie_break=False)
+    tied = solve(space, noise_budget=1.0)
+    assert strict["conv1"] is P.FP16 and tied["conv1"] is P.INT8 and space.seconds(tied) > space.seconds(strict)
+    at = space.seconds(strict)
+    assert solve(space, noise_budget=1.0, no_tie_break_from_s=at) == strict  # discarded anyway: one solve
+    assert solve(space, noise_budget=1.0, no_tie_break_from_s=at * 1.001) == tied

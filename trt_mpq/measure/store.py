@@ -1,8 +1,8 @@
 """An on-disk store of FP32 activations, so a unit's downstream run can start from its inputs without
 recomputing everything upstream, in memory bounded by one batch.
 
-One raw file per tensor, batches appended in order; the index (offset, shape per batch) is kept in memory
-and written once complete. Few large files keep creation and deletion cheap.
+One raw file per tensor, batches appended in order and read back memory-mapped (read-only views); the index
+(offset, shape per batch) is kept in memory and written once complete. Few large files keep creation and deletion cheap.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class ActivationStore:
             value = np.ascontiguousarray(value, dtype=np.dtype(self.dtypes[name]))
             with open(self.root / self.files[name], "ab") as f:
                 offset = f.tell()
-                f.write(value.tobytes())
+                f.write(value.data)  # the buffer itself, not a copy of it
             self.entries[name].append((offset, list(value.shape)))
 
     def finish(self) -> None:
@@ -60,8 +60,14 @@ class ActivationStore:
         for n in names:
             offset, shape = self.entries[n][batch]
             dtype = np.dtype(self.dtypes[n])
-            count = int(np.prod(shape, dtype=np.int64))
-            out[n] = np.fromfile(self.root / self.files[n], dtype=dtype, count=count, offset=offset).reshape(shape)
+            if not shape or not all(shape):  # a scalar or an empty tensor: nothing worth mapping
+                count = int(np.prod(shape, dtype=np.int64))
+                out[n] = np.fromfile(self.root / self.files[n], dtype=dtype, count=count, offset=offset).reshape(shape)
+                continue
+            # mapped, not copied: a region's inputs are read where the page cache holds them (a 640x640
+            # detector's frontier is tens of MB per batch, read once per candidate and measurement)
+            mapped = np.memmap(self.root / self.files[n], dtype=dtype, mode="r", offset=offset, shape=tuple(shape))
+            out[n] = mapped.view(np.ndarray)
         return out
 
     def dtype_shape(self, name: str) -> tuple[np.dtype, list[int | None]]:

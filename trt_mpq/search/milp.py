@@ -43,8 +43,10 @@ class Objective(str, Enum):
 
 def solve(opts: DecisionSpace, noise_budget: float | None = None, seconds_budget: float | None = None,
           size_budget_mb: float | None = None, minimise: Objective | str = Objective.LATENCY,
-          tie_break: bool = True) -> Plan | None:
-    """Exact optimum of the integer program; None when no assignment satisfies the constraints."""
+          tie_break: bool = True, no_tie_break_from_s: float | None = None) -> Plan | None:
+    """Exact optimum of the integer program; None when no assignment satisfies the constraints.
+    ``no_tie_break_from_s``: a caller that discards any mix estimated at or above these seconds gets the
+    strict optimum there without the tie-break's second solve (a tie-broken mix is never faster)."""
     minimise = Objective(minimise)
     var = [(u, p) for u in opts.units for p in opts.choices[u]]
     index = {v: i for i, v in enumerate(var)}
@@ -94,6 +96,9 @@ def solve(opts: DecisionSpace, noise_budget: float | None = None, seconds_budget
                bounds=Bounds(0, 1), options=EXACT)
     if not res.success or res.x is None:
         return None
+    strict = Plan.of({u: p for (u, p), i in index.items() if res.x[i] > 0.5})
+    if no_tie_break_from_s is not None and opts.seconds(strict) >= no_tie_break_from_s:
+        return strict
     if minimise is Objective.LATENCY and tie_break:  # second pass: smallest weights within the latency resolution
         ceiling = float(lat @ res.x) + opts.cost.resolution * US
         fp16 = opts.seconds(opts.uniform(Precision.FP16)) * US  # the whole graph in FP16, what --fp16 builds
@@ -104,8 +109,8 @@ def solve(opts: DecisionSpace, noise_budget: float | None = None, seconds_budget
         tied = milp(objective, constraints=LinearConstraint(np.array(rows), lo, hi), integrality=integrality,
                     bounds=Bounds(0, 1), options=EXACT)
         if tied.success and tied.x is not None:
-            res = tied
-    return Plan.of({u: p for (u, p), i in index.items() if res.x[i] > 0.5})
+            return Plan.of({u: p for (u, p), i in index.items() if tied.x[i] > 0.5})
+    return strict
 
 
 class _Extra:
