@@ -24,6 +24,7 @@ class ActivationStore:
         self.files: dict[str, str] = {}
         self.dtypes: dict[str, str] = {}
         self.entries: dict[str, list[tuple[int, list[int]]]] = {}  # name -> per batch (offset, shape)
+        self._maps: dict[str, np.memmap] = {}  # file -> the whole file mapped once (dropped when it grows)
         if self.meta_path.exists():
             meta = json.loads(self.meta_path.read_text())
             self.files, self.dtypes = meta["files"], meta["dtypes"]
@@ -34,6 +35,7 @@ class ActivationStore:
         return self.meta_path.exists()
 
     def reset(self) -> None:
+        self._maps.clear()
         shutil.rmtree(self.root, ignore_errors=True)
         self.root.mkdir(parents=True)
         self.files, self.dtypes, self.entries = {}, {}, {}
@@ -47,6 +49,7 @@ class ActivationStore:
             if len(self.entries[name]) != batch:
                 raise ValueError("batches must be written in order")
             value = np.ascontiguousarray(value, dtype=np.dtype(self.dtypes[name]))
+            self._maps.pop(self.files[name], None)
             with open(self.root / self.files[name], "ab") as f:
                 offset = f.tell()
                 f.write(value.data)  # the buffer itself, not a copy of it
@@ -60,14 +63,17 @@ class ActivationStore:
         for n in names:
             offset, shape = self.entries[n][batch]
             dtype = np.dtype(self.dtypes[n])
-            if not shape or not all(shape):  # a scalar or an empty tensor: nothing worth mapping
-                count = int(np.prod(shape, dtype=np.int64))
-                out[n] = np.fromfile(self.root / self.files[n], dtype=dtype, count=count, offset=offset).reshape(shape)
+            count = int(np.prod(shape, dtype=np.int64))
+            if not count:  # an empty tensor: nothing to map
+                out[n] = np.zeros(shape, dtype)
                 continue
             # mapped, not copied: a region's inputs are read where the page cache holds them (a 640x640
             # detector's frontier is tens of MB per batch, read once per candidate and measurement)
-            mapped = np.memmap(self.root / self.files[n], dtype=dtype, mode="r", offset=offset, shape=tuple(shape))
-            out[n] = mapped.view(np.ndarray)
+            file = self.files[n]
+            if file not in self._maps:
+                self._maps[file] = np.memmap(self.root / file, dtype=np.uint8, mode="r")
+            raw = self._maps[file][offset:offset + count * dtype.itemsize]
+            out[n] = raw.view(np.ndarray).view(dtype).reshape(shape)
         return out
 
     def dtype_shape(self, name: str) -> tuple[np.dtype, list[int | None]]:
@@ -78,4 +84,5 @@ class ActivationStore:
         return np.dtype(self.dtypes[name]), dims
 
     def remove(self) -> None:
+        self._maps.clear()
         shutil.rmtree(self.root, ignore_errors=True)
