@@ -2,6 +2,7 @@
 --outputs, and one sentence where an op it cannot run sits inside the network."""
 
 import numpy as np
+import onnx
 import pytest
 from onnx import helper
 
@@ -69,3 +70,13 @@ def test_an_op_it_cannot_run_inside_the_network_or_alone_is_one_sentence(tmp_pat
     alone = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
     with pytest.raises(ConfigError, match="nothing it can run comes before"):
         measured_at(alone, None, ORT.runs_op, ORT.name)
+
+
+def test_a_cut_keeps_the_weights_an_ifs_branches_read():
+    from trt_mpq.network.measured import cut
+    from trt_mpq.network.shapes import infer_tensors
+
+    model = builders.if_subgraph()
+    part = cut(model, ["y"], infer_tensors(model))
+    assert {t.name for t in part.graph.initializer} == {"k16", "w_then", "w_else"}
+    onnx.checker.check_model(part)

@@ -41,7 +41,7 @@ def walk_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
 def _outer_refs(graph: onnx.GraphProto) -> set[str]:
     """Names a subgraph reads from its enclosing scope."""
     defined = {i.name for i in graph.input} | {i.name for i in graph.initializer}
-    defined |= {i.name for i in graph.sparse_initializer}
+    defined |= {i.values.name for i in graph.sparse_initializer}  # a sparse tensor's name is its values'
     refs: set[str] = set()
     for node in graph.node:
         for name in node_inputs(node):
@@ -74,7 +74,7 @@ def consumers(graph: onnx.GraphProto) -> dict[str, list[int]]:
 
 
 def constant_names(graph: onnx.GraphProto) -> set[str]:
-    return {t.name for t in graph.initializer} | {t.name for t in graph.sparse_initializer}
+    return {t.name for t in graph.initializer} | {t.values.name for t in graph.sparse_initializer}
 
 
 def descendants(graph: onnx.GraphProto, start: Iterable[int], cons: Mapping[str, list[int]] | None = None) -> set[int]:
@@ -103,7 +103,7 @@ def ancestors(graph: onnx.GraphProto, tensors: Iterable[str]) -> set[int]:
         if k in seen:
             continue
         seen.add(k)
-        stack.extend(prod[i] for i in graph.node[k].input if i in prod)
+        stack.extend(prod[i] for i in node_inputs(graph.node[k]) if i in prod)  # an If's branches read too
     return seen
 
 

@@ -18,7 +18,7 @@ import onnx
 from onnx import helper
 
 from ..errors import ConfigError
-from .graph import ancestors, descendants
+from .graph import ancestors, descendants, node_inputs
 from .model import LoadedModel, tensor_spec
 from .shapes import TensorTable
 from .units import MAIN_OPS
@@ -97,7 +97,7 @@ def cut(model: onnx.ModelProto, outputs: Sequence[str], tensors: TensorTable) ->
     reads dropped)."""
     graph = model.graph
     nodes = _in_order(graph, ancestors(graph, outputs))
-    read = {i for n in nodes for i in n.input} | set(outputs)
+    read = {i for n in nodes for i in node_inputs(n)} | set(outputs)  # subgraphs' reads of the weights too
     declared = {vi.name: vi for vi in [*graph.output, *graph.value_info]}
     outs = [declared[o] if o in declared else helper.make_tensor_value_info(o, tensors.types.get(o, 0), None)
             for o in outputs]

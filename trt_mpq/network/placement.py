@@ -31,7 +31,7 @@ def _why(node: onnx.NodeProto, types: dict[str, int], skipped: dict[str, str]) -
         return "constant"
     if node.op_type in ("If", "Loop", "Scan"):
         return "control flow (its subgraphs are not analysed)"
-    if node.op_type == "Cast" or not any(types.get(o) == FLOAT for o in node.output if o):
+    if node.op_type == "Cast" or not any(types.get(o, 0) in (FLOAT, 0) for o in node.output if o):  # 0: unknown
         return "shape, index or type arithmetic (not float)"
     if node.op_type in MOVES_DATA:
         return "moves data: runs in the precision its input arrives in"
