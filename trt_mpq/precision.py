@@ -91,7 +91,10 @@ class Plan(Mapping[str, Precision]):
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Mapping):
             return NotImplemented
-        lowered = {k: Precision(v) for k, v in other.items() if Precision(v) is not Precision.FP32}
+        try:
+            lowered = {k: Precision(v) for k, v in other.items() if Precision(v) is not Precision.FP32}
+        except ValueError:  # a value that is no precision: not equal to any plan
+            return False
         return dict(self.precisions) == lowered
 
     def precision(self, unit: str) -> Precision:
@@ -106,7 +109,7 @@ class Plan(Mapping[str, Precision]):
                 and p is not Precision.FP32}
 
     def describe(self) -> str:
-        """``3 INT8 + 2 FP8 + 40 FP16 units``"""
+        """``40 FP16 + 3 INT8 + 2 FP8 units`` (in the order of ``Precision``)"""
         return " + ".join(f"{n} {p.value.upper()}" for p, n in self.counts().items()) + " units"
 
     def to_json(self) -> dict[str, str]:
@@ -119,7 +122,7 @@ class Plan(Mapping[str, Precision]):
 def precision_files(items: Mapping | Iterable[str] | None, flag: str) -> dict[Precision, Path]:
     """``{Precision.INT8: Path(...)}`` from a mapping, or from ``int8=profile_int8.json`` items."""
     if isinstance(items, Mapping):
-        return {Precision(k): Path(v) for k, v in items.items()}
+        items = [f"{k.value if isinstance(k, Precision) else k}={v}" for k, v in items.items()]
     out = {}
     for item in items or []:
         key, sep, path = item.partition("=")

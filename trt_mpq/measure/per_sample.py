@@ -67,7 +67,7 @@ def top1(got: np.ndarray, ref: np.ndarray, target: np.ndarray | None, confidence
     others = np.where(np.eye(got.shape[-1], dtype=bool)[goal], -np.inf, got).max(axis=-1)
     noise = np.sqrt(2 * np.mean((got.astype(np.float64) - ref) ** 2, axis=-1))
     with np.errstate(divide="ignore", invalid="ignore"):
-        z = np.where(noise > 0, (scores - others) / noise, np.where(scores > others, np.inf, -np.inf))
+        z = np.where(noise > 0, (scores - others) / noise, np.where(correct, np.inf, -np.inf))  # no noise: exact
     smooth = float(np.mean(special.ndtr(z)))
     if per.shape[1] == 1:
         low, high = binomial_interval(int(per.sum()), n, confidence, one_sided)

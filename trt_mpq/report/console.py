@@ -63,9 +63,12 @@ class ConsoleProgress(ProgressSink):
 
 
 def _fmt(value, digits: int) -> str:
-    if value is None:
-        return "inf" if digits == 1 else "-"
-    return f"{value:.{digits}f}"
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _sqnr(r) -> str:
+    """A null SQNR is +inf only for identical outputs (nmse 0); NaN/Inf outputs or a zero reference: unknown."""
+    return "inf" if r.sqnr_db is None and r.nmse == 0 else _fmt(r.sqnr_db, 1)
 
 
 def sensitivity_table(analysis: Analysis, top: int | None = None) -> Table:
@@ -95,7 +98,7 @@ def sensitivity_table(analysis: Analysis, top: int | None = None) -> Table:
             if r is None:  # not measured at p (a precision the unit cannot run)
                 row += ["-"] * (3 if has_top1 else 2)
                 continue
-            row += [_fmt(r.sqnr_db, 1), _fmt(r.cosine, 5)]
+            row += [_sqnr(r), _fmt(r.cosine, 5)]
             if has_top1:
                 row.append(_fmt(r.top1_agreement, 3))
             if r and r.nonfinite:
