@@ -46,3 +46,21 @@ def test_reads_are_read_only_arrays_that_outlive_the_store(tmp_path):
     assert got["empty"].shape == (0, 5)
     store.remove()  # a job may still hold a batch when a run ends: the data stays readable
     assert np.array_equal(got["x"], value)
+
+
+def test_large_batches_are_mapped_and_small_ones_read_both_exactly(tmp_path, monkeypatch):
+    import trt_mpq.measure.store as store_module
+
+    monkeypatch.setattr(store_module, "MAP_FROM", 64)  # 16 float32s and more are mapped
+    store = ActivationStore(tmp_path / "a")
+    store.reset()
+    rng = np.random.default_rng(1)
+    written = [{"big": rng.standard_normal((b + 3, 50)).astype(np.float32), "small": np.arange(4, dtype=np.int32)}
+               for b in range(3)]
+    for b, tensors in enumerate(written):
+        store.write(b, tensors)
+    for b, tensors in enumerate(written):  # offsets that are not page-aligned map from the page below
+        got = store.read(b, ["big", "small"])
+        assert all(np.array_equal(got[k], v) and not got[k].flags.writeable for k, v in tensors.items())
+    store.remove()
+    assert not store._fds

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import functools
 import types
 import typing
 from collections.abc import Mapping
@@ -90,11 +89,6 @@ def _rounded(value: Any, digits: int) -> Any:
     return None if value is None else round(value, digits)
 
 
-@functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
 class Record:
     """Base of the frozen dataclasses that cross a stage and are written to disk."""
 
@@ -124,7 +118,7 @@ class Record:
     def from_json(cls, d: Mapping[str, Any]):  # noqa: ANN206 - the subclass
         """The record from its JSON: fields by name, typed by their annotations; absent keys take the
         field's default; keys the record does not have (derived figures) are ignored."""
-        hints, kwargs = _hints(cls), {}
+        hints, kwargs = typing.get_type_hints(cls), {}
         fields = dataclasses.fields(cls)  # type: ignore[arg-type]
         claimed = {f.metadata.get("key", f.name) for f in fields if not f.metadata.get("flatten")}
         for f in fields:

@@ -1,13 +1,18 @@
 """An on-disk store of FP32 activations, so a unit's downstream run can start from its inputs without
 recomputing everything upstream, in memory bounded by one batch.
 
-One raw file per tensor, batches appended in order and read back memory-mapped (read-only views); the index
-(offset, shape per batch) is kept in memory and written once complete. Few large files keep creation and deletion cheap.
+One raw file per tensor, batches appended in order; the index (offset, shape per batch) is kept in memory and
+written once complete. Few large files keep creation and deletion cheap. A batch is read back as read-only
+arrays: a large one mapped from the page cache rather than copied (a 640x640 detector's frontier is tens of
+MB per batch, read once per candidate threshold and per measurement), unmapped when its arrays are dropped, so
+a run's resident memory stays bounded by the batches in use.
 """
 
 from __future__ import annotations
 
 import json
+import mmap
+import os
 import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -15,6 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from ..files import atomic_write_json
+
+MAP_FROM = 1 << 20  # bytes from which a read is mapped, not copied (a mapping costs two system calls)
 
 
 class ActivationStore:
@@ -24,7 +31,7 @@ class ActivationStore:
         self.files: dict[str, str] = {}
         self.dtypes: dict[str, str] = {}
         self.entries: dict[str, list[tuple[int, list[int]]]] = {}  # name -> per batch (offset, shape)
-        self._maps: dict[str, np.memmap] = {}  # file -> the whole file mapped once (dropped when it grows)
+        self._fds: dict[str, int] = {}  # file -> a descriptor open for reading (files only grow at their end)
         if self.meta_path.exists():
             meta = json.loads(self.meta_path.read_text())
             self.files, self.dtypes = meta["files"], meta["dtypes"]
@@ -35,7 +42,7 @@ class ActivationStore:
         return self.meta_path.exists()
 
     def reset(self) -> None:
-        self._maps.clear()
+        self._close()
         shutil.rmtree(self.root, ignore_errors=True)
         self.root.mkdir(parents=True)
         self.files, self.dtypes, self.entries = {}, {}, {}
@@ -49,7 +56,6 @@ class ActivationStore:
             if len(self.entries[name]) != batch:
                 raise ValueError("batches must be written in order")
             value = np.ascontiguousarray(value, dtype=np.dtype(self.dtypes[name]))
-            self._maps.pop(self.files[name], None)
             with open(self.root / self.files[name], "ab") as f:
                 offset = f.tell()
                 f.write(value.data)  # the buffer itself, not a copy of it
@@ -64,16 +70,17 @@ class ActivationStore:
             offset, shape = self.entries[n][batch]
             dtype = np.dtype(self.dtypes[n])
             count = int(np.prod(shape, dtype=np.int64))
-            if not count:  # an empty tensor: nothing to map
+            nbytes = count * dtype.itemsize
+            if not count:
                 out[n] = np.zeros(shape, dtype)
                 continue
-            # mapped, not copied: a region's inputs are read where the page cache holds them (a 640x640
-            # detector's frontier is tens of MB per batch, read once per candidate and measurement)
-            file = self.files[n]
-            if file not in self._maps:
-                self._maps[file] = np.memmap(self.root / file, dtype=np.uint8, mode="r")
-            raw = self._maps[file][offset:offset + count * dtype.itemsize]
-            out[n] = raw.view(np.ndarray).view(dtype).reshape(shape)
+            fd = self._fd(self.files[n])
+            if nbytes < MAP_FROM:
+                out[n] = np.frombuffer(os.pread(fd, nbytes, offset), dtype).reshape(shape)
+                continue
+            start = offset - offset % mmap.ALLOCATIONGRANULARITY
+            mapped = mmap.mmap(fd, offset - start + nbytes, offset=start, access=mmap.ACCESS_READ)
+            out[n] = np.frombuffer(mapped, dtype, count, offset - start).reshape(shape)
         return out
 
     def dtype_shape(self, name: str) -> tuple[np.dtype, list[int | None]]:
@@ -84,5 +91,18 @@ class ActivationStore:
         return np.dtype(self.dtypes[name]), dims
 
     def remove(self) -> None:
-        self._maps.clear()
+        self._close()
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def _fd(self, file: str) -> int:
+        if file not in self._fds:
+            self._fds[file] = os.open(self.root / file, os.O_RDONLY)
+        return self._fds[file]
+
+    def _close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def __del__(self) -> None:
+        self._close()
