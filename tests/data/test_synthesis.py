@@ -74,6 +74,28 @@ def test_generate_writes_data_that_analyze_reads_with_its_record(tmp_path, capsy
     assert data.num_samples == 10 and data.take(0, 10)["x"].shape == (10, 3, 8, 8)
     assert data.details["generated"]["method"] == "synthesized"
     assert "batchnorm statistics" in data.details["generated"]["optimised"]
+    assert not (tmp_path / ".calib.npz.parts").exists()  # the finished batches go once the file is written
+
+
+@needs_torch
+def test_an_interrupted_synthesis_resumes_from_its_finished_batches(tmp_path):
+    model = load_model(save(conv_bn_relu_residual(), tmp_path))
+    parts = tmp_path / "parts"
+    whole, info = synthesize(model, [1, 3, 8, 8], 20, seed=5, pre=None, reference=_reference(model), steps=5,
+                             parts=parts)
+    assert sorted(p.name for p in parts.iterdir()) == ["000000.npz", "000001.npz", "000002.npz"]  # 8 + 8 + 4
+
+    def never(feeds):
+        raise AssertionError("every batch is on disk: the gradient copy is not even made")
+
+    again, info_again = synthesize(model, [1, 3, 8, 8], 20, seed=5, pre=None, reference=never, steps=5, parts=parts)
+    np.testing.assert_array_equal(again, whole)
+    assert info_again == info
+    (parts / "000001.npz").write_bytes(b"cut short")  # a batch written half (or by another version) is made again
+    (parts / "000002.npz").unlink()
+    resumed, _ = synthesize(model, [1, 3, 8, 8], 20, seed=5, pre=None, reference=_reference(model), steps=5,
+                            parts=parts)
+    np.testing.assert_array_equal(resumed, whole)
 
 
 def test_generate_noise_and_bad_requests(tmp_path, capsys):

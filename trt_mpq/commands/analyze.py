@@ -116,9 +116,9 @@ def fp32_outputs(backend: Backend, model: LoadedModel):
 
 
 def calibration_data(model: LoadedModel, opts: AnalyzeOptions, progress: Progress | None = None,
-                     backend: Backend | None = None) -> Dataset:
+                     backend: Backend | None = None, work: Path | None = None) -> Dataset:
     """The calibration data ``opts.calib`` names: generated (noise, dead-leaves, synthesized: ``backend`` checks
-    the model's gradient copy) or read."""
+    the model's gradient copy; ``work`` keeps its finished batches, so a run resumes) or read."""
     if opts.calib is None:
         return generated_dataset(model, opts.samples, opts.seed)
     if opts.calib == DEAD_LEAVES:  # images drawn in pixel space, preprocessed as photos (data.generate)
@@ -129,7 +129,7 @@ def calibration_data(model: LoadedModel, opts: AnalyzeOptions, progress: Progres
         pre = load_preprocess(opts.preprocess) if opts.preprocess else None
         backend = backend or open_backend(opts.backend, opts.backend_options).backend
         return synthesized_dataset(model, opts.samples or DEFAULT_GENERATED_SAMPLES, opts.seed, pre,
-                                   fp32_outputs(backend, model), progress)
+                                   fp32_outputs(backend, model), progress, work=work)
     return load_dataset(model, opts.calib, load_preprocess(opts.preprocess), opts.samples)
 
 
@@ -146,7 +146,7 @@ def analyze(model: str | Path, out: str | Path, options: AnalyzeOptions = Analyz
     at = measured_at(loaded.proto, options.outputs, chosen.backend.runs_op, chosen.backend.name)
     if at is not None:
         loaded = measured_model(loaded, at.outputs, at.note())
-    data = calibration_data(loaded, options, progress, chosen.backend)
+    data = calibration_data(loaded, options, progress, chosen.backend, folder.work)
     for note in loaded.notes:
         progress.log(f"model: {note}")
     if Precision.TF32 in options.precisions and not chosen.backend.capabilities.tf32_per_unit:

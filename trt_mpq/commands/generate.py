@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,7 +39,9 @@ class GenerateOptions:
 def generate(model: str | Path, out: str | Path, options: GenerateOptions = GenerateOptions(),
              progress: Progress | None = None) -> dict:
     """Write ``options.samples`` generated samples to ``out`` (.npz, one array per input; written whole or not
-    at all) and return what the data is (the record an analysis of it would keep)."""
+    at all) and return what the data is (the record an analysis of it would keep). A synthesis keeps its
+    finished batches beside ``out`` until it is written, so running the same command again after an
+    interruption resumes."""
     out = Path(out)
     if out.suffix != ".npz":
         raise ConfigError(f"--out '{out}' must name a .npz file.")
@@ -47,10 +50,12 @@ def generate(model: str | Path, out: str | Path, options: GenerateOptions = Gene
     loaded = load_model(model, shapes_of(options.shapes))
     analyze = AnalyzeOptions(calib=options.method, preprocess=options.preprocess, shapes=options.shapes,
                              samples=options.samples, seed=options.seed)
-    data = calibration_data(loaded, analyze, progress)
+    parts = out.parent / f".{out.name}.parts"  # finished batches of a long synthesis: a rerun resumes there
+    data = calibration_data(loaded, analyze, progress, work=parts)
     arrays = data.take(0, data.num_samples)
     record = {"method": options.method, "samples": data.num_samples, **data.details}
     buffer = io.BytesIO()
     np.savez(buffer, **arrays, **{GENERATOR: np.array(json.dumps(record, default=str))})
     atomic_write_bytes(out, buffer.getvalue())
+    shutil.rmtree(parts, ignore_errors=True)
     return record

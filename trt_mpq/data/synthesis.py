@@ -16,15 +16,18 @@ were used and how far the statistics moved.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
 from ..errors import DataError
+from ..files import atomic_write_bytes
 from ..network.model import LoadedModel
 from ..progress import Progress
 from .autograd import as_list, check_same, torch_module
@@ -91,14 +94,16 @@ def _box(pre: Preprocess | None, channels: int, layout: str):
 
 
 def synthesize(model: LoadedModel, dims: Sequence[int], n: int, seed: int, pre: Preprocess | None,
-               reference: Reference, steps: int = STEPS, advance: Callable[[int], None] = lambda k: None
-               ) -> tuple[np.ndarray, Synthesis]:
+               reference: Reference, steps: int = STEPS, advance: Callable[[int], None] = lambda k: None,
+               parts: Path | None = None) -> tuple[np.ndarray, Synthesis]:
     """``n`` samples for the model's one float input (per-sample ``dims``, batch axis first, size 1), and what
     was optimised. ``reference(feeds)``: the model's outputs as a backend computes them, which the gradient
-    copy must reproduce; ``advance(k)`` is called after each batch with the samples done."""
+    copy must reproduce; ``advance(k)`` is called after each batch with the samples done. ``parts``: a folder
+    each finished batch is written to as it ends and read back from on the next call (a run resumes there; the
+    caller names it by everything the batches depend on)."""
 
     targets = bn_targets(model.proto)
-    module = torch_module(model.proto, [t.tensor for t in targets])
+    module = None  # the gradient copy, made (and checked) when a batch is not on disk yet
     outputs = len(model.proto.graph.output)
     logits = next((k for k, o in enumerate(model.proto.graph.output)
                    if len(o.type.tensor_type.shape.dim) == 2 and o.type.tensor_type.shape.dim[1].dim_value >= 2), None)
@@ -116,12 +121,20 @@ def synthesize(model: LoadedModel, dims: Sequence[int], n: int, seed: int, pre: 
         count = min(GEN_BATCH, n - first)
         rng = np.random.default_rng([seed, first // GEN_BATCH])
         x0 = rng.standard_normal([count, *dims[1:]]).astype(np.float32)  # inside the pixel range after a step
-        if first == 0:  # gradients of another function would make data for another model
-            feeds = {model.inputs[0].name: x0}
-            check_same(module, feeds, reference(feeds))
-        labels = rng.integers(0, classes, count) if logits is not None else None
-        loss = _Loss(targets, outputs, logits, labels, hw)
-        x, moved = _optimise(module, x0, loss, steps, box)
+        part = parts / f"{first // GEN_BATCH:06d}.npz" if parts is not None else None
+        done = _read_part(part, x0.shape)
+        if done is not None:
+            x, moved = done
+        else:
+            if module is None:  # gradients of another function would make data for another model
+                module = torch_module(model.proto, [t.tensor for t in targets])
+                feeds = {model.inputs[0].name: x0}
+                check_same(module, feeds, reference(feeds))
+            labels = rng.integers(0, classes, count) if logits is not None else None
+            loss = _Loss(targets, outputs, logits, labels, hw)
+            x, moved = _optimise(module, x0, loss, steps, box)
+            if part is not None:
+                _write_part(part, x, moved)
         samples.append(x)
         before.append(moved[0])
         after.append(moved[1])
@@ -181,6 +194,25 @@ class _Loss:
         return float(probs[torch.arange(len(self.labels)), torch.from_numpy(self.labels)].mean().detach())
 
 
+def _read_part(path: Path | None, shape: tuple[int, ...]) -> tuple[np.ndarray, tuple] | None:
+    """A batch finished by an earlier run, or None (absent, or not what this batch would be: made again)."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        with np.load(path) as f:
+            x, moved = f["x"], [None if np.isnan(v) else float(v) for v in f["moved"]]
+    except (OSError, ValueError, KeyError):
+        return None
+    return (x, tuple(moved)) if x.shape == shape and x.dtype == np.float32 else None
+
+
+def _write_part(path: Path, x: np.ndarray, moved: tuple) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, x=x, moved=np.array([np.nan if v is None else v for v in moved], np.float64))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
 def _optimise(module, x0: np.ndarray, loss: _Loss, steps: int, box) -> tuple[np.ndarray, tuple]:
     """``x0`` after ``steps`` Adam steps on ``loss`` (clipped into ``box`` after each), and (BatchNorm distance
     before, after, target-class confidence after)."""
@@ -221,10 +253,17 @@ def input_dims(model: LoadedModel, what: str) -> list[int]:
 
 
 def synthesized_dataset(model: LoadedModel, samples: int, seed: int, pre: Preprocess | None, reference: Reference,
-                        progress: Progress | None = None, steps: int = STEPS) -> Dataset:
-    """``samples`` synthesized samples (``synthesize``) as a dataset; its details say what was optimised."""
+                        progress: Progress | None = None, steps: int = STEPS, work: Path | None = None) -> Dataset:
+    """``samples`` synthesized samples (``synthesize``) as a dataset; its details say what was optimised.
+    ``work``: where finished batches are kept (``synthesized-<key>/``), so an interrupted run resumes."""
     progress = progress or Progress()
     dims = input_dims(model, f"--calib {SYNTHESIZED}")
+    key = [SYNTHESIZED, seed, steps, LR, TV, L2, GEN_BATCH, dims, samples, pre.to_json() if pre else None]
+    fp = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+    parts = work / f"synthesized-{hashlib.sha256((fp + model.sha256).encode()).hexdigest()[:16]}" if work else None
+    kept = len(list(parts.glob("*.npz"))) if parts is not None and parts.is_dir() else 0
+    if kept:
+        progress.log(f"resuming the synthesis: {kept} finished batch{'es' if kept > 1 else ''} in {parts}")
     progress.start(f"synthesizing {samples} calibration samples", samples)
     done = [0]
 
@@ -232,12 +271,10 @@ def synthesized_dataset(model: LoadedModel, samples: int, seed: int, pre: Prepro
         progress.advance(k - done[0])
         done[0] = k
 
-    data, info = synthesize(model, dims, samples, seed, pre, reference, steps, advance)
+    data, info = synthesize(model, dims, samples, seed, pre, reference, steps, advance, parts)
     progress.log(f"calibration data synthesized through the model: {info.describe()}")
     spec = model.inputs[0]
     details = {"seed": seed, "generator": f"synthesized ({steps} Adam steps per batch of {GEN_BATCH})",
                "optimised": info.describe(), **({"preprocess": pre.to_json()} if pre is not None else {})}
-    key = [SYNTHESIZED, seed, steps, LR, TV, L2, GEN_BATCH, dims, samples, pre.to_json() if pre else None]
-    fp = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
     return Dataset(model.inputs, samples, lambda lo, hi: {spec.name: data[lo:hi]}, "generated", "generated",
                    details, fp)
