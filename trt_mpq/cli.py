@@ -214,7 +214,7 @@ def _analysis_args(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--float-samples", default=d.float_samples, metavar="N|auto|all",
                    help="samples the FP16/BF16/TF32 measurements run on: their errors are roundings, steady across "
                    "samples, so auto (default) takes a spread quarter of the batches, at least 16 samples (8 "
-                   "when each sample's outputs hold 100,000 values or more: a dense prediction); all: "
+                   "when each sample's outputs hold 100,000 values or more: a dense prediction), at most 32; all: "
                    "every sample; INT8, FP8 and INT4 always use every sample")
     p.add_argument("--batch", type=_positive, default=d.batch, metavar="B", help=f"batch size (default {d.batch})")
     p.add_argument("--seed", type=int, default=d.seed, metavar="S", help="seed for generated data (default 0)")

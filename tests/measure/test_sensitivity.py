@@ -226,11 +226,11 @@ def test_auto_chooses_fp8_thresholds_too_kept_apart_from_int8(tmp_path):
     assert ranges.fp8_scale(tensor) == pytest.approx(ranges.candidates[tensor][method] / 448)
 
 
-def test_rounding_batches_take_a_spread_quarter_of_at_least_16_samples():
+def test_rounding_batches_take_a_spread_quarter_of_16_to_32_samples():
     from trt_mpq.measure.sensitivity import rounding_batches
 
     assert rounding_batches([8] * 9, "auto") == [0, 4, 8]  # 18 of 72 wanted: 3 whole batches, spread
-    assert rounding_batches([8] * 32, "auto") == [0, 4, 9, 13, 18, 22, 27, 31]  # 64 of 256
+    assert rounding_batches([8] * 32, "auto") == [0, 10, 21, 31]  # a quarter of 256 is 64: at most 32 taken
     assert rounding_batches([8, 8], "auto") == [0, 1]  # 16 samples: all of them
     assert rounding_batches([8] * 9, "all") == list(range(9))
     assert rounding_batches([8] * 9, 20) == [0, 4, 8]
