@@ -3,8 +3,8 @@
 Every candidate threshold of a tensor (max, percentile, entropy, mse: all from the FP32 pass's histogram;
 methods within 1 % count once) is tried on the first unit in graph order that reads the tensor: that unit
 alone in the quantized precision (its weight quantized, of its inputs only this tensor), the network
-downstream of it run from the stored FP32 frontier on ``CHOOSE_BATCHES`` batch of the data, its outputs
-compared with the FP32 reference. The candidate with the
+downstream of it run from the stored FP32 frontier on ``CHOOSE_BATCHES`` batches spread over the data (at
+most a quarter of them, at least one), its outputs compared with the FP32 reference. The candidate with the
 least error (each sample's normalised squared error, averaged) wins; a tie goes to the earlier method of
 ``CHOICES`` (max first; a Q/DQ file's own "shipped" threshold last). The decision depends on the model and
 the data alone, never on the order units are measured in, and a tensor read by several units (Q, K and V of
@@ -30,10 +30,11 @@ from ..quant.lower import lower
 from ..quant.ranges import CHOICES, Ranges
 from .output_delta import BatchDelta, OutputDelta
 
-# Batches each candidate runs on (8 samples at the default batch). One chooses as well as two did, for half the
-# cost: all-INT8 MobileNetV2 agreement 0.919 vs 0.889 (logit SQNR 12.52 vs 12.83 dB), MiniLM cosine 0.9831 vs
-# 0.9822 (docs/results.md); more batches were no better (3: 0.874 / 0.9838, 4: 0.859 / 0.9840).
-CHOOSE_BATCHES = 1
+# Batches each candidate runs on (16 samples at the default batch), spread over the data (often sorted by class
+# or source). One batch chose as well on the two models measured (all-INT8 MobileNetV2 agreement 0.919 vs 0.889,
+# MiniLM cosine 0.9831 vs 0.9822) at half the cost, but it is the first batch only (MobileNetV2's: 8 crops of
+# one photo), and MobileNetV2's `run` then searched twice as long for a mix no faster (docs/results.md).
+CHOOSE_BATCHES = 2
 CHOSEN_BY = (Precision.INT8, Precision.FP8)  # the precisions whose activation thresholds auto chooses
 
 
