@@ -173,3 +173,17 @@ class StopAfter(Progress):
             self.n -= k
             if self.n <= 0:
                 raise KeyboardInterrupt
+
+
+class CountingProgress(Progress):
+    """Progress that records what was started (label, total) and how far it advanced."""
+
+    def __init__(self) -> None:
+        self.started: list[tuple[str, int]] = []
+        self.advanced = 0
+
+    def start(self, label, total):
+        self.started.append((label, total))
+
+    def advance(self, n=1):
+        self.advanced += n

@@ -13,27 +13,14 @@ import pytest
 from onnx import numpy_helper
 
 import builders
-from fakes import CountingBackend
+from fakes import CountingBackend, CountingProgress
 from trt_mpq.data.datasets import generated_dataset
 from trt_mpq.measure.calibration import calibrate, channel_axes, int8_weights, probe_model
 from trt_mpq.network.model import load_model
 from trt_mpq.network.units import find_units
 from trt_mpq.precision import Precision
-from trt_mpq.progress import Progress
 
 QUANTIZED = ["x", "r1", "r3", "f"]  # the INT8 inputs of conv1, conv2, gap and fc
-
-
-class Counting(Progress):
-    def __init__(self) -> None:
-        self.started: list[tuple[str, int]] = []
-        self.advanced = 0
-
-    def start(self, label, total):
-        self.started.append((label, total))
-
-    def advance(self, n=1):
-        self.advanced += n
 
 
 @pytest.fixture
@@ -127,7 +114,7 @@ def test_percentile_ranges_come_from_a_second_pass_over_the_whole_data(tiny):
     data = generated_dataset(model, samples=64, seed=3)  # 12,288 values of x: 99.99 % leaves out the largest
     feeds = data.take(0, 64)
     activations = {"x": feeds["x"], **_activations(model.proto, feeds, QUANTIZED[1:])}
-    progress = Counting()
+    progress = CountingProgress()
     backend = CountingBackend()
     ranges = calibrate(model, units, data, backend, calibrator="percentile", batch=16, progress=progress)
     assert backend.compiled == 1  # one probe, run twice over the data
@@ -145,7 +132,7 @@ def test_percentile_ranges_come_from_a_second_pass_over_the_whole_data(tiny):
 
 def test_auto_keeps_every_methods_candidate_and_starts_from_mse(tiny):
     model, units, data = tiny
-    progress = Counting()
+    progress = CountingProgress()
     ranges = calibrate(model, units, data, CountingBackend(), calibrator="auto", batch=4, progress=progress)
     assert progress.advanced == 6
     for n in QUANTIZED:
@@ -156,7 +143,7 @@ def test_auto_keeps_every_methods_candidate_and_starts_from_mse(tiny):
 
 def test_one_pass_and_one_advance_per_batch_for_max(tiny):
     model, units, data = tiny
-    progress = Counting()
+    progress = CountingProgress()
     calibrate(model, units, data, CountingBackend(), calibrator="max", batch=4, progress=progress)
     assert progress.started == [("calibration", 3)] and progress.advanced == 3
 

@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 
 import builders
-from fakes import CountingBackend
+from fakes import CountingBackend, CountingProgress
 from trt_mpq.data.datasets import generated_dataset
 from trt_mpq.executors import Serial
 from trt_mpq.measure.calibration import calibrate
@@ -23,22 +23,9 @@ from trt_mpq.network.model import load_model
 from trt_mpq.network.units import find_units
 from trt_mpq.network.weights import split_weights
 from trt_mpq.precision import Precision
-from trt_mpq.progress import Progress
 
 P = Precision
 OBSERVED = ["x", "r1", "r3", "p", "f", "y"]  # what the units of the residual CNN read and hand on
-
-
-class Counting(Progress):
-    def __init__(self) -> None:
-        self.started: list[tuple[str, int]] = []
-        self.advanced = 0
-
-    def start(self, label, total):
-        self.started.append((label, total))
-
-    def advance(self, n=1):
-        self.advanced += n
 
 
 @pytest.fixture
@@ -55,7 +42,7 @@ def _run(tmp_path, model, table, data, settings, name="store"):
     kept = list(dict.fromkeys([n for r in regions for n in r.frontier] + ["y"]))
     assert kept == ["x", "r1", "r3", "f", "y"]
     skeleton, weights = split_weights(model.proto, min_bytes=64)
-    store, backend, progress = ActivationStore(tmp_path / name), CountingBackend("none"), Counting()
+    store, backend, progress = ActivationStore(tmp_path / name), CountingBackend("none"), CountingProgress()
     ranges, layout = fp32_pass(model, skeleton, weights, table, kept, data, backend, settings, store,
                                Serial(), progress)
     return ranges, layout, store, backend, progress
