@@ -260,7 +260,8 @@ def synthesized_dataset(model: LoadedModel, samples: int, seed: int, pre: Prepro
     dims = input_dims(model, f"--calib {SYNTHESIZED}")
     key = [SYNTHESIZED, seed, steps, LR, TV, L2, GEN_BATCH, dims, samples, pre.to_json() if pre else None]
     fp = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
-    parts = work / f"synthesized-{hashlib.sha256((fp + model.sha256).encode()).hexdigest()[:16]}" if work else None
+    made_by = json.dumps([fp, model.sha256, model.fixed, list(model.measured)], sort_keys=True, default=str)
+    parts = work / f"synthesized-{hashlib.sha256(made_by.encode()).hexdigest()[:16]}" if work else None
     kept = len(list(parts.glob("*.npz"))) if parts is not None and parts.is_dir() else 0
     if kept:
         progress.log(f"resuming the synthesis: {kept} finished batch{'es' if kept > 1 else ''} in {parts}")
