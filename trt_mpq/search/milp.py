@@ -96,7 +96,10 @@ def solve(opts: DecisionSpace, noise_budget: float | None = None, seconds_budget
                bounds=Bounds(0, 1), options=EXACT)
     if not res.success or res.x is None:
         return None
-    strict = Plan.of({u: p for (u, p), i in index.items() if res.x[i] > 0.5})
+    def picked(x: np.ndarray) -> Plan:
+        return Plan.of({u: p for (u, p), i in index.items() if x[i] > 0.5})
+
+    strict = picked(res.x)
     if no_tie_break_from_s is not None and opts.seconds(strict) >= no_tie_break_from_s:
         return strict
     if minimise is Objective.LATENCY and tie_break:  # second pass: smallest weights within the latency resolution
@@ -109,7 +112,7 @@ def solve(opts: DecisionSpace, noise_budget: float | None = None, seconds_budget
         tied = milp(objective, constraints=LinearConstraint(np.array(rows), lo, hi), integrality=integrality,
                     bounds=Bounds(0, 1), options=EXACT)
         if tied.success and tied.x is not None:
-            return Plan.of({u: p for (u, p), i in index.items() if tied.x[i] > 0.5})
+            return picked(tied.x)
     return strict
 
 
