@@ -196,8 +196,9 @@ def _analysis_args(p: argparse.ArgumentParser, command: str) -> None:
                    help=f"INT4 weights per scale along K (default {d.int4_block})")
     p.add_argument("--calibrator", default=d.calibrator, choices=CALIBRATORS,
                    help="INT8 activation thresholds: max, percentile (99.99), entropy (TensorRT's KL method), mse, "
-                   f"or auto (per tensor, whichever of them changes the outputs of the units that read it least, "
-                   f"tried before the analysis; default {d.calibrator})")
+                   "or auto (per tensor, whichever of them, or where they disagree 3x or more a threshold between "
+                   "them, moves the model's outputs least with its first reader lowered, tried on 2 batches before "
+                   f"the analysis; default {d.calibrator})")
     p.add_argument("--weight-scales", default=d.weight_scales, choices=WEIGHT_SCALES,
                    help="INT8 weight scales per output channel: max, or mse (clipped where the channel's error "
                    f"is least; default {d.weight_scales})")

@@ -9,10 +9,12 @@ from trt_mpq.measure.fp32_pass import fp32_pass
 from trt_mpq.measure.sensitivity import Settings, downstream_model, unit_regions
 from trt_mpq.measure.store import ActivationStore
 from trt_mpq.measure.thresholds import (
+    REFINE_ROUNDS,
     _Reference,
     candidate_errors,
     choice_batches,
     choose_thresholds,
+    refined_threshold,
     spread,
 )
 from trt_mpq.network.model import load_model
@@ -20,6 +22,7 @@ from trt_mpq.network.units import find_units
 from trt_mpq.network.weights import split_weights
 from trt_mpq.precision import Precision
 from trt_mpq.progress import Progress
+from trt_mpq.quant.ranges import REFINED
 
 
 def test_reference_errors_count_each_sample_alike():
@@ -86,3 +89,49 @@ def test_tensors_whose_candidates_agree_take_max_without_running_anything(fanout
     chosen, measured = choose_thresholds(units, downstream, type(ranges)(**{**ranges.__dict__, "candidates": flat}),
                                          (Precision.INT8,), batches, outputs, executor, [counting, weights])
     assert counting.compiled == 0 and set(chosen.methods.values()) == {"max"} and measured == {}
+
+
+def test_a_refined_threshold_lies_next_to_the_best_at_the_least_of_a_parabola():
+    # log-error a parabola in log-threshold with its least at 8: three points around it find it
+    tried = {t: float(np.exp((np.log(t) - np.log(8.0)) ** 2)) for t in (2.0, 4.0, 20.0, 25.0)}
+    x = refined_threshold(tried, 4.0)
+    assert x is not None and np.sqrt(4.0 * 2.0) <= x <= np.sqrt(4.0 * 20.0)
+    assert abs(np.log(x) - np.log(8.0)) < abs(np.log(4.0) - np.log(8.0))  # nearer the least than the best was
+    # the best at an end of the range: the geometric midpoint toward its one neighbour
+    assert refined_threshold({2.0: 1.0, 8.0: 0.5}, 8.0) == pytest.approx(4.0)
+    # neighbours too close to gain anything between them, or a best that was not tried
+    assert refined_threshold({2.0: 1.0, 2.1: 0.5}, 2.1) is None
+    assert refined_threshold({2.0: 1.0, 8.0: 0.5}, 3.0) is None
+    # non-finite errors are no evidence: the one finite point has no neighbour
+    assert refined_threshold({2.0: np.inf, 8.0: 0.5}, 8.0) is None
+
+
+def _spread(ranges, tensor, ratio):
+    """``ranges`` with ``tensor``'s candidates two thresholds ``ratio`` apart (max and percentile) around its
+    largest |x| (clipping at a third of it and a range three times too wide both cost more than between)."""
+    top = ranges.candidates[tensor]["max"]
+    candidates = {**ranges.candidates, tensor: {"max": top * np.sqrt(ratio), "percentile": top / np.sqrt(ratio)}}
+    return type(ranges)(**{**ranges.__dict__, "candidates": candidates})
+
+
+def test_wide_candidates_are_searched_between_and_the_least_error_wins(fanout):
+    executor, weights, units, downstream, ranges, store, _, batches, outputs = fanout
+    first = next(u for u in units if u.activations)
+    t = first.activations[0]
+    compiled = {}
+    for ratio in (2.0, 10.0):  # 2: both candidates near the best; 10: a better one between
+        counting = CountingBackend("none")
+        chosen, _ = choose_thresholds(units, downstream, _spread(ranges, t, ratio), (Precision.INT8,), batches,
+                                      outputs, executor, [counting, weights])
+        compiled[ratio] = counting.compiled
+    assert 1 <= compiled[10.0] - compiled[2.0] <= REFINE_ROUNDS  # only the wide tensor, once a round at most
+    wide = _spread(ranges, t, 10.0)
+    method, amax = chosen.methods[t], chosen.amax[t]
+    assert chosen.candidates[t][method] == amax
+    assert method == REFINED and wide.candidates[t]["percentile"] < amax < wide.candidates[t]["max"]
+    # recomputed independently: the chosen threshold's error is the least of the two methods' and its own
+    trial = type(wide)(**{**wide.__dict__, "candidates": {**wide.candidates, t: {**wide.candidates[t], "x": amax}}})
+    errors = candidate_errors(downstream(first), weights, first, Precision.INT8, trial,
+                              {t: ("max", "percentile", "x")}, CountingBackend("none"), store,
+                              choice_batches(batches), outputs).errors[t]
+    assert errors["x"] <= min(errors["max"], errors["percentile"])

@@ -22,6 +22,7 @@ METHODS = ("max", "percentile", "entropy", "mse")  # the thresholds a calibrator
 CALIBRATORS = (*METHODS, "auto")
 SHIPPED = "shipped"  # the threshold an already-quantized file's own scale gives (network.qdq)
 CHOICES = (*METHODS, SHIPPED)  # the thresholds --calibrator auto chooses among, ties to the first
+REFINED = "refined"  # auto's threshold between two of those, where its criterion found a better one there
 HIST_BINS = 2048
 INT8_MAX = 127
 FP8_MAX = 448.0  # E4M3
