@@ -42,7 +42,7 @@ CHOSEN_BY = (Precision.INT8, Precision.FP8)  # the precisions whose activation t
 # apart (entropy 2.1, percentile 4.2, mse 18.3, max 24.8) and the best threshold lies between them. FP8 keeps
 # its range by its floating spacing: its methods' candidates are enough.
 REFINED_FOR = (Precision.INT8,)
-REFINE_ROUNDS = 2  # one more trial per tensor and round, each next to the best so far
+REFINE_ROUNDS = 2  # at most; each round one more trial per tensor, next to the best so far, while the last gained
 WIDE = 3.0  # ... where the methods' candidates span at least this ratio (MobileNetV2's ReLU6 outputs: 2-2.4, and
 # thresholds between them fitted 16 samples, not the data: all-INT8 logit SQNR 0.2 dB lower on the eval photos)
 CLOSE = 1.15  # a threshold within 15 % of one tried is not tried
@@ -188,6 +188,12 @@ def refined_threshold(tried: Mapping[float, float], best: float) -> float | None
     return None if min(abs(x - t) for t in xs) < np.log(CLOSE) else float(np.exp(x))
 
 
+def _best(tried: Mapping[float, tuple[float, str]]) -> tuple[float, str]:
+    """The threshold with the least error (threshold -> (error, method)), ties to the earlier method."""
+    th = min(tried, key=lambda t: (tried[t][0], ORDER.index(tried[t][1].split(".")[0])))
+    return th, tried[th][1]
+
+
 @dataclass(frozen=True)
 class _Trials:
     """Runs candidate trials of one precision, each tensor on the unit that decides it, through the executor."""
@@ -246,15 +252,11 @@ def choose_thresholds(units: Sequence[Unit], downstream: Callable[[Unit], onnx.M
         trials = _Trials(p, decider, downstream, batches, tuple(outputs), executor, shared, progress)
         found = trials.run({t: options[t] for t in decider}, ranges, "")
         tried = {t: {ranges.candidates[t][m]: (e, m) for m, e in errs.items()} for t, errs in found.errors.items()}
-        for k in range(REFINE_ROUNDS if p in REFINED_FOR else 0):
-            nxt = {}
-            for t, pts in tried.items():
-                if max(ranges.candidates[t].values()) < WIDE * min(ranges.candidates[t].values()):
-                    continue
-                best = min(pts, key=lambda th, pts=pts: (pts[th][0], ORDER.index(pts[th][1].split(".")[0])))
-                x = refined_threshold({th: e for th, (e, _) in pts.items()}, best)
-                if x is not None:
-                    nxt[t] = x
+        searching = [t for t in tried if p in REFINED_FOR and max(ranges.candidates[t].values())
+                     >= WIDE * min(ranges.candidates[t].values())]
+        for k in range(REFINE_ROUNDS):
+            nxt = {t: x for t in searching
+                   if (x := refined_threshold({th: e for th, (e, _) in tried[t].items()}, _best(tried[t])[0]))}
             if not nxt:
                 break
             name = f"{REFINED}.{k + 1}"  # one name per round: each round's trials keep their own deltas
@@ -264,9 +266,10 @@ def choose_thresholds(units: Sequence[Unit], downstream: Callable[[Unit], onnx.M
             found.deltas.update(more.deltas)
             for t, e in more.errors.items():
                 tried[t][nxt[t]] = (e[name], name)
+            searching = [t for t in nxt if _best(tried[t])[0] == nxt[t]]  # a search goes on while it gains
         refined: dict[str, float] = {}
         for t, pts in tried.items():  # every candidate's error known: the least, ties to the earlier method
-            th, (_, m) = min(pts.items(), key=lambda kv: (kv[1][0], ORDER.index(kv[1][1].split(".")[0])))
+            th, m = _best(pts)
             choice[t] = m.split(".")[0]
             if choice[t] == REFINED:
                 refined[t] = th
