@@ -9,6 +9,10 @@ default settings, then side by side against the real-data analysis:
 - every INT8-capable unit in INT8 with that analysis's thresholds, scored on the held-out photos: top-1
   agreement with FP32.
 One run, this machine; every analysis runs in this process one after the other.
+
+With --digits, the digits CNN instead: three disjoint sets of real training digits and the test digits, each
+against the others (how far new real data moves the ranking: the ceiling for any generator), then noise and
+synthesized digits against each real set.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from trt_mpq import AnalyzeOptions, analyze  # noqa: E402
 from trt_mpq.backends.onnxrt import OnnxRuntimeBackend  # noqa: E402
 from trt_mpq.data.datasets import load_dataset  # noqa: E402
 from trt_mpq.data.images import load_preprocess  # noqa: E402
+from trt_mpq.errors import TrtMpqError  # noqa: E402
 from trt_mpq.network.model import load_model  # noqa: E402
 from trt_mpq.network.units import find_units  # noqa: E402
 from trt_mpq.precision import Plan, Precision  # noqa: E402
@@ -57,6 +62,38 @@ def agreement(model, units, run: Path, evals, backend) -> float:
     return same / total
 
 
+def digits_ceiling(samples: int) -> None:
+    """The digits CNN: how far real digits move the INT8 ranking (disjoint sets of real digits against each
+    other), next to generated digits against those real sets. A generator cannot be told from another by a
+    statistic that new real data moves as much."""
+    path = SHARED / "digits_cnn.onnx"
+    data = np.load(SHARED / "digits.npz")
+    with tempfile.TemporaryDirectory(prefix="trt-mpq-digits-") as tmp:
+        sources = {}
+        for k in range(3):
+            rows = data["x_train"][k * samples:(k + 1) * samples]
+            np.savez(Path(tmp) / f"train{k}.npz", input=rows)
+            sources[f"train {k * samples}-{(k + 1) * samples}"] = str(Path(tmp) / f"train{k}.npz")
+        np.savez(Path(tmp) / "test.npz", input=data["x_test"][:samples])
+        sources[f"test 0-{samples}"] = str(Path(tmp) / "test.npz")
+        real = list(sources)
+        sources.update({"noise N(0,1)": "generated", "synthesized": "synthesized"})
+        ranking = {}
+        for name, calib in sources.items():
+            run = Path(tmp) / name.replace(" ", "_")
+            try:
+                analyze(path, run, AnalyzeOptions(calib=calib, samples=samples, precisions=(Precision.INT8,)))
+            except TrtMpqError as e:  # synthesized needs trt-mpq[datagen]
+                print(f"{name}: not run ({e})")
+                continue
+            ranking[name] = nmse_by_unit(run)
+        print(f"digits CNN, INT8, {samples} samples per source: Spearman against each real set\n")
+        for name, nmse in ranking.items():
+            rhos = [spearmanr([ranking[r][u] for u in nmse], [nmse[u] for u in nmse]).statistic
+                    for r in real if r != name]
+            print(f"{name:16s} mean {np.mean(rhos):.3f}  min {np.min(rhos):.3f}  max {np.max(rhos):.3f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=72, help="calibration samples of each source")
@@ -64,10 +101,15 @@ def main() -> int:
     parser.add_argument("--only", default=None, help="comma-separated rows to run besides the real photos")
     parser.add_argument("--also", action="append", default=[], metavar="NAME=FILE.npz",
                         help="another calibration source: data written by 'trt-mpq generate' (repeatable)")
+    parser.add_argument("--digits", action="store_true",
+                        help="the digits CNN instead: real digits against other real digits, and generated ones")
     args = parser.parse_args()
     if not SHARED.is_dir():
         print(f"needs the real models in {SHARED}", file=sys.stderr)
         return 2
+    if args.digits:
+        digits_ceiling(args.samples if args.samples != 72 else 256)
+        return 0
     path = SHARED / "mobilenetv2_imagenet.onnx"
     pre = str(ROOT / "examples" / "preprocess" / "mobilenetv2_imagenet.json")
     model = load_model(path)
