@@ -260,9 +260,8 @@ def choose_thresholds(units: Sequence[Unit], downstream: Callable[[Unit], onnx.M
             if not nxt:
                 break
             name = f"{REFINED}.{k + 1}"  # one name per round: each round's trials keep their own deltas
-            trial = replace(ranges, candidates={**ranges.candidates,
-                                                **{t: {**ranges.candidates[t], name: x} for t, x in nxt.items()}})
-            more = trials.run({t: (name,) for t in nxt}, trial, f", between candidates (round {k + 1})")
+            more = trials.run({t: (name,) for t in nxt}, ranges.with_candidate(name, nxt),
+                              f", between candidates (round {k + 1})")
             found.deltas.update(more.deltas)
             for t, e in more.errors.items():
                 tried[t][nxt[t]] = (e[name], name)
@@ -275,9 +274,7 @@ def choose_thresholds(units: Sequence[Unit], downstream: Callable[[Unit], onnx.M
                 refined[t] = th
             if len(decider[t].activations) == 1 and (t, m) in found.deltas:
                 measured[(decider[t].name, p)] = found.deltas[(t, m)]  # its trial at the choice: its measurement
-        ranges = replace(ranges, candidates={**ranges.candidates,
-                                             **{t: {**ranges.candidates[t], REFINED: x} for t, x in refined.items()}})
-        ranges = ranges.choose_for(p, choice)
+        ranges = ranges.with_candidate(REFINED, refined).choose_for(p, choice)
         counts = {m: sum(1 for c in choice.values() if c == m) for m in ORDER}
         progress.log(f"{p.value.upper()} thresholds: " + ", ".join(f"{n} {m}" for m, n in counts.items() if n)
                      + f" (of {len(choice)} tensors; each chosen at the outputs, on {len(batches)} "

@@ -237,7 +237,12 @@ class Ranges(Record):
 
     def with_shipped(self, thresholds: Mapping[str, float]) -> Ranges:
         """The same ranges with a file's own thresholds as one more candidate of the tensors they cover."""
-        candidates = {t: {**c, SHIPPED: float(thresholds[t])} if t in thresholds else c
+        return self.with_candidate(SHIPPED, thresholds)
+
+    def with_candidate(self, method: str, thresholds: Mapping[str, float]) -> Ranges:
+        """The same ranges with ``thresholds`` as one more candidate, named ``method``, of the tensors they
+        cover (a file's own, or auto's search between the methods')."""
+        candidates = {t: {**c, method: float(thresholds[t])} if t in thresholds else c
                       for t, c in self.candidates.items()}
         return replace(self, candidates=candidates)
 
