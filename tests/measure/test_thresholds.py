@@ -130,8 +130,7 @@ def test_wide_candidates_are_searched_between_and_the_least_error_wins(fanout):
     assert chosen.candidates[t][method] == amax
     assert method == REFINED and wide.candidates[t]["percentile"] < amax < wide.candidates[t]["max"]
     # recomputed independently: the chosen threshold's error is the least of the two methods' and its own
-    trial = type(wide)(**{**wide.__dict__, "candidates": {**wide.candidates, t: {**wide.candidates[t], "x": amax}}})
-    errors = candidate_errors(downstream(first), weights, first, Precision.INT8, trial,
+    errors = candidate_errors(downstream(first), weights, first, Precision.INT8, wide.with_candidate("x", {t: amax}),
                               {t: ("max", "percentile", "x")}, CountingBackend("none"), store,
                               choice_batches(batches), outputs).errors[t]
     assert errors["x"] <= min(errors["max"], errors["percentile"])
