@@ -122,6 +122,19 @@ def attention_matmul(seed: int = 0) -> onnx.ModelProto:
     return model(nodes, [fvi("x", ["N", 5, 8])], [fvi("y", ["N", 5, 5])], inits)
 
 
+def heavy_tailed(seed: int = 0) -> onnx.ModelProto:
+    """A projection of exp(x), then another: log-normal activations, whose max, percentile, entropy and mse
+    thresholds lie far apart (as a GELU's output in a transformer)."""
+    r = _rng(seed)
+    nodes = [helper.make_node("Exp", ["x"], ["e"], "exp"),
+             helper.make_node("MatMul", ["e", "w1"], ["h"], "fc1"),
+             helper.make_node("Exp", ["h"], ["g"], "exp2"),
+             helper.make_node("MatMul", ["g", "w2"], ["y"], "fc2")]
+    inits = [init("w1", (r.standard_normal((16, 16)) / 8).astype(np.float32)),
+             init("w2", (r.standard_normal((16, 4)) / 4).astype(np.float32))]
+    return model(nodes, [fvi("x", ["N", 16])], [fvi("y", ["N", 4])], inits)
+
+
 def fp16_overflow(seed: int = 0) -> onnx.ModelProto:
     """A Gemm whose output exceeds the FP16 range (65504) for normal inputs."""
     r = _rng(seed)

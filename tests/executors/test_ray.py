@@ -68,6 +68,13 @@ def test_two_workers_give_the_answer_of_one_process_byte_for_byte(tmp_path, clus
     assert any(u["results"].get("int8", {}).get("nmse") for u in serial[0]["units"])  # something was measured
 
 
+def test_thresholds_searched_between_the_candidates_are_those_of_one_process(tmp_path, cluster):
+    serial = _analyse(tmp_path, "serial", builders.heavy_tailed)
+    spread = _analyse(tmp_path, "ray", builders.heavy_tailed, RayExecutor(workers=2))
+    assert spread[0] == serial[0] and spread[1] == serial[1]
+    assert "refined" in serial[1]["methods"].values()  # a threshold between two methods' won (exp's output)
+
+
 def test_an_error_on_a_worker_ends_the_run_with_its_own_sentence(tmp_path, cluster):
     with pytest.raises(BackendError) as caught:
         _analyse(tmp_path, "fail", builders.conv_bn_relu_residual, RayExecutor(workers=2),

@@ -168,7 +168,7 @@ def test_auto_calibrator_chooses_on_the_readers_outputs_and_beats_max(tmp_path):
             assert ranges.methods[tensor] == method and ranges.amax[tensor] == ranges.candidates[tensor][method]
 
 
-@pytest.mark.parametrize("builder", [builders.conv_bn_relu_residual, builders.norm_fanout])
+@pytest.mark.parametrize("builder", [builders.conv_bn_relu_residual, builders.norm_fanout, builders.heavy_tailed])
 def test_measurements_do_not_depend_on_their_order(tmp_path, builder):
     """Each (unit, precision) is a pure function of data: serial, reversed and shuffled orders give the same
     sensitivity.json and ranges.json (apart from the elapsed time), shared tensors one threshold."""
