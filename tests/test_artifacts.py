@@ -12,8 +12,10 @@ from trt_mpq import Plan, PlanOptions, plan
 from trt_mpq import Precision as P
 from trt_mpq.artifacts import Analysis, Budget, BuildResult, CheckRow, PlanReport, RunFolder, UnitResult, planned_units
 from trt_mpq.artifacts.record import Record, empty, keep
+from trt_mpq.commands.analyze import AUTO_JOBS
 from trt_mpq.commands.opened import open_analysis, read_analysis
 from trt_mpq.errors import ConfigError
+from trt_mpq.executors import cores
 
 
 def test_analysis_reads_back_what_analyze_wrote(analysed):
@@ -22,7 +24,10 @@ def test_analysis_reads_back_what_analyze_wrote(analysed):
     analysis = Analysis.from_json(written)
     assert analysis.to_json() == written
     assert [u.name for u in analysis.units] == ["conv1", "conv2", "gap", "fc"]
-    assert analysis.backend.name == "onnxruntime" and analysis.backend.settings == {"ort_optimize": "none"}
+    # jobs side by side on a machine of several cores: each session on its share of them, recorded
+    jobs = min(AUTO_JOBS, cores())
+    threads = {"ort_threads": cores() // jobs} if jobs > 1 else {}
+    assert analysis.backend.name == "onnxruntime" and analysis.backend.settings == {"ort_optimize": "none", **threads}
     assert analysis.calibration.data.samples == 32 and analysis.calibration.calibrator == "auto"
     assert analysis.calibration.bias_correction and analysis.calibration.weight_scales == "mse"
     assert all(isinstance(r, UnitResult) and r.nmse >= 0 for u in analysis.units for r in u.results.values())

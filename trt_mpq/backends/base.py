@@ -142,6 +142,10 @@ class Backend(ABC):
         return themselves."""
         return self
 
+    def fixes_threads(self) -> bool:
+        """Whether the user set this backend's CPU threads per session (then jobs run one at a time here)."""
+        return False
+
     def record(self) -> BackendRecord:
         return BackendRecord(self.name, self.describe(), self.options_json())
 

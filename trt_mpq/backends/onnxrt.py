@@ -138,6 +138,9 @@ class OnnxRuntimeBackend(Backend):
     def with_threads(self, threads: int) -> OnnxRuntimeBackend:
         return type(self)(replace(self.options, threads=threads))
 
+    def fixes_threads(self) -> bool:
+        return bool(self.options.threads)
+
     def versions(self) -> dict[str, str]:
         return {"onnxruntime": self._ort.__version__}
 
@@ -215,7 +218,8 @@ class OnnxRuntimeBackend(Backend):
                 shared = weights.handles("onnxruntime")
                 for n in names:
                     if n not in shared:  # a view of the bank's array: no copy, alive as long as the bank
-                        shared[n] = self._ort.OrtValue.ortvalue_from_numpy(weights.arrays[n])
+                        # setdefault: a job on another thread may have made it meanwhile; one value wins
+                        shared.setdefault(n, self._ort.OrtValue.ortvalue_from_numpy(weights.arrays[n]))
                 options.add_external_initializers(names, [shared[n] for n in names])
         try:
             session = self._ort.InferenceSession(_runnable(model), options, providers=list(self.providers))

@@ -13,7 +13,7 @@ from ..data.generate import DEAD_LEAVES, GENERATED, SYNTHESIZED
 from ..data.images import load_preprocess
 from ..data.thumbnails import thumbnails
 from ..errors import ConfigError
-from ..executors import open_executor
+from ..executors import cores, open_executor
 from ..files import atomic_write_bytes
 from ..measure import sensitivity
 from ..measure.sensitivity import FLOAT_SAMPLES
@@ -57,6 +57,7 @@ class AnalyzeOptions:
     seed: int = 0
     workers: int | None = None  # a local Ray cluster of that many single-threaded workers; None: this process
     ray_address: str | None = None  # or a running Ray cluster ("auto": the local one); RAY_ADDRESS works too
+    jobs: int | None = None  # in this process, that many jobs at a time; None: auto (see ``jobs_for``)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise the accepted forms once, here
@@ -86,6 +87,8 @@ class AnalyzeOptions:
             raise ConfigError("--batch must be at least 1.")
         if self.workers is not None and self.workers < 1:
             raise ConfigError("--workers must be at least 1.")
+        if self.jobs is not None and self.jobs < 1:
+            raise ConfigError("--jobs must be at least 1.")
         if self.int4_block < 16 or self.int4_block & (self.int4_block - 1):
             raise ConfigError(f"--int4-block must be a power of two of at least 16 (e.g. 128), not {self.int4_block}.")
 
@@ -164,8 +167,21 @@ def analyze(model: str | Path, out: str | Path, options: AnalyzeOptions = Analyz
         atomic_write_bytes(folder.calibration_png, strip)
     settings = sensitivity.Settings(options.precisions, options.calibrator, options.batch, options.weight_scales,
                                     options.bias_correction, options.int4_block, options.float_samples)
-    with open_executor(options.workers, options.ray_address) as executor:
+    with open_executor(options.workers, options.ray_address, jobs_for(options, chosen.backend)) as executor:
         if executor.workers > 1 or options.workers or options.ray_address:
             progress.log(f"jobs run {executor.where}")
         return sensitivity.analyze(loaded, data, chosen.backend, folder.root, settings, progress,
                                    executor=executor)
+
+
+AUTO_JOBS = 4  # by default at most this many jobs at a time: each holds its batches, and more gain little
+
+
+def jobs_for(options: AnalyzeOptions, backend: Backend) -> int:
+    """Jobs at a time in this process: ``options.jobs``, or by default as many as cores (at most AUTO_JOBS),
+    each session on its share of them; one at a time on a GPU (one device) or where --ort-threads is set."""
+    if options.jobs is not None:
+        return options.jobs
+    if backend.capabilities.gpu or backend.fixes_threads():
+        return 1
+    return min(AUTO_JOBS, cores())

@@ -1,8 +1,10 @@
-"""Where independent jobs run: one after another in this process (``Serial``, the default) or spread over a
-Ray cluster (``RayExecutor``, ``pip install 'trt-mpq[ray]'``); the answer is the same either way."""
+"""Where independent jobs run: in this process, one after another (``Serial``) or several at a time on threads
+(``Threads``), or spread over a Ray cluster (``RayExecutor``, ``pip install 'trt-mpq[ray]'``); the answer is
+the same every way at the same threads per session."""
 
 from .base import BatchReader, Executor, MemoryBatches, Serial, chunks_for, ordered
 from .ray_cluster import RayExecutor, open_executor
+from .threads import Threads, cores
 
-__all__ = ["BatchReader", "Executor", "MemoryBatches", "RayExecutor", "Serial", "chunks_for", "open_executor",
-           "ordered"]
+__all__ = ["BatchReader", "Executor", "MemoryBatches", "RayExecutor", "Serial", "Threads", "chunks_for", "cores",
+           "open_executor", "ordered"]

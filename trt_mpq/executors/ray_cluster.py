@@ -164,12 +164,14 @@ class RayExecutor(Executor):
             self._ray.shutdown()
 
 
-def open_executor(workers: int | None = None, address: str | None = None) -> Executor:
-    """``Serial`` unless workers or an address (or ``RAY_ADDRESS``) ask for Ray."""
+def open_executor(workers: int | None = None, address: str | None = None, jobs: int = 1) -> Executor:
+    """Ray when workers or an address (or ``RAY_ADDRESS``) ask for it; else this process, ``jobs`` at a time
+    (``Threads``) or one after another (``Serial``)."""
     from .base import Serial
+    from .threads import Threads
 
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address is None and workers is None:
-        return Serial()
+        return Threads(jobs) if jobs > 1 else Serial()
     return RayExecutor(workers, address)
 

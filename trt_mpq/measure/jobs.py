@@ -14,6 +14,7 @@ other machines (``executors``); the driver (``measure.sensitivity``) folds their
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -46,11 +47,13 @@ class Fp32Plan:
     # the probe compiled once for every batch this object serves: all of them in one process; on a cluster
     # each job gets its own copy (compiled once per job); never sent anywhere, closed with ``close``
     sessions: dict = field(default_factory=dict, compare=False, repr=False)
+    lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)  # jobs on threads
 
     def session(self, backend: Backend, weights: Weights) -> Session:
-        if not self.sessions:
-            self.sessions["probe"] = backend.compile(self.probe, weights)
-        return self.sessions["probe"]
+        with self.lock:  # concurrent jobs in one process share one compiled probe (its runs are thread-safe)
+            if not self.sessions:
+                self.sessions["probe"] = backend.compile(self.probe, weights)
+            return self.sessions["probe"]
 
     def close(self) -> None:
         for s in self.sessions.values():
@@ -58,10 +61,10 @@ class Fp32Plan:
         self.sessions.clear()
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "sessions": {}}
+        return {k: v for k, v in self.__dict__.items() if k != "lock"} | {"sessions": {}}
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
+        self.__dict__.update(state, lock=threading.Lock())
 
 
 @dataclass(frozen=True)

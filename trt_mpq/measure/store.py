@@ -14,6 +14,7 @@ import json
 import mmap
 import os
 import shutil
+import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -32,6 +33,7 @@ class ActivationStore:
         self.dtypes: dict[str, str] = {}
         self.entries: dict[str, list[tuple[int, list[int]]]] = {}  # name -> per batch (offset, shape)
         self._fds: dict[str, int] = {}  # file -> a descriptor open for reading (files only grow at their end)
+        self._lock = threading.Lock()  # jobs on threads read concurrently (pread and mmap need no lock; opening does)
         if self.meta_path.exists():
             meta = json.loads(self.meta_path.read_text())
             self.files, self.dtypes = meta["files"], meta["dtypes"]
@@ -95,9 +97,10 @@ class ActivationStore:
         shutil.rmtree(self.root, ignore_errors=True)
 
     def _fd(self, file: str) -> int:
-        if file not in self._fds:
-            self._fds[file] = os.open(self.root / file, os.O_RDONLY)
-        return self._fds[file]
+        with self._lock:
+            if file not in self._fds:
+                self._fds[file] = os.open(self.root / file, os.O_RDONLY)
+            return self._fds[file]
 
     def _close(self) -> None:
         for fd in self._fds.values():

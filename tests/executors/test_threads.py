@@ -1,0 +1,147 @@
+"""Jobs on threads in one process: the answer of one job at a time, batches kept in order whatever finishes
+first, errors and interruptions that end the run cleanly, and how many jobs run by default."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+import builders
+import fakes
+from trt_mpq.backends.onnxrt import OnnxRuntimeOptions
+from trt_mpq.cli import main
+from trt_mpq.commands.analyze import AUTO_JOBS, AnalyzeOptions, jobs_for
+from trt_mpq.data.datasets import generated_dataset
+from trt_mpq.errors import BackendError, ConfigError
+from trt_mpq.executors import Serial, Threads, cores, open_executor, ordered
+from trt_mpq.measure.sensitivity import Settings, analyze
+from trt_mpq.measure.store import ActivationStore
+from trt_mpq.network.model import load_model
+from trt_mpq.precision import Precision
+
+SETTINGS = Settings(precisions=(Precision.INT8, Precision.FP16), calibrator="auto", batch=4)
+
+
+def _analyse(tmp_path, name, builder, executor, backend=None):
+    model = load_model(builders.save(builder(), tmp_path))
+    data = generated_dataset(model, samples=24, seed=5)
+    backend = backend or fakes.OnnxRuntimeBackend(OnnxRuntimeOptions(threads=1))
+    analyze(model, data, backend, tmp_path / name, SETTINGS, executor=executor)
+    doc = json.loads((tmp_path / name / "sensitivity.json").read_text())
+    doc.pop("elapsed_s")
+    return doc, json.loads((tmp_path / name / "ranges.json").read_text())
+
+
+@pytest.mark.parametrize("builder", [builders.conv_bn_relu_residual, builders.attention_matmul,
+                                     builders.norm_fanout, builders.heavy_tailed])
+def test_two_jobs_at_a_time_give_the_answer_of_one_at_a_time_byte_for_byte(tmp_path, builder):
+    one = _analyse(tmp_path, "serial", builder, Serial())
+    with Threads(2, threads=1) as executor:
+        two = _analyse(tmp_path, "threads", builder, executor)
+    assert two == one
+    assert executor.workers == 2 and len(executor.job_times) > 0
+    assert any(u["results"].get("int8", {}).get("nmse") for u in one[0]["units"])  # something was measured
+
+
+@dataclass(frozen=True)
+class Make:
+    batch: int
+
+
+@dataclass(frozen=True)
+class Read:
+    batches: tuple[int, ...]
+
+
+def _make_late_first(job, count):
+    time.sleep(0.02 * (count - job.batch))  # the first batch finishes last
+    return job.batch, {"t": np.full((2, 3), job.batch, np.float32)}
+
+
+def _read(job, reader):
+    return [float(reader.read(b, ["t"])["t"].sum()) for b in job.batches]
+
+
+def test_kept_batches_are_written_in_order_whatever_finishes_first(tmp_path):
+    store = ActivationStore(tmp_path / "store")
+    with Threads(3, threads=1) as executor:
+        made = list(executor.keep(_make_late_first, [Make(b) for b in range(5)], [5], store))
+        assert sorted(made) == [(b, b) for b in range(5)] and store.complete
+        got = ordered(executor.map(_read, [Read((4, 0)), Read((2,))], [], reads_batches=True), 2)
+    assert got == [[24.0, 0.0], [12.0]]
+    assert [name for name, _, _ in executor.job_times].count("_make_late_first") == 5
+
+
+def test_at_most_twice_the_workers_are_queued_and_every_job_is_answered_once():
+    running, most, lock = [0], [0], threading.Lock()
+
+    def job(i):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.01)
+        with lock:
+            running[0] -= 1
+        return i * i
+
+    with Threads(2, threads=1) as executor:
+        results = list(executor.map(job, list(range(20)), []))
+    assert sorted(results) == [(i, i * i) for i in range(20)]
+    assert most[0] == 2  # two threads, never more at once
+
+
+def test_an_error_in_a_job_ends_the_run_with_its_own_sentence(tmp_path):
+    with Threads(2, threads=1) as executor, pytest.raises(BackendError) as caught:
+        _analyse(tmp_path, "fail", builders.conv_bn_relu_residual, executor, fakes.FailingBackend())
+    assert "it is a test" in str(caught.value)
+
+
+def test_an_interrupted_run_resumes_with_the_same_answer(tmp_path):
+    model = load_model(builders.save(builders.attention_matmul(), tmp_path))
+    data = generated_dataset(model, samples=24, seed=5)
+    backend = fakes.OnnxRuntimeBackend(OnnxRuntimeOptions(threads=1))
+    with Threads(2, threads=1) as executor, pytest.raises(KeyboardInterrupt):
+        analyze(model, data, backend, tmp_path / "cut", SETTINGS, fakes.StopAfter(2), executor=executor)
+    with Threads(2, threads=1) as executor:
+        analyze(model, data, backend, tmp_path / "cut", SETTINGS, executor=executor)
+    whole = _analyse(tmp_path, "whole", builders.attention_matmul, Serial())
+    resumed = json.loads((tmp_path / "cut" / "sensitivity.json").read_text())
+    resumed.pop("elapsed_s")
+    assert resumed == whole[0]
+
+
+def test_jobs_by_default_and_when_asked(monkeypatch):
+    cpu = fakes.OnnxRuntimeBackend(OnnxRuntimeOptions())
+    assert jobs_for(AnalyzeOptions(jobs=3), cpu) == 3
+    assert jobs_for(AnalyzeOptions(), cpu) == min(AUTO_JOBS, cores())
+    assert jobs_for(AnalyzeOptions(), fakes.OnnxRuntimeBackend(OnnxRuntimeOptions(threads=2))) == 1
+    monkeypatch.setattr("trt_mpq.commands.analyze.cores", lambda: 16)
+    assert jobs_for(AnalyzeOptions(), cpu) == AUTO_JOBS
+    monkeypatch.setattr("trt_mpq.executors.threads.cores", lambda: 16)
+    executor = Threads(4)
+    assert executor.threads == 4 and "4 at a time (4 threads each)" in executor.where
+    executor.close()
+    assert isinstance(open_executor(jobs=1), Serial)
+    with open_executor(jobs=2) as two:
+        assert isinstance(two, Threads) and two.workers == 2
+    with pytest.raises(ConfigError, match="--jobs"):
+        AnalyzeOptions(jobs=0)
+
+
+def test_the_command_line_takes_jobs_and_records_the_threads_per_session(tmp_path, capsys):
+    path = builders.save(builders.conv_bn_relu_residual(), tmp_path)
+    code = main(["analyze", str(path), "--out", str(tmp_path / "run"), "--samples", "8", "--batch", "4",
+                 "--jobs", "2", "--precisions", "fp16"])
+    assert code == 0
+    doc = json.loads((tmp_path / "run" / "sensitivity.json").read_text())
+    threads = max(1, cores() // 2)
+    assert doc["backend_settings"].get("ort_threads") == threads
+    assert "2 at a time" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:
+        main(["analyze", str(path), "--jobs", "0"])
+    assert refused.value.code == 2 and "--jobs: must be at least 1" in capsys.readouterr().err
