@@ -226,10 +226,10 @@ def _analysis_args(p: argparse.ArgumentParser, command: str) -> None:
 
 def _cluster_args(p: argparse.ArgumentParser, jobs: bool = True) -> None:
     if jobs:
-        p.add_argument("--jobs", type=_positive, metavar="N", help="measurements run N at a time in this process, "
-                       "each session on its share of the cores (default: as many as cores, at most 4; 1 with a GPU "
-                       "backend or --ort-threads). Several single-threaded sessions outrun one that spreads each "
-                       "operator over every core: MiniLM-L6 1.26x faster on 2 cores")
+        p.add_argument("--jobs", type=_positive, metavar="N", help="measurements run N at a time in this "
+                       "process, each session on its share of the cores, or on --ort-threads (default: as many as "
+                       "cores, at most 4; 1 with a GPU backend or --ort-threads). Several single-threaded sessions "
+                       "outrun one that spreads each operator over every core: MiniLM-L6 1.26x faster on 2 cores")
     p.add_argument("--workers", type=_positive, metavar="N", help="spread the work over a local Ray cluster of N "
                    "single-threaded workers (pip install 'trt-mpq[ray]'); the results are the same as in one "
                    "process. Default: one process, every core")

@@ -127,8 +127,9 @@ def test_jobs_by_default_and_when_asked(monkeypatch):
     assert executor.threads == 4 and "4 at a time (4 threads each)" in executor.where
     executor.close()
     assert isinstance(open_executor(jobs=1), Serial)
-    with open_executor(jobs=2) as two:
-        assert isinstance(two, Threads) and two.workers == 2
+    with open_executor(jobs=2) as two, open_executor(jobs=3, threads=1) as given:
+        assert isinstance(two, Threads) and two.workers == 2 and two.threads == 8
+        assert given.workers == 3 and given.threads == 1  # --ort-threads 1 with --jobs 3: kept
     with pytest.raises(ConfigError, match="--jobs"):
         AnalyzeOptions(jobs=0)
 

@@ -142,9 +142,9 @@ class Backend(ABC):
         return themselves."""
         return self
 
-    def fixes_threads(self) -> bool:
-        """Whether the user set this backend's CPU threads per session (then jobs run one at a time here)."""
-        return False
+    def threads_given(self) -> int | None:
+        """The CPU threads per session the user set for this backend, if any (jobs in one process keep them)."""
+        return None
 
     def record(self) -> BackendRecord:
         return BackendRecord(self.name, self.describe(), self.options_json())

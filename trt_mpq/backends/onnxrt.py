@@ -138,8 +138,8 @@ class OnnxRuntimeBackend(Backend):
     def with_threads(self, threads: int) -> OnnxRuntimeBackend:
         return type(self)(replace(self.options, threads=threads))
 
-    def fixes_threads(self) -> bool:
-        return bool(self.options.threads)
+    def threads_given(self) -> int | None:
+        return self.options.threads or None
 
     def versions(self) -> dict[str, str]:
         return {"onnxruntime": self._ort.__version__}

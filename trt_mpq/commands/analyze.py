@@ -167,7 +167,8 @@ def analyze(model: str | Path, out: str | Path, options: AnalyzeOptions = Analyz
         atomic_write_bytes(folder.calibration_png, strip)
     settings = sensitivity.Settings(options.precisions, options.calibrator, options.batch, options.weight_scales,
                                     options.bias_correction, options.int4_block, options.float_samples)
-    with open_executor(options.workers, options.ray_address, jobs_for(options, chosen.backend)) as executor:
+    jobs, threads = jobs_for(options, chosen.backend), chosen.backend.threads_given()
+    with open_executor(options.workers, options.ray_address, jobs, threads) as executor:
         if executor.workers > 1 or options.workers or options.ray_address:
             progress.log(f"jobs run {executor.where}")
         return sensitivity.analyze(loaded, data, chosen.backend, folder.root, settings, progress,
@@ -179,9 +180,10 @@ AUTO_JOBS = 4  # by default at most this many jobs at a time: each holds its bat
 
 def jobs_for(options: AnalyzeOptions, backend: Backend) -> int:
     """Jobs at a time in this process: ``options.jobs``, or by default as many as cores (at most AUTO_JOBS),
-    each session on its share of them; one at a time on a GPU (one device) or where --ort-threads is set."""
+    each session on its share of them; one at a time on a GPU (one device) or where --ort-threads is set
+    (``--jobs`` with it: that many threads per session)."""
     if options.jobs is not None:
         return options.jobs
-    if backend.capabilities.gpu or backend.fixes_threads():
+    if backend.capabilities.gpu or backend.threads_given():
         return 1
     return min(AUTO_JOBS, cores())

@@ -164,14 +164,15 @@ class RayExecutor(Executor):
             self._ray.shutdown()
 
 
-def open_executor(workers: int | None = None, address: str | None = None, jobs: int = 1) -> Executor:
+def open_executor(workers: int | None = None, address: str | None = None, jobs: int = 1,
+                  threads: int | None = None) -> Executor:
     """Ray when workers or an address (or ``RAY_ADDRESS``) ask for it; else this process, ``jobs`` at a time
-    (``Threads``) or one after another (``Serial``)."""
+    (``Threads``; ``threads`` per session, default its share of the cores) or one after another (``Serial``)."""
     from .base import Serial
     from .threads import Threads
 
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address is None and workers is None:
-        return Threads(jobs) if jobs > 1 else Serial()
+        return Threads(jobs, threads) if jobs > 1 else Serial()
     return RayExecutor(workers, address)
 
