@@ -12,10 +12,9 @@ from trt_mpq import Plan, PlanOptions, plan
 from trt_mpq import Precision as P
 from trt_mpq.artifacts import Analysis, Budget, BuildResult, CheckRow, PlanReport, RunFolder, UnitResult, planned_units
 from trt_mpq.artifacts.record import Record, empty, keep
-from trt_mpq.commands.analyze import AUTO_JOBS
 from trt_mpq.commands.opened import open_analysis, read_analysis
 from trt_mpq.errors import ConfigError
-from trt_mpq.executors import cores
+from trt_mpq.executors import AUTO_JOBS, cores
 
 
 def test_analysis_reads_back_what_analyze_wrote(analysed):

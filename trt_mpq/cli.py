@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     _plan_args(p)
     p.add_argument("--batch", type=_positive, default=PLAN_DEFAULTS["batch"], metavar="B",
                    help="evaluation batch size")
-    _cluster_args(p, jobs=False)
+    _cluster_args(p)
     p.add_argument("--backend", choices=backend_names(), help="where the plan is verified (default: the backend "
                    "the analysis used)")
     p.add_argument("--quiet", action="store_true", help="no log lines, only the summary")
@@ -224,12 +224,11 @@ def _analysis_args(p: argparse.ArgumentParser, command: str) -> None:
     add_backend_flags(p, command)
 
 
-def _cluster_args(p: argparse.ArgumentParser, jobs: bool = True) -> None:
-    if jobs:
-        p.add_argument("--jobs", type=_positive, metavar="N", help="measurements run N at a time in this "
-                       "process, each session on its share of the cores, or on --ort-threads (default: as many as "
-                       "cores, at most 4; 1 with a GPU backend or --ort-threads). Several single-threaded sessions "
-                       "outrun one that spreads each operator over every core: MiniLM-L6 1.26x faster on 2 cores")
+def _cluster_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--jobs", type=_positive, metavar="N", help="in this process, N measurements (and N batches of "
+                   "a mix being verified) at a time, each session on its share of the cores, or on --ort-threads "
+                   "(default: as many as cores allow, at most 4; 1 with a GPU backend). Several single-threaded "
+                   "sessions outrun one that spreads each operator over every core: MiniLM-L6 1.26x on 2 cores")
     p.add_argument("--workers", type=_positive, metavar="N", help="spread the work over a local Ray cluster of N "
                    "single-threaded workers (pip install 'trt-mpq[ray]'); the results are the same as in one "
                    "process. Default: one process, every core")
@@ -298,7 +297,7 @@ def _plan_options(args: argparse.Namespace) -> PlanOptions:
                        layer_info=precision_files(args.layer_info, "--layer-info"),
                        measure_latency=args.measure_latency, backend=args.backend if args.command == "plan" else None,
                        replicas=args.replicas, confidence=args.confidence, workers=args.workers,
-                       ray_address=args.ray_address)
+                       ray_address=args.ray_address, jobs=args.jobs if args.command == "plan" else None)
 
 
 def _checked(rows: list[CheckRow] | tuple[CheckRow, ...], progress) -> int:

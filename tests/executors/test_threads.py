@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,10 +16,10 @@ import builders
 import fakes
 from trt_mpq.backends.onnxrt import OnnxRuntimeOptions
 from trt_mpq.cli import main
-from trt_mpq.commands.analyze import AUTO_JOBS, AnalyzeOptions, jobs_for
+from trt_mpq.commands.analyze import AnalyzeOptions
 from trt_mpq.data.datasets import generated_dataset
 from trt_mpq.errors import BackendError, ConfigError
-from trt_mpq.executors import Serial, Threads, cores, open_executor, ordered
+from trt_mpq.executors import AUTO_JOBS, Serial, Threads, cores, jobs_for, open_executor, ordered
 from trt_mpq.measure.sensitivity import Settings, analyze
 from trt_mpq.measure.store import ActivationStore
 from trt_mpq.network.model import load_model
@@ -116,13 +117,13 @@ def test_an_interrupted_run_resumes_with_the_same_answer(tmp_path):
 
 
 def test_jobs_by_default_and_when_asked(monkeypatch):
-    cpu = fakes.OnnxRuntimeBackend(OnnxRuntimeOptions())
-    assert jobs_for(AnalyzeOptions(jobs=3), cpu) == 3
-    assert jobs_for(AnalyzeOptions(), cpu) == min(AUTO_JOBS, cores())
-    assert jobs_for(AnalyzeOptions(), fakes.OnnxRuntimeBackend(OnnxRuntimeOptions(threads=2))) == 1
-    monkeypatch.setattr("trt_mpq.commands.analyze.cores", lambda: 16)
-    assert jobs_for(AnalyzeOptions(), cpu) == AUTO_JOBS
+    assert jobs_for(3, False, None) == 3
+    assert jobs_for(None, False, None) == min(AUTO_JOBS, cores())
+    assert jobs_for(None, True, None) == 1  # one GPU: one job at a time
     monkeypatch.setattr("trt_mpq.executors.threads.cores", lambda: 16)
+    assert jobs_for(None, False, None) == AUTO_JOBS
+    assert jobs_for(None, False, 8) == 2  # --ort-threads 8 (or an analysis recorded with 8): what the cores hold
+    assert jobs_for(None, False, 32) == 1
     executor = Threads(4)
     assert executor.threads == 4 and "4 at a time (4 threads each)" in executor.where
     executor.close()
@@ -146,3 +147,29 @@ def test_the_command_line_takes_jobs_and_records_the_threads_per_session(tmp_pat
     with pytest.raises(SystemExit) as refused:
         main(["analyze", str(path), "--jobs", "0"])
     assert refused.value.code == 2 and "--jobs: must be at least 1" in capsys.readouterr().err
+
+
+def test_a_run_with_jobs_side_by_side_writes_the_files_of_one_job_at_a_time(tmp_path, monkeypatch):
+    """The project's example end to end (analysis, search, confirm looks with replicas, Pareto front), one
+    thread per session: every file the same with 1 and 3 jobs at a time, timings apart."""
+    import trt_mpq
+    from trt_mpq.measure import task_metric
+
+    spans, run_span = [], task_metric.span_outputs
+    monkeypatch.setattr(task_metric, "span_outputs", lambda job, *a: spans.append(job) or run_span(job, *a))
+    example = Path(__file__).resolve().parents[2] / "examples" / "digits"
+    docs = {}
+    for jobs in (1, 3):
+        analyze = trt_mpq.AnalyzeOptions(calib=str(example / "calib.npz"), samples=64, jobs=jobs,
+                                         backend="onnxruntime", backend_options=(OnnxRuntimeOptions(threads=1),))
+        plan = trt_mpq.PlanOptions(eval=str(example / "eval.npz"), metric="accuracy",
+                                   budget=trt_mpq.Budget(max_drop=0.02), pareto=True, latency_batch=256)
+        trt_mpq.run(example / "digits_cnn.onnx", tmp_path / str(jobs), analyze, plan, fakes.CountingProgress())
+        docs[jobs] = {}
+        for f in ("plan.json", "report.json", "sensitivity.json"):
+            doc = json.loads((tmp_path / str(jobs) / f).read_text())
+            doc.pop("elapsed_s", None)
+            docs[jobs][f] = doc
+    assert docs[3] == docs[1]
+    assert docs[1]["report.json"]["verification"]  # mixes were scored
+    assert spans  # with 3 jobs, the batches of the mixes ran side by side on one session

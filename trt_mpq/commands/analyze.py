@@ -13,7 +13,7 @@ from ..data.generate import DEAD_LEAVES, GENERATED, SYNTHESIZED
 from ..data.images import load_preprocess
 from ..data.thumbnails import thumbnails
 from ..errors import ConfigError
-from ..executors import cores, open_executor
+from ..executors import jobs_for, open_executor
 from ..files import atomic_write_bytes
 from ..measure import sensitivity
 from ..measure.sensitivity import FLOAT_SAMPLES
@@ -57,7 +57,7 @@ class AnalyzeOptions:
     seed: int = 0
     workers: int | None = None  # a local Ray cluster of that many single-threaded workers; None: this process
     ray_address: str | None = None  # or a running Ray cluster ("auto": the local one); RAY_ADDRESS works too
-    jobs: int | None = None  # in this process, that many jobs at a time; None: auto (see ``jobs_for``)
+    jobs: int | None = None  # in this process, that many jobs at a time; None: as many as cores (``jobs_for``)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise the accepted forms once, here
@@ -167,23 +167,11 @@ def analyze(model: str | Path, out: str | Path, options: AnalyzeOptions = Analyz
         atomic_write_bytes(folder.calibration_png, strip)
     settings = sensitivity.Settings(options.precisions, options.calibrator, options.batch, options.weight_scales,
                                     options.bias_correction, options.int4_block, options.float_samples)
-    jobs, threads = jobs_for(options, chosen.backend), chosen.backend.threads_given()
+    threads = chosen.backend.threads_given()
+    jobs = jobs_for(options.jobs, chosen.backend.capabilities.gpu, threads)
     with open_executor(options.workers, options.ray_address, jobs, threads) as executor:
         if executor.workers > 1 or options.workers or options.ray_address:
             progress.log(f"jobs run {executor.where}")
         return sensitivity.analyze(loaded, data, chosen.backend, folder.root, settings, progress,
                                    executor=executor)
 
-
-AUTO_JOBS = 4  # by default at most this many jobs at a time: each holds its batches, and more gain little
-
-
-def jobs_for(options: AnalyzeOptions, backend: Backend) -> int:
-    """Jobs at a time in this process: ``options.jobs``, or by default as many as cores (at most AUTO_JOBS),
-    each session on its share of them; one at a time on a GPU (one device) or where --ort-threads is set
-    (``--jobs`` with it: that many threads per session)."""
-    if options.jobs is not None:
-        return options.jobs
-    if backend.capabilities.gpu or backend.threads_given():
-        return 1
-    return min(AUTO_JOBS, cores())

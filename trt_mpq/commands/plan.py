@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -15,7 +16,7 @@ from ..backends.trt_layers import ImportedLatency, attribute, read_layer_nodes, 
 from ..data.datasets import load_dataset
 from ..data.images import Preprocess, list_images, load_preprocess, parse_preprocess
 from ..errors import ConfigError
-from ..executors import Executor, open_executor
+from ..executors import jobs_for, open_executor
 from ..files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ..measure.task_metric import TASK_METRICS, Fanout, TaskMetric, load_metric_fn
 from ..network.measured import cut
@@ -57,6 +58,7 @@ class PlanOptions:
     confidence: float | None = None  # meet the budget at this one-sided confidence (None: at the worst replica)
     workers: int | None = None  # score mixes on a local Ray cluster of that many workers; None: this process
     ray_address: str | None = None  # or on a running Ray cluster ("auto": the local one); RAY_ADDRESS works too
+    jobs: int | None = None  # in this process, batches of a mix that many at a time; None: as many as cores
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -76,6 +78,8 @@ class PlanOptions:
             raise ConfigError(f"--replicas must be zero or more, not {self.replicas}.")
         if self.workers is not None and self.workers < 1:
             raise ConfigError("--workers must be at least 1.")
+        if self.jobs is not None and self.jobs < 1:
+            raise ConfigError("--jobs must be at least 1.")
         if self.confidence is not None and not 0 < self.confidence < 1:
             raise ConfigError(f"--confidence must be between 0 and 1 (e.g. 0.9), not {self.confidence}.")
 
@@ -84,11 +88,12 @@ def plan(run_dir: str | Path, options: PlanOptions, progress: Progress | None = 
     """Search the fastest mix that meets the budget, proven on the evaluation data; write plan.json,
     report.json, report.html, model.mixed.onnx and trtexec.txt into ``run_dir`` (a finished analysis). Mixes
     are scored here, or on a Ray cluster (``options.workers`` / ``ray_address``) with the same results."""
-    with open_executor(options.workers, options.ray_address) as executor:
-        return _plan(run_dir, options, progress or Progress(), executor)
+    with contextlib.ExitStack() as closing:  # the executor, once the backend it serves is known
+        return _plan(run_dir, options, progress or Progress(), closing)
 
 
-def _plan(run_dir: str | Path, options: PlanOptions, progress: Progress, executor: Executor) -> PlanReport:
+def _plan(run_dir: str | Path, options: PlanOptions, progress: Progress, closing: contextlib.ExitStack
+          ) -> PlanReport:
     start = time.perf_counter()
     opened = open_analysis(run_dir)
     analysis, model, units = opened.analysis, opened.model, opened.units
@@ -100,15 +105,18 @@ def _plan(run_dir: str | Path, options: PlanOptions, progress: Progress, executo
     metric_fn = load_metric_fn(options.metric_fn) if options.metric_fn else None
     context = BackendContext(opened.folder.root, max(options.batch, options.latency_batch), final=True)
     chosen = restore_backend(analysis.backend, options.backend, context)
+    threads = chosen.backend.threads_given()  # the analysis's, when its jobs ran side by side
+    jobs = jobs_for(options.jobs, chosen.backend.capabilities.gpu, threads)
+    executor = closing.enter_context(open_executor(options.workers, options.ray_address, jobs, threads))
     backend = chosen.backend.with_threads(executor.threads) if executor.threads else chosen.backend
     skeleton, weights = split_weights(model.proto)  # every mix compiled shares one copy of the weights
     mixes = Mixes(skeleton, tuple(units), opened.ranges, weights)
-    if executor.workers > 1 or options.workers or options.ray_address:
-        progress.log(f"mixes are scored {executor.where}")
     proof = Proof(data, backend, options.metric, options.batch, metric_fn, options.replicas, options.confidence,
                   mixes, Fanout(executor, backend, weights))
     fp32_score, fp32_confirm = proof.fp32_score, proof.fp32_confirm
     progress.log(f"verifying on: {backend.describe()}{chosen.log_line(options.backend or '')}")
+    if executor.workers > 1 or options.workers or options.ray_address:
+        progress.log(f"mixes are scored {executor.where}")
     progress.log(f"FP32 {proof.name} on {data.num_samples} evaluation samples: {fp32_score:.4f}")
     allowed = options.budget.allowed_drop(fp32_confirm)
     for line in proof.limits(allowed):

@@ -32,6 +32,8 @@ def run(model: str | Path, out: str | Path, analyze_options: AnalyzeOptions, pla
     if plan_options.workers is None and plan_options.ray_address is None:  # one cluster setting for both stages
         plan_options = replace(plan_options, workers=analyze_options.workers,
                                ray_address=analyze_options.ray_address)
+    if plan_options.jobs is None:
+        plan_options = replace(plan_options, jobs=analyze_options.jobs)
     build_options = BuildOptions(typing=typing)  # checked now, not after the long analysis
     if not data_file(plan_options.eval).exists():  # bad plan inputs fail before the long analysis, not after it
         raise DataError(f"evaluation data '{plan_options.eval}' does not exist.")

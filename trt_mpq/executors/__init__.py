@@ -4,7 +4,7 @@ the same every way at the same threads per session."""
 
 from .base import BatchReader, Executor, MemoryBatches, Serial, chunks_for, ordered
 from .ray_cluster import RayExecutor, open_executor
-from .threads import Threads, cores
+from .threads import AUTO_JOBS, Threads, cores, jobs_for
 
-__all__ = ["BatchReader", "Executor", "MemoryBatches", "RayExecutor", "Serial", "Threads", "chunks_for", "cores",
-           "open_executor", "ordered"]
+__all__ = ["AUTO_JOBS", "BatchReader", "Executor", "MemoryBatches", "RayExecutor", "Serial", "Threads",
+           "chunks_for", "cores", "jobs_for", "open_executor", "ordered"]

@@ -55,6 +55,7 @@ class Executor(ABC):
     workers: int = 1
     threads: int | None = None
     where: str = "in this process"
+    in_process: bool = True  # jobs run in this process: they can share objects a cluster would have to send
     job_times: list[tuple[str, float, int]]
     busy: float = 0.0
 

@@ -65,6 +65,8 @@ class RayExecutor(Executor):
     """``workers``: start a local cluster of that many single-threaded workers; ``address``: join a running
     cluster instead (``auto``: the one ``ray start`` made on this machine), using every CPU it has."""
 
+    in_process = False
+
     def __init__(self, workers: int | None = None, address: str | None = None) -> None:
         ray = self._ray = _ray()
         if workers is not None and workers < 1:

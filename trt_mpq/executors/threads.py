@@ -27,10 +27,25 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+AUTO_JOBS = 4  # by default at most this many jobs at a time: each holds its batches, and more gain little
+
+
+def jobs_for(asked: int | None, gpu: bool, threads: int | None) -> int:
+    """Jobs at a time in this process: ``asked``, or as many as the cores hold at ``threads`` per session
+    (default 1), at most AUTO_JOBS; one on a GPU (one device)."""
+    if asked is not None:
+        return asked
+    if gpu:
+        return 1
+    return max(1, min(AUTO_JOBS, cores() // (threads or 1)))
+
+
 class Threads(Executor):
     """``workers`` jobs at once in this process, each session on ``cores() // workers`` threads (at least 1;
     ``threads`` to set it). At most ``2 * workers`` jobs are queued, so that finished results and the batches
     they read do not pile up."""
+
+    in_process = True
 
     def __init__(self, workers: int, threads: int | None = None) -> None:
         self.workers = workers

@@ -222,22 +222,41 @@ def outputs_of(job: OutputsJob, backend: Backend, weights: Weights | None, model
         return [session.run(data.take(lo, hi)) for lo, hi in job.spans]
 
 
+@dataclass(frozen=True)
+class SpanJob:
+    """One batch (samples lo..hi-1) of one data set, on a session every job shares (jobs in this process)."""
+
+    data: int
+    lo: int
+    hi: int
+
+
+def span_outputs(job: SpanJob, session: Session, *datasets: Dataset) -> dict[str, np.ndarray]:
+    return session.run(datasets[job.data].take(job.lo, job.hi))
+
+
 def outputs_on(evaluators: Sequence[Evaluator], model: onnx.ModelProto) -> list[dict[str, np.ndarray]]:
-    """``model``'s outputs on each evaluator's data: one session here (one build serves them all), or jobs on
-    the workers of the first evaluator's ``fanout``."""
+    """``model``'s outputs on each evaluator's data: one session here (one build serves them all; with jobs on
+    threads, several batches at a time), or jobs on the workers of the first evaluator's ``fanout``."""
     fanout = evaluators[0].fanout
+    first = evaluators[0]
     if fanout is None or fanout.executor.workers <= 1:
-        first = evaluators[0]
         with first.backend.compile(model, first.weights) as session:
             return [e.outputs(session) for e in evaluators]
     spans = [e.data.spans(e.batch) for e in evaluators]
-    pieces = chunks_for(fanout.executor.workers, len(evaluators), max(len(s) for s in spans))
-    jobs = []
-    for k, s in enumerate(spans):
-        size = -(-len(s) // min(pieces, len(s)))
-        jobs += [OutputsJob(k, tuple(s[lo:lo + size])) for lo in range(0, len(s), size)]
-    shared = [*fanout.shared, fanout.executor.share(model), *(fanout.data(e.data) for e in evaluators)]
-    done = ordered(fanout.executor.map(outputs_of, jobs, shared), len(jobs))
+    if fanout.executor.in_process:  # one session, several of its batches at a time (its runs are thread-safe)
+        jobs: list = [SpanJob(k, lo, hi) for k, s in enumerate(spans) for lo, hi in s]
+        with first.backend.compile(model, first.weights) as session:
+            done = [[outputs] for outputs in ordered(fanout.executor.map(
+                span_outputs, jobs, [session, *(e.data for e in evaluators)]), len(jobs))]
+    else:  # each job compiles the model where it runs and runs some consecutive batches
+        pieces = chunks_for(fanout.executor.workers, len(evaluators), max(len(s) for s in spans))
+        jobs = []
+        for k, s in enumerate(spans):
+            size = -(-len(s) // min(pieces, len(s)))
+            jobs += [OutputsJob(k, tuple(s[lo:lo + size])) for lo in range(0, len(s), size)]
+        shared = [*fanout.shared, fanout.executor.share(model), *(fanout.data(e.data) for e in evaluators)]
+        done = ordered(fanout.executor.map(outputs_of, jobs, shared), len(jobs))
     batches: list[list[dict[str, np.ndarray]]] = [[] for _ in evaluators]
     for job, outputs in zip(jobs, done, strict=True):
         batches[job.data] += outputs
