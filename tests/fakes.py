@@ -187,3 +187,21 @@ class CountingProgress(Progress):
 
     def advance(self, n=1):
         self.advanced += n
+
+
+@dataclass(frozen=True)
+class Make:
+    """An executor test's job that makes batch ``batch``."""
+
+    batch: int
+
+
+@dataclass(frozen=True)
+class Read:
+    """An executor test's job that reads the batches it names."""
+
+    batches: tuple[int, ...]
+
+
+def read_sums(job: Read, reader) -> list[float]:
+    return [float(reader.read(b, ["t"])["t"].sum()) for b in job.batches]

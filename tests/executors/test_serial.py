@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
 import builders
-from fakes import CountingBackend
+import fakes
+from fakes import CountingBackend, read_sums
 from trt_mpq.artifacts.folder import WORKER_ENV, RunFolder
 from trt_mpq.data.datasets import generated_dataset
 from trt_mpq.executors import MemoryBatches, Serial, ordered
@@ -20,35 +20,21 @@ from trt_mpq.network.model import load_model
 from trt_mpq.precision import Precision
 
 
-@dataclass(frozen=True)
-class Make:
-    batch: int
-
-
-@dataclass(frozen=True)
-class Read:
-    batches: tuple[int, ...]
-
-
 def _make(job, scale):
     return job.batch * scale, {"t": np.full((2, 3), job.batch * scale, np.float32)}
 
 
-def _read(job, reader):
-    return [float(reader.read(b, ["t"])["t"].sum()) for b in job.batches]
-
-
 def test_serial_keeps_batches_in_its_store_and_jobs_read_them(tmp_path):
     executor, store = Serial(), ActivationStore(tmp_path / "store")
-    made = list(executor.keep(_make, [Make(0), Make(1), Make(2)], [10], store))
+    made = list(executor.keep(_make, [fakes.Make(0), fakes.Make(1), fakes.Make(2)], [10], store))
     assert made == [(0, 0), (1, 10), (2, 20)] and store.complete
-    got = ordered(executor.map(_read, [Read((2, 0)), Read((1,))], [], reads_batches=True), 2)
+    got = ordered(executor.map(read_sums, [fakes.Read((2, 0)), fakes.Read((1,))], [], reads_batches=True), 2)
     assert got == [[120.0, 0.0], [60.0]]
-    assert [name for name, _, _ in executor.job_times] == ["_make"] * 3 + ["_read"] * 2
+    assert [name for name, _, _ in executor.job_times] == ["_make"] * 3 + ["read_sums"] * 2
     assert all(seconds >= 0 for _, seconds, _ in executor.job_times)
     fresh = Serial()
     assert fresh.resume(ActivationStore(tmp_path / "store"))  # a resumed run reads the kept batches
-    assert ordered(fresh.map(_read, [Read((1,))], [], reads_batches=True), 1) == [[60.0]]
+    assert ordered(fresh.map(read_sums, [fakes.Read((1,))], [], reads_batches=True), 1) == [[60.0]]
     assert not Serial().resume(ActivationStore(tmp_path / "none"))
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import pytest
 
 import builders
 import fakes
+from fakes import read_sums
 from trt_mpq.backends.onnxrt import OnnxRuntimeOptions
 from trt_mpq.cli import main
 from trt_mpq.commands.analyze import AnalyzeOptions
@@ -49,31 +49,17 @@ def test_two_jobs_at_a_time_give_the_answer_of_one_at_a_time_byte_for_byte(tmp_p
     assert any(u["results"].get("int8", {}).get("nmse") for u in one[0]["units"])  # something was measured
 
 
-@dataclass(frozen=True)
-class Make:
-    batch: int
-
-
-@dataclass(frozen=True)
-class Read:
-    batches: tuple[int, ...]
-
-
 def _make_late_first(job, count):
     time.sleep(0.02 * (count - job.batch))  # the first batch finishes last
     return job.batch, {"t": np.full((2, 3), job.batch, np.float32)}
 
 
-def _read(job, reader):
-    return [float(reader.read(b, ["t"])["t"].sum()) for b in job.batches]
-
-
 def test_kept_batches_are_written_in_order_whatever_finishes_first(tmp_path):
     store = ActivationStore(tmp_path / "store")
     with Threads(3, threads=1) as executor:
-        made = list(executor.keep(_make_late_first, [Make(b) for b in range(5)], [5], store))
+        made = list(executor.keep(_make_late_first, [fakes.Make(b) for b in range(5)], [5], store))
         assert sorted(made) == [(b, b) for b in range(5)] and store.complete
-        got = ordered(executor.map(_read, [Read((4, 0)), Read((2,))], [], reads_batches=True), 2)
+        got = ordered(executor.map(read_sums, [fakes.Read((4, 0)), fakes.Read((2,))], [], reads_batches=True), 2)
     assert got == [[24.0, 0.0], [12.0]]
     assert [name for name, _, _ in executor.job_times].count("_make_late_first") == 5
 
