@@ -119,6 +119,8 @@ def test_jobs_by_default_and_when_asked(monkeypatch):
         assert given.workers == 3 and given.threads == 1  # --ort-threads 1 with --jobs 3: kept
     with pytest.raises(ConfigError, match="--jobs"):
         AnalyzeOptions(jobs=0)
+    with pytest.raises(ConfigError, match="not both"):
+        AnalyzeOptions(jobs=2, workers=2)
 
 
 def test_the_command_line_takes_jobs_and_records_the_threads_per_session(tmp_path, capsys):

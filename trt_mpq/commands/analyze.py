@@ -89,6 +89,8 @@ class AnalyzeOptions:
             raise ConfigError("--workers must be at least 1.")
         if self.jobs is not None and self.jobs < 1:
             raise ConfigError("--jobs must be at least 1.")
+        if self.jobs is not None and (self.workers is not None or self.ray_address):
+            raise ConfigError("give --jobs (in this process) or --workers/--ray-address (on Ray), not both.")
         if self.int4_block < 16 or self.int4_block & (self.int4_block - 1):
             raise ConfigError(f"--int4-block must be a power of two of at least 16 (e.g. 128), not {self.int4_block}.")
 
@@ -174,4 +176,3 @@ def analyze(model: str | Path, out: str | Path, options: AnalyzeOptions = Analyz
             progress.log(f"jobs run {executor.where}")
         return sensitivity.analyze(loaded, data, chosen.backend, folder.root, settings, progress,
                                    executor=executor)
-

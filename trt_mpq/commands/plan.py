@@ -80,6 +80,8 @@ class PlanOptions:
             raise ConfigError("--workers must be at least 1.")
         if self.jobs is not None and self.jobs < 1:
             raise ConfigError("--jobs must be at least 1.")
+        if self.jobs is not None and (self.workers is not None or self.ray_address):
+            raise ConfigError("give --jobs (in this process) or --workers/--ray-address (on Ray), not both.")
         if self.confidence is not None and not 0 < self.confidence < 1:
             raise ConfigError(f"--confidence must be between 0 and 1 (e.g. 0.9), not {self.confidence}.")
 
