@@ -20,14 +20,15 @@ from .base import Executor, parts, timed
 
 
 def cores() -> int:
-    """CPU cores this process may run on (its affinity, which containers and taskset narrow)."""
+    """CPU cores this process may run on (its affinity, which taskset and cpusets narrow; a CPU quota such as
+    docker's --cpus does not: give --jobs there)."""
     try:
         return len(os.sched_getaffinity(0)) or 1
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
 
 
-AUTO_JOBS = 4  # by default at most this many jobs at a time: each holds its batches, and more gain little
+AUTO_JOBS = 4  # by default at most this many jobs at a time: each holds its batches (more: not measured here)
 
 
 def jobs_for(asked: int | None, gpu: bool, threads: int | None) -> int:
