@@ -4,6 +4,7 @@ first, errors and interruptions that end the run cleanly, and how many jobs run 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from trt_mpq.commands.analyze import AnalyzeOptions
 from trt_mpq.data.datasets import generated_dataset
 from trt_mpq.errors import BackendError, ConfigError
 from trt_mpq.executors import AUTO_JOBS, Serial, Threads, cores, jobs_for, open_executor, ordered
+from trt_mpq.executors.threads import cpu_quota
 from trt_mpq.measure.sensitivity import Settings, analyze
 from trt_mpq.measure.store import ActivationStore
 from trt_mpq.network.model import load_model
@@ -103,6 +105,7 @@ def test_an_interrupted_run_resumes_with_the_same_answer(tmp_path):
 
 
 def test_jobs_by_default_and_when_asked(monkeypatch):
+    monkeypatch.setattr("trt_mpq.executors.threads.cpu_quota", lambda: None)  # whatever the host's cgroup says
     assert jobs_for(3, False, None) == 3
     assert jobs_for(None, False, None) == min(AUTO_JOBS, cores())
     assert jobs_for(None, True, None) == 1  # one GPU: one job at a time
@@ -113,7 +116,7 @@ def test_jobs_by_default_and_when_asked(monkeypatch):
     executor = Threads(4)
     assert executor.threads == 4 and "4 at a time (4 threads each)" in executor.where
     executor.close()
-    assert isinstance(open_executor(jobs=1), Serial)
+    assert isinstance(open_executor(jobs=1), Serial) and open_executor(jobs=1).threads is None  # no quota here
     with open_executor(jobs=2) as two, open_executor(jobs=3, threads=1) as given:
         assert isinstance(two, Threads) and two.workers == 2 and two.threads == 8
         assert given.workers == 3 and given.threads == 1  # --ort-threads 1 with --jobs 3: kept
@@ -161,3 +164,29 @@ def test_a_run_with_jobs_side_by_side_writes_the_files_of_one_job_at_a_time(tmp_
     assert docs[3] == docs[1]
     assert docs[1]["report.json"]["verification"]  # mixes were scored
     assert spans  # with 3 jobs, the batches of the mixes ran side by side on one session
+
+
+def test_a_cgroup_cpu_quota_narrows_the_cores(tmp_path, monkeypatch):
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cpu.max").write_text("150000 100000\n")  # docker --cpus 1.5
+    assert cpu_quota(v2) == 1.5
+    (v2 / "cpu.max").write_text("max 100000\n")
+    assert cpu_quota(v2) is None
+    v1 = tmp_path / "v1" / "cpu"
+    v1.mkdir(parents=True)
+    (v1 / "cpu.cfs_quota_us").write_text("300000\n")
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    assert cpu_quota(v1.parent) == 3.0
+    (v1 / "cpu.cfs_quota_us").write_text("-1\n")
+    assert cpu_quota(v1.parent) is None
+    assert cpu_quota(tmp_path / "none") is None
+    (v2 / "cpu.max").write_text("garbage\n")
+    assert cpu_quota(v2) is None
+    monkeypatch.setattr("trt_mpq.executors.threads.cpu_quota", lambda: 1.5)
+    assert cores() == 1
+    assert jobs_for(None, False, None) == 1  # one job on every core it may use: the serial path
+    serial = open_executor(jobs=1)
+    assert isinstance(serial, Serial) and serial.threads == 1  # on its one core, not on every core of the host
+    monkeypatch.setattr("trt_mpq.executors.threads.cpu_quota", lambda: 64.0)
+    assert cores() == len(os.sched_getaffinity(0))  # a quota above the affinity changes nothing

@@ -171,10 +171,14 @@ def open_executor(workers: int | None = None, address: str | None = None, jobs: 
     """Ray when workers or an address (or ``RAY_ADDRESS``) ask for it; else this process, ``jobs`` at a time
     (``Threads``; ``threads`` per session, default its share of the cores) or one after another (``Serial``)."""
     from .base import Serial
-    from .threads import Threads
+    from .threads import Threads, quota_cores
 
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address is None and workers is None:
-        return Threads(jobs, threads) if jobs > 1 else Serial()
+        if jobs > 1:
+            return Threads(jobs, threads)
+        serial = Serial()
+        serial.threads = threads or quota_cores()  # under a CPU quota, its cores, not every core of the host
+        return serial
     return RayExecutor(workers, address)
 

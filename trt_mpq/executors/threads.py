@@ -14,18 +14,46 @@ import os
 import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
 from typing import Any
 
 from .base import Executor, parts, timed
 
+CGROUP = Path("/sys/fs/cgroup")
+
 
 def cores() -> int:
-    """CPU cores this process may run on (its affinity, which taskset and cpusets narrow; a CPU quota such as
-    docker's --cpus does not: give --jobs there)."""
+    """CPU cores this process may use: its affinity (taskset, cpusets), narrowed by a cgroup CPU quota
+    (docker --cpus, Kubernetes CPU limits), which the affinity does not show."""
+    return quota_cores() or _affinity()
+
+
+def quota_cores() -> int | None:
+    """The cores a cgroup quota leaves where it is below the affinity, else None (a session left to its
+    default threads would count the cores it sees, not the quota)."""
+    quota = cpu_quota()
+    return max(1, int(quota)) if quota is not None and int(quota) < _affinity() else None
+
+
+def _affinity() -> int:
     try:
         return len(os.sched_getaffinity(0)) or 1
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def cpu_quota(root: Path = CGROUP) -> float | None:
+    """CPUs this process's cgroup may use (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us`` over ``cpu.cfs_period_us``);
+    None where there is no quota or no cgroup to read."""
+    try:
+        if (root / "cpu.max").is_file():
+            quota, period = (root / "cpu.max").read_text().split()[:2]
+            return None if quota == "max" else int(quota) / int(period)
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return quota / period if quota > 0 and period > 0 else None
+    except (OSError, ValueError):
+        return None
 
 
 AUTO_JOBS = 4  # by default at most this many jobs at a time: each holds its batches (more: not measured here)
