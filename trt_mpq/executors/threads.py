@@ -17,7 +17,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
-from .base import Executor, parts, timed
+from .base import Serial, parts, timed
 
 CGROUP = Path("/sys/fs/cgroup")
 
@@ -69,30 +69,26 @@ def jobs_for(asked: int | None, gpu: bool, threads: int | None) -> int:
     return max(1, min(AUTO_JOBS, cores() // (threads or 1)))
 
 
-class Threads(Executor):
+class Threads(Serial):
     """``workers`` jobs at once in this process, each session on ``cores() // workers`` threads (at least 1;
-    ``threads`` to set it). At most ``2 * workers`` jobs are queued, so that finished results and the batches
-    they read do not pile up."""
-
-    in_process = True
+    ``threads`` to set it); batches kept in the store as ``Serial`` keeps them. At most ``2 * workers`` jobs
+    are queued, so that finished results and the batches they read do not pile up."""
 
     def __init__(self, workers: int, threads: int | None = None) -> None:
+        super().__init__()
         self.workers = workers
         self.threads = threads or max(1, cores() // workers)
         each = f"{self.threads} thread{'s' if self.threads > 1 else ''}"
         self.where = f"in this process, {workers} at a time ({each} each)"
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="trt-mpq-job")
-        self.sink = None
-        self.job_times = []
 
     def keep(self, fn, jobs, shared, sink):
         self.sink = sink
         sink.reset()
         window: deque[tuple[int, Any, Future]] = deque()
-        todo = iter(enumerate(jobs))
         start = time.perf_counter()
         try:
-            for i, job in todo:
+            for i, job in enumerate(jobs):
                 window.append((i, job, self.pool.submit(timed, fn, job, *shared)))
                 if len(window) > self.workers:
                     yield self._write_oldest(window, fn.__name__, sink)
@@ -139,10 +135,6 @@ class Threads(Executor):
         """The run stopped (an error, Ctrl-C): queued jobs are not needed, running ones end on their own."""
         for f in list(futures):
             f.cancel()
-
-    def resume(self, sink) -> bool:
-        self.sink = sink if sink.complete else None
-        return sink.complete
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
