@@ -99,9 +99,10 @@ class Executor(ABC):
 
 
 class Serial(Executor):
-    """One job after another in this process, in order: the default, with no dependency."""
+    """One job after another in this process, in order; ``threads`` per session (None: the backend's own)."""
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = threads
         self.sink: BatchSink | None = None
         self.job_times = []
 

@@ -177,8 +177,6 @@ def open_executor(workers: int | None = None, address: str | None = None, jobs: 
     if address is None and workers is None:
         if jobs > 1:
             return Threads(jobs, threads)
-        serial = Serial()
-        serial.threads = threads or quota_cores()  # under a CPU quota, its cores, not every core of the host
-        return serial
+        return Serial(threads or quota_cores())  # under a CPU quota, its cores, not every core of the host
     return RayExecutor(workers, address)
 

@@ -75,9 +75,8 @@ class Threads(Serial):
     are queued, so that finished results and the batches they read do not pile up."""
 
     def __init__(self, workers: int, threads: int | None = None) -> None:
-        super().__init__()
+        super().__init__(threads or max(1, cores() // workers))
         self.workers = workers
-        self.threads = threads or max(1, cores() // workers)
         each = f"{self.threads} thread{'s' if self.threads > 1 else ''}"
         self.where = f"in this process, {workers} at a time ({each} each)"
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="trt-mpq-job")
