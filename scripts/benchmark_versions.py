@@ -3,7 +3,9 @@
 
 Each case runs as a user would (`trt-mpq ...` in a fresh process, its own output folder), once with each code
 tree, alternating, and prints wall time, peak RSS and the ratio. These 2-core machines are shared and noisy:
-only the ratios of one run mean much. Make the other tree with `git worktree add /tmp/base <commit>`.
+only the ratios of one run mean much. ``--rounds N`` runs each case N times with each tree, the order swapped
+every round (A B, B A, ...: a machine slowing down over the run favours neither), and prints every round's
+ratio and the ratio of the total times. Make the other tree with `git worktree add /tmp/base <commit>`.
 
 Cases (real models and data of ../shared/models):
   mnv2-int8     analyze MobileNetV2 on the 72 calibration photos, --precisions int8 (defaults otherwise)
@@ -57,6 +59,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--baseline", type=Path, required=True, help="the other checkout (its root folder)")
     parser.add_argument("cases", nargs="*", help=f"any of {', '.join(CASES)} (default: all)")
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each case with each tree, order swapped "
+                        "every round (default 1)")
     args = parser.parse_args()
     if not SHARED.is_dir():
         print(f"needs the real models in {SHARED}", file=sys.stderr)
@@ -72,14 +76,26 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown case {', '.join(unknown)}; choose from {', '.join(CASES)}")
     for name in args.cases or list(CASES):
-        with tempfile.TemporaryDirectory(prefix="trt-mpq-versions-") as tmp:
-            old = run_once(args.baseline, CASES[name], Path(tmp) / "base")
-            new = run_once(ROOT, CASES[name], Path(tmp) / "this")
-        print(f"{name:10s} {old[0]:11.1f} {new[0]:8.1f} {old[0] / new[0]:6.2f}x {old[1]:8.0f} {new[1]:8.0f}",
-              flush=True)
-        for label, r in (("baseline", old), ("this", new)):
-            if r[2]:
-                print(f"    {label}: {r[2][:150]}")
+        olds, news = [], []
+        for k in range(max(1, args.rounds)):
+            with tempfile.TemporaryDirectory(prefix="trt-mpq-versions-") as tmp:
+                if k % 2:  # every other round this tree first
+                    new = run_once(ROOT, CASES[name], Path(tmp) / "this")
+                    old = run_once(args.baseline, CASES[name], Path(tmp) / "base")
+                else:
+                    old = run_once(args.baseline, CASES[name], Path(tmp) / "base")
+                    new = run_once(ROOT, CASES[name], Path(tmp) / "this")
+            olds.append(old), news.append(new)
+            label = name if args.rounds <= 1 else f"{name} #{k + 1}"
+            print(f"{label:10s} {old[0]:11.1f} {new[0]:8.1f} {old[0] / new[0]:6.2f}x {old[1]:8.0f} {new[1]:8.0f}",
+                  flush=True)
+            for who, r in (("baseline", old), ("this", new)):
+                if r[2]:
+                    print(f"    {who}: {r[2][:150]}")
+        if len(olds) > 1:
+            base_s, this_s = sum(o[0] for o in olds), sum(n[0] for n in news)
+            print(f"{name + ' all':10s} {base_s:11.1f} {this_s:8.1f} {base_s / this_s:6.2f}x "
+                  f"{max(o[1] for o in olds):8.0f} {max(n[1] for n in news):8.0f}  (totals; peaks)", flush=True)
     return 0
 
 
