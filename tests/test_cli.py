@@ -116,7 +116,8 @@ def _bad_inputs(tmp_path, tiny):
         ("tensorrt backend", ["analyze", tiny, *good, "--backend", "tensorrt"], ["TensorRT", "onnxruntime"]),
         ("unknown preprocess key", ["analyze", tiny, *good, "--calib", tmp_path / "empty_dir",
                                     "--preprocess", tmp_path / "pre.json"], ["normalize"]),
-        ("preprocess without calib", ["analyze", tiny, *good, "--preprocess", tmp_path / "pre.json"], ["--calib"]),
+        ("noise with a preprocessing", ["analyze", tiny, *good, "--calib", "generated", "--preprocess",
+                                        tmp_path / "pre.json"], ["takes no --preprocess", "pink-noise"]),
         ("out is a file", ["analyze", tiny, "--out", tmp_path / "afile"], ["not a folder"]),
         ("zero batch", ["analyze", tiny, *good, "--batch", "0"], ["--batch", "at least 1"]),
         ("no out", ["analyze", tiny], ["--out"]),
@@ -187,6 +188,14 @@ def test_plan_preprocesses_evaluation_images_as_the_analysis_did(tmp_path, capsy
     plan = json.loads((out / "plan.json").read_text())
     assert plan["evaluation"]["preprocess"]["mean"] == [0.5, 0.5, 0.5]
     assert plan["evaluation"]["preprocess"]["resize"] == 8
+    # generated images (pink noise, no --calib) were preprocessed too: 'plan' takes that pipeline as well
+    pink = tmp_path / "pink"
+    assert main(["analyze", str(model), "--out", str(pink), "--preprocess", str(tmp_path / "pre.json"),
+                 "--samples", "8", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["plan", str(pink), "--eval", str(tmp_path / "eval"), "--metric", "cosine", "--max-drop", "0.5"]) == 0
+    assert "as the analysis did its calibration images" in capsys.readouterr().err
+    assert json.loads((pink / "plan.json").read_text())["evaluation"]["preprocess"]["resize"] == 8
 
 
 def test_fp8_only_analysis_plans_for_an_h100_and_is_refused_for_a_t4(tmp_path, capsys):

@@ -98,11 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "--preprocess pre.json --samples 64", formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="FP32 ONNX model")
     p.add_argument("--out", required=True, metavar="FILE.npz", help="the file to write (whole or not at all)")
-    p.add_argument("--method", default=g.method, choices=GENERATE_METHODS, help="generated: noise shaped like "
-                   "the inputs, integer indices inside their tables; dead-leaves: images with natural-image "
-                   "statistics drawn in pixel space (needs --preprocess); synthesized: optimised through the "
+    p.add_argument("--method", choices=GENERATE_METHODS, help="generated: noise shaped like "
+                   "the inputs, integer indices inside their tables; pink-noise: images with photos' 1/f spectrum, "
+                   "correlated colour and varied contrast, drawn in pixel space (needs --preprocess; ranks an "
+                   "image model's units best); dead-leaves: occluding disks (needs --preprocess); "
+                   "synthesized: optimised through the "
                    "model toward its BatchNorm statistics and confident, diverse classes (needs "
-                   f"trt-mpq[datagen]) (default {g.method})")
+                   "trt-mpq[datagen]) (default: pink-noise with --preprocess, else generated)")
     p.add_argument("--samples", type=_positive, default=g.samples, help=f"how many (default {g.samples})")
     p.add_argument("--seed", type=int, default=g.seed, help="the same seed gives the same data")
     p.add_argument("--preprocess", metavar="FILE", help="the model's image preprocessing (JSON/YAML), as for "
@@ -176,12 +178,14 @@ def _analysis_args(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--calib", metavar="PATH", help=".npz (one array per input name, samples first; or pick arrays: "
                    "FILE.npz:input=x_train), .npy, a folder of them, or a folder of images (with --preprocess). "
                    "Or generated data: 'generated' (the default: noise shaped like the inputs, integer "
-                   "indices inside their tables), 'dead-leaves' (images drawn in pixel space with natural-image "
-                   "statistics, then --preprocess), 'synthesized' (optimised through the model toward its "
+                   "indices inside their tables), 'pink-noise' (the default with --preprocess: images with "
+                   "photos' 1/f spectrum drawn in pixel space, then --preprocess), 'dead-leaves' (occluding "
+                   "disks, then --preprocess), 'synthesized' (optimised through the model toward its "
                    "BatchNorm statistics and confident, diverse classes; needs trt-mpq[datagen]). "
                    "'trt-mpq generate' writes any of them to a .npz for reuse")
     p.add_argument("--preprocess", metavar="FILE", help="JSON/YAML for image folders: resize, crop, scale, mean, "
-                   "std, layout (nchw|nhwc), color (rgb|bgr|gray)")
+                   "std, layout (nchw|nhwc), color (rgb|bgr|gray); without --calib, pink-noise images are "
+                   "generated and preprocessed with it")
     p.add_argument("--shape", action="append", default=[], metavar="NAME:DIMS", help=SHAPE_HELP)
     p.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE", help=FIX_HELP)
     p.add_argument("--outputs", metavar="NAME,...", help="measure sensitivity at these tensors instead of the "
@@ -275,8 +279,9 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
 
 
 def _analyze_options(args: argparse.Namespace) -> AnalyzeOptions:
-    # in 'run', --preprocess may be there for --eval alone (calibration data generated)
-    preprocess = None if args.command == "run" and args.calib in (None, "generated") else args.preprocess
+    # in 'run', --preprocess serves --eval's images and, without --calib, the generated (pink-noise) images;
+    # with --calib generated (noise shaped like the inputs) it serves --eval alone
+    preprocess = None if args.command == "run" and args.calib == "generated" else args.preprocess
     return AnalyzeOptions(calib=args.calib, preprocess=preprocess, shapes=parse_shapes(args.shape),
                           fixed=args.fix,
                           outputs=args.outputs, precisions=Precision.parse_list(args.precisions),

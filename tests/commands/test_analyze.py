@@ -83,3 +83,21 @@ def test_calibration_images_generated_in_pixel_space(tmp_path, capsys):
     assert "dead-leaves images, 8x8 pixels" in capsys.readouterr().err
     calibration = json.loads((run / "sensitivity.json").read_text())["calibration"]
     assert calibration["kind"] == "generated" and "dead-leaves" in calibration["generator"]
+    # no --calib, but a preprocessing: pink-noise images, said in the log and the record
+    assert main(["analyze", str(path), "--out", str(tmp_path / "pink"), "--preprocess", str(tmp_path / "pre.json"),
+                 "--samples", "8"]) == 0
+    assert "pink-noise images (1/f spectrum), 8x8 pixels" in capsys.readouterr().err
+    calibration = json.loads((tmp_path / "pink" / "sensitivity.json").read_text())["calibration"]
+    assert "pink-noise" in calibration["generator"]
+    assert (tmp_path / "pink" / "calibration.png").is_file()  # what the generated images look like
+
+
+def test_generated_data_says_which_generator_would_serve_better(tmp_path, capsys):
+    path = builders.save(builders.conv_bn_relu_residual(), tmp_path)  # one image input, a BatchNorm kept
+    assert main(["analyze", str(path), "--out", str(tmp_path / "run"), "--samples", "8"]) == 0
+    err = capsys.readouterr().err
+    assert "--preprocess FILE (its resize and normalisation) generates pink-noise images" in err
+    assert "keeps 1 BatchNormalization layer: --calib synthesized" in err
+    np.savez(tmp_path / "c.npz", x=np.random.default_rng(0).standard_normal((8, 3, 8, 8)).astype(np.float32))
+    assert main(["analyze", str(path), "--out", str(tmp_path / "own"), "--calib", str(tmp_path / "c.npz")]) == 0
+    assert "pink-noise" not in capsys.readouterr().err  # the user's own data: nothing to suggest

@@ -13,7 +13,8 @@ from trt_mpq.errors import ConfigError
 
 
 def test_run_with_generated_calibration_and_an_image_folder_to_verify_on(tmp_path, capsys):
-    """--preprocess in 'run' serves --eval when calibration data is generated (PP-OCR's case)."""
+    """--preprocess in 'run' serves --eval, and without --calib the generated (pink-noise) images too; with
+    --calib generated (noise shaped like the inputs) it serves --eval alone (PP-OCR's case)."""
     model = builders.save(builders.conv_bn_relu_residual(), tmp_path)
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -26,8 +27,12 @@ def test_run_with_generated_calibration_and_an_image_folder_to_verify_on(tmp_pat
     assert code == 0, capsys.readouterr().err
     plan = json.loads((tmp_path / "out" / "plan.json").read_text())
     assert plan["evaluation"]["kind"] == "images" and plan["calibration"]["kind"] == "generated"
-    # analyze alone still refuses --preprocess without --calib: there it can only be a mistake
-    assert main(["analyze", str(model), "--out", str(tmp_path / "a"), "--preprocess", str(tmp_path / "pre.json")]) == 2
+    assert "pink-noise" in plan["calibration"]["generator"]
+    code = main(["run", str(model), "--out", str(tmp_path / "noise"), "--calib", "generated", "--eval", str(folder),
+                 "--preprocess", str(tmp_path / "pre.json"), "--metric", "cosine", "--max-drop", "0.5", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    plan = json.loads((tmp_path / "noise" / "plan.json").read_text())
+    assert plan["evaluation"]["kind"] == "images" and "generator" not in plan["calibration"]
 
 
 def test_run_checks_its_typing_before_the_analysis(tmp_path):

@@ -5,7 +5,7 @@ import pytest
 
 import builders
 from trt_mpq.data.datasets import generated_dataset
-from trt_mpq.data.generate import dead_leaves
+from trt_mpq.data.generate import CONTRAST, dead_leaves, pink_noise
 from trt_mpq.data.images import Preprocess
 from trt_mpq.errors import ConfigError
 from trt_mpq.network.model import load_model
@@ -34,25 +34,48 @@ def test_dead_leaves_images_have_a_natural_spectrum_and_depend_on_the_seed_alone
     assert abs(_slope(noise)) < 0.3
 
 
-def test_generated_images_are_preprocessed_like_photos_and_independent_of_the_batch(tmp_path):
+def test_pink_noise_images_have_photos_spectrum_correlated_colour_and_varied_contrast():
+    imgs = [pink_noise(np.random.default_rng([0, i]), 128, 128) for i in range(24)]
+    a = imgs[0]
+    assert a.shape == (128, 128, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, pink_noise(np.random.default_rng([0, 0]), 128, 128))
+    assert not np.array_equal(a, imgs[1])
+    assert -2.6 < _slope(a.astype(np.float64)) < -1.4  # 1/f in amplitude: about -2 in power, as photos
+    # the channels move together (photos' colour is mostly luminance), not as independent noises
+    r = np.corrcoef(a[..., 0].ravel().astype(float), a[..., 2].ravel().astype(float))[0, 1]
+    assert r > 0.8
+    contrast = np.array([i.mean(axis=2).std() for i in imgs])  # RMS contrast, grey levels
+    assert CONTRAST[0] * 0.8 < contrast.min() and contrast.max() < CONTRAST[1] * 1.1
+    assert contrast.max() > 2.5 * contrast.min()  # drawn per image, not one contrast for all
+    grey = pink_noise(np.random.default_rng([0, 0]), 64, 64, channels=1)
+    assert grey.shape == (64, 64, 1)
+
+
+@pytest.mark.parametrize("kind", ["pink-noise", "dead-leaves"])
+def test_generated_images_are_preprocessed_like_photos_and_independent_of_the_batch(tmp_path, kind):
     model = load_model(builders.save(builders.conv_bn_relu_residual(), tmp_path))  # x [N, 3, 8, 8]
     pre = Preprocess(resize=12, crop=8, mean=(0.5,), std=(0.25,))
-    data = generated_dataset(model, 6, seed=1, preprocess=pre)
+    data = generated_dataset(model, 6, seed=1, preprocess=pre, images=kind)
     x = data.take(0, 6)["x"]
     assert x.shape == (6, 3, 8, 8) and x.dtype == np.float32
     assert -2.0 - 1e-6 <= x.min() and x.max() <= 2.0 + 1e-6  # (v/255 - 0.5) / 0.25
     assert np.array_equal(np.concatenate([data.take(0, 2)["x"], data.take(2, 6)["x"]]), x)
-    assert "dead-leaves" in data.details["generator"] and data.kind == "generated"
-    assert data.fingerprint != generated_dataset(model, 6, seed=2, preprocess=pre).fingerprint
+    assert kind in data.details["generator"] and data.kind == "generated"
+    assert data.fingerprint != generated_dataset(model, 6, seed=2, preprocess=pre, images=kind).fingerprint
+    other = "dead-leaves" if kind == "pink-noise" else "pink-noise"
+    assert data.fingerprint != generated_dataset(model, 6, seed=1, preprocess=pre, images=other).fingerprint
 
 
-def test_dead_leaves_needs_a_preprocessing_and_preprocess_alone_is_refused():
+def test_image_generators_need_a_preprocessing_and_preprocess_alone_means_pink_noise():
     from trt_mpq import AnalyzeOptions
 
-    with pytest.raises(ConfigError, match="give --preprocess"):
-        AnalyzeOptions(calib="dead-leaves")
-    with pytest.raises(ConfigError, match="--preprocess applies to an image folder"):
-        AnalyzeOptions(preprocess="pre.json")
+    for kind in ("dead-leaves", "pink-noise"):
+        with pytest.raises(ConfigError, match="give --preprocess"):
+            AnalyzeOptions(calib=kind)
+    assert AnalyzeOptions(preprocess="pre.json").calib == "pink-noise"  # no data, but how images arrive
+    with pytest.raises(ConfigError, match="takes no --preprocess"):
+        AnalyzeOptions(calib="generated", preprocess="pre.json")
+    assert AnalyzeOptions().calib is None  # no preprocessing known: noise shaped like the inputs
 
 
 def test_attention_masks_are_padded_batches_not_coin_flips(tmp_path):

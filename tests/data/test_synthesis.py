@@ -108,6 +108,11 @@ def test_generate_noise_and_bad_requests(tmp_path, capsys):
     assert main(["generate", str(path), "--out", str(tmp_path / "d.npz"), "--method", "dead-leaves"]) == 2
     assert "--preprocess" in capsys.readouterr().err
     assert not (tmp_path / "d.npz").exists()
+    (tmp_path / "pre.json").write_text('{"resize": 8, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}')
+    out = tmp_path / "pink.npz"  # a preprocessing and no --method: pink-noise images, as 'analyze' would use
+    assert main(["generate", str(path), "--out", str(out), "--preprocess", str(tmp_path / "pre.json"),
+                 "--samples", "3", "--quiet"]) == 0
+    assert load_dataset(load_model(path), out).details["generated"]["method"] == "pink-noise"
 
 
 def test_without_the_extra_it_says_what_to_install(tmp_path, monkeypatch, capsys):

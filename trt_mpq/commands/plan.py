@@ -179,7 +179,7 @@ def _say_what_the_target_cannot_run(analysis: Analysis, target: Gpu, progress: P
 def _preprocess(options: PlanOptions, calibration: DataInfo, progress: Progress) -> Preprocess:
     """--preprocess, or else the analysis's own for image folders: the same pipeline the ranges were taken with."""
     images = Path(options.eval).is_dir() and list_images(Path(options.eval))
-    recorded = calibration.kind == "images" and "preprocess" in calibration.details
+    recorded = "preprocess" in calibration.details  # an image folder's, or generated images' (pink-noise, ...)
     if options.preprocess is not None or not images or not recorded:
         return load_preprocess(options.preprocess)
     progress.log("preprocessing the evaluation images as the analysis did its calibration images "

@@ -67,7 +67,7 @@ def torch_module(model: onnx.ModelProto, outputs: Sequence[str] = ()):
         module = onnx2torch.convert(_prepared(model, outputs))
     except Exception as exc:  # noqa: BLE001 - the converter raises anything from KeyError to NotImplementedError
         raise ConfigError(f"onnx2torch cannot convert this model for gradient-based generation ({exc}); use "
-                          "--calib dead-leaves with --preprocess, or your own data.") from None
+                          "--calib pink-noise with --preprocess, or your own data.") from None
     module.eval()
     for p in module.parameters():
         p.requires_grad_(False)
@@ -94,4 +94,4 @@ def check_same(module, feeds: dict[str, np.ndarray], reference: Sequence[np.ndar
         if g.shape != r.shape or float(np.abs(g - r).max()) > allowed:
             raise ConfigError("the PyTorch conversion of this model (onnx2torch) computes something else than "
                               "the backend does; gradient-based generation is not possible for it. Use "
-                              "--calib dead-leaves with --preprocess, or your own data.")
+                              "--calib pink-noise with --preprocess, or your own data.")

@@ -22,7 +22,7 @@ from ..artifacts import DataInfo
 from ..errors import DataError
 from ..network.model import LoadedModel, TensorSpec, file_sha256
 from ..network.shapes import format_dims
-from .generate import dead_leaves, index_bound, is_mask, padding_mask
+from .generate import IMAGE_KINDS, IMAGES, PINK_NOISE, index_bound, is_mask, padding_mask
 from .images import Preprocess, list_images, load_image, preprocess_image
 
 DEFAULT_GENERATED_SAMPLES = 16
@@ -228,10 +228,10 @@ def _image_input(model: LoadedModel, pre: Preprocess, what: str) -> tuple[Tensor
     return spec, (size if all(isinstance(d, int) for d in size) else None)
 
 
-def _generated_images(model: LoadedModel, n: int, seed: int, pre: Preprocess) -> Dataset:
+def _generated_images(model: LoadedModel, n: int, seed: int, pre: Preprocess, kind: str) -> Dataset:
     from PIL import Image
 
-    spec, size = _image_input(model, pre, "--calib dead-leaves (images)")
+    spec, size = _image_input(model, pre, f"--calib {kind} (images)")
     if pre.resize is not None:  # drawn at the size the preprocessing resizes to, as photos arrive
         h, w = (pre.resize, pre.resize) if isinstance(pre.resize, int) else pre.resize
     elif size is not None:
@@ -240,16 +240,16 @@ def _generated_images(model: LoadedModel, n: int, seed: int, pre: Preprocess) ->
         raise DataError(f"input '{spec.name}' ({spec.describe()}) has no fixed height and width and the "
                         "preprocessing no 'resize': give one of them to generate images.")
     channels = 1 if pre.color == "gray" else 3
+    draw = IMAGES[kind]
 
     def take(lo: int, hi: int) -> dict[str, np.ndarray]:
-        arrays = [preprocess_image(Image.fromarray(dead_leaves(np.random.default_rng([seed, i]), h, w,
-                                                                channels).squeeze()), pre, size, f"sample {i}")
-                  for i in range(lo, hi)]
+        arrays = [preprocess_image(Image.fromarray(draw(np.random.default_rng([seed, i]), h, w, channels).squeeze()),
+                                   pre, size, f"sample {i}") for i in range(lo, hi)]
         return {spec.name: np.concatenate(arrays, axis=0)}
 
-    details = {"seed": seed, "generator": f"dead-leaves images, {w}x{h} pixels, preprocessed as photos",
+    details = {"seed": seed, "generator": f"{IMAGE_KINDS[kind]}, {w}x{h} pixels, preprocessed as photos",
                "preprocess": pre.to_json()}
-    fp = ["generated", "dead-leaves", seed, pre.to_json(), spec.name, str(size)]
+    fp = ["generated", kind, seed, pre.to_json(), spec.name, str(size)]
     return _finish(model, n, take, ("generated", "generated", details), fp, None)
 
 
@@ -322,14 +322,14 @@ def _selected_npz(model: LoadedModel, path: Path, spec: str, limit: int | None) 
 
 
 def generated_dataset(model: LoadedModel, samples: int | None = None, seed: int = 0,
-                      preprocess: Preprocess | None = None) -> Dataset:
+                      preprocess: Preprocess | None = None, images: str = PINK_NOISE) -> Dataset:
     """Synthetic samples from the input metadata: floats ~ N(0,1), integer indices inside their table,
     other integers in {0, 1}, booleans fair coins; with ``preprocess`` (a model with one image input),
-    dead-leaves images in pixel space preprocessed as photos would be (``data.generate``). Per-sample seeding
-    keeps data independent of batch size."""
+    ``images`` (pink-noise or dead-leaves) drawn in pixel space and preprocessed as photos would be
+    (``data.generate``). Per-sample seeding keeps data independent of batch size."""
     n = DEFAULT_GENERATED_SAMPLES if samples is None else samples
     if preprocess is not None:
-        return _generated_images(model, n, seed, preprocess)
+        return _generated_images(model, n, seed, preprocess, images)
     # A symbolic dim shared with a batch axis ('batch' in input [batch,576] and state [2,batch,128]) is the
     # per-sample batch size too.
     per_sample = {s.shape[0]: 1 for s in model.inputs if s.batch_axis == 0 and isinstance(s.shape[0], str)}

@@ -110,7 +110,7 @@ def synthesize(model: LoadedModel, dims: Sequence[int], n: int, seed: int, pre: 
     classes = model.proto.graph.output[logits].type.tensor_type.shape.dim[1].dim_value if logits is not None else 0
     if not targets and logits is None:
         raise DataError("this model keeps no BatchNormalization statistics and has no classifier output: "
-                        "nothing to optimise generated data toward. Use --calib dead-leaves with --preprocess, "
+                        "nothing to optimise generated data toward. Use --calib pink-noise with --preprocess, "
                         "or your own data.")
     image = len(dims) == 4
     channel_axis = 1 if pre is None or pre.layout == "nchw" else 3
