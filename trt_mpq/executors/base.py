@@ -34,7 +34,8 @@ class MemoryBatches:
 
 
 class BatchSink(Protocol):
-    """Where the serial executor keeps batches: written in order, read back by index (``ActivationStore``)."""
+    """Where this process keeps batches: written whole, in any order and from any thread, read back by index
+    (``ActivationStore``)."""
 
     complete: bool
 

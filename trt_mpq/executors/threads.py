@@ -69,6 +69,13 @@ def jobs_for(asked: int | None, gpu: bool, threads: int | None) -> int:
     return max(1, min(AUTO_JOBS, cores() // (threads or 1)))
 
 
+def _make_and_keep(fn, job, shared, sink) -> tuple[float, Any]:
+    """A ``keep`` job on its thread: make the batch, write it, hand back (seconds making it, result)."""
+    seconds, (result, tensors) = timed(fn, job, *shared)
+    sink.write(job.batch, tensors)
+    return seconds, result
+
+
 class Threads(Serial):
     """``workers`` jobs at once in this process, each session on ``cores() // workers`` threads (at least 1;
     ``threads`` to set it); batches kept in the store as ``Serial`` keeps them. At most ``2 * workers`` jobs
@@ -82,27 +89,27 @@ class Threads(Serial):
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="trt-mpq-job")
 
     def keep(self, fn, jobs, shared, sink):
+        """Each job writes its own batch, on its own thread (the store takes batches in any order); at most
+        ``workers + 1`` batches are made or held at a time."""
         self.sink = sink
         sink.reset()
         window: deque[tuple[int, Any, Future]] = deque()
         start = time.perf_counter()
         try:
             for i, job in enumerate(jobs):
-                window.append((i, job, self.pool.submit(timed, fn, job, *shared)))
+                window.append((i, job, self.pool.submit(_make_and_keep, fn, job, shared, sink)))
                 if len(window) > self.workers:
-                    yield self._write_oldest(window, fn.__name__, sink)
+                    yield self._oldest(window, fn.__name__)
             while window:
-                yield self._write_oldest(window, fn.__name__, sink)
+                yield self._oldest(window, fn.__name__)
         finally:
             self._drain(f for _, _, f in window)
             self.busy += time.perf_counter() - start
         sink.finish()
 
-    def _write_oldest(self, window, name: str, sink) -> tuple[int, Any]:
-        """Batches are written in order (the store appends): the oldest job's, once it is done."""
+    def _oldest(self, window, name: str) -> tuple[int, Any]:
         i, job, future = window.popleft()
-        seconds, (result, tensors) = future.result()
-        sink.write(job.batch, tensors)
+        seconds, result = future.result()
         self.job_times.append((name, seconds, parts(job)))
         return i, result
 

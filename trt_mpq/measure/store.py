@@ -1,8 +1,10 @@
 """An on-disk store of FP32 activations, so a unit's downstream run can start from its inputs without
 recomputing everything upstream, in memory bounded by one batch.
 
-One raw file per tensor, batches appended in order; the index (offset, shape per batch) is kept in memory and
-written once complete. Few large files keep creation and deletion cheap. A batch is read back as read-only
+One raw file per batch, its tensors one after another, written whole by whichever thread made the batch (jobs
+on threads write theirs side by side, in any order: the FP32 pass was bound by one thread writing them in
+turn); the index (file, offset, shape per tensor and batch) is kept in memory and written once complete. Few
+large files keep creation and deletion cheap. A batch is read back as read-only
 arrays: a large one mapped from the page cache rather than copied (a 640x640 detector's frontier is tens of
 MB per batch, read once per candidate threshold and per measurement), unmapped when its arrays are dropped, so
 a run's resident memory stays bounded by the batches in use.
@@ -26,22 +28,26 @@ MAP_FROM = 1 << 20  # bytes from which a read is mapped, not copied (a mapping c
 
 
 class ActivationStore:
+    FORMAT = 2  # one file per batch; a store of another format (an older version's) is made again
+
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.meta_path = self.root / "complete.json"
-        self.files: dict[str, str] = {}
+        self.files: dict[int, str] = {}  # batch -> its file
         self.dtypes: dict[str, str] = {}
-        self.entries: dict[str, list[tuple[int, list[int]]]] = {}  # name -> per batch (offset, shape)
-        self._fds: dict[str, int] = {}  # file -> a descriptor open for reading (files only grow at their end)
-        self._lock = threading.Lock()  # jobs on threads read concurrently (pread and mmap need no lock; opening does)
-        if self.meta_path.exists():
-            meta = json.loads(self.meta_path.read_text())
-            self.files, self.dtypes = meta["files"], meta["dtypes"]
-            self.entries = {k: [(o, s) for o, s in v] for k, v in meta["entries"].items()}
+        self.entries: dict[str, dict[int, tuple[int, list[int]]]] = {}  # name -> batch -> (offset, shape)
+        self._fds: dict[str, int] = {}  # file -> a descriptor open for reading
+        self._lock = threading.Lock()  # jobs on threads write and read concurrently (pread and mmap need none)
+        meta = json.loads(self.meta_path.read_text()) if self.meta_path.exists() else {}
+        if meta.get("format") == self.FORMAT:
+            self.files = {int(b): f for b, f in meta["files"].items()}
+            self.dtypes = meta["dtypes"]
+            self.entries = {k: {int(b): (o, s) for b, (o, s) in v.items()} for k, v in meta["entries"].items()}
 
     @property
     def complete(self) -> bool:
-        return self.meta_path.exists()
+        """Every batch written and the index on disk, in this version's format."""
+        return self.meta_path.exists() and json.loads(self.meta_path.read_text()).get("format") == self.FORMAT
 
     def reset(self) -> None:
         self._close()
@@ -50,24 +56,28 @@ class ActivationStore:
         self.files, self.dtypes, self.entries = {}, {}, {}
 
     def write(self, batch: int, tensors: Mapping[str, np.ndarray]) -> None:
-        for name, value in tensors.items():
-            if name not in self.files:
-                self.files[name] = f"{len(self.files)}.bin"
-                self.dtypes[name] = value.dtype.str
-                self.entries[name] = []
-            if len(self.entries[name]) != batch:
-                raise ValueError("batches must be written in order")
-            value = np.ascontiguousarray(value, dtype=np.dtype(self.dtypes[name]))
-            with open(self.root / self.files[name], "ab") as f:
-                offset = f.tell()
+        """Keep ``tensors`` as batch ``batch``; safe from several threads, batches in any order."""
+        name = f"{batch:06d}.bin"
+        index = {}
+        with open(self.root / name, "wb") as f:
+            for tensor, value in tensors.items():
+                with self._lock:
+                    dtype = np.dtype(self.dtypes.setdefault(tensor, np.asarray(value).dtype.str))
+                value = np.ascontiguousarray(value, dtype=dtype)
+                index[tensor] = (f.tell(), list(value.shape))
                 f.write(value.data)  # the buffer itself, not a copy of it
-            self.entries[name].append((offset, list(value.shape)))
+        with self._lock:
+            for tensor, entry in index.items():
+                self.entries.setdefault(tensor, {})[batch] = entry
+            self.files[batch] = name
 
     def finish(self) -> None:
-        atomic_write_json(self.meta_path, {"files": self.files, "dtypes": self.dtypes, "entries": self.entries})
+        atomic_write_json(self.meta_path, {"format": self.FORMAT, "files": self.files, "dtypes": self.dtypes,
+                                           "entries": self.entries})
 
     def read(self, batch: int, names: Iterable[str]) -> dict[str, np.ndarray]:
         out = {}
+        fd = None
         for n in names:
             offset, shape = self.entries[n][batch]
             dtype = np.dtype(self.dtypes[n])
@@ -76,7 +86,7 @@ class ActivationStore:
             if not count:
                 out[n] = np.zeros(shape, dtype)
                 continue
-            fd = self._fd(self.files[n])
+            fd = fd if fd is not None else self._fd(self.files[batch])
             if nbytes < MAP_FROM:
                 out[n] = np.frombuffer(os.pread(fd, nbytes, offset), dtype).reshape(shape)
                 continue
@@ -88,7 +98,7 @@ class ActivationStore:
     def dtype_shape(self, name: str) -> tuple[np.dtype, list[int | None]]:
         """dtype and dims of a stored tensor; a dim that differs between batches (the batch axis when the
         last batch is short) is None. Static dims matter to TensorRT, which needs every non-batch dim fixed."""
-        shapes = [s for _, s in self.entries[name]]
+        shapes = [s for _, (_, s) in sorted(self.entries[name].items())]
         dims = [d if all(s[i] == d for s in shapes) else None for i, d in enumerate(shapes[0])]
         return np.dtype(self.dtypes[name]), dims
 
