@@ -14,6 +14,16 @@ photos, and the early layers then look 5-50x less sensitive than photos make the
 from image to image (fixed low it ranks well but its thresholds clip photos: all-INT8 agreement 0.2-0.3;
 fixed at photos' own it ranks at 0.6) and correlated colour (0.92 with independent channels, 0.95 with one
 luminance). On PP-OCRv4 (its 5 images) it ranks as noise does (0.90-0.92 against 0.91).
+
+The dead-leaves model (``--calib dead-leaves``; Matheron; Lee, Mumford and Huang 2001) draws photos' other
+side, smooth regions bounded by edges: opaque disks of random colour dropped on top of each other, radii from
+a power law (density r^-3, which makes the image scale-invariant), rendered at twice the size and averaged
+down so edges are anti-aliased, plus a faint 1/f texture inside the flat regions. An option: on MobileNetV2
+it ranks units' INT8 sensitivity worse than input-shaped noise (Spearman 0.70 against 0.83) while its
+thresholds serve all-INT8 better (top-1 agreement 0.844 against 0.815; photos 0.889).
+
+Both go through ``--preprocess`` as photos would (``images.preprocess_image``), so the model sees its own
+normalisation. Seeded per sample: the same data whatever the batch size.
 """
 
 from __future__ import annotations

@@ -78,7 +78,7 @@ def _make_and_keep(fn, job, shared, sink) -> tuple[float, Any]:
 
 class Threads(Serial):
     """``workers`` jobs at once in this process, each session on ``cores() // workers`` threads (at least 1;
-    ``threads`` to set it); batches kept in the store as ``Serial`` keeps them. At most ``2 * workers`` jobs
+    ``threads`` to set it); each batch kept in the store by the job that made it. At most ``2 * workers`` jobs
     are queued, so that finished results and the batches they read do not pile up."""
 
     def __init__(self, workers: int, threads: int | None = None) -> None:
