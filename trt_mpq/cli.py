@@ -31,6 +31,7 @@ EPILOG = """examples:
   trt-mpq inspect model.onnx
   trt-mpq analyze model.onnx --out runs/a                       # generated calibration data
   trt-mpq analyze mobilenetv2.onnx --out runs/m --calib photos/ --preprocess pre.json
+  trt-mpq analyze mobilenetv2.onnx --out runs/n --preprocess pre.json    # no data: pink-noise images
   trt-mpq analyze det.onnx --out runs/d --shape x:1x3x640x640 --precisions int8
 
 Re-running an interrupted 'analyze' with the same arguments resumes where it stopped.

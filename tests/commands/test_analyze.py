@@ -97,7 +97,7 @@ def test_generated_data_says_which_generator_would_serve_better(tmp_path, capsys
     assert main(["analyze", str(path), "--out", str(tmp_path / "run"), "--samples", "8"]) == 0
     err = capsys.readouterr().err
     assert "--preprocess FILE (its resize and normalisation) generates pink-noise images" in err
-    assert "keeps 1 BatchNormalization layer: --calib synthesized" in err
+    assert "keeps 1 BatchNormalization layer: --calib synthesized (pip install 'trt-mpq[datagen]')" in err
     np.savez(tmp_path / "c.npz", x=np.random.default_rng(0).standard_normal((8, 3, 8, 8)).astype(np.float32))
     assert main(["analyze", str(path), "--out", str(tmp_path / "own"), "--calib", str(tmp_path / "c.npz")]) == 0
     assert "pink-noise" not in capsys.readouterr().err  # the user's own data: nothing to suggest

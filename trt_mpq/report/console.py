@@ -40,7 +40,7 @@ class ConsoleProgress(ProgressSink):
             self.bar.start()
             self.task = self.bar.add_task(label, total=total)
         else:
-            self.console.print(f"{label}: 0/{total}")
+            self.console.print(f"{label}: 0/{total}", markup=False)
 
     def advance(self, n: int = 1) -> None:
         self.done += n
@@ -50,11 +50,11 @@ class ConsoleProgress(ProgressSink):
                 self.stop()
         elif not self.quiet and (time.monotonic() - self.last > 10 or self.done >= self.total):
             self.last = time.monotonic()
-            self.console.print(f"{self.label}: {self.done}/{self.total}")
+            self.console.print(f"{self.label}: {self.done}/{self.total}", markup=False)
 
     def log(self, message: str) -> None:
-        if not self.quiet:
-            (self.bar.console if self.bar else self.console).print(message, highlight=False)
+        if not self.quiet:  # plain text: a bracket in a message ("trt-mpq[datagen]") is not rich markup
+            (self.bar.console if self.bar else self.console).print(message, highlight=False, markup=False)
 
     def stop(self) -> None:
         if self.bar is not None:
