@@ -11,7 +11,7 @@ import numpy as np
 from ..artifacts import Analysis, RunFolder
 from ..backends import Backend, BackendContext, open_backend
 from ..data.datasets import DEFAULT_GENERATED_SAMPLES, Dataset, generated_dataset, load_dataset
-from ..data.generate import DEAD_LEAVES, GENERATED, IMAGES, PINK_NOISE, SYNTHESIZED
+from ..data.generate import GENERATED, IMAGES, PINK_NOISE, SYNTHESIZED
 from ..data.images import load_preprocess
 from ..data.thumbnails import thumbnails
 from ..errors import ConfigError
@@ -147,7 +147,7 @@ def calibration_data(model: LoadedModel, opts: AnalyzeOptions, progress: Progres
 def generator_hints(model: LoadedModel, opts: AnalyzeOptions) -> list[str]:
     """For data generated without the model's help: the generator that would serve this model better, and
     what it needs (docs/results.md, issue 22)."""
-    if opts.calib not in (None, PINK_NOISE, DEAD_LEAVES):
+    if opts.calib is not None and opts.calib not in IMAGES:
         return []
     from ..data.synthesis import bn_targets  # no PyTorch at import: its converter loads when it is used
 

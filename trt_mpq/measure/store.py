@@ -39,7 +39,8 @@ class ActivationStore:
         self._fds: dict[str, int] = {}  # file -> a descriptor open for reading
         self._lock = threading.Lock()  # jobs on threads write and read concurrently (pread and mmap need none)
         meta = json.loads(self.meta_path.read_text()) if self.meta_path.exists() else {}
-        if meta.get("format") == self.FORMAT:
+        self._finished = meta.get("format") == self.FORMAT  # an older version's store is made again
+        if self._finished:
             self.files = {int(b): f for b, f in meta["files"].items()}
             self.dtypes = meta["dtypes"]
             self.entries = {k: {int(b): (o, s) for b, (o, s) in v.items()} for k, v in meta["entries"].items()}
@@ -47,23 +48,24 @@ class ActivationStore:
     @property
     def complete(self) -> bool:
         """Every batch written and the index on disk, in this version's format."""
-        return self.meta_path.exists() and json.loads(self.meta_path.read_text()).get("format") == self.FORMAT
+        return self._finished and self.meta_path.exists()
 
     def reset(self) -> None:
         self._close()
         shutil.rmtree(self.root, ignore_errors=True)
         self.root.mkdir(parents=True)
         self.files, self.dtypes, self.entries = {}, {}, {}
+        self._finished = False
 
     def write(self, batch: int, tensors: Mapping[str, np.ndarray]) -> None:
         """Keep ``tensors`` as batch ``batch``; safe from several threads, batches in any order."""
         name = f"{batch:06d}.bin"
+        with self._lock:  # a tensor keeps the dtype of the first batch written
+            dtypes = {t: np.dtype(self.dtypes.setdefault(t, np.asarray(v).dtype.str)) for t, v in tensors.items()}
         index = {}
         with open(self.root / name, "wb") as f:
             for tensor, value in tensors.items():
-                with self._lock:
-                    dtype = np.dtype(self.dtypes.setdefault(tensor, np.asarray(value).dtype.str))
-                value = np.ascontiguousarray(value, dtype=dtype)
+                value = np.ascontiguousarray(value, dtype=dtypes[tensor])
                 index[tensor] = (f.tell(), list(value.shape))
                 f.write(value.data)  # the buffer itself, not a copy of it
         with self._lock:
@@ -74,6 +76,7 @@ class ActivationStore:
     def finish(self) -> None:
         atomic_write_json(self.meta_path, {"format": self.FORMAT, "files": self.files, "dtypes": self.dtypes,
                                            "entries": self.entries})
+        self._finished = True
 
     def read(self, batch: int, names: Iterable[str]) -> dict[str, np.ndarray]:
         out = {}
