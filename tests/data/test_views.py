@@ -1,10 +1,10 @@
-"""Views of a dataset (data/views.py): subsets, the seeded split, cached and jittered replicas."""
+"""Views of a dataset (data/views.py): subsets, the seeded split, spread batches, cached and jittered replicas."""
 
 import numpy as np
 
 from data_models import FLOAT, identity_model
 from trt_mpq.data.datasets import generated_dataset
-from trt_mpq.data.views import JITTER, cached, jittered, split, subset
+from trt_mpq.data.views import JITTER, cached, jittered, split, spread_batches, subset
 
 
 def _data(tmp_path, n=10):
@@ -27,6 +27,18 @@ def test_a_subset_keeps_the_order_it_is_given(tmp_path):
     part = subset(ds, [7, 2], "two")
     assert np.array_equal(part.take(0, 2)["x"], np.concatenate([ds.take(7, 8)["x"], ds.take(2, 3)["x"]]))
     assert "two" in part.source
+
+
+def test_spread_batches_take_samples_from_all_over_the_data(tmp_path):
+    ds = _data(tmp_path, 20)
+    ds.labels, ds.names = np.arange(20), [f"s{i}" for i in range(20)]
+    view = spread_batches(ds, 8)  # 3 batches: samples 0, 3, 6, ... then 1, 4, 7, ... then 2, 5, 8, ...
+    order = [0, 3, 6, 9, 12, 15, 18, 1, 4, 7, 10, 13, 16, 19, 2, 5, 8, 11, 14, 17]
+    assert np.array_equal(view.take(0, 20)["x"], np.concatenate([ds.take(i, i + 1)["x"] for i in order]))
+    assert view.labels.tolist() == order and view.name(1) == "s3" and view.num_samples == 20
+    assert view.spans(8) == ds.spans(8) and view.fingerprint not in (ds.fingerprint, spread_batches(ds, 4).fingerprint)
+    assert np.ptp(view.labels[:8]) >= 14  # the first batch alone reaches from one end of the data to the other
+    assert spread_batches(ds, 20) is ds and spread_batches(ds, 1) is ds  # one batch, or one sample a batch
 
 
 def test_jitter_is_small_reproducible_and_independent_of_the_batch(tmp_path):

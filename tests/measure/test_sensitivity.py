@@ -257,6 +257,7 @@ def test_the_floor_is_8_samples_only_for_dense_outputs(tmp_path):
 
 def test_fp16_on_fewer_samples_is_the_measurement_on_those_samples_and_says_so(tmp_path):
     from trt_mpq.data.datasets import load_dataset
+    from trt_mpq.data.views import spread_batches
     from trt_mpq.measure.sensitivity import rounding_batches
 
     model, data = _setup(tmp_path, builders.conv_bn_relu_residual, samples=40)
@@ -267,10 +268,13 @@ def test_fp16_on_fewer_samples_is_the_measurement_on_those_samples_and_says_so(t
     assert part["calibration"]["float_samples"] == 16 and "float_samples" not in full["calibration"]
     assert [u["results"]["int8"] for u in part["units"]] == [u["results"]["int8"] for u in full["units"]]
     assert [u["results"]["fp16"] for u in part["units"]] != [u["results"]["fp16"] for u in full["units"]]
-    # the subset's FP16 figures are exactly an analysis of those 16 samples alone
-    spans = data.spans(4)
-    chosen = [data.take(*spans[b]) for b in rounding_batches([4] * 10, "auto")]
-    np.savez(tmp_path / "subset.npz", **{k: np.concatenate([c[k] for c in chosen]) for k in chosen[0]})
+    # the subset's FP16 figures are exactly an analysis of those 16 samples alone: the analysis's batches (each
+    # of samples from all over the data) saved in the order that the same spreading turns back into them
+    spread = spread_batches(data, 4)
+    chosen = [spread.take(*spread.spans(4)[b]) for b in rounding_batches([4] * 10, "auto")]
+    assert len(chosen) == 4
+    arrays = {k: np.stack([c[k] for c in chosen]) for k in chosen[0]}  # (batch, sample in it, ...)
+    np.savez(tmp_path / "subset.npz", **{k: a.swapaxes(0, 1).reshape(16, *a.shape[2:]) for k, a in arrays.items()})
     alone = analyze(model, load_dataset(model, tmp_path / "subset.npz"), CountingBackend(), tmp_path / "alone",
                     settings).to_json()
     assert [u["results"]["fp16"] for u in part["units"]] == [u["results"]["fp16"] for u in alone["units"]]

@@ -1,4 +1,5 @@
-"""Views of a dataset: a subset, a seeded split into two disjoint parts, and jittered replicas.
+"""Views of a dataset: a subset, a seeded split into two disjoint parts, batches that each hold samples from the
+whole set, and jittered replicas.
 
 Replicas stand in for another backend's arithmetic: every float input gets independent uniform noise of
 ``relative`` times the tensor's RMS (about eight float32 rounding steps at the default 2^-20), reproducible
@@ -41,6 +42,24 @@ def subset(ds: Dataset, indices: Sequence[int], label: str) -> Dataset:
     return Dataset(ds.model_inputs, len(indices), _gather(ds, indices), f"{ds.source} ({label})", ds.kind,
                    ds.details, fp, ds.labels[indices] if ds.labels is not None else None,
                    [ds.name(i) for i in indices])
+
+
+def spread_batches(ds: Dataset, batch: int) -> Dataset:
+    """The same samples, reordered so that each batch of ``batch`` holds samples from all over the set (with n
+    batches, batch k holds samples k, k + n, k + 2n, ...): data sets are often sorted (by class, by source), and
+    so any one batch stands for the whole of it. Errors name samples by their place in ``ds``."""
+    b = ds.effective_batch(batch)
+    n = -(-ds.num_samples // b)
+    order = [i for k in range(n) for i in range(k, ds.num_samples, n)]
+    if order == list(range(ds.num_samples)):
+        return ds
+
+    def take(lo: int, hi: int) -> dict[str, np.ndarray]:
+        return _stack([ds.take(i, i + 1) for i in order[lo:hi]])
+
+    fp = hashlib.sha256(json.dumps([ds.fingerprint, "spread batches", b]).encode()).hexdigest()
+    return replace(ds, take_fn=take, fingerprint=fp, labels=ds.labels[order] if ds.labels is not None else None,
+                   names=[ds.name(i) for i in order])
 
 
 def split(ds: Dataset, share: float = 0.5, seed: int = 0) -> tuple[Dataset, Dataset, list[int], list[int]]:

@@ -11,6 +11,7 @@ from onnx import numpy_helper
 
 from ..backends import Backend
 from ..data.datasets import Dataset
+from ..data.views import spread_batches
 from ..network.model import LoadedModel
 from ..network.units import Unit
 from ..precision import Precision
@@ -60,6 +61,7 @@ def calibrate(model: LoadedModel, units: Sequence[Unit], dataset: Dataset, backe
     collector = RangeCollector(calibrator, quantized, quantized, channel_axes(units), weight_scales, bias_correction)
     probe, fetch = probe_model(model, quantized)
     passes = 2 if collector.needs_histograms else 1
+    dataset = spread_batches(dataset, batch)  # the analysis's batches, so the same sums in the same order
     spans = dataset.spans(batch)
     progress.start("calibration", passes * len(spans))
     with backend.compile(probe) as session:

@@ -3,7 +3,9 @@
 The fast path gives the same answer as the naive one (a whole lowered model and a new session per unit,
 every sample through the whole network) for less work:
 
-1. One FP32 pass over the data records, per batch and on disk, every tensor that some unit's downstream
+1. The samples are taken in batches that each hold samples from all over the data (``data.views.spread_batches``:
+   data sets are often sorted by class or source), so one batch stands for the whole where one is enough.
+   One FP32 pass over the data records, per batch and on disk, every tensor that some unit's downstream
    region reads from upstream (the region's *frontier*), plus the reference outputs. Ranges come from the
    same pass, so memory is bounded by one batch whatever the number of samples.
 2. With ``--calibrator auto`` every quantized tensor's threshold is decided next, once, at the outputs, with
@@ -41,6 +43,7 @@ from .. import __version__
 from ..artifacts import AnalysedUnit, Analysis, Calibration, ModelInfo, RunFolder, UnitResult
 from ..backends import Backend
 from ..data.datasets import Dataset
+from ..data.views import spread_batches
 from ..executors import Executor, Serial, chunks_for
 from ..files import atomic_write_json
 from ..network.graph import consumers, descendants, extract_region, region_inputs
@@ -190,6 +193,7 @@ def measure_naive(model: LoadedModel, units: Sequence[Unit], pairs: Sequence[tup
     ``reference_once`` each measurement also runs the FP32 model, as the method is written; with it the FP32
     outputs are computed once up front and kept."""
     progress = progress or Progress()
+    dataset = spread_batches(dataset, batch)
     spans = dataset.spans(batch)
     results = {}
     with backend.compile(model.proto) as fp32:
@@ -221,6 +225,7 @@ def analyze(model: LoadedModel, dataset: Dataset, backend: Backend, out_dir: str
     start = time.perf_counter()
     folder = RunFolder(out_dir)
     table = find_units(model.proto, model.tensors)
+    recorded, dataset = dataset, spread_batches(dataset, settings.batch)
     work = folder.work / _run_key(model, dataset, backend, settings)
     journal = Journal(work / "results.jsonl")
     done = {k: UnitResult.from_json(v) for k, v in journal.load().items()}
@@ -293,7 +298,7 @@ def analyze(model: LoadedModel, dataset: Dataset, backend: Backend, out_dir: str
     executor.drop_batches()
     store.remove()
     rounding_samples = sum(counts[b] for b in rounding) if len(rounding) < len(counts) else None
-    analysis = _analysis(model, table, dataset, backend, settings, done, time.perf_counter() - start,
+    analysis = _analysis(model, table, recorded, backend, settings, done, time.perf_counter() - start,
                          rounding_samples)
     atomic_write_json(folder.ranges, ranges.to_json())
     atomic_write_json(folder.sensitivity, analysis.to_json())

@@ -3,12 +3,12 @@
 Every candidate threshold of a tensor (max, percentile, entropy, mse: all from the FP32 pass's histogram;
 methods within 1 % count once) is tried on the first unit in graph order that reads the tensor: that unit
 alone in the quantized precision (its weight quantized, of its inputs only this tensor), the network
-downstream of it run from the stored FP32 frontier on ``CHOOSE_BATCHES`` batches spread over the data (at
-most a quarter of them, at least one), its outputs compared with the FP32 reference. The candidate with the
-least error (each sample's normalised squared error, averaged) wins; a tie goes to the earlier method of
-``CHOICES`` (max first; a Q/DQ file's own "shipped" threshold last). Where the methods disagree widely
-(``WIDE``), INT8 tries up to ``REFINE_ROUNDS`` more thresholds between the best and its neighbours
-(``refined_threshold``), recorded as the method "refined" when one of them wins. The decision depends on the model and
+downstream of it run from the stored FP32 frontier on ``CHOOSE_BATCHES`` batches (each holds samples from
+all over the data; at most a quarter of them, at least one), its outputs compared with the FP32 reference.
+The candidate with the least error (each sample's normalised squared error, averaged) wins; a tie goes to the
+earlier method of ``CHOICES`` (max first; a Q/DQ file's own "shipped" threshold last). Where the methods
+disagree widely (``WIDE``), INT8 tries up to ``REFINE_ROUNDS`` more thresholds between the best and its
+neighbours (``refined_threshold``), recorded as the method "refined" when one of them wins. The decision depends on
 the data alone, never on the order units are measured in, and a tensor read by several units (Q, K and V of
 one LayerNorm) gets one threshold. Measured at the network's outputs rather than at the unit's own: on
 MobileNetV2 the unit-local error preferred thresholds that cost 0.8 dB of all-INT8 output SQNR.
@@ -32,11 +32,11 @@ from ..quant.lower import lower
 from ..quant.ranges import CHOICES, REFINED, Ranges
 from .output_delta import BatchDelta, OutputDelta
 
-# Batches each candidate runs on (16 samples at the default batch), spread over the data (often sorted by class
-# or source). One batch chose as well on the two models measured (all-INT8 MobileNetV2 agreement 0.919 vs 0.889,
-# MiniLM cosine 0.9831 vs 0.9822) at half the cost, but it is the first batch only (MobileNetV2's: 8 crops of
-# one photo), and MobileNetV2's `run` then searched twice as long for a mix no faster (docs/results.md).
-CHOOSE_BATCHES = 2
+# Batches each candidate runs on (8 samples at the default batch). The analysis's batches each hold samples from
+# all over the data (``data.views.spread_batches``), so one stands for the whole. Against two batches of
+# consecutive samples at both ends of the data (the choice until the eighth session), side by side: all-INT8
+# MobileNetV2 agreement 0.926 vs 0.889, MiniLM cosine 0.9875 vs 0.9857, at about half the cost (docs/results.md).
+CHOOSE_BATCHES = 1
 CHOSEN_BY = (Precision.INT8, Precision.FP8)  # the precisions whose activation thresholds auto chooses
 # INT8 thresholds are searched between the methods' candidates too: MiniLM's GELU outputs have candidates 2 to 25
 # apart (entropy 2.1, percentile 4.2, mse 18.3, max 24.8) and the best threshold lies between them. FP8 keeps
@@ -57,7 +57,7 @@ def spread(num_batches: int, k: int) -> list[int]:
 
 
 def choice_batches(num_batches: int) -> list[int]:
-    """The batches candidates run on: ``CHOOSE_BATCHES`` spread over the data, never more than a quarter of
+    """The batches candidates run on: ``CHOOSE_BATCHES`` spread over the batches, never more than a quarter of
     them (trying 4 candidates on most of the data would cost more than the analysis itself), at least one."""
     return spread(num_batches, max(1, min(CHOOSE_BATCHES, round(num_batches / 4))))
 

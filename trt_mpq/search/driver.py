@@ -135,10 +135,16 @@ def _bisect(space: DecisionSpace, budget: Budget, seconds: float | None,
         mid = math.exp((lo + hi) / 2)
         plan = solve(space, noise_budget=mid, seconds_budget=seconds, size_budget_mb=budget.max_size_mb,
                      no_tie_break_from_s=None if best is None else best.estimated_ms / 1e3)  # skipped below
-        if plan is None or (best is not None and space.seconds(plan) * 1e3 >= best.estimated_ms):
-            # infeasible, or (the solver breaking ties within the latency source's resolution by size) no
-            # faster than a mix already measured to pass: measuring it could not change the answer, look higher
+        if plan is None:  # infeasible: look higher
             lo = math.log(mid)
+            continue
+        if best is not None and space.seconds(plan) * 1e3 >= best.estimated_ms:
+            # (the solver breaking ties within the latency source's resolution by size) no faster than a mix
+            # already measured to pass: measuring it could not change the answer; look higher, as after a pass,
+            # until the budget is resolved (the solves near a failing budget are the slowest, up to 1 s each)
+            lo = math.log(mid)
+            if hi - lo < 0.05:
+                break
             continue
         step = verify(plan, mid)
         if step.passed:
