@@ -10,7 +10,7 @@ ratio and the ratio of the total times. Make the other tree with `git worktree a
 Cases (real models and data of ../shared/models):
   mnv2-int8     analyze MobileNetV2 on the 72 calibration photos, --precisions int8 (defaults otherwise)
   minilm        analyze MiniLM-L6 on the 256 calibration sentences (defaults)
-  ppocr         analyze PP-OCRv4 det at 640x640 on 16 generated samples (defaults)
+  ppocr         analyze PP-OCRv4 det at 640x640 on 16 samples of noise (defaults otherwise)
   mnv2-run      run MobileNetV2: photos/calib, photos/eval, --metric agreement --max-drop 0.02
 """
 
@@ -34,11 +34,22 @@ CASES = {
     "mnv2-int8": ["analyze", f"{SHARED}/mobilenetv2_imagenet.onnx", "--calib", f"{SHARED}/photos/calib",
                   "--preprocess", str(PRE), "--precisions", "int8"],
     "minilm": ["analyze", f"{SHARED}/minilm/minilm_l6.onnx", "--calib", f"{SHARED}/minilm/minilm_calib.npz"],
-    "ppocr": ["analyze", f"{SHARED}/ppocrv4_det.onnx", "--shape", "x:1x3x640x640", "--samples", "16"],
+    "ppocr": ["analyze", f"{SHARED}/ppocrv4_det.onnx", "--shape", "x:1x3x640x640", "--calib", "{noise}"],
     "mnv2-run": ["run", f"{SHARED}/mobilenetv2_imagenet.onnx", "--calib", f"{SHARED}/photos/calib",
                  "--eval", f"{SHARED}/photos/eval", "--preprocess", str(PRE), "--metric", "agreement",
                  "--max-drop", "0.02"],
 }
+
+
+def noise_file(folder: Path) -> Path:
+    """PP-OCRv4's 16 noise samples, written once by this tree, so both trees analyse the same file (this tree
+    would otherwise synthesize data for a model that keeps BatchNorm statistics, where older ones drew noise)."""
+    path = folder / "ppocr_noise.npz"
+    if not path.exists():
+        subprocess.run([sys.executable, "-m", "trt_mpq.cli", "generate", f"{SHARED}/ppocrv4_det.onnx", "--out",
+                        str(path), "--method", "noise", "--samples", "16", "--shape", "x:1x3x640x640"],
+                       check=True, capture_output=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return path
 
 
 def run_once(tree: Path, args: list[str], out: Path) -> tuple[float, float, str]:
@@ -75,28 +86,35 @@ def main() -> int:
     unknown = [c for c in args.cases if c not in CASES]
     if unknown:
         parser.error(f"unknown case {', '.join(unknown)}; choose from {', '.join(CASES)}")
-    for name in args.cases or list(CASES):
-        olds, news = [], []
-        for k in range(max(1, args.rounds)):
-            with tempfile.TemporaryDirectory(prefix="trt-mpq-versions-") as tmp:
-                if k % 2:  # every other round this tree first
-                    new = run_once(ROOT, CASES[name], Path(tmp) / "this")
-                    old = run_once(args.baseline, CASES[name], Path(tmp) / "base")
-                else:
-                    old = run_once(args.baseline, CASES[name], Path(tmp) / "base")
-                    new = run_once(ROOT, CASES[name], Path(tmp) / "this")
-            olds.append(old), news.append(new)
-            label = name if args.rounds <= 1 else f"{name} #{k + 1}"
-            print(f"{label:10s} {old[0]:11.1f} {new[0]:8.1f} {old[0] / new[0]:6.2f}x {old[1]:8.0f} {new[1]:8.0f}",
-                  flush=True)
-            for who, r in (("baseline", old), ("this", new)):
-                if r[2]:
-                    print(f"    {who}: {r[2][:150]}")
-        if len(olds) > 1:
-            base_s, this_s = sum(o[0] for o in olds), sum(n[0] for n in news)
-            print(f"{name + ' all':10s} {base_s:11.1f} {this_s:8.1f} {base_s / this_s:6.2f}x "
-                  f"{max(o[1] for o in olds):8.0f} {max(n[1] for n in news):8.0f}  (totals; peaks)", flush=True)
+    with tempfile.TemporaryDirectory(prefix="trt-mpq-versions-inputs-") as inputs:
+        for name in args.cases or list(CASES):
+            compare(name, [str(noise_file(Path(inputs))) if a == "{noise}" else a for a in CASES[name]],
+                    args.baseline, args.rounds)
     return 0
+
+
+def compare(name: str, case: list[str], baseline: Path, rounds: int) -> None:
+    """``case`` run by both trees ``rounds`` times (the order swapped every round), one line per round."""
+    olds, news = [], []
+    for k in range(max(1, rounds)):
+        with tempfile.TemporaryDirectory(prefix="trt-mpq-versions-") as tmp:
+            if k % 2:  # every other round this tree first
+                new = run_once(ROOT, case, Path(tmp) / "this")
+                old = run_once(baseline, case, Path(tmp) / "base")
+            else:
+                old = run_once(baseline, case, Path(tmp) / "base")
+                new = run_once(ROOT, case, Path(tmp) / "this")
+        olds.append(old), news.append(new)
+        label = name if rounds <= 1 else f"{name} #{k + 1}"
+        print(f"{label:10s} {old[0]:11.1f} {new[0]:8.1f} {old[0] / new[0]:6.2f}x {old[1]:8.0f} {new[1]:8.0f}",
+              flush=True)
+        for who, r in (("baseline", old), ("this", new)):
+            if r[2]:
+                print(f"    {who}: {r[2][:150]}")
+    if len(olds) > 1:
+        base_s, this_s = sum(o[0] for o in olds), sum(n[0] for n in news)
+        print(f"{name + ' all':10s} {base_s:11.1f} {this_s:8.1f} {base_s / this_s:6.2f}x "
+              f"{max(o[1] for o in olds):8.0f} {max(n[1] for n in news):8.0f}  (totals; peaks)", flush=True)
 
 
 if __name__ == "__main__":

@@ -116,7 +116,7 @@ def _bad_inputs(tmp_path, tiny):
         ("tensorrt backend", ["analyze", tiny, *good, "--backend", "tensorrt"], ["TensorRT", "onnxruntime"]),
         ("unknown preprocess key", ["analyze", tiny, *good, "--calib", tmp_path / "empty_dir",
                                     "--preprocess", tmp_path / "pre.json"], ["normalize"]),
-        ("noise with a preprocessing", ["analyze", tiny, *good, "--calib", "generated", "--preprocess",
+        ("noise with a preprocessing", ["analyze", tiny, *good, "--calib", "noise", "--preprocess",
                                         tmp_path / "pre.json"], ["takes no --preprocess", "pink-noise"]),
         ("out is a file", ["analyze", tiny, "--out", tmp_path / "afile"], ["not a folder"]),
         ("zero batch", ["analyze", tiny, *good, "--batch", "0"], ["--batch", "at least 1"]),

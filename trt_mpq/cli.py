@@ -99,13 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "--preprocess pre.json --samples 64", formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="FP32 ONNX model")
     p.add_argument("--out", required=True, metavar="FILE.npz", help="the file to write (whole or not at all)")
-    p.add_argument("--method", choices=GENERATE_METHODS, help="generated: noise shaped like "
+    p.add_argument("--method", choices=GENERATE_METHODS, help="generated (the default): the one of the others "
+                   "that the model calls for, as an analysis without data takes it; noise: shaped like "
                    "the inputs, integer indices inside their tables; pink-noise: images with photos' 1/f spectrum, "
                    "correlated colour and varied contrast, drawn in pixel space (needs --preprocess; ranks an "
                    "image model's units best); dead-leaves: occluding disks (needs --preprocess); "
                    "synthesized: optimised through the "
                    "model toward its BatchNorm statistics and confident, diverse classes (needs "
-                   "trt-mpq[datagen]) (default: pink-noise with --preprocess, else generated)")
+                   "trt-mpq[datagen])")
     p.add_argument("--samples", type=_positive, default=g.samples, help=f"how many (default {g.samples})")
     p.add_argument("--seed", type=int, default=g.seed, help="the same seed gives the same data")
     p.add_argument("--preprocess", metavar="FILE", help="the model's image preprocessing (JSON/YAML), as for "
@@ -178,15 +179,16 @@ def _analysis_args(p: argparse.ArgumentParser, command: str) -> None:
     precisions = ",".join(p.value for p in d.precisions)
     p.add_argument("--calib", metavar="PATH", help=".npz (one array per input name, samples first; or pick arrays: "
                    "FILE.npz:input=x_train), .npy, a folder of them, or a folder of images (with --preprocess). "
-                   "Or generated data: 'generated' (the default: noise shaped like the inputs, integer "
-                   "indices inside their tables), 'pink-noise' (the default with --preprocess: images with "
-                   "photos' 1/f spectrum drawn in pixel space, then --preprocess), 'dead-leaves' (occluding "
-                   "disks, then --preprocess), 'synthesized' (optimised through the model toward its "
-                   "BatchNorm statistics and confident, diverse classes; needs trt-mpq[datagen]). "
-                   "'trt-mpq generate' writes any of them to a .npz for reuse")
+                   "Or generated data: 'generated' (the default: synthesized for a model that keeps BatchNorm "
+                   "statistics when trt-mpq[datagen] is installed, else pink-noise with --preprocess, else "
+                   "noise; the log says which and why), 'noise' (shaped like the inputs, integer indices inside "
+                   "their tables), 'pink-noise' (images with photos' 1/f spectrum drawn in pixel space, then "
+                   "--preprocess), 'dead-leaves' (occluding disks, then --preprocess), 'synthesized' (optimised "
+                   "through the model toward its BatchNorm statistics and confident, diverse classes; needs "
+                   "trt-mpq[datagen]). 'trt-mpq generate' writes any of them to a .npz for reuse")
     p.add_argument("--preprocess", metavar="FILE", help="JSON/YAML for image folders: resize, crop, scale, mean, "
-                   "std, layout (nchw|nhwc), color (rgb|bgr|gray); without --calib, pink-noise images are "
-                   "generated and preprocessed with it")
+                   "std, layout (nchw|nhwc), color (rgb|bgr|gray); without --calib, generated images are "
+                   "preprocessed with it")
     p.add_argument("--shape", action="append", default=[], metavar="NAME:DIMS", help=SHAPE_HELP)
     p.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE", help=FIX_HELP)
     p.add_argument("--outputs", metavar="NAME,...", help="measure sensitivity at these tensors instead of the "
@@ -280,9 +282,9 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
 
 
 def _analyze_options(args: argparse.Namespace) -> AnalyzeOptions:
-    # in 'run', --preprocess serves --eval's images and, without --calib, the generated (pink-noise) images;
-    # with --calib generated (noise shaped like the inputs) it serves --eval alone
-    preprocess = None if args.command == "run" and args.calib == "generated" else args.preprocess
+    # in 'run', --preprocess serves --eval's images and, without --calib, the generated images; with --calib
+    # noise (shaped like the inputs) it serves --eval alone
+    preprocess = None if args.command == "run" and args.calib == "noise" else args.preprocess
     return AnalyzeOptions(calib=args.calib, preprocess=preprocess, shapes=parse_shapes(args.shape),
                           fixed=args.fix,
                           outputs=args.outputs, precisions=Precision.parse_list(args.precisions),

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import helper
 
 import builders
 from trt_mpq.cli import main
@@ -83,21 +84,39 @@ def test_calibration_images_generated_in_pixel_space(tmp_path, capsys):
     assert "dead-leaves images, 8x8 pixels" in capsys.readouterr().err
     calibration = json.loads((run / "sensitivity.json").read_text())["calibration"]
     assert calibration["kind"] == "generated" and "dead-leaves" in calibration["generator"]
-    # no --calib, but a preprocessing: pink-noise images, said in the log and the record
     assert main(["analyze", str(path), "--out", str(tmp_path / "pink"), "--preprocess", str(tmp_path / "pre.json"),
-                 "--samples", "8"]) == 0
+                 "--calib", "pink-noise", "--samples", "8"]) == 0
     assert "pink-noise images (1/f spectrum), 8x8 pixels" in capsys.readouterr().err
     calibration = json.loads((tmp_path / "pink" / "sensitivity.json").read_text())["calibration"]
     assert "pink-noise" in calibration["generator"]
     assert (tmp_path / "pink" / "calibration.png").is_file()  # what the generated images look like
 
 
-def test_generated_data_says_which_generator_would_serve_better(tmp_path, capsys):
+def test_generated_data_is_chosen_by_what_the_model_offers_and_says_why(tmp_path, capsys, monkeypatch):
+    from trt_mpq.commands.analyze import generator_for
+    from trt_mpq.data import autograd
+    from trt_mpq.network.model import load_model
+
     path = builders.save(builders.conv_bn_relu_residual(), tmp_path)  # one image input, a BatchNorm kept
+    conv = helper.make_node("Conv", ["x", "w"], ["y"], "conv", pads=[1, 1, 1, 1])
+    w = builders.init("w", builders.conv_w(np.random.default_rng(0), 4, 3))
+    plain = builders.save(builders.model([conv], [builders.fvi("x", ["N", 3, 8, 8])],
+                                         [builders.fvi("y", ["N", 4, 8, 8])], [w]), tmp_path, "plain.onnx")
+    model = load_model(path)
+    (tmp_path / "pre.json").write_text('{"resize": 8, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}')
+    assert generator_for(load_model(plain), "pre.json")[0] == "pink-noise"
+    assert generator_for(load_model(plain), None) == ("noise", "nothing in the model or the options says more")
+    monkeypatch.setattr(autograd, "torch_available", lambda: True)
+    assert generator_for(model, None) == ("synthesized", "the model keeps 1 BatchNormalization layer")
+    assert generator_for(model, "pre.json")[0] == "synthesized"
+    monkeypatch.setattr(autograd, "torch_available", lambda: False)  # without the extra: the next best
+    assert generator_for(model, "pre.json")[0] == "pink-noise" and generator_for(model, None)[0] == "noise"
     assert main(["analyze", str(path), "--out", str(tmp_path / "run"), "--samples", "8"]) == 0
     err = capsys.readouterr().err
+    assert "8 samples; chosen as nothing in the model or the options says more" in err
+    assert json.loads((tmp_path / "run" / "sensitivity.json").read_text())["calibration"]["method"] == "noise"
     assert "--preprocess FILE (its resize and normalisation) generates pink-noise images" in err
-    assert "keeps 1 BatchNormalization layer: --calib synthesized (pip install 'trt-mpq[datagen]')" in err
+    assert "keeps 1 BatchNormalization layer: --calib synthesized (needs pip install 'trt-mpq[datagen]')" in err
     np.savez(tmp_path / "c.npz", x=np.random.default_rng(0).standard_normal((8, 3, 8, 8)).astype(np.float32))
     assert main(["analyze", str(path), "--out", str(tmp_path / "own"), "--calib", str(tmp_path / "c.npz")]) == 0
     assert "pink-noise" not in capsys.readouterr().err  # the user's own data: nothing to suggest

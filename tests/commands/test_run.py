@@ -12,9 +12,12 @@ from trt_mpq.cli import main
 from trt_mpq.errors import ConfigError
 
 
-def test_run_with_generated_calibration_and_an_image_folder_to_verify_on(tmp_path, capsys):
+def test_run_with_generated_calibration_and_an_image_folder_to_verify_on(tmp_path, capsys, monkeypatch):
     """--preprocess in 'run' serves --eval, and without --calib the generated (pink-noise) images too; with
-    --calib generated (noise shaped like the inputs) it serves --eval alone (PP-OCR's case)."""
+    --calib noise (shaped like the inputs) it serves --eval alone (PP-OCR's case)."""
+    from trt_mpq.data import autograd
+
+    monkeypatch.setattr(autograd, "torch_available", lambda: False)  # else its BatchNorm asks for synthesized
     model = builders.save(builders.conv_bn_relu_residual(), tmp_path)
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -28,7 +31,7 @@ def test_run_with_generated_calibration_and_an_image_folder_to_verify_on(tmp_pat
     plan = json.loads((tmp_path / "out" / "plan.json").read_text())
     assert plan["evaluation"]["kind"] == "images" and plan["calibration"]["kind"] == "generated"
     assert "pink-noise" in plan["calibration"]["generator"]
-    code = main(["run", str(model), "--out", str(tmp_path / "noise"), "--calib", "generated", "--eval", str(folder),
+    code = main(["run", str(model), "--out", str(tmp_path / "noise"), "--calib", "noise", "--eval", str(folder),
                  "--preprocess", str(tmp_path / "pre.json"), "--metric", "cosine", "--max-drop", "0.5", "--quiet"])
     assert code == 0, capsys.readouterr().err
     plan = json.loads((tmp_path / "noise" / "plan.json").read_text())

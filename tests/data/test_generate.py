@@ -66,16 +66,17 @@ def test_generated_images_are_preprocessed_like_photos_and_independent_of_the_ba
     assert data.fingerprint != generated_dataset(model, 6, seed=1, preprocess=pre, images=other).fingerprint
 
 
-def test_image_generators_need_a_preprocessing_and_preprocess_alone_means_pink_noise():
+def test_image_generators_need_a_preprocessing_and_generated_is_chosen_later():
     from trt_mpq import AnalyzeOptions
 
     for kind in ("dead-leaves", "pink-noise"):
         with pytest.raises(ConfigError, match="give --preprocess"):
             AnalyzeOptions(calib=kind)
-    assert AnalyzeOptions(preprocess="pre.json").calib == "pink-noise"  # no data, but how images arrive
     with pytest.raises(ConfigError, match="takes no --preprocess"):
-        AnalyzeOptions(calib="generated", preprocess="pre.json")
-    assert AnalyzeOptions().calib is None  # no preprocessing known: noise shaped like the inputs
+        AnalyzeOptions(calib="noise", preprocess="pre.json")
+    # no data, or 'generated': the generator is chosen with the model (commands.analyze.generator_for)
+    assert AnalyzeOptions(preprocess="pre.json").calib is None
+    assert AnalyzeOptions(calib="generated", preprocess="pre.json").calib is None and AnalyzeOptions().calib is None
 
 
 def test_attention_masks_are_padded_batches_not_coin_flips(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -101,17 +103,17 @@ def test_an_interrupted_synthesis_resumes_from_its_finished_batches(tmp_path):
 def test_generate_noise_and_bad_requests(tmp_path, capsys):
     path = save(conv_bn_relu_residual(), tmp_path)
     out = tmp_path / "noise.npz"
-    assert main(["generate", str(path), "--out", str(out), "--samples", "4", "--quiet"]) == 0
-    assert load_dataset(load_model(path), out).details["generated"]["method"] == "generated"
+    assert main(["generate", str(path), "--out", str(out), "--method", "noise", "--samples", "4", "--quiet"]) == 0
+    assert load_dataset(load_model(path), out).details["generated"]["method"] == "noise"
     assert main(["generate", str(path), "--out", str(tmp_path / "x.txt")]) == 2
     assert "must name a .npz" in capsys.readouterr().err
     assert main(["generate", str(path), "--out", str(tmp_path / "d.npz"), "--method", "dead-leaves"]) == 2
     assert "--preprocess" in capsys.readouterr().err
     assert not (tmp_path / "d.npz").exists()
     (tmp_path / "pre.json").write_text('{"resize": 8, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}')
-    out = tmp_path / "pink.npz"  # a preprocessing and no --method: pink-noise images, as 'analyze' would use
+    out = tmp_path / "pink.npz"
     assert main(["generate", str(path), "--out", str(out), "--preprocess", str(tmp_path / "pre.json"),
-                 "--samples", "3", "--quiet"]) == 0
+                 "--method", "pink-noise", "--samples", "3", "--quiet"]) == 0
     assert load_dataset(load_model(path), out).details["generated"]["method"] == "pink-noise"
 
 
@@ -133,3 +135,12 @@ def test_a_foreign_generator_array_is_refused_in_one_sentence(tmp_path):
     np.savez(tmp_path / "odd.npz", x=x, trt_mpq_generator=np.array("not json"))
     with pytest.raises(DataError, match="not the record 'trt-mpq generate' writes"):
         load_dataset(load_model(path), tmp_path / "odd.npz")
+
+
+@needs_torch
+def test_the_default_synthesizes_for_a_model_that_keeps_batchnorm_and_says_why(tmp_path, capsys):
+    path = save(conv_bn_relu_residual(), tmp_path)
+    assert main(["analyze", str(path), "--out", str(tmp_path / "run"), "--samples", "8", "--precisions", "fp16"]) == 0
+    assert "8 samples; chosen as the model keeps 1 BatchNormalization layer" in capsys.readouterr().err
+    calibration = json.loads((tmp_path / "run" / "sensitivity.json").read_text())["calibration"]
+    assert calibration["method"] == "synthesized" and calibration["generator"].startswith("synthesized")

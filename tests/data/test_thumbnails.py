@@ -33,7 +33,7 @@ def test_analyze_writes_it_and_the_report_shows_it(tmp_path):
     path = builders.save(builders.conv_bn_relu_residual(), tmp_path)
     x = np.random.default_rng(0).standard_normal((16, 3, 8, 8)).astype(np.float32)
     np.savez(tmp_path / "eval.npz", x=x)
-    analyze(path, tmp_path / "run", AnalyzeOptions(samples=8, precisions="fp16"))
+    analyze(path, tmp_path / "run", AnalyzeOptions(calib="noise", samples=8, precisions="fp16"))
     assert (tmp_path / "run" / "calibration.png").is_file()
     plan(tmp_path / "run", PlanOptions(eval=str(tmp_path / "eval.npz"), metric="agreement",
                                        budget=Budget(max_drop=0.1)))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +11,10 @@ import numpy as np
 from ..artifacts import Analysis, RunFolder
 from ..backends import Backend, BackendContext, open_backend
 from ..data.datasets import DEFAULT_GENERATED_SAMPLES, Dataset, generated_dataset, load_dataset
-from ..data.generate import GENERATED, IMAGES, PINK_NOISE, SYNTHESIZED
+from ..data.generate import GENERATED, IMAGES, NOISE, PINK_NOISE, SYNTHESIZED
 from ..data.images import load_preprocess
 from ..data.thumbnails import thumbnails
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..executors import jobs_for, open_executor
 from ..files import atomic_write_bytes
 from ..measure import sensitivity
@@ -41,8 +41,8 @@ def shapes_of(shapes: Shapes | Sequence[str]) -> dict[str, tuple[int, ...]]:
 class AnalyzeOptions:
     """What ``analyze`` measures on. Validated (and string forms parsed) on construction."""
 
-    calib: str | None = None  # .npz/.npy file or folder, image folder, FILE.npz:input=x; a generator's name; None:
-    # generated data (pink-noise images with ``preprocess``, else noise shaped like the inputs)
+    calib: str | None = None  # .npz/.npy file or folder, image folder, FILE.npz:input=x; a generator's name; None
+    # (or "generated"): generated data, the generator chosen by what the model offers (``generator_for``)
     preprocess: str | None = None  # JSON/YAML preprocessing for image folders
     shapes: Shapes = field(default_factory=dict)  # fixed sizes of dynamic input dims (or "NAME:1x3x224x224")
     fixed: Mapping[str, object] | Sequence[str] = field(default_factory=dict)  # input values ("sr=16000")
@@ -67,11 +67,9 @@ class AnalyzeOptions:
         if self.calib in IMAGES and not self.preprocess:
             raise ConfigError(f"--calib {self.calib} draws images in pixel space; give --preprocess with the "
                               "model's resize and normalisation.")
-        if self.calib == GENERATED and self.preprocess:
-            raise ConfigError(f"--calib {GENERATED} is noise shaped like the inputs and takes no --preprocess; "
+        if self.calib == NOISE and self.preprocess:
+            raise ConfigError(f"--calib {NOISE} is noise shaped like the inputs and takes no --preprocess; "
                               f"leave --calib out (or give --calib {PINK_NOISE}) to generate images with it.")
-        if self.calib is None and self.preprocess:  # no data, but how images reach the model: draw images
-            set_(self, "calib", PINK_NOISE)
         if self.calib == GENERATED:
             set_(self, "calib", None)
         set_(self, "shapes", shapes_of(self.shapes))
@@ -129,8 +127,12 @@ def calibration_data(model: LoadedModel, opts: AnalyzeOptions, progress: Progres
                      backend: Backend | None = None, work: Path | None = None) -> Dataset:
     """The calibration data ``opts.calib`` names: generated (noise, pink-noise or dead-leaves images, synthesized:
     ``backend`` checks the model's gradient copy; ``work`` keeps its finished batches, so a run resumes) or
-    read."""
+    read. Without ``opts.calib`` the generator is ``generator_for`` the model, and the record says why."""
     if opts.calib is None:
+        method, why = generator_for(model, opts.preprocess)
+        data = calibration_data(model, replace(opts, calib=method), progress, backend, work)
+        return replace(data, details={**data.details, "method": method, "chosen": why})
+    if opts.calib == NOISE:
         return generated_dataset(model, opts.samples, opts.seed)
     if opts.calib in IMAGES:  # images drawn in pixel space, preprocessed as photos (data.generate)
         return generated_dataset(model, opts.samples, opts.seed, load_preprocess(opts.preprocess), opts.calib)
@@ -144,25 +146,58 @@ def calibration_data(model: LoadedModel, opts: AnalyzeOptions, progress: Progres
     return load_dataset(model, opts.calib, load_preprocess(opts.preprocess), opts.samples)
 
 
-def generator_hints(model: LoadedModel, opts: AnalyzeOptions) -> list[str]:
-    """For data generated without the model's help: the generator that would serve this model better, and
-    what it needs (docs/results.md, issue 22)."""
-    if opts.calib is not None and opts.calib not in IMAGES:
+def _synthesizable(model: LoadedModel) -> bool:
+    """One float input of fixed sizes: what the synthesizer optimises."""
+    from ..data.synthesis import input_dims
+
+    try:
+        input_dims(model, "")
+    except DataError:
+        return False
+    return True
+
+
+def generator_for(model: LoadedModel, preprocess: str | None) -> tuple[str, str]:
+    """The generator of ``--calib generated`` (the default without data) for ``model``, and why, in words: what
+    the model offers decides (docs/results.md, issue 22). BatchNorm statistics kept in the graph: data
+    optimised to match them (PP-OCRv4: Spearman 0.948 against the real images' ranking, noise 0.913), when
+    trt-mpq[datagen] is installed; else, with ``preprocess``, pink-noise images (MobileNetV2: 0.95, noise 0.84);
+    else noise shaped like the inputs."""
+    from ..data.autograd import torch_available
+    from ..data.synthesis import bn_targets
+
+    kept = len(bn_targets(model.proto))
+    if kept and _synthesizable(model) and torch_available():
+        return SYNTHESIZED, f"the model keeps {kept} BatchNormalization layer{'s' if kept > 1 else ''}"
+    if preprocess:
+        return PINK_NOISE, "--preprocess says how images reach the model"
+    return NOISE, "nothing in the model or the options says more"
+
+
+def generator_hints(model: LoadedModel, method: str) -> list[str]:
+    """For data generated without the model's help (``method``): the generator that would serve this model
+    better, and what it needs (docs/results.md, issue 22)."""
+    if method != NOISE and method not in IMAGES:
         return []
+    from ..data.autograd import torch_available
     from ..data.synthesis import bn_targets  # no PyTorch at import: its converter loads when it is used
 
     hints = []
     specs = model.inputs
-    if opts.calib is None and len(specs) == 1 and len(specs[0].shape) == 4 and \
+    if method == NOISE and len(specs) == 1 and len(specs[0].shape) == 4 and \
             np.issubdtype(specs[0].dtype, np.floating):
         hints.append("the calibration data is noise shaped like the input; for an image model, --preprocess FILE "
                      "(its resize and normalisation) generates pink-noise images instead, which rank "
                      "MobileNetV2's units as photos do (Spearman 0.95, noise 0.84)")
     kept = bn_targets(model.proto)
     if kept:
+        needs = [] if torch_available() else ["pip install 'trt-mpq[datagen]'"]
+        if not _synthesizable(model):
+            needs.append("fixed input sizes (--shape)")
+        how = f" (needs {' and '.join(needs)})" if needs else ""
         hints.append(f"this model keeps {len(kept)} BatchNormalization layer{'s' if len(kept) > 1 else ''}: --calib "
-                     f"{SYNTHESIZED} (pip install 'trt-mpq[datagen]') generates data matching their statistics "
-                     "(PP-OCRv4: Spearman 0.948 against noise's 0.913)")
+                     f"{SYNTHESIZED}{how} generates data matching their statistics (PP-OCRv4: Spearman 0.948 "
+                     "against noise's 0.913)")
     return hints
 
 
@@ -191,8 +226,9 @@ def analyze(model: str | Path, out: str | Path, options: AnalyzeOptions = Analyz
                      "does not promise to compute bit-for-bit as the whole model would: figures are close, "
                      "not identical, to whole-model runs")
     how = f" ({data.details['generator']})" if "generator" in data.details else ""
-    progress.log(f"calibration: {data.source}{how}, {data.num_samples} samples")
-    for hint in generator_hints(loaded, options):
+    why = f"; chosen as {data.details['chosen']}" if "chosen" in data.details else ""
+    progress.log(f"calibration: {data.source}{how}, {data.num_samples} samples{why}")
+    for hint in generator_hints(loaded, data.details.get("method", options.calib)):
         progress.log(hint)
     strip = thumbnails(data) if data.kind == "generated" else None
     if strip is not None:  # what generated data looks like, for report.html

@@ -11,20 +11,20 @@ from pathlib import Path
 import numpy as np
 
 from ..data.datasets import DEFAULT_GENERATED_SAMPLES, GENERATOR
-from ..data.generate import DEAD_LEAVES, GENERATED, PINK_NOISE, SYNTHESIZED
+from ..data.generate import DEAD_LEAVES, GENERATED, NOISE, PINK_NOISE, SYNTHESIZED
 from ..errors import ConfigError
 from ..files import atomic_write_bytes
 from ..network.model import load_model
 from ..progress import Progress
 from .analyze import AnalyzeOptions, Shapes, calibration_data, shapes_of
 
-METHODS = (GENERATED, PINK_NOISE, DEAD_LEAVES, SYNTHESIZED)
+METHODS = (GENERATED, NOISE, PINK_NOISE, DEAD_LEAVES, SYNTHESIZED)
 
 
 @dataclass(frozen=True)
 class GenerateOptions:
-    method: str | None = None  # generated (noise shaped like the inputs), pink-noise, dead-leaves, synthesized;
-    # None: pink-noise with ``preprocess``, else generated (what an analysis without data uses)
+    method: str | None = None  # noise (shaped like the inputs), pink-noise, dead-leaves, synthesized; None or
+    # generated: the one an analysis without data uses, chosen by what the model offers (``generator_for``)
     samples: int = DEFAULT_GENERATED_SAMPLES
     seed: int = 0
     preprocess: str | None = None  # the model's image preprocessing (pink-noise, dead-leaves, synthesized)
@@ -32,7 +32,7 @@ class GenerateOptions:
 
     def __post_init__(self) -> None:
         if self.method is None:
-            object.__setattr__(self, "method", PINK_NOISE if self.preprocess else GENERATED)
+            object.__setattr__(self, "method", GENERATED)
         if self.method not in METHODS:
             raise ConfigError(f"--method '{self.method}' is not one of {', '.join(METHODS)}.")
         if self.samples < 1:

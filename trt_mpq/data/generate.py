@@ -32,8 +32,9 @@ import numpy as np
 import onnx
 
 DEAD_LEAVES = "dead-leaves"  # its name on the command line: --calib dead-leaves
-PINK_NOISE = "pink-noise"  # --calib pink-noise, and the default with --preprocess and no --calib
-GENERATED = "generated"  # --calib generated: the default, noise shaped like the inputs (datasets.generated_dataset)
+PINK_NOISE = "pink-noise"  # --calib pink-noise
+GENERATED = "generated"  # --calib generated, the default: one of the others, chosen by what the model offers
+NOISE = "noise"  # --calib noise: noise shaped like the inputs (datasets.generated_dataset)
 SYNTHESIZED = "synthesized"  # --calib synthesized: optimised through the model (data.synthesis)
 DISKS = 2500  # per image: enough that the last ones dropped cover it several times over
 R_MIN, R_MAX = 0.008, 0.6  # radii as fractions of the image's longer side

@@ -242,7 +242,7 @@ def input_dims(model: LoadedModel, what: str) -> list[int]:
     specs = model.inputs
     if len(specs) != 1 or not np.issubdtype(specs[0].dtype, np.floating):
         raise DataError(f"{what} optimises one float input; this model has "
-                        f"{', '.join(s.describe() for s in specs)}. Use --calib generated or your own data.")
+                        f"{', '.join(s.describe() for s in specs)}. Use --calib noise or your own data.")
     spec = specs[0]
     dims = [1 if k == spec.batch_axis else d for k, d in enumerate(spec.shape)]
     if spec.batch_axis != 0 or not all(isinstance(d, int) for d in dims):

@@ -72,13 +72,17 @@ def split(ds: Dataset, share: float = 0.5, seed: int = 0) -> tuple[Dataset, Data
 
 def cached(ds: Dataset, max_bytes: int = CACHE_BYTES) -> Dataset:
     """The same samples kept in memory once read (decoded images, sliced arrays) when they fit in
-    ``max_bytes``; otherwise ``ds`` itself, read again on every pass."""
+    ``max_bytes``; otherwise ``ds`` itself, read again on every pass. Each sample is read when first asked
+    for, by whichever job asks (jobs on threads decode side by side); two jobs that ask at once read it alike."""
     first = ds.take_fn(0, 1)
     if sum(v.nbytes for v in first.values()) * ds.num_samples > max_bytes:
         return ds
-    samples = [first] + [ds.take_fn(i, i + 1) for i in range(1, ds.num_samples)]
+    samples: list[dict[str, np.ndarray] | None] = [first] + [None] * (ds.num_samples - 1)
 
     def take(lo: int, hi: int) -> dict[str, np.ndarray]:
+        for i in range(lo, hi):
+            if samples[i] is None:
+                samples[i] = ds.take_fn(i, i + 1)
         return _stack(samples[lo:hi])
 
     return replace(ds, take_fn=take)
