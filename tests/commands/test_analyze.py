@@ -113,7 +113,7 @@ def test_generated_data_is_chosen_by_what_the_model_offers_and_says_why(tmp_path
     assert generator_for(model, "pre.json")[0] == "pink-noise" and generator_for(model, None)[0] == "noise"
     assert main(["analyze", str(path), "--out", str(tmp_path / "run"), "--samples", "8"]) == 0
     err = capsys.readouterr().err
-    assert "8 samples; chosen as nothing in the model or the options says more" in err
+    assert "8 samples; noise, chosen because nothing in the model or the options says more" in err
     assert json.loads((tmp_path / "run" / "sensitivity.json").read_text())["calibration"]["method"] == "noise"
     assert "--preprocess FILE (its resize and normalisation) generates pink-noise images" in err
     assert "keeps 1 BatchNormalization layer: --calib synthesized (needs pip install 'trt-mpq[datagen]')" in err

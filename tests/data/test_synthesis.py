@@ -141,6 +141,7 @@ def test_a_foreign_generator_array_is_refused_in_one_sentence(tmp_path):
 def test_the_default_synthesizes_for_a_model_that_keeps_batchnorm_and_says_why(tmp_path, capsys):
     path = save(conv_bn_relu_residual(), tmp_path)
     assert main(["analyze", str(path), "--out", str(tmp_path / "run"), "--samples", "8", "--precisions", "fp16"]) == 0
-    assert "8 samples; chosen as the model keeps 1 BatchNormalization layer" in capsys.readouterr().err
+    assert "8 samples; synthesized, chosen because the model keeps 1 BatchNormalization layer" in \
+        capsys.readouterr().err
     calibration = json.loads((tmp_path / "run" / "sensitivity.json").read_text())["calibration"]
     assert calibration["method"] == "synthesized" and calibration["generator"].startswith("synthesized")

@@ -229,14 +229,15 @@ def test_auto_chooses_fp8_thresholds_too_kept_apart_from_int8(tmp_path):
 def test_rounding_batches_take_a_spread_quarter_of_16_to_32_samples():
     from trt_mpq.measure.sensitivity import rounding_batches
 
-    assert rounding_batches([8] * 9, "auto") == [0, 4, 8]  # 18 of 72 wanted: 3 whole batches, spread
+    assert rounding_batches([8] * 9, "auto") == [0, 8]  # a quarter of 9 batches, rounded: 2, 16 samples
+    assert rounding_batches([8] * 5, "auto") == [0, 4]  # a quarter is 1 batch: the floor asks for 16 samples
     assert rounding_batches([8] * 32, "auto") == [0, 10, 21, 31]  # a quarter of 256 is 64: at most 32 taken
     assert rounding_batches([8, 8], "auto") == [0, 1]  # 16 samples: all of them
     assert rounding_batches([8] * 9, "all") == list(range(9))
     assert rounding_batches([8] * 9, 20) == [0, 4, 8]
     assert rounding_batches([8] * 9, 100) == list(range(9))
     assert rounding_batches([8, 8], "auto", floor=8) == [0]  # a dense prediction: 8 samples are enough
-    assert rounding_batches([8] * 9, "auto", floor=8) == [0, 4, 8]  # a quarter is more than the floor
+    assert rounding_batches([8] * 13, "auto", floor=8) == [0, 6, 12]  # a quarter is more than the floor
 
 
 def test_the_floor_is_8_samples_only_for_dense_outputs(tmp_path):

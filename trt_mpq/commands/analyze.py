@@ -226,7 +226,7 @@ def analyze(model: str | Path, out: str | Path, options: AnalyzeOptions = Analyz
                      "does not promise to compute bit-for-bit as the whole model would: figures are close, "
                      "not identical, to whole-model runs")
     how = f" ({data.details['generator']})" if "generator" in data.details else ""
-    why = f"; chosen as {data.details['chosen']}" if "chosen" in data.details else ""
+    why = f"; {data.details['method']}, chosen because {data.details['chosen']}" if "chosen" in data.details else ""
     progress.log(f"calibration: {data.source}{how}, {data.num_samples} samples{why}")
     for hint in generator_hints(loaded, data.details.get("method", options.calib)):
         progress.log(hint)
