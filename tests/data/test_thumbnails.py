@@ -29,16 +29,19 @@ def test_no_strip_for_inputs_that_are_not_images(tmp_path):
     assert thumbnails(generated_dataset(gather_model(tmp_path), 4)) is None
 
 
-def test_analyze_writes_it_and_the_report_shows_it(tmp_path):
+def test_analyze_writes_it_and_the_report_shows_it(tmp_path, monkeypatch):
+    from trt_mpq.data import autograd
+
+    monkeypatch.setattr(autograd, "torch_available", lambda: False)  # else its BatchNorm asks for synthesized
     path = builders.save(builders.conv_bn_relu_residual(), tmp_path)
     x = np.random.default_rng(0).standard_normal((16, 3, 8, 8)).astype(np.float32)
     np.savez(tmp_path / "eval.npz", x=x)
-    analyze(path, tmp_path / "run", AnalyzeOptions(calib="noise", samples=8, precisions="fp16"))
+    analyze(path, tmp_path / "run", AnalyzeOptions(samples=8, precisions="fp16"))
     assert (tmp_path / "run" / "calibration.png").is_file()
     plan(tmp_path / "run", PlanOptions(eval=str(tmp_path / "eval.npz"), metric="agreement",
                                        budget=Budget(max_drop=0.1)))
     text = (tmp_path / "run" / "report.html").read_text()
     assert "Generated calibration data" in text and "alt='generated calibration samples'" in text
-    assert "float ~ N(0,1)" in text
+    assert "float ~ N(0,1)" in text and "noise, chosen because nothing in the model" in text
     analyze(path, tmp_path / "real", AnalyzeOptions(calib=str(tmp_path / "eval.npz"), precisions="fp16"))
     assert not (tmp_path / "real" / "calibration.png").exists()  # real data: nothing to show
