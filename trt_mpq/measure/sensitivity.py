@@ -246,8 +246,9 @@ def analyze(model: LoadedModel, dataset: Dataset, backend: Backend, out_dir: str
     counts = [hi - lo for lo, hi in dataset.spans(settings.batch)]
     rounding = rounding_batches(counts, settings.float_samples, float_floor(model))
     if len(rounding) < len(counts) and any(p in ROUNDINGS for p in settings.precisions):
+        batches = f"{len(rounding)} batch{'es' if len(rounding) > 1 else ''}"
         progress.log(f"FP16/BF16/TF32 measured on {sum(counts[b] for b in rounding)} of {sum(counts)} samples "
-                     f"({len(rounding)} spread batches; --float-samples all for every sample)")
+                     f"({batches}; --float-samples all for every sample)")
     outputs = [o.name for o in model.proto.graph.output]
     measured: Measured = {}  # (unit, precision) -> batches the threshold choice measured already
     executor.use_gpus(backend.capabilities.gpu)
