@@ -70,14 +70,14 @@ class Synthesis:
 def bn_targets(model: onnx.ModelProto) -> list[BnTarget]:
     """Every BatchNormalization whose running statistics are initializers (the loader makes Constant nodes
     initializers): its input and those statistics."""
-    consts, out = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}, []
+    consts, out = {t.name: t for t in model.graph.initializer}, []  # only the statistics are read as arrays
     for node in model.graph.node:
         if node.op_type != "BatchNormalization" or len(node.input) < 5:
             continue
         if node.input[3] in consts and node.input[4] in consts and node.input[0] not in consts:
             eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
-            var = consts[node.input[4]].astype(np.float64)
-            out.append(BnTarget(node.input[0], consts[node.input[3]].astype(np.float32),
+            var = numpy_helper.to_array(consts[node.input[4]]).astype(np.float64)
+            out.append(BnTarget(node.input[0], numpy_helper.to_array(consts[node.input[3]]).astype(np.float32),
                                 np.sqrt(var + eps).astype(np.float32)))
     return out
 
