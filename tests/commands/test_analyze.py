@@ -120,3 +120,28 @@ def test_generated_data_is_chosen_by_what_the_model_offers_and_says_why(tmp_path
     np.savez(tmp_path / "c.npz", x=np.random.default_rng(0).standard_normal((8, 3, 8, 8)).astype(np.float32))
     assert main(["analyze", str(path), "--out", str(tmp_path / "own"), "--calib", str(tmp_path / "c.npz")]) == 0
     assert "pink-noise" not in capsys.readouterr().err  # the user's own data: nothing to suggest
+
+
+def test_a_classifier_with_folded_batchnorm_gets_pink_noise_inverted_with_preprocess(tmp_path, capsys, monkeypatch):
+    from trt_mpq.commands.analyze import generator_for
+    from trt_mpq.data import autograd
+    from trt_mpq.network.model import load_model
+
+    folded = builders.conv_bn_relu_residual()
+    bn = folded.graph.node[1]
+    bn.op_type = "Identity"  # the statistics folded away, as most PyTorch exports ship
+    del bn.input[1:]
+    model = load_model(builders.save(folded, tmp_path))
+    (tmp_path / "pre.json").write_text('{"resize": 8, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}')
+    monkeypatch.setattr(autograd, "torch_available", lambda: True)
+    method, why = generator_for(model, "pre.json")
+    assert method == "synthesized" and why.startswith("the model scores 5 classes and --preprocess")
+    assert generator_for(model, None)[0] == "noise"  # no pixel space: inversion from noise ranked as noise does
+    monkeypatch.setattr(autograd, "torch_available", lambda: False)
+    assert generator_for(model, "pre.json")[0] == "pink-noise"
+    assert main(["analyze", str(tmp_path / "model.onnx"), "--out", str(tmp_path / "run"), "--samples", "8",
+                 "--preprocess", str(tmp_path / "pre.json"), "--precisions", "int8"]) == 0
+    err = capsys.readouterr().err
+    assert "pink-noise, chosen because --preprocess says how images reach the model" in err
+    assert "scores 5 classes: --calib synthesized (needs pip install 'trt-mpq[datagen]')" in err
+

@@ -11,7 +11,8 @@ from builders import conv_bn_relu_residual, save
 from data_models import gather_model
 from trt_mpq.cli import main
 from trt_mpq.data import autograd
-from trt_mpq.data.datasets import load_dataset
+from trt_mpq.data.datasets import generated_dataset, load_dataset
+from trt_mpq.data.images import load_preprocess
 from trt_mpq.data.synthesis import bn_targets, synthesize, synthesized_dataset
 from trt_mpq.errors import ConfigError, DataError
 from trt_mpq.network.model import load_model
@@ -50,6 +51,21 @@ def test_synthesized_batches_move_toward_the_statistics_and_the_target_classes(t
     np.testing.assert_array_equal(x, again)  # seeded: the same data
     other, _ = synthesize(model, [1, 3, 8, 8], 16, seed=4, pre=None, reference=_reference(model), steps=40)
     assert not np.array_equal(x, other)
+
+
+@needs_torch
+def test_with_preprocess_the_batches_start_from_pink_noise_images(tmp_path):
+    model = load_model(save(conv_bn_relu_residual(), tmp_path))
+    (tmp_path / "pre.json").write_text('{"resize": 8, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}')
+    pre = load_preprocess(tmp_path / "pre.json")
+    start, info = synthesize(model, [1, 3, 8, 8], 12, seed=2, pre=pre, reference=_reference(model), steps=0)
+    images = generated_dataset(model, 12, 2, pre).take(0, 12)["x"]
+    np.testing.assert_array_equal(start, images)  # what pink-noise calibration would be, before any step
+    assert info.describe().startswith("from pink-noise images")
+    moved, _ = synthesize(model, [1, 3, 8, 8], 12, seed=2, pre=pre, reference=_reference(model), steps=5)
+    assert not np.array_equal(moved, images)
+    _, plain = synthesize(model, [1, 3, 8, 8], 8, seed=2, pre=None, reference=_reference(model), steps=0)
+    assert plain.describe().startswith("from noise N(0, 1)")
 
 
 @needs_torch
