@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from onnx import helper
 
 from builders import conv_bn_relu_residual, save
 from data_models import gather_model
@@ -13,7 +14,7 @@ from trt_mpq.cli import main
 from trt_mpq.data import autograd
 from trt_mpq.data.datasets import generated_dataset, load_dataset
 from trt_mpq.data.images import load_preprocess
-from trt_mpq.data.synthesis import bn_targets, synthesize, synthesized_dataset
+from trt_mpq.data.synthesis import bn_targets, classifier_output, synthesize, synthesized_dataset
 from trt_mpq.errors import ConfigError, DataError
 from trt_mpq.network.model import load_model
 
@@ -36,6 +37,14 @@ def test_bn_targets_are_the_running_statistics():
     assert t.tensor == "c1"
     np.testing.assert_array_equal(t.mean, inits["m"])
     np.testing.assert_allclose(t.std, np.sqrt(inits["v"] + 1e-5), rtol=1e-6)
+
+
+def test_class_scores_are_told_from_an_embedding():
+    m = conv_bn_relu_residual()
+    assert classifier_output(m) == (0, 5)
+    m.graph.node.append(helper.make_node("LpNormalization", ["y"], ["e"], "l2", axis=1, p=2))
+    m.graph.output[0].name = "e"  # the same [N, 5], scaled to unit length: an embedding, no classes
+    assert classifier_output(m) is None
 
 
 @needs_torch
