@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="FILE.npz", help="the file to write (whole or not at all)")
     p.add_argument("--method", choices=GENERATE_METHODS, help="generated (the default): the one of the others "
                    "that the model calls for, as an analysis without data takes it; noise: shaped like "
-                   "the inputs, integer indices inside their tables; pink-noise: images with photos' 1/f spectrum, "
+                   "the inputs, integer indices inside their tables; pink-noise: images with photos' 1/f^a spectrum, "
                    "correlated colour and varied contrast, drawn in pixel space (needs --preprocess; ranks an "
                    "image model's units best); dead-leaves: occluding disks (needs --preprocess); "
                    "synthesized: optimised through the "
@@ -182,7 +182,7 @@ def _analysis_args(p: argparse.ArgumentParser, command: str) -> None:
                    "Or generated data: 'generated' (the default: synthesized for a model that keeps BatchNorm "
                    "statistics when trt-mpq[datagen] is installed, else pink-noise with --preprocess, else "
                    "noise; the log says which and why), 'noise' (shaped like the inputs, integer indices inside "
-                   "their tables), 'pink-noise' (images with photos' 1/f spectrum drawn in pixel space, then "
+                   "their tables), 'pink-noise' (images with photos' 1/f^a spectrum drawn in pixel space, then "
                    "--preprocess), 'dead-leaves' (occluding disks, then --preprocess), 'synthesized' (optimised "
                    "through the model toward its BatchNorm statistics and confident, diverse classes; needs "
                    "trt-mpq[datagen]). 'trt-mpq generate' writes any of them to a .npz for reuse")

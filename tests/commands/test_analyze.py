@@ -86,7 +86,7 @@ def test_calibration_images_generated_in_pixel_space(tmp_path, capsys):
     assert calibration["kind"] == "generated" and "dead-leaves" in calibration["generator"]
     assert main(["analyze", str(path), "--out", str(tmp_path / "pink"), "--preprocess", str(tmp_path / "pre.json"),
                  "--calib", "pink-noise", "--samples", "8"]) == 0
-    assert "pink-noise images (1/f spectrum), 8x8 pixels" in capsys.readouterr().err
+    assert "pink-noise images (1/f^a spectrum, a in 1.0-1.8), 8x8 pixels" in capsys.readouterr().err
     calibration = json.loads((tmp_path / "pink" / "sensitivity.json").read_text())["calibration"]
     assert "pink-noise" in calibration["generator"]
     assert (tmp_path / "pink" / "calibration.png").is_file()  # what the generated images look like
@@ -122,7 +122,7 @@ def test_generated_data_is_chosen_by_what_the_model_offers_and_says_why(tmp_path
     assert "pink-noise" not in capsys.readouterr().err  # the user's own data: nothing to suggest
 
 
-def test_a_classifier_with_folded_batchnorm_gets_pink_noise_inverted_with_preprocess(tmp_path, capsys, monkeypatch):
+def test_a_classifier_with_folded_batchnorm_keeps_pink_noise_even_with_the_extra(tmp_path, monkeypatch):
     from trt_mpq.commands.analyze import generator_for
     from trt_mpq.data import autograd
     from trt_mpq.network.model import load_model
@@ -132,16 +132,7 @@ def test_a_classifier_with_folded_batchnorm_gets_pink_noise_inverted_with_prepro
     bn.op_type = "Identity"  # the statistics folded away, as most PyTorch exports ship
     del bn.input[1:]
     model = load_model(builders.save(folded, tmp_path))
-    (tmp_path / "pre.json").write_text('{"resize": 8, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}')
     monkeypatch.setattr(autograd, "torch_available", lambda: True)
-    method, why = generator_for(model, "pre.json")
-    assert method == "synthesized" and why.startswith("the model scores 5 classes and --preprocess")
-    assert generator_for(model, None)[0] == "noise"  # no pixel space: inversion from noise ranked as noise does
-    monkeypatch.setattr(autograd, "torch_available", lambda: False)
-    assert generator_for(model, "pre.json")[0] == "pink-noise"
-    assert main(["analyze", str(tmp_path / "model.onnx"), "--out", str(tmp_path / "run"), "--samples", "8",
-                 "--preprocess", str(tmp_path / "pre.json"), "--precisions", "int8"]) == 0
-    err = capsys.readouterr().err
-    assert "pink-noise, chosen because --preprocess says how images reach the model" in err
-    assert "scores 5 classes: --calib synthesized (needs pip install 'trt-mpq[datagen]')" in err
-
+    # inversion toward random classes ranked MobileNetV2's units worse than pink noise alone (docs/results.md)
+    assert generator_for(model, "pre.json") == ("pink-noise", "--preprocess says how images reach the model")
+    assert generator_for(model, None)[0] == "noise"

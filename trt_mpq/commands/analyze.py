@@ -159,22 +159,18 @@ def _synthesizable(model: LoadedModel) -> bool:
 
 def generator_for(model: LoadedModel, preprocess: str | None) -> tuple[str, str]:
     """The generator of ``--calib generated`` (the default without data) for ``model``, and why, in words: what
-    the model offers decides (docs/results.md, issue 22). With trt-mpq[datagen] and one fixed-size float input:
-    BatchNorm statistics kept in the graph, data optimised to match them (PP-OCRv4: Spearman 0.960 against the
-    real images' ranking, noise 0.913); a classifier with ``preprocess``, pink-noise images optimised toward
-    random classes (MobileNetV2: all-INT8 agreement 0.858 over five seeds, pink noise 0.819, photos 0.899).
-    Else, with ``preprocess``, pink-noise images (Spearman 0.95, noise 0.84); else noise shaped like the inputs."""
+    the model offers decides (docs/results.md, issue 22). BatchNorm statistics kept in the graph: data
+    optimised to match them (PP-OCRv4: Spearman 0.960 against the real images' ranking, noise 0.913), when
+    trt-mpq[datagen] is installed and the input is one float tensor of fixed size; else, with ``preprocess``,
+    pink-noise images (MobileNetV2: 0.963 over five seeds, noise 0.84; optimising them toward random classes
+    ranked worse, 0.949, for all-INT8 agreement within the noise: 0.862 against 0.853); else noise shaped like
+    the inputs."""
     from ..data.autograd import torch_available
-    from ..data.synthesis import bn_targets, classifier_output
+    from ..data.synthesis import bn_targets
 
     kept = len(bn_targets(model.proto))
-    gradients = _synthesizable(model) and torch_available()
-    if kept and gradients:
+    if kept and _synthesizable(model) and torch_available():
         return SYNTHESIZED, f"the model keeps {kept} BatchNormalization layer{'s' if kept > 1 else ''}"
-    scores = classifier_output(model.proto)
-    if preprocess and scores and gradients:
-        return SYNTHESIZED, (f"the model scores {scores[1]} classes and --preprocess says how images reach it: "
-                             "pink-noise images optimised toward random classes")
     if preprocess:
         return PINK_NOISE, "--preprocess says how images reach the model"
     return NOISE, "nothing in the model or the options says more"
@@ -186,7 +182,7 @@ def generator_hints(model: LoadedModel, method: str) -> list[str]:
     if method != NOISE and method not in IMAGES:
         return []
     from ..data.autograd import torch_available
-    from ..data.synthesis import bn_targets, classifier_output  # no PyTorch at import: loaded when it is used
+    from ..data.synthesis import bn_targets  # no PyTorch at import: its converter loads when it is used
 
     hints = []
     specs = model.inputs
@@ -195,19 +191,15 @@ def generator_hints(model: LoadedModel, method: str) -> list[str]:
         hints.append("the calibration data is noise shaped like the input; for an image model, --preprocess FILE "
                      "(its resize and normalisation) generates pink-noise images instead, which rank "
                      "MobileNetV2's units as photos do (Spearman 0.95, noise 0.84)")
-    needs = [] if torch_available() else ["pip install 'trt-mpq[datagen]'"]
-    if not _synthesizable(model):
-        needs.append("fixed input sizes (--shape)")
-    how = f" (needs {' and '.join(needs)})" if needs else ""
     kept = bn_targets(model.proto)
     if kept:
+        needs = [] if torch_available() else ["pip install 'trt-mpq[datagen]'"]
+        if not _synthesizable(model):
+            needs.append("fixed input sizes (--shape)")
+        how = f" (needs {' and '.join(needs)})" if needs else ""
         hints.append(f"this model keeps {len(kept)} BatchNormalization layer{'s' if len(kept) > 1 else ''}: --calib "
                      f"{SYNTHESIZED}{how} generates data matching their statistics (PP-OCRv4: Spearman 0.960 "
                      "against noise's 0.913)")
-    elif method == PINK_NOISE and (scores := classifier_output(model.proto)):
-        hints.append(f"this model scores {scores[1]} classes: --calib {SYNTHESIZED}{how} optimises these images "
-                     "toward random classes, and its thresholds hold more of the accuracy (MobileNetV2 all-INT8: "
-                     "agreement 0.858 against pink noise's 0.819, photos' 0.899)")
     return hints
 
 

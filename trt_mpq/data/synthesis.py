@@ -1,9 +1,9 @@
 """Calibration data optimised through the model itself (``--calib synthesized``; ``trt-mpq[datagen]``).
 
 Each batch of ``GEN_BATCH`` samples starts as pink-noise images when ``--preprocess`` says how images reach the
-model (MobileNetV2: all-INT8 agreement from its thresholds 0.858 over five seeds, pink noise alone 0.819, the
-photos 0.899; docs/results.md), else as N(0, 1) noise (a start from dead-leaves images ranked units worse), and
-is then optimised by Adam, in the model's input space, on what the model offers:
+model (MobileNetV2, five seeds, all-INT8 agreement from the thresholds: optimised from 1/f pink noise 0.858,
+that pink noise alone 0.819, photos 0.899; docs/results.md), else as N(0, 1) noise (dead-leaves images ranked
+units worse), and is then optimised by Adam, in the model's input space, on what the model offers:
 - **BatchNorm statistics** (ZeroQ, Cai et al. 2020; Sony MCT): for every BatchNormalization kept in the graph,
   the batch's per-channel mean and standard deviation at its input against its running statistics;
 - **inversion** (DeepInversion, Yin et al. 2020): for a classifier (an output [N, classes]), cross-entropy
