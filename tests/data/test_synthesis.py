@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from builders import conv_bn_relu_residual, save
 from data_models import gather_model
@@ -45,6 +45,17 @@ def test_class_scores_are_told_from_an_embedding():
     m.graph.node.append(helper.make_node("LpNormalization", ["y"], ["e"], "l2", axis=1, p=2))
     m.graph.output[0].name = "e"  # the same [N, 5], scaled to unit length: an embedding, no classes
     assert classifier_output(m) is None
+    m = conv_bn_relu_residual()  # F.normalize as exported: y / clamp(ReduceL2(y))
+    m.graph.node.extend([helper.make_node("ReduceL2", ["y"], ["n"], "norm", axes=[1], keepdims=1),
+                         helper.make_node("Clip", ["n", "eps"], ["c"], "clamp"),
+                         helper.make_node("Div", ["y", "c"], ["e"], "div")])
+    m.graph.output[0].name = "e"
+    assert classifier_output(m) is None
+    m = conv_bn_relu_residual()  # logits over a temperature are still class scores
+    m.graph.initializer.append(numpy_helper.from_array(np.array(2.0, np.float32), "t"))
+    m.graph.node.append(helper.make_node("Div", ["y", "t"], ["e"], "temperature"))
+    m.graph.output[0].name = "e"
+    assert classifier_output(m) == (0, 5)
 
 
 @needs_torch

@@ -154,19 +154,29 @@ def synthesize(model: LoadedModel, dims: Sequence[int], n: int, seed: int, pre: 
     return np.concatenate(samples, axis=0), info
 
 
-NORMALISED = {"LpNormalization", "Div"}  # an embedding scaled to unit length: no classes to aim at
+PASS = ("Identity", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Expand", "Clip", "Max", "Add")
+NORMS = ("ReduceL2", "Sqrt", "LpNormalization")
+
+
+def _through(name: str, producers: dict) -> onnx.NodeProto | None:
+    """The node that makes ``name``, looking through reshapes, clamps and epsilons."""
+    node = producers.get(name)
+    while node is not None and node.op_type in PASS:
+        node = producers.get(node.input[0])
+    return node
 
 
 def classifier_output(model: onnx.ModelProto) -> tuple[int, int] | None:
-    """The index of the graph output that holds class scores ([N, classes], at least two, not divided to unit
-    length as an embedding is), and the number of classes; None when there is none (inversion needs one)."""
+    """The index of the graph output that holds class scores ([N, classes], at least two, not scaled to unit
+    length as an embedding is: LpNormalization, or a Div by an L2 norm), and the number of classes; None when
+    there is none (inversion needs one)."""
     producers = {o: n for n in model.graph.node for o in n.output}
     for k, o in enumerate(model.graph.output):
         dims = o.type.tensor_type.shape.dim
-        node = producers.get(o.name)
-        while node is not None and node.op_type in ("Identity", "Flatten", "Reshape", "Squeeze"):
-            node = producers.get(node.input[0])
-        if len(dims) == 2 and dims[1].dim_value >= 2 and (node is None or node.op_type not in NORMALISED):
+        node = _through(o.name, producers)
+        unit = node is not None and (node.op_type == "LpNormalization" or node.op_type == "Div" and (
+            (by := _through(node.input[1], producers)) is not None and by.op_type in NORMS))
+        if len(dims) == 2 and dims[1].dim_value >= 2 and not unit:
             return k, dims[1].dim_value
     return None
 
