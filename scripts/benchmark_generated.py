@@ -161,7 +161,7 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=72, help="calibration samples of each source")
     parser.add_argument("--skip-noise", action="store_true", help="leave out the noise row (the old default)")
     parser.add_argument("--seeds", type=int, default=2,
-                        help="pink-noise and generated (the default: synthesized from pink noise) rows, one per seed")
+                        help="pink-noise (what --calib generated takes here) and synthesized rows, one per seed")
     parser.add_argument("--orders", type=int, default=1,
                         help="rows of the calibration photos, each in another order (the first as listed): how "
                              "far the choice of thresholds moves with which photos choose them")
@@ -197,7 +197,7 @@ def main() -> int:
         sources[f"real photos order{k}"] = AnalyzeOptions(calib=str(Path(tmp.name) / f"order{k}.npz"))
     sources.update({**{f"pink-noise s{k}": AnalyzeOptions(calib="pink-noise", preprocess=pre, seed=k)
                        for k in range(args.seeds)},
-                    **{f"generated s{k}": AnalyzeOptions(calib="generated", preprocess=pre, seed=k)
+                    **{f"synthesized s{k}": AnalyzeOptions(calib="synthesized", preprocess=pre, seed=k)
                        for k in range(args.seeds)},
                     "dead-leaves": AnalyzeOptions(calib="dead-leaves", preprocess=pre),
                     "noise N(0,1)": AnalyzeOptions(calib="noise")})

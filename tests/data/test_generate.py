@@ -23,6 +23,12 @@ def _slope(img: np.ndarray) -> float:
     return float(np.polyfit(np.log(k), np.log(radial[k]), 1)[0])
 
 
+def _kurtosis(x: np.ndarray) -> float:
+    """Excess kurtosis: 0 for a Gaussian, large where most values are small and a few large."""
+    x = x.ravel() - x.mean()
+    return float(np.mean(x ** 4) / np.mean(x ** 2) ** 2 - 3.0)
+
+
 def test_dead_leaves_images_have_a_natural_spectrum_and_depend_on_the_seed_alone():
     a = dead_leaves(np.random.default_rng([0, 3]), 96, 128)
     assert a.shape == (96, 128, 3) and a.dtype == np.uint8 and a.std() > 20
@@ -49,6 +55,11 @@ def test_pink_noise_images_have_photos_spectrum_correlated_colour_and_varied_con
     contrast = np.array([i.mean(axis=2).std() for i in imgs])  # RMS contrast, grey levels
     assert CONTRAST[0] * 0.8 < contrast.min() and contrast.max() < CONTRAST[1] * 1.1
     assert contrast.max() > 2.5 * contrast.min()  # drawn per image, not one contrast for all
+    # flat regions beside textured ones, as in photos: an image's gradients are heavy-tailed (photos' kurtosis
+    # 6-11 in the median), where a Gaussian field's are not (0)
+    assert np.median([_kurtosis(np.diff(i.mean(axis=2), axis=1)) for i in imgs]) > 3.0
+    field = np.random.default_rng(0).standard_normal((128, 128))
+    assert abs(_kurtosis(np.diff(field, axis=1))) < 0.5
     grey = pink_noise(np.random.default_rng([0, 0]), 64, 64, channels=1)
     assert grey.shape == (64, 64, 1)
 

@@ -22,7 +22,7 @@ from ..artifacts import DataInfo
 from ..errors import DataError
 from ..network.model import LoadedModel, TensorSpec, file_sha256
 from ..network.shapes import format_dims
-from .generate import IMAGE_KINDS, IMAGES, PINK_NOISE, index_bound, is_mask, padding_mask
+from .generate import IMAGE_KINDS, IMAGES, PINK_NOISE, RECIPES, index_bound, is_mask, padding_mask
 from .images import Preprocess, list_images, load_image, preprocess_image
 
 DEFAULT_GENERATED_SAMPLES = 16
@@ -249,7 +249,7 @@ def _generated_images(model: LoadedModel, n: int, seed: int, pre: Preprocess, ki
 
     details = {"seed": seed, "generator": f"{IMAGE_KINDS[kind]}, {w}x{h} pixels, preprocessed as photos",
                "preprocess": pre.to_json()}
-    fp = ["generated", kind, seed, pre.to_json(), spec.name, str(size)]
+    fp = ["generated", kind, RECIPES[kind], seed, pre.to_json(), spec.name, str(size)]
     return _finish(model, n, take, ("generated", "generated", details), fp, None)
 
 
