@@ -86,7 +86,8 @@ def test_calibration_images_generated_in_pixel_space(tmp_path, capsys):
     assert calibration["kind"] == "generated" and "dead-leaves" in calibration["generator"]
     assert main(["analyze", str(path), "--out", str(tmp_path / "pink"), "--preprocess", str(tmp_path / "pre.json"),
                  "--calib", "pink-noise", "--samples", "8"]) == 0
-    assert "pink-noise images (1/f^a spectrum, a in 1.0-1.8; local contrast varied), 8x8 pixels" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "pink-noise images (1/f^a spectrum, a in 1.0-1.8; local contrast varied), 8x8 pixels" in err
     calibration = json.loads((tmp_path / "pink" / "sensitivity.json").read_text())["calibration"]
     assert "pink-noise" in calibration["generator"]
     assert (tmp_path / "pink" / "calibration.png").is_file()  # what the generated images look like
