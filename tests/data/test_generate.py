@@ -5,7 +5,8 @@ import pytest
 
 import builders
 from trt_mpq.data.datasets import generated_dataset
-from trt_mpq.data.generate import CONTRAST, dead_leaves, pink_noise
+from trt_mpq.data import generate
+from trt_mpq.data.generate import CONTRAST, dead_leaves, image_statistics, pink_noise
 from trt_mpq.data.images import Preprocess
 from trt_mpq.errors import ConfigError
 from trt_mpq.network.model import load_model
@@ -77,6 +78,27 @@ def test_generated_images_are_preprocessed_like_photos_and_independent_of_the_ba
     assert data.fingerprint != generated_dataset(model, 6, seed=2, preprocess=pre, images=kind).fingerprint
     other = "dead-leaves" if kind == "pink-noise" else "pink-noise"
     assert data.fingerprint != generated_dataset(model, 6, seed=1, preprocess=pre, images=other).fingerprint
+    assert data.details["statistics"] == "too small to compare with photos' statistics"  # 12x12 pixels
+
+
+def test_image_statistics_tell_photos_spectrum_and_flat_regions_from_noise(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    white = rng.standard_normal((4, 96, 96))
+    slope, kurtosis = image_statistics(white)
+    assert abs(slope) < 0.2 and abs(kurtosis) < 0.3
+    smooth = np.stack([generate._texture(rng, 96, 96, 1.5) for _ in range(4)])
+    assert 1.3 < image_statistics(smooth)[0] < 1.7 and abs(image_statistics(smooth)[1]) < 1.0
+    patchy = smooth * np.where(np.arange(96) < 48, 0.05, 1.0)[None, None, :]  # a flat half beside a textured one
+    assert image_statistics(patchy)[1] > 3.0
+    # the record says how near the drawn images came to photos', and a changed recipe is other data
+    model = load_model(builders.save(builders.conv_bn_relu_residual(), tmp_path))
+    pre = Preprocess(resize=64, crop=8, mean=(0.5,), std=(0.25,))
+    data = generated_dataset(model, 6, seed=1, preprocess=pre)
+    assert "in the median of 6 (photos' medians: 1.30-1.47 and 6.4-10.9)" in data.details["statistics"]
+    kurtosis = float(data.details["statistics"].split("gradient kurtosis ")[1].split()[0])
+    assert kurtosis > 3.0
+    monkeypatch.setitem(generate.RECIPES, "pink-noise", [*generate.RECIPES["pink-noise"], "changed"])
+    assert generated_dataset(model, 6, seed=1, preprocess=pre).fingerprint != data.fingerprint
 
 
 def test_image_generators_need_a_preprocessing_and_generated_is_chosen_later():

@@ -45,3 +45,15 @@ def test_analyze_writes_it_and_the_report_shows_it(tmp_path, monkeypatch):
     assert "float ~ N(0,1)" in text and "noise, chosen because nothing in the model" in text
     analyze(path, tmp_path / "real", AnalyzeOptions(calib=str(tmp_path / "eval.npz"), precisions="fp16"))
     assert not (tmp_path / "real" / "calibration.png").exists()  # real data: nothing to show
+
+
+def test_the_report_says_how_near_drawn_images_came_to_photos_statistics(tmp_path):
+    path = builders.save(builders.conv_bn_relu_residual(), tmp_path)  # x: [N, 3, 8, 8]
+    (tmp_path / "pre.json").write_text('{"resize": 64, "crop": 8, "mean": [0.5], "std": [0.25]}')
+    np.savez(tmp_path / "eval.npz", x=np.random.default_rng(0).standard_normal((16, 3, 8, 8)).astype(np.float32))
+    analyze(path, tmp_path / "run", AnalyzeOptions(calib="pink-noise", preprocess=str(tmp_path / "pre.json"),
+                                                   samples=8, precisions="fp16"))
+    plan(tmp_path / "run", PlanOptions(eval=str(tmp_path / "eval.npz"), metric="agreement",
+                                       budget=Budget(max_drop=0.1)))
+    text = (tmp_path / "run" / "report.html").read_text()
+    assert "Drawn images: spectral slope" in text and "photos&#x27; medians: 1.30-1.47 and 6.4-10.9" in text

@@ -22,7 +22,7 @@ from ..artifacts import DataInfo
 from ..errors import DataError
 from ..network.model import LoadedModel, TensorSpec, file_sha256
 from ..network.shapes import format_dims
-from .generate import IMAGE_KINDS, IMAGES, PINK_NOISE, RECIPES, index_bound, is_mask, padding_mask
+from .generate import IMAGE_KINDS, IMAGES, PINK_NOISE, RECIPES, describe_statistics, index_bound, is_mask, padding_mask
 from .images import Preprocess, list_images, load_image, preprocess_image
 
 DEFAULT_GENERATED_SAMPLES = 16
@@ -247,8 +247,9 @@ def _generated_images(model: LoadedModel, n: int, seed: int, pre: Preprocess, ki
                                    pre, size, f"sample {i}") for i in range(lo, hi)]
         return {spec.name: np.concatenate(arrays, axis=0)}
 
+    first = [draw(np.random.default_rng([seed, i]), h, w, channels) for i in range(min(n, 8))]
     details = {"seed": seed, "generator": f"{IMAGE_KINDS[kind]}, {w}x{h} pixels, preprocessed as photos",
-               "preprocess": pre.to_json()}
+               "statistics": describe_statistics(first), "preprocess": pre.to_json()}
     fp = ["generated", kind, RECIPES[kind], seed, pre.to_json(), spec.name, str(size)]
     return _finish(model, n, take, ("generated", "generated", details), fp, None)
 

@@ -50,6 +50,9 @@ CHROMA = 0.3  # each channel's own noise, relative to the luminance's
 ENVELOPE = (0.3, 1.5)  # log-standard deviation of the local contrast, uniform per image
 ENVELOPE_SLOPE = 2.5  # the local contrast's own spectrum: smooth, regions rather than pixels
 CAST = 15.0  # grey levels of a per-image colour cast (standard deviation per channel)
+# The medians ``image_statistics`` gives on the MobileNetV2 photos: its 72 calibration and 135 eval photos
+# (preprocessed, grey; docs/results.md, issue 22).
+PHOTOS_SLOPE, PHOTOS_KURTOSIS = (1.30, 1.47), (6.4, 10.9)
 INDEX_PASSTHROUGH = {"Cast", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity"}
 
 
@@ -107,6 +110,37 @@ def pink_noise(rng: np.random.Generator, h: int, w: int, channels: int = 3) -> n
     if channels > 1:
         img = img + rng.normal(0.0, CAST, channels)
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def image_statistics(grey: np.ndarray) -> tuple[float, float]:
+    """Medians over images [N, H, W] of the amplitude spectrum's log-log slope (radially averaged, Hann window,
+    4 cycles up to 0.4 of the shorter side) and of the excess kurtosis of the horizontal gradient (0 for a
+    Gaussian field; large where flat regions sit beside textured ones)."""
+    n, h, w = grey.shape
+    window = np.hanning(h)[:, None] * np.hanning(w)[None, :]
+    y, x = np.indices((h, w))
+    r = np.hypot(y - h // 2, x - w // 2).astype(int)
+    k = np.arange(4, max(int(0.4 * min(h, w)), 6))
+    slopes, kurtoses = [], []
+    for g in grey.astype(np.float64):
+        amplitude = np.abs(np.fft.fftshift(np.fft.fft2((g - g.mean()) * window)))
+        radial = np.bincount(r.ravel(), amplitude.ravel(), minlength=k[-1] + 1) / np.maximum(
+            np.bincount(r.ravel(), minlength=k[-1] + 1), 1)
+        slopes.append(-np.polyfit(np.log(k), np.log(np.maximum(radial[k], 1e-12)), 1)[0])
+        d = np.diff(g, axis=1).ravel()
+        d = d - d.mean()
+        kurtoses.append(np.mean(d ** 4) / max(np.mean(d ** 2) ** 2, 1e-24) - 3.0)
+    return float(np.median(slopes)), float(np.median(kurtoses))
+
+
+def describe_statistics(images: list[np.ndarray]) -> str:
+    """``image_statistics`` of uint8 images [H, W, C] in words, next to photos' own."""
+    if min(images[0].shape[:2]) < 16:
+        return "too small to compare with photos' statistics"
+    slope, kurtosis = image_statistics(np.stack([i.mean(axis=2) for i in images]))
+    return (f"spectral slope {slope:.2f} and gradient kurtosis {kurtosis:.1f} in the median of {len(images)} "
+            f"(photos' medians: {PHOTOS_SLOPE[0]:.2f}-{PHOTOS_SLOPE[1]:.2f} and "
+            f"{PHOTOS_KURTOSIS[0]}-{PHOTOS_KURTOSIS[1]})")
 
 
 IMAGES = {PINK_NOISE: pink_noise, DEAD_LEAVES: dead_leaves}  # --calib name -> one image of it

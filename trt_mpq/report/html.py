@@ -231,6 +231,8 @@ def _generated(analysis: Analysis, png: bytes | None) -> str:
     esc, details = html.escape, data.details
     what = esc(str(details.get("generator") or details.get("distribution") or "generated"))
     matched = f"<br>Optimised: {esc(str(details['optimised']))}." if "optimised" in details else ""
+    if "statistics" in details:  # images drawn with photos' statistics: how near they came
+        matched += f"<br>Drawn images: {esc(str(details['statistics']))}."
     if "chosen" in details:  # --calib generated: the generator the model called for
         matched += f"<br>{esc(str(details['method']))}, chosen because {esc(str(details['chosen']))}."
     image = (f"<br><img alt='generated calibration samples' src='data:image/png;base64,"
