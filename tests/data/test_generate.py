@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import builders
-from trt_mpq.data.datasets import generated_dataset
 from trt_mpq.data import generate
+from trt_mpq.data.datasets import generated_dataset
 from trt_mpq.data.generate import CONTRAST, dead_leaves, image_statistics, pink_noise
 from trt_mpq.data.images import Preprocess
 from trt_mpq.errors import ConfigError
