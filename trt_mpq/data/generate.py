@@ -116,7 +116,7 @@ def image_statistics(grey: np.ndarray) -> tuple[float, float]:
     """Medians over images [N, H, W] of the amplitude spectrum's log-log slope (radially averaged, Hann window,
     4 cycles up to 0.4 of the shorter side) and of the excess kurtosis of the horizontal gradient (0 for a
     Gaussian field; large where flat regions sit beside textured ones)."""
-    n, h, w = grey.shape
+    _, h, w = grey.shape
     window = np.hanning(h)[:, None] * np.hanning(w)[None, :]
     y, x = np.indices((h, w))
     r = np.hypot(y - h // 2, x - w // 2).astype(int)
