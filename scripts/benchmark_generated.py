@@ -86,16 +86,19 @@ def group_means(rows: dict[str, tuple[float, float, float]]) -> None:
     for name, row in rows.items():
         groups.setdefault(name.split(" s")[0].split(" order")[0], []).append(row)
     photos = np.array(groups.get("real photos", []))
-    print(f"\n{'group':14s} {'runs':>4s} {'spearman':>9s} {'agreement':>10s} {'sd':>6s} {'KL':>7s}  gap to the photos")
+    print(f"\n{'group':14s} {'runs':>4s} {'spearman':>9s} {'agreement':>10s} {'sd':>6s} {'KL':>7s}  "
+          "gap to the photos: agreement, KL")
+
+    def gap(g: np.ndarray, column: int) -> str:
+        se = np.sqrt(g[:, column].var(ddof=1) / len(g) + photos[:, column].var(ddof=1) / len(photos))
+        return f"{g[:, column].mean() - photos[:, column].mean():+.4f} +- {se:.4f}"
+
     for name, group in groups.items():
         g = np.array(group)
-        gap = ""
-        if name != "real photos" and len(g) > 1 and len(photos) > 1:
-            se = np.sqrt(g[:, 1].var(ddof=1) / len(g) + photos[:, 1].var(ddof=1) / len(photos))
-            gap = f"{g[:, 1].mean() - photos[:, 1].mean():+.4f} +- {se:.4f}"
+        gaps = f"{gap(g, 1)}, {gap(g, 2)}" if name != "real photos" and len(g) > 1 and len(photos) > 1 else ""
         sd = g[:, 1].std(ddof=1) if len(g) > 1 else float("nan")
         print(f"{name:14s} {len(g):4d} {g[:, 0].mean():9.3f} {g[:, 1].mean():10.4f} {sd:6.3f} {g[:, 2].mean():7.4f}  "
-              f"{gap}")
+              f"{gaps}")
 
 
 def digits_ceiling(samples: int) -> None:
