@@ -194,8 +194,8 @@ def main() -> int:
     tmp = tempfile.TemporaryDirectory(prefix="trt-mpq-generated-")
     sources = {"real photos": AnalyzeOptions(calib=str(SHARED / "photos" / "calib"), preprocess=pre),
                "other photos": AnalyzeOptions(calib=str(SHARED / "photos" / "eval"), preprocess=pre)}
+    x = photos.take(0, photos.num_samples)["input"] if args.orders > 1 else None
     for k in range(1, args.orders):
-        x = photos.take(0, photos.num_samples)["input"]
         np.savez(Path(tmp.name) / f"order{k}.npz", input=x[np.random.default_rng(k).permutation(len(x))])
         sources[f"real photos order{k}"] = AnalyzeOptions(calib=str(Path(tmp.name) / f"order{k}.npz"))
     sources.update({**{f"pink-noise s{k}": AnalyzeOptions(calib="pink-noise", preprocess=pre, seed=k)

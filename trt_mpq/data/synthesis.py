@@ -33,7 +33,7 @@ from ..network.model import LoadedModel
 from ..progress import Progress
 from .autograd import as_list, check_same, torch_module
 from .datasets import Dataset, generated_dataset
-from .generate import IMAGE_KINDS, PINK_NOISE, RECIPES, SYNTHESIZED
+from .generate import IMAGE_KINDS, PINK_NOISE, SYNTHESIZED
 from .images import Preprocess
 
 Reference = Callable[[dict[str, np.ndarray]], list[np.ndarray]]  # feeds -> the model's outputs, in graph order
@@ -302,8 +302,8 @@ def synthesized_dataset(model: LoadedModel, samples: int, seed: int, pre: Prepro
     ``work``: where finished batches are kept (``synthesized-<key>/``), so an interrupted run resumes."""
     progress = progress or Progress()
     dims = input_dims(model, f"--calib {SYNTHESIZED}")
-    start = [PINK_NOISE, RECIPES[PINK_NOISE]] if start_images(model, dims, 1, seed, pre) is not None \
-        else "noise"
+    images = start_images(model, dims, 1, seed, pre)
+    start = images.fingerprint if images is not None else "noise"  # it carries the pink-noise recipe
     key = [SYNTHESIZED, seed, steps, LR, TV, L2, GEN_BATCH, dims, samples, pre.to_json() if pre else None, start]
     fp = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
     made_by = json.dumps([fp, model.sha256, model.fixed, list(model.measured)], sort_keys=True, default=str)
