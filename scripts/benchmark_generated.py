@@ -2,7 +2,8 @@
 """Generated calibration data against real data, on a real model (issue 22's comparison).
 
 For each source of calibration data (the model's real calibration photos; 72 other photos, the first of the
-evaluation folder: how far new real data moves the ranking; pink-noise images, one row per seed; images of
+evaluation folder: how far new real data moves the ranking; pink-and-leaves images (the default with
+--preprocess) and pink-noise images, one row per seed; images of
 the dead-leaves model; noise shaped like the input), one INT8 analysis with the default settings, then side by
 side against the real-data analyses:
 - the per-unit INT8 sensitivity ranking (Spearman's rho over the units) and how many of the 10 most sensitive
@@ -140,6 +141,7 @@ def ppocr(samples: int) -> None:
     sources = {"real images": AnalyzeOptions(calib=str(SHARED / "images"), preprocess=pre),
                "noise": AnalyzeOptions(calib="noise"),
                "pink-noise": AnalyzeOptions(calib="pink-noise", preprocess=pre),
+               "pink-and-leaves": AnalyzeOptions(calib="pink-and-leaves", preprocess=pre),
                "generated": AnalyzeOptions(),  # synthesized from noise: no --preprocess
                "generated --preprocess": AnalyzeOptions(preprocess=pre)}  # synthesized from pink-noise images
     print(f"PP-OCRv4 at 640x640, INT8, {samples} generated samples per source: Spearman against the real images\n")
@@ -198,7 +200,9 @@ def main() -> int:
     for k in range(1, args.orders):
         np.savez(Path(tmp.name) / f"order{k}.npz", input=x[np.random.default_rng(k).permutation(len(x))])
         sources[f"real photos order{k}"] = AnalyzeOptions(calib=str(Path(tmp.name) / f"order{k}.npz"))
-    sources.update({**{f"pink-noise s{k}": AnalyzeOptions(calib="pink-noise", preprocess=pre, seed=k)
+    sources.update({**{f"pink-and-leaves s{k}": AnalyzeOptions(calib="pink-and-leaves", preprocess=pre, seed=k)
+                       for k in range(args.seeds)},
+                    **{f"pink-noise s{k}": AnalyzeOptions(calib="pink-noise", preprocess=pre, seed=k)
                        for k in range(args.seeds)},
                     **{f"synthesized s{k}": AnalyzeOptions(calib="synthesized", preprocess=pre, seed=k)
                        for k in range(args.seeds)},

@@ -117,7 +117,7 @@ def _bad_inputs(tmp_path, tiny):
         ("unknown preprocess key", ["analyze", tiny, *good, "--calib", tmp_path / "empty_dir",
                                     "--preprocess", tmp_path / "pre.json"], ["normalize"]),
         ("noise with a preprocessing", ["analyze", tiny, *good, "--calib", "noise", "--preprocess",
-                                        tmp_path / "pre.json"], ["takes no --preprocess", "pink-noise"]),
+                                        tmp_path / "pre.json"], ["takes no --preprocess", "pink-and-leaves"]),
         ("out is a file", ["analyze", tiny, "--out", tmp_path / "afile"], ["not a folder"]),
         ("zero batch", ["analyze", tiny, *good, "--batch", "0"], ["--batch", "at least 1"]),
         ("no out", ["analyze", tiny], ["--out"]),

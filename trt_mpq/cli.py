@@ -31,7 +31,7 @@ EPILOG = """examples:
   trt-mpq inspect model.onnx
   trt-mpq analyze model.onnx --out runs/a                       # generated calibration data
   trt-mpq analyze mobilenetv2.onnx --out runs/m --calib photos/ --preprocess pre.json
-  trt-mpq analyze mobilenetv2.onnx --out runs/n --preprocess pre.json    # no data: pink-noise images
+  trt-mpq analyze mobilenetv2.onnx --out runs/n --preprocess pre.json    # no data: generated images
   trt-mpq analyze det.onnx --out runs/d --shape x:1x3x640x640 --precisions int8
 
 Re-running an interrupted 'analyze' with the same arguments resumes where it stopped.
@@ -101,9 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="FILE.npz", help="the file to write (whole or not at all)")
     p.add_argument("--method", choices=GENERATE_METHODS, help="generated (the default): the one of the others "
                    "that the model calls for, as an analysis without data takes it; noise: shaped like "
-                   "the inputs, integer indices inside their tables; pink-noise: images with photos' 1/f^a spectrum, "
-                   "correlated colour, varied and local contrast, drawn in pixel space (needs --preprocess; ranks an "
-                   "image model's units best); dead-leaves: occluding disks (needs --preprocess); "
+                   "the inputs, integer indices inside their tables; pink-and-leaves: pink-noise and textured "
+                   "dead-leaves images, one or the other per image (needs --preprocess; the closest to photos' "
+                   "thresholds); pink-noise: images with photos' 1/f^a spectrum, correlated colour, varied and local "
+                   "contrast, drawn in pixel space (needs --preprocess); dead-leaves: occluding disks (needs "
+                   "--preprocess); "
                    "synthesized: optimised through the "
                    "model toward its BatchNorm statistics and confident, diverse classes (needs "
                    "trt-mpq[datagen])")
@@ -180,10 +182,11 @@ def _analysis_args(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--calib", metavar="PATH", help=".npz (one array per input name, samples first; or pick arrays: "
                    "FILE.npz:input=x_train), .npy, a folder of them, or a folder of images (with --preprocess). "
                    "Or generated data: 'generated' (the default: synthesized for a model that keeps BatchNorm "
-                   "statistics when trt-mpq[datagen] is installed, else pink-noise with --preprocess, else "
+                   "statistics when trt-mpq[datagen] is installed, else pink-and-leaves with --preprocess, else "
                    "noise; the log says which and why), 'noise' (shaped like the inputs, integer indices inside "
-                   "their tables), 'pink-noise' (images with photos' 1/f^a spectrum and local contrast, drawn in "
-                   "pixel space, then --preprocess), 'dead-leaves' (occluding disks, then --preprocess), "
+                   "their tables), 'pink-and-leaves' (pink-noise and textured dead-leaves images, one or the other "
+                   "per image), 'pink-noise' (images with photos' 1/f^a spectrum and local contrast, drawn in "
+                   "pixel space), 'dead-leaves' (occluding disks; the three need --preprocess), "
                    "'synthesized' (optimised "
                    "through the model toward its BatchNorm statistics and confident, diverse classes; needs "
                    "trt-mpq[datagen]). 'trt-mpq generate' writes any of them to a .npz for reuse")

@@ -105,25 +105,25 @@ def test_generated_data_is_chosen_by_what_the_model_offers_and_says_why(tmp_path
                                          [builders.fvi("y", ["N", 4, 8, 8])], [w]), tmp_path, "plain.onnx")
     model = load_model(path)
     (tmp_path / "pre.json").write_text('{"resize": 8, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}')
-    assert generator_for(load_model(plain), "pre.json")[0] == "pink-noise"
+    assert generator_for(load_model(plain), "pre.json")[0] == "pink-and-leaves"
     assert generator_for(load_model(plain), None) == ("noise", "nothing in the model or the options says more")
     monkeypatch.setattr(autograd, "torch_available", lambda: True)
     assert generator_for(model, None) == ("synthesized", "the model keeps 1 BatchNormalization layer")
     assert generator_for(model, "pre.json")[0] == "synthesized"
     monkeypatch.setattr(autograd, "torch_available", lambda: False)  # without the extra: the next best
-    assert generator_for(model, "pre.json")[0] == "pink-noise" and generator_for(model, None)[0] == "noise"
+    assert generator_for(model, "pre.json")[0] == "pink-and-leaves" and generator_for(model, None)[0] == "noise"
     assert main(["analyze", str(path), "--out", str(tmp_path / "run"), "--samples", "8"]) == 0
     err = capsys.readouterr().err
     assert "8 samples; noise, chosen because nothing in the model or the options says more" in err
     assert json.loads((tmp_path / "run" / "sensitivity.json").read_text())["calibration"]["method"] == "noise"
-    assert "--preprocess FILE (its resize and normalisation) generates pink-noise images" in err
+    assert "--preprocess FILE (its resize and normalisation) generates images instead (pink noise" in err
     assert "keeps 1 BatchNormalization layer: --calib synthesized (needs pip install 'trt-mpq[datagen]')" in err
     np.savez(tmp_path / "c.npz", x=np.random.default_rng(0).standard_normal((8, 3, 8, 8)).astype(np.float32))
     assert main(["analyze", str(path), "--out", str(tmp_path / "own"), "--calib", str(tmp_path / "c.npz")]) == 0
-    assert "pink-noise" not in capsys.readouterr().err  # the user's own data: nothing to suggest
+    assert "--preprocess FILE" not in capsys.readouterr().err  # the user's own data: nothing to suggest
 
 
-def test_a_classifier_with_folded_batchnorm_keeps_pink_noise_even_with_the_extra(tmp_path, monkeypatch):
+def test_a_classifier_with_folded_batchnorm_keeps_generated_images_even_with_the_extra(tmp_path, monkeypatch):
     from trt_mpq.commands.analyze import generator_for
     from trt_mpq.data import autograd
     from trt_mpq.network.model import load_model
@@ -135,5 +135,5 @@ def test_a_classifier_with_folded_batchnorm_keeps_pink_noise_even_with_the_extra
     model = load_model(builders.save(folded, tmp_path))
     monkeypatch.setattr(autograd, "torch_available", lambda: True)
     # inversion toward random classes ranked MobileNetV2's units worse than pink noise alone (docs/results.md)
-    assert generator_for(model, "pre.json") == ("pink-noise", "--preprocess says how images reach the model")
+    assert generator_for(model, "pre.json") == ("pink-and-leaves", "--preprocess says how images reach the model")
     assert generator_for(model, None)[0] == "noise"

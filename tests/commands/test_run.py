@@ -13,7 +13,7 @@ from trt_mpq.errors import ConfigError
 
 
 def test_run_with_generated_calibration_and_an_image_folder_to_verify_on(tmp_path, capsys, monkeypatch):
-    """--preprocess in 'run' serves --eval, and without --calib the generated (pink-noise) images too; with
+    """--preprocess in 'run' serves --eval, and without --calib the generated (pink-and-leaves) images too; with
     --calib noise (shaped like the inputs) it serves --eval alone (PP-OCR's case)."""
     from trt_mpq.data import autograd
 
@@ -30,7 +30,7 @@ def test_run_with_generated_calibration_and_an_image_folder_to_verify_on(tmp_pat
     assert code == 0, capsys.readouterr().err
     plan = json.loads((tmp_path / "out" / "plan.json").read_text())
     assert plan["evaluation"]["kind"] == "images" and plan["calibration"]["kind"] == "generated"
-    assert "pink-noise" in plan["calibration"]["generator"]
+    assert "pink-and-leaves" in plan["calibration"]["generator"]
     code = main(["run", str(model), "--out", str(tmp_path / "noise"), "--calib", "noise", "--eval", str(folder),
                  "--preprocess", str(tmp_path / "pre.json"), "--metric", "cosine", "--max-drop", "0.5", "--quiet"])
     assert code == 0, capsys.readouterr().err

@@ -6,7 +6,15 @@ import pytest
 import builders
 from trt_mpq.data import generate
 from trt_mpq.data.datasets import generated_dataset
-from trt_mpq.data.generate import CONTRAST, dead_leaves, image_statistics, pink_noise
+from trt_mpq.data.generate import (
+    CONTRAST,
+    DISKS,
+    dead_leaves,
+    image_statistics,
+    pink_and_leaves,
+    pink_noise,
+    textured_leaves,
+)
 from trt_mpq.data.images import Preprocess
 from trt_mpq.errors import ConfigError
 from trt_mpq.network.model import load_model
@@ -58,7 +66,36 @@ def test_pink_noise_images_have_photos_spectrum_correlated_colour_and_varied_con
     assert grey.shape == (64, 64, 1)
 
 
-@pytest.mark.parametrize("kind", ["pink-noise", "dead-leaves"])
+def test_textured_leaves_are_regions_with_their_own_brightness_and_texture_contrast():
+    rng = np.random.default_rng([0, 5])
+    top = generate._disks(rng, 96, 96)
+    assert top.shape == (96, 96) and top.max() < DISKS and len(np.unique(top)) > 50  # many leaves visible
+    a = textured_leaves(np.random.default_rng([0, 5]), 96, 96)
+    assert a.shape == (96, 96, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, textured_leaves(np.random.default_rng([0, 5]), 96, 96))
+    # the same leaves as _disks drew: inside the largest ones, brightness and contrast differ from leaf to leaf
+    grey = a.mean(axis=2)
+    big = [i for i, n in zip(*np.unique(top, return_counts=True), strict=True) if n > 200][:6]
+    assert len(big) >= 2
+    means, spreads = [grey[top == i].mean() for i in big], [grey[top == i].std() for i in big]
+    assert max(means) - min(means) > 10 and max(spreads) > 1.5 * min(spreads)
+    assert image_statistics(grey[None])[1] > 3.0  # flat and textured leaves side by side: heavy-tailed gradients
+    assert textured_leaves(np.random.default_rng([0, 5]), 32, 32, channels=1).shape == (32, 32, 1)
+
+
+def test_pink_and_leaves_draws_one_or_the_other_per_image_by_the_seed():
+    kinds = []
+    for i in range(12):
+        img = pink_and_leaves(np.random.default_rng([3, i]), 48, 48)
+        assert np.array_equal(img, pink_and_leaves(np.random.default_rng([3, i]), 48, 48))
+        rng = np.random.default_rng([3, i])
+        which = (pink_noise, textured_leaves)[int(rng.integers(2))]
+        assert np.array_equal(img, which(rng, 48, 48))
+        kinds.append(which)
+    assert set(kinds) == {pink_noise, textured_leaves}
+
+
+@pytest.mark.parametrize("kind", ["pink-noise", "pink-and-leaves", "dead-leaves"])
 def test_generated_images_are_preprocessed_like_photos_and_independent_of_the_batch(tmp_path, kind):
     model = load_model(builders.save(builders.conv_bn_relu_residual(), tmp_path))  # x [N, 3, 8, 8]
     pre = Preprocess(resize=12, crop=8, mean=(0.5,), std=(0.25,))
@@ -98,7 +135,7 @@ def test_image_statistics_tell_photos_spectrum_and_flat_regions_from_noise(tmp_p
 def test_image_generators_need_a_preprocessing_and_generated_is_chosen_later():
     from trt_mpq import AnalyzeOptions
 
-    for kind in ("dead-leaves", "pink-noise"):
+    for kind in ("dead-leaves", "pink-noise", "pink-and-leaves"):
         with pytest.raises(ConfigError, match="give --preprocess"):
             AnalyzeOptions(calib=kind)
     with pytest.raises(ConfigError, match="takes no --preprocess"):

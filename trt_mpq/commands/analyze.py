@@ -11,7 +11,7 @@ import numpy as np
 from ..artifacts import Analysis, RunFolder
 from ..backends import Backend, BackendContext, open_backend
 from ..data.datasets import DEFAULT_GENERATED_SAMPLES, Dataset, generated_dataset, load_dataset
-from ..data.generate import GENERATED, IMAGES, NOISE, PINK_NOISE, SYNTHESIZED
+from ..data.generate import GENERATED, IMAGES, NOISE, PINK_AND_LEAVES, SYNTHESIZED
 from ..data.images import load_preprocess
 from ..data.thumbnails import thumbnails
 from ..errors import ConfigError, DataError
@@ -69,7 +69,7 @@ class AnalyzeOptions:
                               "model's resize and normalisation.")
         if self.calib == NOISE and self.preprocess:
             raise ConfigError(f"--calib {NOISE} is noise shaped like the inputs and takes no --preprocess; "
-                              f"leave --calib out (or give --calib {PINK_NOISE}) to generate images with it.")
+                              f"leave --calib out (or give --calib {PINK_AND_LEAVES}) to generate images with it.")
         if self.calib == GENERATED:
             set_(self, "calib", None)
         set_(self, "shapes", shapes_of(self.shapes))
@@ -162,8 +162,9 @@ def generator_for(model: LoadedModel, preprocess: str | None) -> tuple[str, str]
     the model offers decides (docs/results.md, issue 22). BatchNorm statistics kept in the graph: data
     optimised to match them (PP-OCRv4: Spearman 0.960 against the real images' ranking, noise 0.913), when
     trt-mpq[datagen] is installed and the input is one float tensor of fixed size; else, with ``preprocess``,
-    pink-noise images (MobileNetV2: 0.970 over ten seeds, noise 0.84; optimising them toward random classes
-    adds nothing measurable, 0.968 and all-INT8 agreement 0.871 against 0.870, for 20 s and PyTorch); else
+    pink-noise and textured dead-leaves images, one or the other per image (MobileNetV2 over 20 seeds:
+    Spearman 0.968, all-INT8 agreement 0.876 against the photos' 0.885, where pink noise alone gives 0.970 and
+    0.864; optimising pink noise toward random classes adds nothing measurable, for 20 s and PyTorch); else
     noise shaped like the inputs."""
     from ..data.autograd import torch_available
     from ..data.synthesis import bn_targets
@@ -172,7 +173,7 @@ def generator_for(model: LoadedModel, preprocess: str | None) -> tuple[str, str]
     if kept and _synthesizable(model) and torch_available():
         return SYNTHESIZED, f"the model keeps {kept} BatchNormalization layer{'s' if kept > 1 else ''}"
     if preprocess:
-        return PINK_NOISE, "--preprocess says how images reach the model"
+        return PINK_AND_LEAVES, "--preprocess says how images reach the model"
     return NOISE, "nothing in the model or the options says more"
 
 
@@ -189,8 +190,8 @@ def generator_hints(model: LoadedModel, method: str) -> list[str]:
     if method == NOISE and len(specs) == 1 and len(specs[0].shape) == 4 and \
             np.issubdtype(specs[0].dtype, np.floating):
         hints.append("the calibration data is noise shaped like the input; for an image model, --preprocess FILE "
-                     "(its resize and normalisation) generates pink-noise images instead, which rank "
-                     "MobileNetV2's units as photos do (Spearman 0.96, noise 0.84)")
+                     "(its resize and normalisation) generates images instead (pink noise and textured dead "
+                     "leaves), which rank MobileNetV2's units as photos do (Spearman 0.97, noise 0.84)")
     kept = bn_targets(model.proto)
     if kept:
         needs = [] if torch_available() else ["pip install 'trt-mpq[datagen]'"]

@@ -11,23 +11,23 @@ from pathlib import Path
 import numpy as np
 
 from ..data.datasets import DEFAULT_GENERATED_SAMPLES, GENERATOR
-from ..data.generate import DEAD_LEAVES, GENERATED, NOISE, PINK_NOISE, SYNTHESIZED
+from ..data.generate import DEAD_LEAVES, GENERATED, NOISE, PINK_AND_LEAVES, PINK_NOISE, SYNTHESIZED
 from ..errors import ConfigError
 from ..files import atomic_write_bytes
 from ..network.model import load_model
 from ..progress import Progress
 from .analyze import AnalyzeOptions, Shapes, calibration_data, shapes_of
 
-METHODS = (GENERATED, NOISE, PINK_NOISE, DEAD_LEAVES, SYNTHESIZED)
+METHODS = (GENERATED, NOISE, PINK_AND_LEAVES, PINK_NOISE, DEAD_LEAVES, SYNTHESIZED)
 
 
 @dataclass(frozen=True)
 class GenerateOptions:
-    method: str | None = None  # noise (shaped like the inputs), pink-noise, dead-leaves, synthesized; None or
+    method: str | None = None  # noise (shaped like the inputs), an image kind (data.generate), synthesized; None or
     # generated: the one an analysis without data uses, chosen by what the model offers (``generator_for``)
     samples: int = DEFAULT_GENERATED_SAMPLES
     seed: int = 0
-    preprocess: str | None = None  # the model's image preprocessing (pink-noise, dead-leaves, synthesized)
+    preprocess: str | None = None  # the model's image preprocessing (image kinds, synthesized)
     shapes: Shapes = field(default_factory=dict)
 
     def __post_init__(self) -> None:
