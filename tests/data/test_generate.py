@@ -10,8 +10,8 @@ from trt_mpq.data.generate import (
     CONTRAST,
     DISKS,
     dead_leaves,
+    draw_image,
     image_statistics,
-    pink_and_leaves,
     pink_noise,
     textured_leaves,
 )
@@ -83,16 +83,22 @@ def test_textured_leaves_are_regions_with_their_own_brightness_and_texture_contr
     assert textured_leaves(np.random.default_rng([0, 5]), 32, 32, channels=1).shape == (32, 32, 1)
 
 
-def test_pink_and_leaves_draws_one_or_the_other_per_image_by_the_seed():
-    kinds = []
-    for i in range(12):
-        img = pink_and_leaves(np.random.default_rng([3, i]), 48, 48)
-        assert np.array_equal(img, pink_and_leaves(np.random.default_rng([3, i]), 48, 48))
-        rng = np.random.default_rng([3, i])
-        which = (pink_noise, textured_leaves)[int(rng.integers(2))]
-        assert np.array_equal(img, which(rng, 48, 48))
-        kinds.append(which)
-    assert set(kinds) == {pink_noise, textured_leaves}
+def test_a_mixed_kind_draws_its_models_in_near_equal_shares_in_every_batch():
+    def which(i):
+        img = draw_image("pink-and-leaves", 3, i, 40, 40)
+        assert np.array_equal(img, draw_image("pink-and-leaves", 3, i, 40, 40))  # (seed, i) alone decide it
+        kinds = [f for f in (pink_noise, textured_leaves)
+                 if np.array_equal(img, f(np.random.default_rng([3, i]), 40, 40))]
+        assert len(kinds) == 1
+        return kinds[0]
+
+    drawn = [which(i) for i in range(16)]
+    assert 7 <= drawn.count(pink_noise) <= 9  # 16 samples: near 8 of each, where a coin per image may give 4, 12
+    for n in (2, 4):  # the analysis's batches take every n-th sample (data.views.spread_batches)
+        for k in range(n):
+            part = drawn[k::n]
+            assert abs(part.count(pink_noise) - part.count(textured_leaves)) <= 2
+    assert np.array_equal(draw_image("pink-noise", 3, 5, 40, 40), pink_noise(np.random.default_rng([3, 5]), 40, 40))
 
 
 @pytest.mark.parametrize("kind", ["pink-noise", "pink-and-leaves", "dead-leaves"])

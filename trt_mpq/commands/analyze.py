@@ -162,9 +162,9 @@ def generator_for(model: LoadedModel, preprocess: str | None) -> tuple[str, str]
     the model offers decides (docs/results.md, issue 22). BatchNorm statistics kept in the graph: data
     optimised to match them (PP-OCRv4: Spearman 0.960 against the real images' ranking, noise 0.913), when
     trt-mpq[datagen] is installed and the input is one float tensor of fixed size; else, with ``preprocess``,
-    pink-noise and textured dead-leaves images, one or the other per image (MobileNetV2 over 20 seeds:
-    Spearman 0.968, all-INT8 agreement 0.876 against the photos' 0.885, where pink noise alone gives 0.970 and
-    0.864; optimising pink noise toward random classes adds nothing measurable, for 20 s and PyTorch); else
+    pink-noise and textured dead-leaves images in turns (MobileNetV2 over 20 seeds: Spearman 0.970, all-INT8
+    agreement 0.869 against the photos' 0.885, where pink noise alone gives 0.970 and 0.864; optimising pink
+    noise toward random classes adds nothing measurable, for 20 s and PyTorch); else
     noise shaped like the inputs."""
     from ..data.autograd import torch_available
     from ..data.synthesis import bn_targets

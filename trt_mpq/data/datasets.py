@@ -22,7 +22,16 @@ from ..artifacts import DataInfo
 from ..errors import DataError
 from ..network.model import LoadedModel, TensorSpec, file_sha256
 from ..network.shapes import format_dims
-from .generate import IMAGE_KINDS, IMAGES, PINK_NOISE, RECIPES, describe_statistics, index_bound, is_mask, padding_mask
+from .generate import (
+    IMAGE_KINDS,
+    PINK_NOISE,
+    RECIPES,
+    describe_statistics,
+    draw_image,
+    index_bound,
+    is_mask,
+    padding_mask,
+)
 from .images import Preprocess, list_images, load_image, preprocess_image
 
 DEFAULT_GENERATED_SAMPLES = 16
@@ -240,14 +249,13 @@ def _generated_images(model: LoadedModel, n: int, seed: int, pre: Preprocess, ki
         raise DataError(f"input '{spec.name}' ({spec.describe()}) has no fixed height and width and the "
                         "preprocessing no 'resize': give one of them to generate images.")
     channels = 1 if pre.color == "gray" else 3
-    draw = IMAGES[kind]
 
     def take(lo: int, hi: int) -> dict[str, np.ndarray]:
-        arrays = [preprocess_image(Image.fromarray(draw(np.random.default_rng([seed, i]), h, w, channels).squeeze()),
+        arrays = [preprocess_image(Image.fromarray(draw_image(kind, seed, i, h, w, channels).squeeze()),
                                    pre, size, f"sample {i}") for i in range(lo, hi)]
         return {spec.name: np.concatenate(arrays, axis=0)}
 
-    first = [draw(np.random.default_rng([seed, i]), h, w, channels) for i in range(min(n, 8))]
+    first = [draw_image(kind, seed, i, h, w, channels) for i in range(min(n, 8))]
     details = {"seed": seed, "generator": f"{IMAGE_KINDS[kind]}, {w}x{h} pixels, preprocessed as photos",
                "statistics": describe_statistics(first), "preprocess": pre.to_json()}
     fp = ["generated", kind, RECIPES[kind], seed, pre.to_json(), spec.name, str(size)]
