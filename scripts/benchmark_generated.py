@@ -166,7 +166,8 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=72, help="calibration samples of each source")
     parser.add_argument("--skip-noise", action="store_true", help="leave out the noise row (the old default)")
     parser.add_argument("--seeds", type=int, default=2,
-                        help="pink-noise (what --calib generated takes here) and synthesized rows, one per seed")
+                        help="pink-and-leaves (what --calib generated takes here), pink-noise and synthesized rows, "
+                             "one per seed")
     parser.add_argument("--orders", type=int, default=1,
                         help="rows of the calibration photos, each in another order (the first as listed): how "
                              "far the choice of thresholds moves with which photos choose them")

@@ -8,9 +8,10 @@ import math
 import os
 import stat
 
+import numpy as np
 import pytest
 
-from trt_mpq.files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from trt_mpq.files import _umask, atomic_write_bytes, atomic_write_json, atomic_write_npz, atomic_write_text
 
 
 def _mode(path) -> int:
@@ -110,3 +111,30 @@ def test_json_refuses_nan_and_inf_and_keeps_the_old_file(tmp_path, bad):
     with pytest.raises(ValueError):
         atomic_write_json(path, {"nmse": bad})
     assert json.loads(path.read_text()) == {"nmse": 0.5} and os.listdir(tmp_path) == ["sensitivity.json"]
+
+
+def test_an_npz_written_in_chunks_reads_back_whole_and_a_failed_chunk_leaves_nothing(tmp_path):
+    rng = np.random.default_rng(0)
+    x, ids = rng.standard_normal((10, 3, 4)).astype(np.float32), rng.integers(0, 9, (10, 5))
+    chunks = ({"x": x[lo:lo + 4], "ids": ids[lo:lo + 4]} for lo in range(0, 10, 4))  # 4 + 4 + 2 rows
+    path = tmp_path / "data.npz"
+    atomic_write_npz(path, chunks, {"note": np.array("how it was made")})
+    with np.load(path) as d:
+        assert sorted(d.files) == ["ids", "note", "x"]
+        np.testing.assert_array_equal(d["x"], x)
+        np.testing.assert_array_equal(d["ids"], ids)
+        assert d["x"].dtype == np.float32 and str(d["note"]) == "how it was made"
+    assert os.listdir(tmp_path) == ["data.npz"] and _mode(path) == 0o666 & ~_umask()
+
+    def failing():
+        yield {"x": x[:4]}
+        raise RuntimeError("the generator broke")
+
+    with pytest.raises(RuntimeError, match="broke"):
+        atomic_write_npz(path, failing())
+    with np.load(path) as d:  # the previous file, whole
+        np.testing.assert_array_equal(d["x"], x)
+    assert os.listdir(tmp_path) == ["data.npz"]
+    with pytest.raises(ValueError, match="a chunk float32"):  # rows of another shape cannot be appended
+        atomic_write_npz(tmp_path / "bad.npz", iter([{"x": x[:2]}, {"x": x[:2, :2]}]))
+    assert os.listdir(tmp_path) == ["data.npz"]

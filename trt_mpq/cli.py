@@ -114,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preprocess", metavar="FILE", help="the model's image preprocessing (JSON/YAML), as for "
                    "an image folder: generated images are normalised exactly as photos would be")
     p.add_argument("--shape", action="append", default=[], metavar="NAME:DIMS", help=SHAPE_HELP)
+    p.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE",
+                   help="as analyze's --fix: data for the model specialised on this input value (no array for it)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
 
     p = sub.add_parser("plan", help="choose every unit's precision under a budget, verified on held-out data",
@@ -340,7 +342,8 @@ def _run(args: argparse.Namespace) -> int:
             print_plan(report, args.dir)
             return 0
         if args.command == "generate":
-            options = GenerateOptions(args.method, args.samples, args.seed, args.preprocess, parse_shapes(args.shape))
+            options = GenerateOptions(args.method, args.samples, args.seed, args.preprocess, parse_shapes(args.shape),
+                                      args.fix)
             record = generate(args.model, args.out, options, progress)
             progress.stop()
             print(f"wrote {record['samples']} samples ({record.get('generator', record['method'])}) to {args.out}")
