@@ -144,7 +144,8 @@ def test_generate_noise_and_bad_requests(tmp_path, capsys):
     assert main(["generate", str(path), "--out", str(tmp_path / "x.txt")]) == 2
     assert "must name a .npz" in capsys.readouterr().err
     assert main(["generate", str(path), "--out", str(tmp_path / "d.npz"), "--method", "dead-leaves"]) == 2
-    assert "--preprocess" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--method dead-leaves draws images" in err and "--preprocess" in err and "--calib" not in err
     assert not (tmp_path / "d.npz").exists()
     (tmp_path / "pre.json").write_text('{"resize": 8, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}')
     out = tmp_path / "pink.npz"

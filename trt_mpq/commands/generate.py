@@ -12,7 +12,7 @@ import numpy as np
 
 from ..data.datasets import DEFAULT_GENERATED_SAMPLES, GENERATOR, Dataset
 from ..data.generate import DEAD_LEAVES, GENERATED, NOISE, PINK_AND_LEAVES, PINK_NOISE, SYNTHESIZED
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..files import atomic_write_npz
 from ..network.model import load_model
 from ..network.specialise import parse_fixed
@@ -57,10 +57,13 @@ def generate(model: str | Path, out: str | Path, options: GenerateOptions = Gene
     if not out.parent.is_dir():
         raise ConfigError(f"the folder of --out '{out}' does not exist.")
     loaded = load_model(model, shapes_of(options.shapes), dict(options.fixed))
-    analyze = AnalyzeOptions(calib=options.method, preprocess=options.preprocess, shapes=options.shapes,
-                             fixed=options.fixed, samples=options.samples, seed=options.seed)
     parts = out.parent / f".{out.name}.parts"  # finished batches of a long synthesis: a rerun resumes there
-    data = calibration_data(loaded, analyze, progress, work=parts)
+    try:
+        analyze = AnalyzeOptions(calib=options.method, preprocess=options.preprocess, shapes=options.shapes,
+                                 fixed=options.fixed, samples=options.samples, seed=options.seed)
+        data = calibration_data(loaded, analyze, progress, work=parts)
+    except (ConfigError, DataError) as e:  # said as analyze's --calib says it; here the option is --method
+        raise type(e)(str(e).replace("--calib", "--method")) from None
     record = {"method": options.method, "samples": data.num_samples, **data.details}
     atomic_write_npz(out, _chunks(data, progress or Progress()),
                      {GENERATOR: np.array(json.dumps(record, default=str))})
